@@ -1,0 +1,212 @@
+// Package edge is the wsgate edge service: it accepts WebSocket connections,
+// authenticates them, publishes what clients send to NATS and delivers what
+// is published to them (DESIGN.md). cmd/edge runs it; other programs (the dev
+// stack, tests) can embed it.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/config"
+	"github.com/wsgate/wsgate/services/edge/internal/gateway"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
+	"github.com/wsgate/wsgate/services/internal/health"
+	"github.com/wsgate/wsgate/services/internal/metrics"
+	"github.com/wsgate/wsgate/services/internal/natsconn"
+)
+
+// Config is the edge's configuration (see .env.example).
+type Config = config.Config
+
+// LoadConfig reads the configuration from the environment.
+func LoadConfig() (Config, error) { return config.Load() }
+
+// shutdownMargin is added to the drain window for the last closes to finish.
+const shutdownMargin = wsconn.CloseGrace + time.Second
+
+// Option changes how New builds a Server.
+type Option func(*Server)
+
+// WithNATS makes the server use nc instead of connecting from the config.
+// The caller keeps ownership: the server does not drain or close it.
+func WithNATS(nc *nats.Conn) Option { return func(s *Server) { s.nc, s.ownNC = nc, false } }
+
+// WithHandler serves h at pattern (http.ServeMux syntax) next to the edge's
+// own routes.
+func WithHandler(pattern string, h http.Handler) Option {
+	return func(s *Server) { s.extra = append(s.extra, route{pattern, h}) }
+}
+
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+// Server is one edge.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	nc    *nats.Conn
+	ownNC bool
+	extra []route
+
+	probe   *health.Probe
+	hub     *hub.Hub
+	gateway *gateway.Gateway
+	http    *http.Server
+	ln      net.Listener
+}
+
+// New builds an edge from cfg; it connects to NATS (in the background when
+// NATS is not reachable yet) unless WithNATS is given.
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
+	if err := cfg.Normalize(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, ownNC: true}
+	for _, o := range opts {
+		o(s)
+	}
+	verifier, err := auth.NewVerifier(auth.Config{
+		Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKeyFile,
+		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.nc == nil {
+		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{})
+		if err != nil {
+			return nil, err
+		}
+	}
+	reg := metrics.NewRegistry()
+	subjects := wire.NewSubjects(cfg.Prefix)
+	s.hub = hub.New(s.nc, hub.Config{
+		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval,
+		AuthTimeout: cfg.AuthTimeout, Logger: log, Metrics: hub.NewMetrics(reg),
+	})
+	s.gateway = gateway.New(gateway.Config{
+		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
+		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
+		MaxMessageBytes: cfg.MaxMessageBytes, SendQueue: cfg.SendQueue,
+		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
+		Logger: log, Metrics: gateway.NewMetrics(reg),
+	}, s.hub, s.nc, verifier)
+	s.probe = health.New(func() error {
+		if !s.nc.IsConnected() {
+			return errors.New("nats is not connected")
+		}
+		return nil
+	})
+	mux := http.NewServeMux()
+	mux.Handle(cfg.Path, s.gateway)
+	s.probe.Register(mux)
+	mux.Handle("GET /metrics", reg.Handler())
+	for _, r := range s.extra {
+		mux.Handle(r.pattern, r.h)
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Listen binds EDGE_ADDR; Addr is known afterwards.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("EDGE_ADDR %q: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address (after Listen).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// ID is the edge id, as used in subjects and connection ids.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// Run listens and serves until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Serve serves on the bound listener until ctx is done, then shuts down:
+// readiness off, no new connections, clients closed with 1012 spread over
+// EDGE_DRAIN_TIMEOUT, NATS drained.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.hub.Start(); err != nil {
+		return err
+	}
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
+
+	serveErr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); serveErr <- s.http.Serve(s.ln) }()
+	s.log.Info("edge listening", "addr", s.ln.Addr().String(), "path", s.cfg.Path, "edge", s.cfg.ID)
+
+	var err error
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("http serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.shutdown()
+	stopHub()
+	wg.Wait()
+	return err
+}
+
+func (s *Server) shutdown() {
+	s.probe.SetDraining()
+	s.gateway.Drain()
+	s.log.Info("edge draining", "connections", s.hub.Len(), "window", s.cfg.DrainTimeout.String())
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+shutdownMargin)
+	defer cancel()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.log.Warn("http shutdown", "err", err)
+	}
+	s.hub.CloseAll(ctx, wsconn.CloseRestart, "edge is restarting", s.cfg.DrainTimeout)
+	if err := s.gateway.Wait(ctx); err != nil {
+		s.log.Warn("connections did not close in time; aborting them", "left", s.hub.Len())
+		s.hub.AbortAll()
+		_ = s.gateway.Wait(context.Background())
+	}
+	s.hub.Stop()
+	if s.ownNC {
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		if err := natsconn.Drain(dctx, s.nc); err != nil {
+			s.log.Warn("nats drain", "err", err)
+		}
+	}
+	s.log.Info("edge stopped")
+}

@@ -1,0 +1,268 @@
+// Package edgetest has what tests of wsgate need around a real edge: an
+// in-process NATS server, tokens, and a WebSocket client that records frames.
+package edgetest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Timeout is how long helpers wait for something that should happen.
+const Timeout = 10 * time.Second
+
+// RunNATS starts an in-process NATS server on a free loopback port, with
+// monitoring on another, and shuts it down when the test ends.
+func RunNATS(t testing.TB) *natsserver.Server {
+	t.Helper()
+	return RunNATSWith(t, &natsserver.Options{})
+}
+
+// RunNATSWith is RunNATS with options; host and ports default to loopback
+// and free ports.
+func RunNATSWith(t testing.TB, opts *natsserver.Options) *natsserver.Server {
+	t.Helper()
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = -1
+	}
+	opts.NoLog, opts.NoSigs = true, true
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(Timeout) {
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// Connect returns a NATS connection closed at the end of the test.
+func Connect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("nats connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Token signs claims with HS256 and secret. A missing exp gets one hour.
+func Token(t testing.TB, secret string, claims jwt.MapClaims) string {
+	t.Helper()
+	if _, ok := claims["exp"]; !ok {
+		claims["exp"] = time.Now().Add(time.Hour).Unix()
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatalf("sign token: %v", err)
+	}
+	return s
+}
+
+// Frame is one frame received from the edge.
+type Frame struct {
+	Action  string
+	Details json.RawMessage
+	Ref     json.RawMessage
+	Raw     []byte
+}
+
+// Error decodes the details of an error frame.
+func (f Frame) Error() (code int, msg string) {
+	var d [2]any
+	_ = json.Unmarshal(f.Details, &d)
+	if c, ok := d[0].(float64); ok {
+		code = int(c)
+	}
+	msg, _ = d[1].(string)
+	return code, msg
+}
+
+// String renders the raw frame.
+func (f Frame) String() string { return string(f.Raw) }
+
+// Client is a WebSocket client that records every frame it receives.
+type Client struct {
+	t      testing.TB
+	WS     *websocket.Conn
+	frames chan Frame
+	done   chan struct{}
+	err    error // set before done is closed
+}
+
+// Dial connects to url with header and fails the test on error.
+func Dial(t testing.TB, url string, header http.Header) *Client {
+	t.Helper()
+	c, resp, err := TryDial(t, url, header)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
+	}
+	return c
+}
+
+// TryDial connects to url with header and returns the dial error, if any.
+func TryDial(t testing.TB, url string, header http.Header) (*Client, *http.Response, error) {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(url, header)
+	if err != nil {
+		return nil, resp, err
+	}
+	c := &Client{t: t, WS: ws, frames: make(chan Frame, 4096), done: make(chan struct{})}
+	go c.read()
+	t.Cleanup(func() { _ = ws.Close(); <-c.done })
+	return c, resp, nil
+}
+
+func (c *Client) read() {
+	defer close(c.done)
+	for {
+		_, data, err := c.WS.ReadMessage()
+		if err != nil {
+			c.err = err
+			return
+		}
+		var parts []json.RawMessage
+		if err := json.Unmarshal(data, &parts); err != nil || len(parts) < 2 {
+			c.err = fmt.Errorf("edgetest: malformed server frame %s", data)
+			return
+		}
+		f := Frame{Details: parts[1], Raw: data}
+		_ = json.Unmarshal(parts[0], &f.Action)
+		if len(parts) > 2 {
+			f.Ref = parts[2]
+		}
+		select {
+		case c.frames <- f:
+		default:
+			c.err = errors.New("edgetest: client frame buffer overflow")
+			return
+		}
+	}
+}
+
+// Send writes [action, details] (or [action, details, ref] when ref is given).
+func (c *Client) Send(action string, details any, ref ...any) {
+	c.t.Helper()
+	frame := []any{action, details}
+	if len(ref) > 0 {
+		frame = append(frame, ref[0])
+	}
+	data, err := json.Marshal(frame)
+	if err != nil {
+		c.t.Fatalf("marshal frame: %v", err)
+	}
+	c.SendRaw(data)
+}
+
+// SendRaw writes one text frame as it is.
+func (c *Client) SendRaw(data []byte) {
+	c.t.Helper()
+	if err := c.WS.WriteMessage(websocket.TextMessage, data); err != nil {
+		c.t.Fatalf("write frame: %v", err)
+	}
+}
+
+// Next returns the next frame, failing the test after Timeout.
+func (c *Client) Next() Frame {
+	c.t.Helper()
+	select {
+	case f := <-c.frames:
+		return f
+	case <-c.done:
+		select {
+		case f := <-c.frames:
+			return f
+		default:
+		}
+		c.t.Fatalf("connection ended while waiting for a frame: %v", c.err)
+	case <-time.After(Timeout):
+		c.t.Fatal("no frame within the timeout")
+	}
+	return Frame{}
+}
+
+// Expect returns the next frame and fails unless its action is action.
+func (c *Client) Expect(action string) Frame {
+	c.t.Helper()
+	f := c.Next()
+	if f.Action != action {
+		c.t.Fatalf("got frame %s, want action %q", f, action)
+	}
+	return f
+}
+
+// Authenticate sends Client/authentication (with token when not empty) and
+// expects "ok".
+func (c *Client) Authenticate(token string) {
+	c.t.Helper()
+	var details any
+	if token != "" {
+		details = map[string]string{"token": token}
+	}
+	c.Send("Client/authentication", details)
+	c.ExpectOK()
+}
+
+// ExpectOK expects ["Client/authentication","ok"].
+func (c *Client) ExpectOK() {
+	c.t.Helper()
+	f := c.Expect("Client/authentication")
+	if string(f.Details) != `"ok"` {
+		c.t.Fatalf("authentication answer %s, want ok", f)
+	}
+}
+
+// WaitClose waits until the edge closes the connection and returns the
+// close code (websocket.CloseAbnormalClosure when there was no close frame).
+// Frames still unread are discarded.
+func (c *Client) WaitClose() (int, string) {
+	c.t.Helper()
+	for {
+		select {
+		case <-c.frames:
+			continue
+		case <-c.done:
+		case <-time.After(Timeout):
+			c.t.Fatal("connection not closed within the timeout")
+		}
+		break
+	}
+	var ce *websocket.CloseError
+	if errors.As(c.err, &ce) {
+		return ce.Code, ce.Text
+	}
+	return websocket.CloseAbnormalClosure, ""
+}
+
+// Done is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Eventually polls cond until it holds, failing the test after Timeout.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

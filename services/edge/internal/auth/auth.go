@@ -1,0 +1,289 @@
+// Package auth turns a token into a connection's identity (DESIGN.md §3): it
+// verifies JWTs with a pinned set of algorithms and checks every identity
+// field against the subject-token rules.
+package auth
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsgate/wsgate/api/wire"
+)
+
+// MaxTokenBytes bounds the size of a token; larger ones are refused unread.
+const MaxTokenBytes = 8 << 10
+
+// Identity is who a connection belongs to. It is immutable once built: a
+// renewal builds a new one.
+type Identity struct {
+	User     string // empty for anonymous connections
+	Session  string
+	Groups   []string
+	Language string
+	Expires  time.Time // zero: never
+	Props    map[string]string
+}
+
+// Error is an authentication failure; Reason is safe to show to the client:
+// it never contains the token or key material.
+type Error struct {
+	Reason string
+}
+
+func (e *Error) Error() string { return "auth: " + e.Reason }
+
+func fail(format string, args ...any) error { return &Error{Reason: fmt.Sprintf(format, args...)} }
+
+// Config says which keys and claims a Verifier accepts.
+type Config struct {
+	Secret        string // HMAC secret: HS256, HS384, HS512
+	PublicKeyFile string // PEM: RSA (RS*, PS*), ECDSA (ES* of its curve) or Ed25519 (EdDSA)
+	Issuer        string // required iss, when set
+	Audience      string // required aud, when set
+}
+
+// Verifier verifies tokens. It is safe for concurrent use.
+type Verifier struct {
+	secret []byte
+	public crypto.PublicKey
+	parser *jwt.Parser
+}
+
+// NewVerifier loads the configured keys and pins the algorithms to them.
+func NewVerifier(cfg Config) (*Verifier, error) {
+	v := &Verifier{}
+	var methods []string
+	if cfg.Secret != "" {
+		v.secret = []byte(cfg.Secret)
+		methods = append(methods, "HS256", "HS384", "HS512")
+	}
+	if cfg.PublicKeyFile != "" {
+		key, algs, err := loadPublicKey(cfg.PublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("EDGE_JWT_PUBLIC_KEY_FILE: %w", err)
+		}
+		v.public = key
+		methods = append(methods, algs...)
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithLeeway(0)}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// Enabled reports whether any key is configured.
+func (v *Verifier) Enabled() bool { return v.secret != nil || v.public != nil }
+
+func loadPublicKey(path string) (crypto.PublicKey, []string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, nil, errors.New("no PEM block found")
+	}
+	var key any
+	switch block.Type {
+	case "CERTIFICATE":
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, err
+		}
+		key = cert.PublicKey
+	case "RSA PUBLIC KEY":
+		key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	default:
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return k, []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return k, []string{"ES256"}, nil
+		case elliptic.P384():
+			return k, []string{"ES384"}, nil
+		case elliptic.P521():
+			return k, []string{"ES512"}, nil
+		}
+		return nil, nil, errors.New("unsupported ECDSA curve")
+	case ed25519.PublicKey:
+		return k, []string{"EdDSA"}, nil
+	}
+	return nil, nil, fmt.Errorf("unsupported key type %T", key)
+}
+
+type claims struct {
+	jwt.RegisteredClaims
+	SID    string            `json:"sid"`
+	Groups []string          `json:"groups"`
+	Lang   string            `json:"lang"`
+	Props  map[string]string `json:"props"`
+}
+
+// Verify checks token and returns the identity it carries. Language is left
+// empty when the token has no lang claim (the caller knows the fallbacks).
+func (v *Verifier) Verify(token string) (*Identity, error) {
+	switch {
+	case token == "":
+		return nil, fail("token is missing")
+	case len(token) > MaxTokenBytes:
+		return nil, fail("token is larger than %d bytes", MaxTokenBytes)
+	case !v.Enabled():
+		return nil, fail("tokens are not accepted by this edge")
+	}
+	var c claims
+	_, err := v.parser.ParseWithClaims(token, &c, v.key)
+	if err != nil {
+		return nil, jwtError(err)
+	}
+	return identityOf(&c)
+}
+
+// key picks the key of the token's algorithm family; the parser has already
+// refused algorithms outside the pinned set, so HS tokens never meet a public
+// key and asymmetric tokens never meet the secret.
+func (v *Verifier) key(t *jwt.Token) (any, error) {
+	switch t.Method.(type) {
+	case *jwt.SigningMethodHMAC:
+		if v.secret != nil {
+			return v.secret, nil
+		}
+	case *jwt.SigningMethodRSA, *jwt.SigningMethodRSAPSS, *jwt.SigningMethodECDSA, *jwt.SigningMethodEd25519:
+		if v.public != nil {
+			return v.public, nil
+		}
+	}
+	return nil, fail("algorithm %s is not accepted", t.Method.Alg())
+}
+
+func jwtError(err error) error {
+	var ae *Error
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return fail("token is malformed")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		if strings.Contains(err.Error(), "signing method") {
+			return fail("token algorithm is not accepted")
+		}
+		return fail("token signature is invalid")
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return fail("token algorithm is not accepted")
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return fail("token has expired")
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return fail("token is not valid yet")
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return fail("token issuer is not accepted")
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return fail("token audience is not accepted")
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return fail("token claims are invalid")
+	}
+	return fail("token is invalid")
+}
+
+func identityOf(c *claims) (*Identity, error) {
+	if c.Subject == "" {
+		return nil, fail("sub claim is missing")
+	}
+	if err := wire.ValidateID(c.Subject); err != nil {
+		return nil, fail("sub claim is not a valid user id: %s", reason(err))
+	}
+	id := &Identity{User: c.Subject, Session: c.SID, Language: c.Lang, Props: c.Props}
+	if id.Session == "" {
+		id.Session = c.ID
+	}
+	if id.Session != "" {
+		if err := wire.ValidateID(id.Session); err != nil {
+			return nil, fail("sid/jti claim is not a valid session id: %s", reason(err))
+		}
+	}
+	for _, g := range c.Groups {
+		if err := wire.ValidateID(g); err != nil {
+			return nil, fail("groups claim has an invalid group id: %s", reason(err))
+		}
+	}
+	id.Groups = dedupe(c.Groups)
+	if c.ExpiresAt != nil {
+		id.Expires = c.ExpiresAt.Time
+	}
+	return id, nil
+}
+
+func dedupe(s []string) []string {
+	out := make([]string, 0, len(s))
+	seen := make(map[string]bool, len(s))
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// reason strips the package prefix of a wire validation error.
+func reason(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, ": "); i >= 0 {
+		return s[i+2:]
+	}
+	return s
+}
+
+// TokenFromRequest returns the token an upgrade request carries, first found
+// wins: Authorization: Bearer, then ?token=, then the cookie named cookie.
+func TokenFromRequest(r *http.Request, cookie string) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+	}
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if cookie != "" {
+		if c, err := r.Cookie(cookie); err == nil {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// FirstLanguage returns the first language tag of an Accept-Language header
+// ("de-CH,de;q=0.9" → "de-CH"), or "".
+func FirstLanguage(acceptLanguage string) string {
+	tag, _, _ := strings.Cut(acceptLanguage, ",")
+	tag, _, _ = strings.Cut(tag, ";")
+	tag = strings.TrimSpace(tag)
+	if tag == "*" || len(tag) > 35 {
+		return ""
+	}
+	return tag
+}

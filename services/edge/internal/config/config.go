@@ -1,0 +1,121 @@
+// Package config reads the edge's configuration from the environment
+// (DESIGN.md §6). It is the only package of the edge that reads it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/logging"
+	"github.com/wsgate/wsgate/services/internal/natsconn"
+)
+
+// Config is everything the edge can be told. Zero values of optional fields
+// mean "off" as documented on each field.
+type Config struct {
+	natsconn.Config
+	logging.Settings
+	Prefix string `envconfig:"WS_SUBJECT_PREFIX" default:"ws" desc:"prefix of every NATS subject wsgate uses"`
+
+	Addr             string        `envconfig:"EDGE_ADDR" default:":8080" desc:"listen address of WebSocket, health and metrics HTTP"`
+	Path             string        `envconfig:"EDGE_PATH" default:"/ws" desc:"HTTP path of the WebSocket endpoint"`
+	ID               string        `envconfig:"EDGE_ID" desc:"this edge's id in subjects and connection ids (default: host name, made subject-safe)"`
+	AllowedOrigins   []string      `envconfig:"EDGE_ALLOWED_ORIGINS" desc:"comma-separated Origin allowlist (https://app.example, https://*.example); * allows any; empty allows same-host and non-browser clients"`
+	AllowAnonymous   bool          `envconfig:"EDGE_ALLOW_ANONYMOUS" default:"false" desc:"accept connections without a token (empty user)"`
+	JWTSecret        string        `envconfig:"EDGE_JWT_SECRET" secret:"true" desc:"HMAC secret of HS256/384/512 tokens"`
+	JWTPublicKeyFile string        `envconfig:"EDGE_JWT_PUBLIC_KEY_FILE" desc:"PEM public key (RSA, ECDSA or Ed25519) of RS*/PS*/ES*/EdDSA tokens"`
+	JWTIssuer        string        `envconfig:"EDGE_JWT_ISSUER" desc:"required iss claim, when set"`
+	JWTAudience      string        `envconfig:"EDGE_JWT_AUDIENCE" desc:"required aud claim, when set"`
+	AuthCookie       string        `envconfig:"EDGE_AUTH_COOKIE" default:"wsgate_token" desc:"name of the cookie that may carry the token"`
+	AuthTimeout      time.Duration `envconfig:"EDGE_AUTH_TIMEOUT" default:"10s" desc:"close 4408 when a connection is not authenticated within this time"`
+	MaxMessageBytes  int64         `envconfig:"EDGE_MAX_MESSAGE_BYTES" default:"65536" desc:"largest frame a client may send; larger closes with 1009"`
+	SendQueue        int           `envconfig:"EDGE_SEND_QUEUE" default:"256" desc:"frames queued per connection; a full queue closes it with 4500 (slow consumer)"`
+	PingInterval     time.Duration `envconfig:"EDGE_PING_INTERVAL" default:"20s" desc:"protocol ping period; a peer silent for 2 periods is dropped"`
+	RateLimit        float64       `envconfig:"EDGE_RATE_LIMIT" default:"50" desc:"frames per second a connection may send (0 = unlimited)"`
+	RateBurst        int           `envconfig:"EDGE_RATE_BURST" default:"100" desc:"burst of EDGE_RATE_LIMIT"`
+	MaxConnections   int           `envconfig:"EDGE_MAX_CONNECTIONS" default:"0" desc:"connections this edge accepts (0 = unlimited); beyond, HTTP 503"`
+	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
+	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
+	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+}
+
+// Load reads the configuration from the environment and checks it.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process("", &c); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := c.Normalize(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Normalize fills derived defaults (EDGE_ID) and checks the values; each
+// error names the variable at fault.
+func (c *Config) Normalize() error {
+	if c.Prefix == "" {
+		c.Prefix = wire.DefaultPrefix
+	}
+	if err := wire.ValidateID(c.Prefix); err != nil {
+		return fmt.Errorf("WS_SUBJECT_PREFIX: %w", err)
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = SubjectSafe(host)
+	}
+	if err := wire.ValidateID(c.ID); err != nil {
+		return fmt.Errorf("EDGE_ID: %w", err)
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		return fmt.Errorf("EDGE_PATH: %q must start with /", c.Path)
+	}
+	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.AllowAnonymous {
+		return errors.New("EDGE_JWT_SECRET or EDGE_JWT_PUBLIC_KEY_FILE: one is required unless EDGE_ALLOW_ANONYMOUS=true")
+	}
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"EDGE_AUTH_TIMEOUT", c.AuthTimeout > 0},
+		{"EDGE_MAX_MESSAGE_BYTES", c.MaxMessageBytes >= 64},
+		{"EDGE_SEND_QUEUE", c.SendQueue > 0},
+		{"EDGE_PING_INTERVAL", c.PingInterval > 0},
+		{"EDGE_RATE_LIMIT", c.RateLimit >= 0},
+		{"EDGE_RATE_BURST", c.RateBurst > 0 || c.RateLimit == 0},
+		{"EDGE_MAX_CONNECTIONS", c.MaxConnections >= 0},
+		{"EDGE_DRAIN_TIMEOUT", c.DrainTimeout >= 0},
+		{"EDGE_HANDSHAKE_TIMEOUT", c.HandshakeTimeout > 0},
+		{"EDGE_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 1024},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return fmt.Errorf("%s: value out of range", p.name)
+		}
+	}
+	return nil
+}
+
+// SubjectSafe maps s to a valid id: every disallowed byte becomes '-', and it
+// is cut to wire.MaxIDLen; an empty s becomes "edge".
+func SubjectSafe(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if wire.ValidateID(string(c)) != nil {
+			b[i] = '-'
+		}
+	}
+	if len(b) > wire.MaxIDLen {
+		b = b[:wire.MaxIDLen]
+	}
+	if len(b) == 0 {
+		return "edge"
+	}
+	return string(b)
+}

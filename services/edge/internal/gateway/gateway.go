@@ -1,0 +1,167 @@
+// Package gateway accepts WebSocket connections and runs each one's reader:
+// authentication, frame validation, and publishing of inbound envelopes and
+// lifecycle events to NATS.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
+)
+
+// Buffer sizes: reads are small JSON frames; writes borrow a buffer from a
+// shared pool only while a write is in progress.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 4096
+	// badFrameWindow: a second bad frame within it closes with 1008.
+	badFrameWindow = time.Minute
+	// authPublishTimeout bounds the wait for the NATS server to confirm a
+	// new connection's subscriptions.
+	authPublishTimeout = 5 * time.Second
+	maxCloseReason     = 120
+)
+
+// Config is what the gateway needs to know.
+type Config struct {
+	EdgeID           string
+	Subjects         wire.Subjects
+	AllowedOrigins   []string
+	AllowAnonymous   bool
+	AuthCookie       string
+	MaxMessageBytes  int64
+	SendQueue        int
+	RateLimit        float64
+	RateBurst        int
+	MaxConnections   int
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
+	Metrics          *Metrics
+}
+
+// Gateway is the http.Handler of the WebSocket endpoint.
+type Gateway struct {
+	cfg      Config         // static
+	hub      *hub.Hub       // static
+	nc       *nats.Conn     // static
+	verifier *auth.Verifier // static
+	upgrader websocket.Upgrader
+	boot     string // static: random prefix of this process's connection ids
+
+	seq      atomic.Uint64 // connection counter
+	reserved atomic.Int64  // connections admitted, for MaxConnections
+	draining atomic.Bool
+	conns    sync.WaitGroup // one per connection being served
+}
+
+// New returns a gateway; verifier may have no keys when only anonymous
+// connections are allowed.
+func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gateway {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID()}
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   readBufferSize,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  &sync.Pool{},
+		CheckOrigin:      originChecker(cfg.AllowedOrigins),
+	}
+	return g
+}
+
+func bootID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	n := uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
+	return strconv.FormatUint(n, 36)
+}
+
+// originChecker allows the listed origins ("*" = any; a "*." host part
+// matches subdomains); with none listed, requests without an Origin
+// (non-browser clients) and same-host origins.
+func originChecker(allowed []string) func(*http.Request) bool {
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if len(allowed) == 0 {
+			if origin == "" {
+				return true
+			}
+			u, err := url.Parse(origin)
+			return err == nil && strings.EqualFold(u.Host, r.Host)
+		}
+		for _, a := range allowed {
+			a = strings.TrimSpace(a)
+			if a == "*" || strings.EqualFold(a, origin) {
+				return true
+			}
+			if ok, _ := path.Match(strings.ToLower(a), strings.ToLower(origin)); ok && strings.Contains(a, "*.") {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Drain makes the gateway refuse new connections with 503.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// Wait waits until every connection's handler has returned or ctx is done.
+func (g *Gateway) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { g.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ServeHTTP upgrades the request and serves the connection until it closes.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		http.Error(w, "edge is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if n := g.reserved.Add(1); g.cfg.MaxConnections > 0 && n > int64(g.cfg.MaxConnections) {
+		g.reserved.Add(-1)
+		g.cfg.Metrics.Refused.Inc("full")
+		http.Error(w, "edge is at its connection limit", http.StatusServiceUnavailable)
+		return
+	}
+	defer g.reserved.Add(-1)
+	if !g.upgrader.CheckOrigin(r) {
+		g.cfg.Metrics.Refused.Inc("origin")
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	g.conns.Add(1)
+	defer g.conns.Done()
+	ws, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		g.cfg.Metrics.Refused.Inc("handshake")
+		return // the upgrader has answered with the HTTP error
+	}
+	s := g.newSession(ws, r)
+	s.serve(r)
+}

@@ -1,0 +1,344 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
+)
+
+// session is one connection's reader. Every field is owned by the reader
+// goroutine (the HTTP handler's), except what hub.Client shares.
+type session struct {
+	g              *Gateway
+	c              *hub.Client
+	ws             *websocket.Conn
+	acceptLanguage string
+	msgSeq         uint64
+
+	lastBad time.Time // when the last bad frame arrived
+
+	tokens      float64   // rate limiter bucket
+	lastRefill  time.Time // rate limiter clock
+	drops       int       // frames dropped by the limiter in the current window
+	dropsWindow time.Time // start of that window
+}
+
+// rateWindow is how long dropped frames count towards closing with 4429.
+const rateWindow = 10 * time.Second
+
+func (g *Gateway) newSession(ws *websocket.Conn, r *http.Request) *session {
+	s := &session{g: g, ws: ws, acceptLanguage: r.Header.Get("Accept-Language"), tokens: float64(g.cfg.RateBurst), lastRefill: time.Now()}
+	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
+	conn := wsconn.New(ws, g.cfg.SendQueue, func(err error) {
+		// The writer failed or finished with a close frame: the reader
+		// finds out through its own read error or deadline.
+		if !wsconn.IsClosedByUs(err) {
+			_ = ws.NetConn().Close()
+		}
+	})
+	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(ws.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
+	return s
+}
+
+func (s *session) serve(r *http.Request) {
+	g, conn := s.g, s.c.Conn
+	g.hub.Add(s.c)
+	g.cfg.Metrics.Accepted.Add(1)
+	s.ws.SetReadLimit(g.cfg.MaxMessageBytes)
+	s.ws.SetPongHandler(func(string) error { conn.Touch(); return nil })
+
+	if tok := auth.TokenFromRequest(r, g.cfg.AuthCookie); tok != "" {
+		s.authenticate(tok)
+	}
+	code := s.readLoop()
+
+	g.hub.Remove(s.c)
+	_ = s.ws.Close()
+	conn.Wait()
+	if code == 0 {
+		code = conn.CloseCode()
+	}
+	g.cfg.Metrics.Closes.Inc(strconv.Itoa(code))
+	if s.c.Identity() != nil {
+		details, _ := json.Marshal(map[string]int{"code": code})
+		s.publish(wire.ActionDisconnection, details, nil)
+	}
+}
+
+// readLoop reads frames until the connection ends and returns the close code
+// the peer sent (0 when it sent none).
+func (s *session) readLoop() int {
+	conn := s.c.Conn
+	for {
+		mt, data, err := s.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				if code := conn.CloseCode(); code != 0 {
+					return code // the peer echoed our close
+				}
+				return ce.Code
+			case errors.Is(err, websocket.ErrReadLimit):
+				return wsconn.CloseTooLarge
+			}
+			if conn.CloseCode() == 0 {
+				return websocket.CloseAbnormalClosure
+			}
+			return 0
+		}
+		conn.Touch()
+		if conn.CloseCode() != 0 {
+			continue // closing: the peer's close frame is all we wait for
+		}
+		s.g.cfg.Metrics.FramesIn.Add(1)
+		if mt != websocket.TextMessage {
+			s.bad("binary frames are not accepted")
+			continue
+		}
+		s.handle(data)
+	}
+}
+
+func (s *session) handle(data []byte) {
+	if !s.allow() {
+		return
+	}
+	f, err := wire.ParseClientFrame(data)
+	if err != nil {
+		s.bad(strings.TrimPrefix(err.Error(), wire.ErrBadFrame.Error()+": "))
+		return
+	}
+	switch {
+	case f.Action == wire.ActionAuthentication:
+		s.onAuthentication(f)
+	case f.Action == wire.ActionPing:
+		s.send(wire.AppendServerFrame(nil, wire.ActionPong, nil, f.Ref))
+	case strings.HasPrefix(f.Action, wire.ReservedClient), strings.HasPrefix(f.Action, wire.ReservedServer):
+		s.clientError(wire.CodeBadRequest, "action "+f.Action+" is reserved")
+	case s.c.Identity() == nil:
+		s.clientError(wire.CodeUnauthorized, "not authenticated: send Client/authentication first")
+	default:
+		if err := s.publish(f.Action, f.Details, f.Ref); err != nil {
+			s.send(wire.AppendServerFrame(nil, wire.ErrorAction(f.Action), errorDetails(wire.CodeUnavailable, "not delivered: messaging is unavailable"), f.Ref))
+		}
+	}
+}
+
+// allow applies the per-connection token bucket. The first frame over the
+// limit gets Client/error 429; a client that keeps going is closed 4429.
+func (s *session) allow() bool {
+	rate := s.g.cfg.RateLimit
+	if rate <= 0 {
+		return true
+	}
+	now := time.Now()
+	burst := float64(s.g.cfg.RateBurst)
+	s.tokens = min(burst, s.tokens+now.Sub(s.lastRefill).Seconds()*rate)
+	s.lastRefill = now
+	if s.tokens >= 1 {
+		s.tokens--
+		return true
+	}
+	if now.Sub(s.dropsWindow) > rateWindow {
+		s.dropsWindow, s.drops = now, 0
+	}
+	s.drops++
+	s.g.cfg.Metrics.RateLimited.Add(1)
+	switch {
+	case s.drops == 1:
+		s.clientError(wire.CodeTooManyRequests, "rate limit exceeded: frames are being dropped")
+	case s.drops > s.g.cfg.RateBurst:
+		s.close(wsconn.CloseRateLimited, "rate limit exceeded")
+	}
+	return false
+}
+
+// bad answers a frame that breaks the protocol; the second one within
+// badFrameWindow closes the connection with 1008.
+func (s *session) bad(reason string) {
+	s.g.cfg.Metrics.BadFrames.Add(1)
+	now := time.Now()
+	if !s.lastBad.IsZero() && now.Sub(s.lastBad) < badFrameWindow {
+		s.close(wsconn.ClosePolicy, reason)
+		return
+	}
+	s.lastBad = now
+	s.clientError(wire.CodeBadRequest, reason)
+}
+
+func (s *session) onAuthentication(f wire.ClientFrame) {
+	token, err := tokenOf(f.Details)
+	if err != nil {
+		s.send(wire.AppendServerFrame(nil, wire.ErrorAction(wire.ActionAuthentication), errorDetails(wire.CodeBadRequest, err.Error()), f.Ref))
+		return
+	}
+	current := s.c.Identity()
+	switch {
+	case current == nil && token == "":
+		if !s.g.cfg.AllowAnonymous {
+			s.authFail("token is missing")
+			return
+		}
+		s.admit(&auth.Identity{Groups: []string{}, Language: s.language("")})
+	case current == nil:
+		s.authenticate(token)
+	case token == "":
+		s.send(okFrame) // already authenticated: nothing changes
+	default:
+		s.renew(token)
+	}
+}
+
+// tokenOf reads the details of a Client/authentication frame: null or {"token": "..."}.
+func tokenOf(details json.RawMessage) (string, error) {
+	if len(details) == 0 || bytes.Equal(details, []byte("null")) {
+		return "", nil
+	}
+	var d struct {
+		Token *string `json:"token"`
+	}
+	if err := json.Unmarshal(details, &d); err != nil || d.Token == nil {
+		return "", errors.New(`details must be null or {"token": "<jwt>"}`)
+	}
+	return *d.Token, nil
+}
+
+var okFrame = wire.ServerFrame(wire.ActionAuthentication, "ok")
+
+func (s *session) authenticate(token string) {
+	id, err := s.g.verifier.Verify(token)
+	if err != nil {
+		s.authFail(reasonOf(err))
+		return
+	}
+	id.Language = s.language(id.Language)
+	s.admit(id)
+}
+
+// admit makes the connection authenticated. The ok frame and the lifecycle
+// event follow the NATS server's confirmation of the subscriptions (DESIGN §4).
+func (s *session) admit(id *auth.Identity) {
+	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
+	defer cancel()
+	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
+		s.g.cfg.Logger.Error("authenticate connection", "conn", s.c.Connection, "user", id.User, "err", err)
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "messaging is unavailable, try again later"))
+		s.close(wsconn.CloseTryLater, "messaging is unavailable")
+		return
+	}
+	s.send(okFrame)
+	_ = s.publish(wire.ActionAuthentication, nil, nil)
+}
+
+// renew replaces the identity of a live connection with a fresh token's,
+// which must name the same user.
+func (s *session) renew(token string) {
+	id, err := s.g.verifier.Verify(token)
+	if err != nil {
+		s.authFail(reasonOf(err))
+		return
+	}
+	if id.User != s.c.Identity().User {
+		s.authFail("token is for another user")
+		return
+	}
+	id.Language = s.language(id.Language)
+	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
+	defer cancel()
+	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
+		s.g.cfg.Logger.Warn("renew connection identity", "conn", s.c.Connection, "err", err)
+	}
+	s.send(okFrame)
+}
+
+func (s *session) authFail(reason string) {
+	s.g.cfg.Metrics.AuthFailures.Add(1)
+	s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnauthorized, reason))
+	s.close(wsconn.CloseAuthFailed, reason)
+}
+
+func reasonOf(err error) string {
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		return ae.Reason
+	}
+	return "token is invalid"
+}
+
+// language applies the fallbacks: the token's lang, the upgrade's first
+// Accept-Language tag, then "en".
+func (s *session) language(fromToken string) string {
+	if fromToken != "" {
+		return fromToken
+	}
+	if l := auth.FirstLanguage(s.acceptLanguage); l != "" {
+		return l
+	}
+	return "en"
+}
+
+// publish sends an inbound envelope for this connection to <prefix>.in.<action>.
+func (s *session) publish(action string, details, ref json.RawMessage) error {
+	id := s.c.Identity()
+	if len(details) == 0 {
+		details = json.RawMessage("null")
+	}
+	env := wire.Envelope{
+		Action: action, Details: details, Ref: ref,
+		User: id.User, Session: id.Session, Groups: id.Groups, Language: id.Language,
+		Connection: s.c.Connection, Edge: s.g.cfg.EdgeID,
+		IP: s.c.IP, UserAgent: s.c.UserAgent, TS: time.Now().UTC(),
+	}
+	data, err := json.Marshal(&env)
+	if err != nil {
+		return err // details were validated JSON: cannot happen
+	}
+	s.msgSeq++
+	msg := &nats.Msg{
+		Subject: s.g.cfg.Subjects.In(action),
+		Data:    data,
+		Header:  nats.Header{wire.HeaderMsgID: []string{s.c.Connection + "." + strconv.FormatUint(s.msgSeq, 36)}},
+	}
+	if err := s.g.nc.PublishMsg(msg); err != nil {
+		s.g.cfg.Metrics.PublishErrors.Add(1)
+		s.g.cfg.Logger.Warn("publish inbound", "conn", s.c.Connection, "action", action, "err", err)
+		return err
+	}
+	return nil
+}
+
+func (s *session) send(frame []byte) {
+	if err := s.c.Conn.Send(frame); errors.Is(err, wsconn.ErrQueueFull) {
+		s.g.cfg.Metrics.SlowConsumers.Add(1)
+	}
+}
+
+func (s *session) clientError(code int, reason string) {
+	s.send(wire.ErrorFrame(wire.ActionClientError, code, reason))
+}
+
+func (s *session) close(code int, reason string) {
+	if len(reason) > maxCloseReason {
+		reason = reason[:maxCloseReason]
+	}
+	s.c.Conn.Close(code, reason)
+}
+
+func errorDetails(code int, message string) json.RawMessage {
+	d, _ := json.Marshal(wire.Error{Code: code, Message: message})
+	return d
+}

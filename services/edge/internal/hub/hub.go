@@ -1,0 +1,477 @@
+// Package hub is the edge's connection registry and its NATS delivery: it
+// indexes connections by user, group and session, holds a NATS subscription
+// for each index entry only while a local connection needs it, routes every
+// outbound message to the connections it targets (encoded once per edge), and
+// runs the shared timer that pings, expires and times out connections.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
+)
+
+// inboxSize is the capacity of the channel every subscription delivers into.
+// When the router falls this far behind, NATS drops messages for this edge
+// and counts a slow consumer; it must never block the NATS reader.
+const inboxSize = 1 << 16
+
+// Config is what the hub needs to know.
+type Config struct {
+	EdgeID       string
+	Subjects     wire.Subjects
+	PingInterval time.Duration
+	AuthTimeout  time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics
+}
+
+// topic is one user, group or session with its local connections and the
+// NATS subscription that exists exactly while clients is not empty.
+type topic struct {
+	clients map[*Client]struct{}
+	sub     *nats.Subscription
+}
+
+// Hub is the registry. Lock order: Hub.mu before wsconn.Conn's lock.
+type Hub struct {
+	cfg   Config         // static
+	nc    *nats.Conn     // static
+	inbox chan *nats.Msg // static: every subscription delivers here
+
+	mu       sync.RWMutex
+	clients  map[string]*Client // by Client.ID; owned by mu
+	users    map[string]*topic  // owned by mu
+	groups   map[string]*topic  // owned by mu
+	sessions map[string]*topic  // owned by mu
+	perm     []*nats.Subscription
+}
+
+// New returns a hub delivering from nc. Call Start before use.
+func New(nc *nats.Conn, cfg Config) *Hub {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Hub{
+		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize),
+		clients:  map[string]*Client{},
+		users:    map[string]*topic{},
+		groups:   map[string]*topic{},
+		sessions: map[string]*topic{},
+	}
+}
+
+// Start subscribes the permanent subjects. The subscriptions reach the
+// server with the next flush; NATS replays them after every reconnect.
+func (h *Hub) Start() error {
+	s := h.cfg.Subjects
+	own := h.cfg.EdgeID + ".*"
+	for _, subj := range []string{
+		s.SendAll(), s.SendUsers(), s.SendFilter(), s.SendConn(own),
+		s.CloseUser("*"), s.CloseSession("*"), s.CloseConn(own),
+	} {
+		sub, err := h.nc.ChanSubscribe(subj, h.inbox)
+		if err != nil {
+			return fmt.Errorf("hub: subscribe %s: %w", subj, err)
+		}
+		h.perm = append(h.perm, sub)
+	}
+	return nil
+}
+
+// Run routes messages and runs the shared timer until ctx is done.
+func (h *Hub) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); h.route(ctx) }()
+	go func() { defer wg.Done(); h.tick(ctx) }()
+	wg.Wait()
+}
+
+// Add registers a client that is not authenticated yet: it receives nothing
+// until Authenticate, and the timer closes it after AuthTimeout.
+func (h *Hub) Add(c *Client) {
+	h.mu.Lock()
+	h.clients[c.ID] = c
+	h.mu.Unlock()
+	h.cfg.Metrics.Connections.Add(1)
+}
+
+// Len is the number of registered clients.
+func (h *Hub) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.clients)
+}
+
+// Authenticate gives c its identity, subscribes what it needs, and returns
+// once the NATS server has confirmed those subscriptions, so that the first
+// message published to the client after this call is never lost.
+func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) error {
+	h.mu.Lock()
+	old := c.identity.Swap(id)
+	if err := h.reindexLocked(c, old, id); err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	h.mu.Unlock()
+	if !h.nc.IsConnected() {
+		// NATS replays the subscriptions when it is back; there is nothing
+		// to confirm now, and the client should not wait for the outage.
+		return nil
+	}
+	if err := h.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("hub: confirm subscriptions: %w", err)
+	}
+	return nil
+}
+
+// Remove unregisters c and drops the subscriptions nobody needs any more.
+func (h *Hub) Remove(c *Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.clients[c.ID]; !ok {
+		return
+	}
+	delete(h.clients, c.ID)
+	h.cfg.Metrics.Connections.Add(-1)
+	if err := h.reindexLocked(c, c.identity.Load(), nil); err != nil {
+		h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", err)
+	}
+}
+
+// reindexLocked moves c from the topics of old to those of id (either may be nil).
+func (h *Hub) reindexLocked(c *Client, old, id *auth.Identity) error {
+	var errs []error
+	s := h.cfg.Subjects
+	move := func(topics map[string]*topic, was, is []string, subject func(string) string) {
+		for _, k := range was {
+			if !contains(is, k) {
+				errs = append(errs, h.leaveLocked(topics, k, c))
+			}
+		}
+		for _, k := range is {
+			if !contains(was, k) {
+				errs = append(errs, h.joinLocked(topics, k, c, subject))
+			}
+		}
+	}
+	var wasUser, isUser, wasSession, isSession, wasGroups, isGroups []string
+	if old != nil {
+		wasUser, wasSession, wasGroups = nonEmpty(old.User), nonEmpty(old.Session), old.Groups
+	}
+	if id != nil {
+		isUser, isSession, isGroups = nonEmpty(id.User), nonEmpty(id.Session), id.Groups
+	}
+	move(h.users, wasUser, isUser, s.SendUser)
+	move(h.groups, wasGroups, isGroups, s.SendGroup)
+	move(h.sessions, wasSession, isSession, s.SendSession)
+	return errors.Join(errs...)
+}
+
+func (h *Hub) joinLocked(topics map[string]*topic, key string, c *Client, subject func(string) string) error {
+	t := topics[key]
+	if t == nil {
+		sub, err := h.nc.ChanSubscribe(subject(key), h.inbox)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subject(key), err)
+		}
+		t = &topic{clients: map[*Client]struct{}{}, sub: sub}
+		topics[key] = t
+		h.cfg.Metrics.Subscriptions.Add(1)
+	}
+	t.clients[c] = struct{}{}
+	return nil
+}
+
+func (h *Hub) leaveLocked(topics map[string]*topic, key string, c *Client) error {
+	t := topics[key]
+	if t == nil {
+		return nil
+	}
+	delete(t.clients, c)
+	if len(t.clients) > 0 {
+		return nil
+	}
+	delete(topics, key)
+	h.cfg.Metrics.Subscriptions.Add(-1)
+	if err := t.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("unsubscribe %s: %w", t.sub.Subject, err)
+	}
+	return nil
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// route delivers every message of the inbox. One goroutine does it, so that
+// messages from one publisher reach each connection in publish order.
+func (h *Hub) route(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-h.inbox:
+			h.deliver(m)
+		}
+	}
+}
+
+var serverClose = wire.AppendServerFrame(nil, wire.ActionClose, nil, nil)
+
+func (h *Hub) deliver(m *nats.Msg) {
+	rest, ok := strings.CutPrefix(m.Subject, h.cfg.Subjects.Prefix+".")
+	if !ok {
+		return
+	}
+	if ctl, ok := strings.CutPrefix(rest, "ctl.close."); ok {
+		h.kick(ctl)
+		return
+	}
+	target, ok := strings.CutPrefix(rest, "send.")
+	if !ok {
+		return
+	}
+	out, err := wire.DecodeOutbound(m.Data)
+	if err != nil {
+		h.cfg.Metrics.BadOutbound.Add(1)
+		h.cfg.Logger.Debug("outbound message refused", "subject", m.Subject, "err", err)
+		return
+	}
+	d := delivery{frame: wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref), m: h.cfg.Metrics}
+
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	kind, key, _ := strings.Cut(target, ".")
+	switch kind {
+	case "all":
+		for _, c := range h.clients {
+			if c.Identity() != nil {
+				d.to(c)
+			}
+		}
+	case "users":
+		for _, c := range h.clients {
+			if id := c.Identity(); id != nil && id.User != "" {
+				d.to(c)
+			}
+		}
+	case "filter":
+		if out.Filter == nil {
+			h.cfg.Metrics.BadOutbound.Add(1)
+			return
+		}
+		for _, c := range h.clients {
+			if id := c.Identity(); id != nil {
+				if v, ok := c.property(id, out.Filter.Property); ok && v == out.Filter.Value {
+					d.to(c)
+				}
+			}
+		}
+	case "user":
+		d.toTopic(h.users[key])
+	case "group":
+		d.toTopic(h.groups[key])
+	case "session":
+		d.toTopic(h.sessions[key])
+	case "conn":
+		_, id, _ := strings.Cut(key, ".")
+		if c := h.clients[id]; c != nil && c.Identity() != nil {
+			d.to(c)
+		}
+	}
+}
+
+// delivery sends one frame to many clients, framing it once for all of them.
+type delivery struct {
+	frame []byte
+	pm    *websocket.PreparedMessage
+	sent  int
+	m     *Metrics
+}
+
+func (d *delivery) toTopic(t *topic) {
+	if t == nil {
+		return
+	}
+	for c := range t.clients {
+		d.to(c)
+	}
+}
+
+func (d *delivery) to(c *Client) {
+	var err error
+	if d.sent == 0 {
+		// The first recipient takes the plain frame; a prepared one is only
+		// worth building when there is a second.
+		err = c.Conn.Send(d.frame)
+	} else {
+		if d.pm == nil {
+			d.pm, _ = websocket.NewPreparedMessage(websocket.TextMessage, d.frame)
+		}
+		err = c.Conn.SendPrepared(d.pm)
+	}
+	d.sent++
+	switch {
+	case err == nil:
+		d.m.Delivered.Add(1)
+	case errors.Is(err, wsconn.ErrQueueFull):
+		d.m.SlowConsumers.Add(1)
+	default:
+		d.m.Dropped.Add(1)
+	}
+}
+
+// kick closes the connections of a ctl.close.<kind>.<id> subject.
+func (h *Hub) kick(target string) {
+	kind, key, _ := strings.Cut(target, ".")
+	var victims []*Client
+	h.mu.RLock()
+	switch kind {
+	case "user":
+		if t := h.users[key]; t != nil {
+			for c := range t.clients {
+				victims = append(victims, c)
+			}
+		}
+	case "session":
+		if t := h.sessions[key]; t != nil {
+			for c := range t.clients {
+				victims = append(victims, c)
+			}
+		}
+	case "conn":
+		_, id, _ := strings.Cut(key, ".")
+		if c := h.clients[id]; c != nil {
+			victims = append(victims, c)
+		}
+	}
+	h.mu.RUnlock()
+	for _, c := range victims {
+		_ = c.Conn.Send(serverClose)
+		if c.Conn.Close(wsconn.CloseNormal, "closed by server") {
+			h.cfg.Metrics.Kicked.Add(1)
+		}
+	}
+}
+
+// tick is the one timer of all connections: it pings them every
+// PingInterval, drops peers silent for too long, and closes connections
+// whose token expired or who did not authenticate in time.
+func (h *Hub) tick(ctx context.Context) {
+	period := min(h.cfg.PingInterval/4, h.cfg.AuthTimeout/4, time.Second)
+	period = max(period, 5*time.Millisecond)
+	// A peer answers a ping within one period; silence for 1.5 intervals
+	// plus one tick still stays inside the promised 2 intervals.
+	deadAfter := h.cfg.PingInterval * 3 / 2
+	ticker := time.NewTicker(period)
+	defer ticker.Stop()
+	lastPing := time.Now()
+	var batch []*Client
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-ticker.C:
+			ping := now.Sub(lastPing) >= h.cfg.PingInterval
+			if ping {
+				lastPing = now
+			}
+			batch = h.snapshot(batch[:0])
+			for _, c := range batch {
+				h.check(c, now, ping, deadAfter)
+			}
+			clear(batch)
+		}
+	}
+}
+
+func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration) {
+	id := c.Identity()
+	switch {
+	case now.Sub(c.Conn.LastSeen()) > deadAfter:
+		h.cfg.Metrics.DeadPeers.Add(1)
+		c.Conn.Abort()
+	case id == nil && now.Sub(c.created) > h.cfg.AuthTimeout:
+		c.Conn.Close(wsconn.CloseAuthTimeout, "authentication timeout")
+	case id != nil && !id.Expires.IsZero() && now.After(id.Expires):
+		c.Conn.Close(wsconn.CloseTokenExpired, "token expired")
+	case ping:
+		c.Conn.Ping()
+	}
+}
+
+func (h *Hub) snapshot(dst []*Client) []*Client {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, c := range h.clients {
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// CloseAll closes every client with code, spreading the closes evenly over
+// spread so that they do not all reconnect elsewhere at the same instant.
+// It returns when the last close is queued or ctx is done (then the rest are
+// closed at once).
+func (h *Hub) CloseAll(ctx context.Context, code int, reason string, spread time.Duration) {
+	clients := h.snapshot(nil)
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for i, c := range clients {
+		if spread > 0 && ctx.Err() == nil {
+			due := start.Add(spread * time.Duration(i) / time.Duration(len(clients)))
+			if d := time.Until(due); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+			}
+		}
+		c.Conn.Close(code, reason)
+	}
+}
+
+// Stop unsubscribes the permanent subjects.
+func (h *Hub) Stop() {
+	for _, s := range h.perm {
+		_ = s.Unsubscribe()
+	}
+}
+
+// AbortAll tears down every client's socket at once (last resort of shutdown).
+func (h *Hub) AbortAll() {
+	for _, c := range h.snapshot(nil) {
+		c.Conn.Abort()
+	}
+}

@@ -1,0 +1,68 @@
+// Package logging builds the services' slog logger from the shared
+// configuration and logs a configuration with its secrets masked.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"strings"
+)
+
+// Settings is the logging part of every service's configuration.
+type Settings struct {
+	Level  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	Format string `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+}
+
+// New returns a logger writing to w as cfg says.
+func New(cfg Settings, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Level)); err != nil {
+		return nil, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", cfg.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(cfg.Format) {
+	case "json", "":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("LOG_FORMAT: %q is not json or text", cfg.Format)
+	}
+}
+
+// Attrs returns cfg's fields as log attributes named by their environment
+// variable, walking embedded structs; fields tagged secret:"true" are masked.
+func Attrs(cfg any) []any {
+	var attrs []any
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f, fv := t.Field(i), v.Field(i)
+			if f.Anonymous && fv.Kind() == reflect.Struct {
+				walk(fv)
+				continue
+			}
+			name := f.Tag.Get("envconfig")
+			if name == "" || !f.IsExported() {
+				continue
+			}
+			val := fv.Interface()
+			if f.Tag.Get("secret") == "true" {
+				if !fv.IsZero() {
+					val = "[redacted]"
+				}
+			}
+			attrs = append(attrs, slog.Any(name, val))
+		}
+	}
+	v := reflect.ValueOf(cfg)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	walk(v)
+	return attrs
+}
