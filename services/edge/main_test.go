@@ -2,13 +2,12 @@ package edge_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
@@ -28,6 +27,7 @@ type testEdge struct {
 	srv  *edge.Server
 	URL  string // ws://.../ws
 	HTTP string // http://...
+	stop func() // stops the edge and waits for it; idempotent
 }
 
 // startEdge runs an edge whose configuration is the defaults plus env.
@@ -57,14 +57,18 @@ func startEdge(t *testing.T, ns *natsserver.Server, env map[string]string) *test
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("edge serve: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("edge serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	addr := srv.Addr().String()
-	e := &testEdge{srv: srv, URL: "ws://" + addr + cfg.Path, HTTP: "http://" + addr}
+	e := &testEdge{srv: srv, URL: "ws://" + addr + cfg.Path, HTTP: "http://" + addr, stop: stop}
 	edgetest.Eventually(t, "edge ready", func() bool { return e.status("/readyz") == http.StatusOK })
 	return e
 }
@@ -125,18 +129,4 @@ func waitSubs(t *testing.T, ns *natsserver.Server, subject string, n int) {
 		sz, err := ns.Subsz(&natsserver.SubszOptions{Subscriptions: true, Test: subject})
 		return err == nil && sz.Total == n
 	})
-}
-
-var errTimeout = errors.New("timeout")
-
-// within runs f and reports errTimeout when it takes longer than d.
-func within(d time.Duration, f func()) error {
-	done := make(chan struct{})
-	go func() { f(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(d):
-		return errTimeout
-	}
 }

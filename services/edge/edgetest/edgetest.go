@@ -121,9 +121,19 @@ func Dial(t testing.TB, url string, header http.Header) *Client {
 // TryDial connects to url with header and returns the dial error, if any.
 func TryDial(t testing.TB, url string, header http.Header) (*Client, *http.Response, error) {
 	t.Helper()
+	return DialWith(t, url, header, nil)
+}
+
+// DialWith is TryDial with a setup function that may change the connection
+// (its handlers, say) before the client starts reading.
+func DialWith(t testing.TB, url string, header http.Header, setup func(*websocket.Conn)) (*Client, *http.Response, error) {
+	t.Helper()
 	ws, resp, err := websocket.DefaultDialer.Dial(url, header)
 	if err != nil {
 		return nil, resp, err
+	}
+	if setup != nil {
+		setup(ws)
 	}
 	c := &Client{t: t, WS: ws, frames: make(chan Frame, 4096), done: make(chan struct{})}
 	go c.read()
@@ -264,5 +274,23 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Take returns the next frame, or false when the connection ended or no
+// frame came within Timeout. Unlike Next it is safe off the test goroutine.
+func (c *Client) Take() (Frame, bool) {
+	select {
+	case f := <-c.frames:
+		return f, true
+	case <-c.done:
+		select {
+		case f := <-c.frames:
+			return f, true
+		default:
+			return Frame{}, false
+		}
+	case <-time.After(Timeout):
+		return Frame{}, false
 	}
 }

@@ -125,6 +125,9 @@ func (c *Conn) push(it item) error {
 	if len(c.queue) >= c.maxQueue {
 		c.queue = c.queue[:0]
 		c.closeLocked(CloseSlowConsumer, "slow consumer")
+		// The writer is likely blocked on a peer that does not read: cut
+		// its current write short instead of waiting out WriteWait.
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(CloseGrace))
 		return ErrQueueFull
 	}
 	c.enqueueLocked(it)

@@ -1,0 +1,150 @@
+package edge_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/api/schemacheck"
+	"github.com/wsgate/wsgate/services/edge/edgetest"
+)
+
+func TestInbound_EnvelopeIdentityComesFromTheToken(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	e := startEdge(t, ns, map[string]string{"EDGE_ID": "edge-1"})
+	in, _ := nc.SubscribeSync("ws.in.>")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := edgetest.Dial(t, e.URL, http.Header{
+		"Authorization": {"Bearer " + token(t, map[string]any{"sub": "alice", "sid": "s1", "groups": []string{"red"}})},
+		"User-Agent":    {"wsgate-test/1"},
+	})
+	c.ExpectOK()
+	// A frame that tries to pass itself off as someone else.
+	forged := map[string]any{"user": "admin", "session": "x", "groups": []string{"admins"}, "connection": "edge-9.1"}
+	c.Send("profile/update", forged, 42)
+	c.Send("profile/update", "again")
+
+	check, err := schemacheck.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, want := range []string{"Client/authentication", "profile/update", "profile/update"} {
+		m, err := in.NextMsg(edgetest.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != "ws.in."+want {
+			t.Fatalf("subject %s, want ws.in.%s", m.Subject, want)
+		}
+		if err := check.Check(schemacheck.Envelope, m.Data); err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get("Nats-Msg-Id")
+		if id == "" || ids[id] {
+			t.Fatalf("Nats-Msg-Id %q missing or repeated", id)
+		}
+		ids[id] = true
+		var env map[string]any
+		_ = json.Unmarshal(m.Data, &env)
+		if env["user"] != "alice" || env["session"] != "s1" || env["edge"] != "edge-1" ||
+			env["ip"] != "127.0.0.1" || env["user_agent"] != "wsgate-test/1" || env["language"] != "en" {
+			t.Fatalf("envelope identity %v", env)
+		}
+		if want == "profile/update" && env["ref"] == float64(42) {
+			if d := env["details"].(map[string]any); d["user"] != "admin" {
+				t.Fatalf("details were altered: %v", d)
+			}
+		}
+	}
+}
+
+func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	e := startEdge(t, ns, nil)
+	in, _ := nc.SubscribeSync("ws.in.>")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, frame, reason string }{
+		{"not json", `{oops`, "not a JSON array"},
+		{"object", `{"action":"x"}`, "not a JSON array"},
+		{"empty array", `[]`, "want [action, details]"},
+		{"four elements", `["a",1,2,3]`, "want [action, details]"},
+		{"action not a string", `[1,2]`, "action is not a string"},
+		{"empty action", `["",1]`, "wire: invalid action: empty"},
+		{"dot in action", `["a.b",1]`, "is not one of"},
+		{"star in action", `["a*",1]`, "is not one of"},
+		{"gt in action", `["a>",1]`, "is not one of"},
+		{"space in action", `["a b",1]`, "is not one of"},
+		{"control char in action", `["a\u0001",1]`, "is not one of"},
+		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128"},
+		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer"},
+		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64"},
+		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dial(t, map[string]any{"sub": "alice"})
+			c.SendRaw([]byte(tc.frame))
+			f := c.Expect("Client/error")
+			if code, msg := f.Error(); code != 400 || !strings.Contains(msg, tc.reason) {
+				t.Fatalf("answer [%d %q], want 400 containing %q", code, msg, tc.reason)
+			}
+			c.SendRaw([]byte(tc.frame))
+			if code, _ := c.WaitClose(); code != 1008 {
+				t.Fatalf("close code %d, want 1008", code)
+			}
+		})
+	}
+	// Only the lifecycle events reached NATS: no bad frame became a subject.
+	for {
+		m, err := in.NextMsg(0)
+		if err != nil {
+			break
+		}
+		if !strings.HasPrefix(m.Subject, "ws.in.Client/") {
+			t.Fatalf("bad frame reached NATS on %s", m.Subject)
+		}
+	}
+}
+
+func TestReservedActions_RefusedAndNeverPublished(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	e := startEdge(t, ns, nil)
+	in, _ := nc.SubscribeSync("ws.in.Client/disconnection")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial(t, map[string]any{"sub": "alice"})
+	for _, a := range []string{"Client/disconnection", "Server/close", "Client/whatever"} {
+		c.Send(a, nil)
+		if code, msg := c.Expect("Client/error").Error(); code != 400 || !strings.Contains(msg, "reserved") {
+			t.Fatalf("%s answered [%d %q]", a, code, msg)
+		}
+	}
+	c.Send("Client/ping", nil)
+	c.Expect("Server/pong")
+	if m, err := in.NextMsg(0); err == nil {
+		t.Fatalf("a client published a lifecycle event: %s", m.Data)
+	}
+}
+
+func TestOversizedFrame_Closes1009(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	e := startEdge(t, ns, map[string]string{"EDGE_MAX_MESSAGE_BYTES": "1024"})
+	c := e.dial(t, map[string]any{"sub": "alice"})
+	c.Send("ok", strings.Repeat("x", 900))
+	c.Send("big", strings.Repeat("x", 2000))
+	if code, _ := c.WaitClose(); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+}
