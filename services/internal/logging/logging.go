@@ -37,32 +37,43 @@ func New(cfg Settings, w io.Writer) (*slog.Logger, error) {
 // variable, walking embedded structs; fields tagged secret:"true" are masked.
 func Attrs(cfg any) []any {
 	var attrs []any
-	var walk func(v reflect.Value)
-	walk = func(v reflect.Value) {
+	walk(cfg, func(f reflect.StructField, v reflect.Value) {
+		val := v.Interface()
+		if f.Tag.Get("secret") == "true" && !v.IsZero() {
+			val = "[redacted]"
+		}
+		attrs = append(attrs, slog.Any(f.Tag.Get("envconfig"), val))
+	})
+	return attrs
+}
+
+// EnvNames returns the environment variable names of cfg's fields.
+func EnvNames(cfg any) []string {
+	var names []string
+	walk(cfg, func(f reflect.StructField, _ reflect.Value) { names = append(names, f.Tag.Get("envconfig")) })
+	return names
+}
+
+// walk calls fn for every field of the struct cfg (or pointer to it) that has
+// an envconfig tag, descending into embedded structs.
+func walk(cfg any, fn func(reflect.StructField, reflect.Value)) {
+	var visit func(v reflect.Value)
+	visit = func(v reflect.Value) {
 		t := v.Type()
 		for i := 0; i < t.NumField(); i++ {
 			f, fv := t.Field(i), v.Field(i)
 			if f.Anonymous && fv.Kind() == reflect.Struct {
-				walk(fv)
+				visit(fv)
 				continue
 			}
-			name := f.Tag.Get("envconfig")
-			if name == "" || !f.IsExported() {
-				continue
+			if f.Tag.Get("envconfig") != "" && f.IsExported() {
+				fn(f, fv)
 			}
-			val := fv.Interface()
-			if f.Tag.Get("secret") == "true" {
-				if !fv.IsZero() {
-					val = "[redacted]"
-				}
-			}
-			attrs = append(attrs, slog.Any(name, val))
 		}
 	}
 	v := reflect.ValueOf(cfg)
 	if v.Kind() == reflect.Pointer {
 		v = v.Elem()
 	}
-	walk(v)
-	return attrs
+	visit(v)
 }
