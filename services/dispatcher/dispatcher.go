@@ -1,0 +1,399 @@
+// Package dispatcher is the handler SDK of wsgate (DESIGN.md §5): Go code
+// that answers the actions browsers send through the edges.
+//
+// An edge publishes every client frame as an envelope on <prefix>.in.<action>.
+// A Dispatcher subscribes to the actions it has handlers for, in one NATS
+// queue group, so that however many replicas run, each message is handled
+// once. A handler gets a *Message and answers with Message.Reply, or reaches
+// any user, group, session or everyone with a Sender:
+//
+//	d, err := dispatcher.New(nc)
+//	...
+//	err = d.Handle("echo", func(ctx context.Context, m *dispatcher.Message) error {
+//		return m.Reply("echo", m.Details)
+//	})
+//	...
+//	err = d.Start(ctx)
+//	...
+//	defer d.Drain(ctx)
+//
+// A handler that returns an error, without having replied, makes the client
+// get ["<action>:error", [code, message]]: the code and message of an *Error,
+// or [500, "Internal Server Error"] for any other error or a panic, whose
+// text is only logged. Lifecycle events (Client/authentication,
+// Client/disconnection) never get an error reply: their connection may be
+// gone.
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/api/wire"
+)
+
+// flushTimeout bounds Start's wait for the server to confirm the
+// subscriptions when Start's ctx has no deadline of its own.
+const flushTimeout = 5 * time.Second
+
+// Handler handles the messages of one action. A returned error becomes an
+// error reply to the client (see the package documentation).
+type Handler interface {
+	HandleMessage(ctx context.Context, m *Message) error
+}
+
+// HandlerFunc is a function used as a Handler. Dispatcher.Handle takes one,
+// so a function literal can be passed as is; a Handler h is registered as
+// d.Handle(action, h.HandleMessage).
+type HandlerFunc func(ctx context.Context, m *Message) error
+
+// HandleMessage calls f(ctx, m).
+func (f HandlerFunc) HandleMessage(ctx context.Context, m *Message) error { return f(ctx, m) }
+
+var _ Handler = HandlerFunc(nil)
+
+// state is where a Dispatcher is in its life: idle → started → closed.
+type state int
+
+const (
+	stateIdle state = iota
+	stateStarted
+	stateClosed
+)
+
+// Dispatcher runs handlers for the actions published by the edges. Register
+// handlers with Handle, then Start; Drain stops it. Its methods are safe for
+// concurrent use.
+type Dispatcher struct {
+	nc       *nats.Conn    // static after construction
+	opts     Options       // static after construction
+	subjects wire.Subjects // static after construction
+	sender   *Sender       // static after construction
+	log      *slog.Logger  // static after construction
+
+	// sem bounds the handlers in flight: a NATS callback takes a slot before
+	// it starts a handler goroutine, which gives it back when done. Drain
+	// takes every slot to know that all handlers have finished.
+	sem chan struct{}
+	// stop is closed when Drain gives up, so that NATS callbacks waiting for
+	// a slot return instead of starting handlers.
+	stop     chan struct{}
+	inFlight atomic.Int64 // handlers running now, for InFlight
+
+	mu       sync.Mutex // guards the fields below
+	state    state
+	handlers map[string]Handler // frozen once started
+	subs     []subscription     // set by Start, taken by Drain
+	cancel   context.CancelFunc // cancels the handlers' context; set by Start
+}
+
+// subscription is one action's queue subscription.
+type subscription struct {
+	sub  *nats.Subscription
+	done chan struct{} // closed when sub's delivery goroutine has exited
+}
+
+// New returns a Dispatcher on nc with the default Options changed by opts.
+// The caller keeps ownership of nc: Drain does not close it.
+func New(nc *nats.Conn, opts ...Option) (*Dispatcher, error) {
+	if nc == nil {
+		return nil, ErrNilConn
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	return &Dispatcher{
+		nc:       nc,
+		opts:     o,
+		subjects: wire.NewSubjects(o.Prefix),
+		sender:   NewSender(nc, o.Prefix),
+		log:      o.Logger,
+		sem:      make(chan struct{}, o.Concurrency),
+		stop:     make(chan struct{}),
+		handlers: make(map[string]Handler),
+	}, nil
+}
+
+// Handle registers h for action; it must be called before Start. action must
+// be a valid action (wire.ValidateAction) with no handler yet.
+func (d *Dispatcher) Handle(action string, h HandlerFunc) error {
+	if err := wire.ValidateAction(action); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidAction, err)
+	}
+	if h == nil {
+		return fmt.Errorf("%w: %s", ErrNilHandler, action)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkIdle(); err != nil {
+		return err
+	}
+	if _, dup := d.handlers[action]; dup {
+		return fmt.Errorf("%w: %s", ErrDuplicateAction, action)
+	}
+	d.handlers[action] = h
+	return nil
+}
+
+// Actions returns the actions that have a handler, in no particular order.
+func (d *Dispatcher) Actions() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	actions := make([]string, 0, len(d.handlers))
+	for a := range d.handlers {
+		actions = append(actions, a)
+	}
+	return actions
+}
+
+// Sender returns the Sender the dispatcher's messages use.
+func (d *Dispatcher) Sender() *Sender { return d.sender }
+
+// InFlight returns how many handlers are running now.
+func (d *Dispatcher) InFlight() int { return int(d.inFlight.Load()) }
+
+// Start subscribes every registered action, in the queue group, and returns
+// once the NATS server has confirmed the subscriptions, so that a message
+// published after Start returns is handled. On error nothing stays
+// subscribed and Start may be called again (e.g. once NATS is reachable).
+//
+// Handlers get a context that carries ctx's values but is cancelled only when
+// Drain gives up waiting for them, so that cancelling ctx (e.g. on SIGTERM)
+// lets in-flight handlers finish during Drain.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkIdle(); err != nil {
+		return err
+	}
+	if len(d.handlers) == 0 {
+		return ErrNoHandlers
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	subs := make([]subscription, 0, len(d.handlers))
+	fail := func(err error) error {
+		for _, s := range subs {
+			_ = s.sub.Unsubscribe() // best effort: the error being returned matters more
+		}
+		cancel()
+		return err
+	}
+	for action, h := range d.handlers {
+		subject := d.subjects.In(action)
+		// Default pending limits apply: messages waiting for a handler slot
+		// are buffered by the client, and beyond the limits NATS reports a
+		// slow consumer through the connection's error handler.
+		sub, err := d.nc.QueueSubscribe(subject, d.opts.Queue, d.callback(hctx, action, h))
+		if err != nil {
+			return fail(fmt.Errorf("dispatcher: subscribe %s: %w", subject, err))
+		}
+		done := make(chan struct{})
+		sub.SetClosedHandler(func(string) { close(done) })
+		subs = append(subs, subscription{sub: sub, done: done})
+	}
+	fctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancelFlush context.CancelFunc
+		fctx, cancelFlush = context.WithTimeout(ctx, flushTimeout)
+		defer cancelFlush()
+	}
+	if err := d.nc.FlushWithContext(fctx); err != nil {
+		return fail(fmt.Errorf("dispatcher: confirm subscriptions: %w", err))
+	}
+	d.subs, d.cancel, d.state = subs, cancel, stateStarted
+	return nil
+}
+
+// Drain stops the dispatcher: it drains the subscriptions (messages already
+// received are still handled, no new ones come), then waits for every
+// in-flight handler to finish. If ctx is done first, Drain drops the
+// messages still waiting, cancels the handlers' context and returns ctx's
+// error without waiting for handlers that ignore their context. Drain on a
+// dispatcher that was never started just closes it; later calls return nil.
+func (d *Dispatcher) Drain(ctx context.Context) error {
+	d.mu.Lock()
+	prev := d.state
+	d.state = stateClosed
+	subs, cancel := d.subs, d.cancel
+	d.subs = nil
+	d.mu.Unlock()
+	if prev != stateStarted {
+		return nil
+	}
+	defer cancel()
+
+	for _, s := range subs {
+		// An error means the subscription or the connection is already
+		// closed: the delivery goroutine exits by itself, closing done.
+		if err := s.sub.Drain(); err != nil {
+			d.log.Debug("subscription drain", "subject", s.sub.Subject, "err", err)
+		}
+	}
+	for _, s := range subs {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return d.abort(ctx, subs)
+		}
+	}
+	// No callback runs any more, so nothing takes a slot but us: holding
+	// them all means every handler has returned.
+	for range cap(d.sem) {
+		select {
+		case d.sem <- struct{}{}:
+		case <-ctx.Done():
+			return d.abort(ctx, subs)
+		}
+	}
+	return nil
+}
+
+// abort ends a Drain whose ctx is done; the caller cancels the handlers.
+func (d *Dispatcher) abort(ctx context.Context, subs []subscription) error {
+	close(d.stop)
+	for _, s := range subs {
+		_ = s.sub.Unsubscribe() // fails only if already closed, which is the goal
+	}
+	d.log.Warn("dispatcher drain gave up; cancelling handlers", "in_flight", d.InFlight(), "err", ctx.Err())
+	return fmt.Errorf("dispatcher: drain: %w", ctx.Err())
+}
+
+// checkIdle returns why handlers cannot be changed now; d.mu must be held.
+func (d *Dispatcher) checkIdle() error {
+	switch d.state {
+	case stateStarted:
+		return ErrStarted
+	case stateClosed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// callback returns the NATS callback of action. It runs on the
+// subscription's own goroutine, one message at a time.
+func (d *Dispatcher) callback(ctx context.Context, action string, h Handler) nats.MsgHandler {
+	return func(msg *nats.Msg) {
+		m, err := d.decode(action, msg.Data)
+		if err != nil {
+			d.log.Warn("dropped an invalid envelope", "subject", msg.Subject, "err", err)
+			if f := d.opts.Hooks.DecodeFailed; f != nil {
+				f(msg.Subject, err)
+			}
+			return
+		}
+		select {
+		case <-d.stop:
+			d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
+			return
+		default:
+		}
+		// Waiting here for a slot is the back-pressure: while every slot is
+		// busy this subscription's goroutine waits, and NATS buffers the
+		// messages behind it, so goroutines stay bounded by Concurrency.
+		select {
+		case d.sem <- struct{}{}:
+		case <-d.stop:
+			d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
+			return
+		}
+		d.inFlight.Add(1)
+		go d.serve(ctx, action, h, m)
+	}
+}
+
+// decode parses an inbound envelope and checks what the dispatcher relies on:
+// the action it was published for, and a connection and ref it can reply to.
+func (d *Dispatcher) decode(action string, data []byte) (*Message, error) {
+	m := &Message{sender: d.sender}
+	if err := json.Unmarshal(data, &m.Envelope); err != nil {
+		return nil, fmt.Errorf("not an envelope: %w", err)
+	}
+	if m.Action != action {
+		return nil, fmt.Errorf("action %q does not match the subject", m.Action)
+	}
+	if err := checkConnection(m.Connection); err != nil {
+		return nil, err
+	}
+	if err := wire.ValidateRef(m.Ref); err != nil {
+		return nil, err // a reply could not carry it back
+	}
+	if len(m.Details) == 0 {
+		m.Details = json.RawMessage("null")
+	}
+	return m, nil
+}
+
+// serve runs one handler on its own goroutine, which holds a slot of sem.
+func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Message) {
+	defer func() {
+		d.inFlight.Add(-1)
+		<-d.sem
+	}()
+	start := time.Now()
+	panicked, err := d.call(ctx, h, m)
+	took := time.Since(start)
+	outcome := OutcomeOK
+	if err != nil {
+		outcome = OutcomeError
+		if panicked {
+			outcome = OutcomePanic
+		}
+		d.fail(m, err, panicked)
+	}
+	if f := d.opts.Hooks.Handled; f != nil {
+		f(action, outcome, took)
+	}
+}
+
+// call runs h, turning a panic into an error so the process never dies.
+func (d *Dispatcher) call(ctx context.Context, h Handler, m *Message) (panicked bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("handler panicked", "action", m.Action, "connection", m.Connection, "user", m.User,
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			panicked, err = true, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return false, h.HandleMessage(ctx, m)
+}
+
+// fail answers a handler error: it logs it once and, unless the handler
+// already replied or the action is a lifecycle event, sends the error reply.
+func (d *Dispatcher) fail(m *Message, err error, panicked bool) {
+	attrs := []any{"action", m.Action, "connection", m.Connection, "user", m.User, "err", err}
+	code, message := wire.CodeInternal, msgInternal
+	var we *Error
+	switch {
+	case panicked:
+		// Logged with its stack by call.
+	case errors.As(err, &we) && validCode(we.Code):
+		code, message = we.Code, we.Message
+		d.log.Debug("handler refused", attrs...)
+	case errors.As(err, &we):
+		d.log.Error("handler returned an error code outside 400–599", attrs...)
+	case errors.Is(err, ErrBadDetails):
+		code, message = wire.CodeBadRequest, msgBadDetails
+		d.log.Debug("handler refused", attrs...)
+	default:
+		d.log.Error("handler failed", attrs...)
+	}
+	if strings.HasPrefix(m.Action, wire.ReservedClient) || m.Replied() {
+		return
+	}
+	if err := m.ReplyError(code, message); err != nil {
+		d.log.Warn("error reply failed", "action", m.Action, "connection", m.Connection, "err", err)
+	}
+}

@@ -1,0 +1,64 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/wsgate/wsgate/api/wire"
+)
+
+// Message is one inbound envelope (DESIGN.md §4) handed to a handler: the
+// client's action, details and ref, and the identity of its connection, which
+// the edge took from the token, never from the frame. Its exported fields are
+// those of wire.Envelope: Action, Details, Ref, User (empty when anonymous),
+// Session, Groups, Language, Connection ("<edge>.<conn>"), Edge, IP,
+// UserAgent and TS. Details is never empty: absent details are null.
+//
+// A Message belongs to one handler call; its methods are safe to call from
+// goroutines the handler starts, but not after the handler returned.
+type Message struct {
+	wire.Envelope
+
+	sender  *Sender     // static after construction
+	replied atomic.Bool // set by a successful Reply or ReplyError
+}
+
+// Reply sends [action, details, ref] to the originating connection, with the
+// ref the client gave, so it can match the answer to its request.
+func (m *Message) Reply(action string, details any) error {
+	// Reply has no ctx of its own (the seed API has none) and the Sender
+	// only checks ctx for cancellation: Background never stops a reply.
+	if err := m.sender.ToConnection(context.Background(), m.Connection, action, details, m.Ref); err != nil {
+		return err
+	}
+	m.replied.Store(true)
+	return nil
+}
+
+// ReplyError sends ["<action>:error", [code, message], ref] to the
+// originating connection. code must be an HTTP error status (400–599).
+func (m *Message) ReplyError(code int, message string) error {
+	if !validCode(code) {
+		return fmt.Errorf("%w: %d is not in 400–599", ErrInvalidCode, code)
+	}
+	return m.Reply(wire.ErrorAction(m.Action), wire.Error{Code: code, Message: message})
+}
+
+// Replied reports whether Reply or ReplyError has succeeded. The dispatcher
+// uses it to not send an error reply after the handler's own reply.
+func (m *Message) Replied() bool { return m.replied.Load() }
+
+// Decode unmarshals the details into v. Its error wraps ErrBadDetails; a
+// handler may return it as is, and the client gets [400, "Invalid details"].
+func (m *Message) Decode(v any) error {
+	if err := json.Unmarshal(m.Details, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadDetails, err)
+	}
+	return nil
+}
+
+// Sender returns the dispatcher's Sender, to reach other users, groups,
+// sessions or everyone from a handler.
+func (m *Message) Sender() *Sender { return m.sender }

@@ -1,0 +1,142 @@
+package dispatcher
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/api/wire"
+)
+
+// Defaults of Options (DESIGN.md §6: DISPATCHER_QUEUE, DISPATCHER_CONCURRENCY,
+// WS_SUBJECT_PREFIX).
+const (
+	DefaultQueue       = "wsgate-dispatcher"
+	DefaultConcurrency = 64
+	DefaultPrefix      = wire.DefaultPrefix
+)
+
+// Options configure a Dispatcher. Change them with Option functions passed to
+// New; the zero value is not meant to be used directly.
+type Options struct {
+	// Queue is the NATS queue group every replica joins, so that each
+	// inbound message is handled by one replica only.
+	Queue string
+	// Concurrency bounds the handlers running at once, across all actions.
+	Concurrency int
+	// Prefix is the first token(s) of every subject ("ws" → ws.in.<action>).
+	Prefix string
+	// Logger receives handler failures, panics and undecodable envelopes.
+	Logger *slog.Logger
+	// Hooks observe what the dispatcher does, e.g. for metrics.
+	Hooks Hooks
+}
+
+// Option changes Options; it returns an error for a value it refuses.
+type Option func(*Options) error
+
+// Outcome says how a handler ended, for Hooks.Handled.
+type Outcome string
+
+// Outcomes of a handler.
+const (
+	OutcomeOK    Outcome = "ok"    // returned nil
+	OutcomeError Outcome = "error" // returned an error
+	OutcomePanic Outcome = "panic" // panicked (recovered)
+)
+
+// Hooks are told what the dispatcher does; nil hooks are skipped. They run on
+// the dispatcher's goroutines, so they must be fast and safe for concurrent use.
+type Hooks struct {
+	// Handled is called once per handled message, after any error reply was
+	// published, with the time the handler took.
+	Handled func(action string, outcome Outcome, took time.Duration)
+	// DecodeFailed is called for each inbound message that is not a valid
+	// envelope; such a message is dropped.
+	DecodeFailed func(subject string, err error)
+}
+
+func defaultOptions() Options {
+	return Options{
+		Queue:       DefaultQueue,
+		Concurrency: DefaultConcurrency,
+		Prefix:      DefaultPrefix,
+		Logger:      slog.New(slog.DiscardHandler),
+	}
+}
+
+// WithQueue sets the queue group (default DefaultQueue). Replicas that share
+// it share the work; replicas with different queues each get every message.
+func WithQueue(name string) Option {
+	return func(o *Options) error {
+		if err := validateSubjectPart(name); err != nil {
+			return fmt.Errorf("%w: queue: %w", ErrInvalidOption, err)
+		}
+		o.Queue = name
+		return nil
+	}
+}
+
+// WithConcurrency sets how many handlers may run at once (default
+// DefaultConcurrency). When all are busy, further messages wait in the NATS
+// client's pending buffer.
+func WithConcurrency(n int) Option {
+	return func(o *Options) error {
+		if n < 1 {
+			return fmt.Errorf("%w: concurrency must be at least 1, got %d", ErrInvalidOption, n)
+		}
+		o.Concurrency = n
+		return nil
+	}
+}
+
+// WithPrefix sets the subject prefix (default DefaultPrefix); it must match
+// the edges' WS_SUBJECT_PREFIX. It may hold several dot-separated tokens.
+func WithPrefix(prefix string) Option {
+	return func(o *Options) error {
+		if err := validateSubjectPart(prefix); err != nil {
+			return fmt.Errorf("%w: prefix: %w", ErrInvalidOption, err)
+		}
+		o.Prefix = prefix
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: discard everything).
+func WithLogger(log *slog.Logger) Option {
+	return func(o *Options) error {
+		if log == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		o.Logger = log
+		return nil
+	}
+}
+
+// WithHooks sets the hooks that observe the dispatcher (default none).
+func WithHooks(h Hooks) Option {
+	return func(o *Options) error {
+		o.Hooks = h
+		return nil
+	}
+}
+
+// validateSubjectPart checks a prefix or queue name: dot-separated tokens
+// that are neither empty nor hold a wildcard or white space, which NATS would
+// read as a different subject (or refuse).
+func validateSubjectPart(s string) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" {
+			return fmt.Errorf("%q has an empty token", s)
+		}
+		if i := strings.IndexAny(tok, "*> \t\r\n"); i >= 0 {
+			return fmt.Errorf("%q holds %q, a NATS wildcard or white space", s, tok[i])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+// Package service is the dispatcher service as a library: cmd/dispatcher runs
+// it, and a dev binary can embed it in-process, on its own NATS connection.
+// Run connects to NATS, serves the built-in handlers (hello, echo, chat) and
+// any added with WithHandlers, and serves /healthz, /readyz and /metrics on
+// DISPATCHER_ADDR until its context is cancelled; then it drains.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/services/dispatcher"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/config"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/handlers"
+	"github.com/wsgate/wsgate/services/internal/health"
+	"github.com/wsgate/wsgate/services/internal/logging"
+	"github.com/wsgate/wsgate/services/internal/metrics"
+	"github.com/wsgate/wsgate/services/internal/natsconn"
+)
+
+// Config is the dispatcher service's configuration (DESIGN.md §6). Build it
+// with LoadConfig, or in code (Run checks it either way).
+type Config = config.Config
+
+// LoadConfig reads Config from the environment. Its error is one line that
+// names the variable at fault.
+func LoadConfig() (Config, error) { return config.Load() }
+
+// DrainTimeout bounds the shutdown: in-flight handlers, the NATS drain and
+// the HTTP server together. A pod's termination grace period must be longer.
+const DrainTimeout = 20 * time.Second
+
+// Timing of the HTTP server, which only serves probes and metrics.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 10 * time.Second
+	idleTimeout       = 60 * time.Second
+	// startRetry is the pause between attempts to subscribe while NATS is
+	// unreachable (natsconn keeps reconnecting meanwhile).
+	startRetry = time.Second
+)
+
+// connName is the NATS connection name, as the server's monitoring shows it.
+const connName = "wsgate-dispatcher"
+
+// Option changes how Run runs.
+type Option func(*options)
+
+type options struct {
+	conn     *nats.Conn
+	onListen func(net.Addr)
+	register []func(*dispatcher.Dispatcher) error
+}
+
+// WithConn makes Run use nc instead of connecting from cfg's NATS settings.
+// The caller keeps ownership: Run drains its own subscriptions but neither
+// drains nor closes nc.
+func WithConn(nc *nats.Conn) Option {
+	return func(o *options) { o.conn = nc }
+}
+
+// OnListen makes Run call f with the HTTP server's address once it listens;
+// with DISPATCHER_ADDR "127.0.0.1:0" that is how to learn the port.
+func OnListen(f func(addr net.Addr)) Option {
+	return func(o *options) { o.onListen = f }
+}
+
+// WithHandlers makes Run call register, after the built-in handlers are
+// registered and before it subscribes, to add more handlers to the dispatcher.
+func WithHandlers(register func(d *dispatcher.Dispatcher) error) Option {
+	return func(o *options) { o.register = append(o.register, register) }
+}
+
+// Probe failures of /readyz.
+var (
+	errNotConnected  = errors.New("not connected to NATS")
+	errNotSubscribed = errors.New("not subscribed yet")
+)
+
+// Run runs the dispatcher service until ctx is cancelled, then shuts down in
+// order: readiness off, drain the dispatcher (in-flight handlers finish),
+// drain NATS, stop HTTP; the whole within DrainTimeout. It returns nil after a
+// clean shutdown. log may be nil (discard).
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	log.Info("dispatcher starting", logging.Attrs(cfg)...)
+
+	nc, ownConn := o.conn, o.conn == nil
+	if ownConn {
+		var err error
+		nc, err = natsconn.Connect(cfg.Config, connName, log, natsconn.Hooks{})
+		if err != nil {
+			return err
+		}
+	}
+	// closeConn releases our own connection on the error paths before
+	// serving; once serving, shutdown drains it instead.
+	closeConn := func() {
+		if ownConn {
+			nc.Close()
+		}
+	}
+
+	reg := metrics.NewRegistry()
+	tel := newTelemetry(reg)
+	d, err := dispatcher.New(nc,
+		dispatcher.WithQueue(cfg.Queue),
+		dispatcher.WithConcurrency(cfg.Concurrency),
+		dispatcher.WithPrefix(cfg.Prefix),
+		dispatcher.WithLogger(log),
+		dispatcher.WithHooks(tel.hooks()),
+	)
+	if err != nil {
+		closeConn()
+		return err
+	}
+	if err := handlers.Register(d); err != nil {
+		closeConn()
+		return err
+	}
+	for _, register := range o.register {
+		if err := register(d); err != nil {
+			closeConn()
+			return fmt.Errorf("register handlers: %w", err)
+		}
+	}
+	tel.prepare(d.Actions())
+	reg.GaugeFunc("wsgate_dispatcher_handlers_in_flight", "Handlers running now.",
+		func() float64 { return float64(d.InFlight()) })
+
+	var subscribed atomic.Bool
+	probe := health.New(func() error {
+		switch {
+		case !nc.IsConnected():
+			return errNotConnected
+		case !subscribed.Load():
+			return errNotSubscribed
+		}
+		return nil
+	})
+	mux := http.NewServeMux()
+	probe.Register(mux)
+	mux.Handle("GET /metrics", reg.Handler())
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		closeConn()
+		return fmt.Errorf("DISPATCHER_ADDR %q: %w", cfg.Addr, err)
+	}
+	log.Info("dispatcher listening", "addr", ln.Addr().String())
+	if o.onListen != nil {
+		o.onListen(ln.Addr())
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	if err := start(ctx, d, log); err == nil {
+		subscribed.Store(true)
+		log.Info("dispatcher subscribed", "actions", d.Actions(), "queue", cfg.Queue)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+
+	// HTTP stops last so that /readyz answers 503 (rather than refusing
+	// connections) and /metrics stays scrapable for the whole drain.
+	probe.SetDraining()
+	log.Info("dispatcher draining", "in_flight", d.InFlight())
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DrainTimeout)
+	defer cancel()
+	var errs []error
+	if err := d.Drain(dctx); err != nil {
+		errs = append(errs, err)
+	}
+	if ownConn {
+		if err := natsconn.Drain(dctx, nc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := srv.Shutdown(dctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := errors.Join(append([]error{runErr}, errs...)...); err != nil {
+		return err
+	}
+	log.Info("dispatcher stopped")
+	return nil
+}
+
+// start subscribes d, retrying while NATS is unreachable, until ctx is done.
+func start(ctx context.Context, d *dispatcher.Dispatcher, log *slog.Logger) error {
+	for {
+		err := d.Start(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down before NATS ever answered
+		}
+		log.Warn("dispatcher not subscribed; retrying", "err", err, "retry_in", startRetry)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(startRetry):
+		}
+	}
+}
