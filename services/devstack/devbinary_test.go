@@ -1,0 +1,129 @@
+package devstack_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/services/edge/edgetest"
+)
+
+// TestWsgateDev_MakeRunStack runs bin/wsgate-dev as `make run` does and uses
+// what its banner prints: the demo page, a token, the WebSocket and NATS URLs.
+func TestWsgateDev_MakeRunStack(t *testing.T) {
+	cmd := exec.Command(filepath.Join(binDir, "wsgate-dev"), "-nats-port", "-1", "-edge", "127.0.0.1:0", "-dispatcher", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	banner := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "ws.in.>") { // the banner's last line
+				banner <- b.String()
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("wsgate-dev exited with %v after SIGTERM", err)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("wsgate-dev did not stop on SIGTERM")
+		}
+	}()
+	var text string
+	select {
+	case text = <-banner:
+	case err := <-exited:
+		t.Fatalf("wsgate-dev exited: %v", err)
+	case <-time.After(edgetest.Timeout):
+		t.Fatal("no banner")
+	}
+	field := func(re string) string {
+		t.Helper()
+		m := regexp.MustCompile(re).FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("banner has no %s:\n%s", re, text)
+		}
+		return m[1]
+	}
+	page := field(`demo page\s+(\S+)`)
+	wsURL := field(`WebSocket\s+(\S+)`)
+	natsURL := field(`NATS\s+(nats://\S+)`)
+	tok := field(`token \(user 42, 24 h\):\n\s+(\S+)`)
+
+	resp, err := http.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<html") {
+		t.Fatalf("demo page: %d %.200s", resp.StatusCode, body)
+	}
+
+	// The printed token works, and a NATS publish reaches user 42.
+	c := edgetest.Dial(t, wsURL, http.Header(bearer(tok)))
+	c.ExpectOK()
+	nc := edgetest.Connect(t, natsURL)
+	if err := nc.Publish("ws.send.user.42", []byte(`{"action":"hello","details":"Hello from the CLI"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Expect("hello"); f.String() != `["hello","Hello from the CLI"]` {
+		t.Fatalf("got %s", f)
+	}
+
+	// The demo's sign-in mints a token; the seed's hello goes round.
+	resp, err = http.Post(strings.TrimSuffix(page, "/")+"/dev/token", "application/json", strings.NewReader(`{"user":"ann"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var minted struct {
+		Token string `json:"token"`
+		WSURL string `json:"ws_url"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&minted)
+	resp.Body.Close()
+	if err != nil || minted.WSURL != wsURL {
+		t.Fatalf("token answer %+v %v", minted, err)
+	}
+	ann := edgetest.Dial(t, minted.WSURL, nil)
+	ann.Authenticate(minted.Token)
+	ann.Send("hello", "Hello, world!")
+	if f := ann.Expect("hello"); f.String() != `["hello","Hello, world!"]` {
+		t.Fatalf("got %s", f)
+	}
+	resp, err = http.Post(strings.TrimSuffix(page, "/")+"/dev/token", "application/json", strings.NewReader(`{"user":"a.b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad user name answered %d", resp.StatusCode)
+	}
+}
