@@ -18,6 +18,7 @@ import (
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
@@ -85,6 +86,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	verifier, err := auth.NewVerifier(auth.Config{
 		Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKeyFile,
 		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		JWKSURL: cfg.JWTJWKSURL, JWKSRefresh: cfg.JWKSRefresh, JWKSMinInterval: cfg.JWKSMinInterval,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -101,13 +104,20 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval,
 		AuthTimeout: cfg.AuthTimeout, Logger: log, Metrics: hub.NewMetrics(reg),
 	})
+	var ask *callout.Client
+	if cfg.CalloutSubject != "" {
+		ask = callout.New(s.nc, callout.Config{
+			Subject: cfg.CalloutSubject, Timeout: cfg.CalloutTimeout,
+			CacheSize: cfg.CalloutCacheSize, CacheTTL: cfg.CalloutCacheTTL, Logger: log,
+		})
+	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
 		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
 		MaxMessageBytes: cfg.MaxMessageBytes, SendQueue: cfg.SendQueue,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
-		Logger: log, Metrics: gateway.NewMetrics(reg),
+		Callout: ask, Logger: log, Metrics: gateway.NewMetrics(reg),
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {

@@ -4,6 +4,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -13,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -53,12 +55,18 @@ type Config struct {
 	PublicKeyFile string // PEM: RSA (RS*, PS*), ECDSA (ES* of its curve) or Ed25519 (EdDSA)
 	Issuer        string // required iss, when set
 	Audience      string // required aud, when set
+
+	JWKSURL         string        // key set URL: RS*, PS*, ES*, EdDSA keys by kid
+	JWKSRefresh     time.Duration // refetch the key set this often
+	JWKSMinInterval time.Duration // but never more often than this
+	Logger          *slog.Logger
 }
 
 // Verifier verifies tokens. It is safe for concurrent use.
 type Verifier struct {
 	secret []byte
 	public crypto.PublicKey
+	jwks   *JWKS
 	parser *jwt.Parser
 }
 
@@ -78,6 +86,10 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		v.public = key
 		methods = append(methods, algs...)
 	}
+	if cfg.JWKSURL != "" {
+		v.jwks = NewJWKS(cfg.JWKSURL, cfg.JWKSRefresh, cfg.JWKSMinInterval, cfg.Logger)
+		methods = append(methods, "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+	}
 	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithLeeway(0)}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
@@ -90,7 +102,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 }
 
 // Enabled reports whether any key is configured.
-func (v *Verifier) Enabled() bool { return v.secret != nil || v.public != nil }
+func (v *Verifier) Enabled() bool { return v.secret != nil || v.public != nil || v.jwks != nil }
 
 func loadPublicKey(path string) (crypto.PublicKey, []string, error) {
 	data, err := os.ReadFile(path)
@@ -173,6 +185,16 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 			return v.secret, nil
 		}
 	case *jwt.SigningMethodRSA, *jwt.SigningMethodRSAPSS, *jwt.SigningMethodECDSA, *jwt.SigningMethodEd25519:
+		if kid, _ := t.Header["kid"].(string); v.jwks != nil && (kid != "" || v.public == nil) {
+			key, alg, err := v.jwks.Key(context.Background(), kid)
+			if err != nil {
+				return nil, err
+			}
+			if alg != t.Method.Alg() {
+				return nil, fail("token algorithm %s does not match its key", t.Method.Alg())
+			}
+			return key, nil
+		}
 		if v.public != nil {
 			return v.public, nil
 		}
@@ -209,31 +231,37 @@ func jwtError(err error) error {
 }
 
 func identityOf(c *claims) (*Identity, error) {
-	if c.Subject == "" {
-		return nil, fail("sub claim is missing")
+	session := c.SID
+	if session == "" {
+		session = c.ID
 	}
-	if err := wire.ValidateID(c.Subject); err != nil {
-		return nil, fail("sub claim is not a valid user id: %s", reason(err))
-	}
-	id := &Identity{User: c.Subject, Session: c.SID, Language: c.Lang, Props: c.Props}
-	if id.Session == "" {
-		id.Session = c.ID
-	}
-	if id.Session != "" {
-		if err := wire.ValidateID(id.Session); err != nil {
-			return nil, fail("sid/jti claim is not a valid session id: %s", reason(err))
-		}
-	}
-	for _, g := range c.Groups {
-		if err := wire.ValidateID(g); err != nil {
-			return nil, fail("groups claim has an invalid group id: %s", reason(err))
-		}
-	}
-	id.Groups = dedupe(c.Groups)
+	var expires time.Time
 	if c.ExpiresAt != nil {
-		id.Expires = c.ExpiresAt.Time
+		expires = c.ExpiresAt.Time
 	}
-	return id, nil
+	return NewIdentity(c.Subject, session, c.Groups, c.Lang, expires, c.Props, "sub", "sid/jti", "groups")
+}
+
+// NewIdentity checks every id of an identity against the subject-token
+// rules; the field names (claims, or callout fields) go into the reasons.
+func NewIdentity(user, session string, groups []string, lang string, expires time.Time, props map[string]string, userField, sessionField, groupsField string) (*Identity, error) {
+	if user == "" {
+		return nil, fail("%s claim is missing", userField)
+	}
+	if err := wire.ValidateID(user); err != nil {
+		return nil, fail("%s claim is not a valid user id: %s", userField, reason(err))
+	}
+	if session != "" {
+		if err := wire.ValidateID(session); err != nil {
+			return nil, fail("%s claim is not a valid session id: %s", sessionField, reason(err))
+		}
+	}
+	for _, g := range groups {
+		if err := wire.ValidateID(g); err != nil {
+			return nil, fail("%s claim has an invalid group id: %s", groupsField, reason(err))
+		}
+	}
+	return &Identity{User: user, Session: session, Groups: dedupe(groups), Language: lang, Expires: expires, Props: props}, nil
 }
 
 func dedupe(s []string) []string {

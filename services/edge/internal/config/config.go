@@ -30,9 +30,16 @@ type Config struct {
 	AllowAnonymous   bool          `envconfig:"EDGE_ALLOW_ANONYMOUS" default:"false" desc:"accept connections without a token (empty user)"`
 	JWTSecret        string        `envconfig:"EDGE_JWT_SECRET" secret:"true" desc:"HMAC secret of HS256/384/512 tokens"`
 	JWTPublicKeyFile string        `envconfig:"EDGE_JWT_PUBLIC_KEY_FILE" desc:"PEM public key (RSA, ECDSA or Ed25519) of RS*/PS*/ES*/EdDSA tokens"`
+	JWTJWKSURL       string        `envconfig:"EDGE_JWT_JWKS_URL" desc:"URL of a JWKS (RS*, PS*, ES*, EdDSA keys chosen by the token's kid)"`
+	JWKSRefresh      time.Duration `envconfig:"EDGE_JWT_JWKS_REFRESH" default:"10m" desc:"refetch the JWKS this often"`
+	JWKSMinInterval  time.Duration `envconfig:"EDGE_JWT_JWKS_MIN_INTERVAL" default:"30s" desc:"a token with an unknown kid refetches the JWKS at most once per this interval"`
 	JWTIssuer        string        `envconfig:"EDGE_JWT_ISSUER" desc:"required iss claim, when set"`
 	JWTAudience      string        `envconfig:"EDGE_JWT_AUDIENCE" desc:"required aud claim, when set"`
 	AuthCookie       string        `envconfig:"EDGE_AUTH_COOKIE" default:"wsgate_token" desc:"name of the cookie that may carry the token"`
+	CalloutSubject   string        `envconfig:"EDGE_AUTH_CALLOUT_SUBJECT" desc:"NATS subject of the auth callout: the application identifies connections from their cookies, headers and token"`
+	CalloutTimeout   time.Duration `envconfig:"EDGE_AUTH_CALLOUT_TIMEOUT" default:"2s" desc:"how long the callout may take; past it the connection is closed with 1013"`
+	CalloutCacheSize int           `envconfig:"EDGE_AUTH_CALLOUT_CACHE_SIZE" default:"10000" desc:"callout replies cached per edge, by credential (0 = no cache)"`
+	CalloutCacheTTL  time.Duration `envconfig:"EDGE_AUTH_CALLOUT_CACHE_TTL" default:"30s" desc:"how long a callout identity is cached (never past its expires; refusals 5s at most)"`
 	AuthTimeout      time.Duration `envconfig:"EDGE_AUTH_TIMEOUT" default:"10s" desc:"close 4408 when a connection is not authenticated within this time"`
 	MaxMessageBytes  int64         `envconfig:"EDGE_MAX_MESSAGE_BYTES" default:"65536" desc:"largest frame a client may send; larger closes with 1009"`
 	SendQueue        int           `envconfig:"EDGE_SEND_QUEUE" default:"256" desc:"frames queued per connection; a full queue closes it with 4500 (slow consumer)"`
@@ -76,14 +83,23 @@ func (c *Config) Normalize() error {
 	if !strings.HasPrefix(c.Path, "/") {
 		return fmt.Errorf("EDGE_PATH: %q must start with /", c.Path)
 	}
-	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.AllowAnonymous {
-		return errors.New("EDGE_JWT_SECRET or EDGE_JWT_PUBLIC_KEY_FILE: one is required unless EDGE_ALLOW_ANONYMOUS=true")
+	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && c.JWTJWKSURL == "" && c.CalloutSubject == "" && !c.AllowAnonymous {
+		return errors.New("EDGE_JWT_SECRET, EDGE_JWT_PUBLIC_KEY_FILE, EDGE_JWT_JWKS_URL or EDGE_AUTH_CALLOUT_SUBJECT: one is required unless EDGE_ALLOW_ANONYMOUS=true")
+	}
+	if c.CalloutSubject != "" {
+		if err := validSubject(c.CalloutSubject); err != nil {
+			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
+		}
 	}
 	positive := []struct {
 		name string
 		ok   bool
 	}{
 		{"EDGE_AUTH_TIMEOUT", c.AuthTimeout > 0},
+		{"EDGE_AUTH_CALLOUT_TIMEOUT", c.CalloutTimeout > 0},
+		{"EDGE_AUTH_CALLOUT_CACHE_SIZE", c.CalloutCacheSize >= 0},
+		{"EDGE_JWT_JWKS_REFRESH", c.JWKSRefresh > 0},
+		{"EDGE_JWT_JWKS_MIN_INTERVAL", c.JWKSMinInterval >= 0},
 		{"EDGE_MAX_MESSAGE_BYTES", c.MaxMessageBytes >= 64},
 		{"EDGE_SEND_QUEUE", c.SendQueue > 0},
 		{"EDGE_PING_INTERVAL", c.PingInterval > 0},
@@ -118,4 +134,15 @@ func SubjectSafe(s string) string {
 		return "edge"
 	}
 	return string(b)
+}
+
+// validSubject accepts a literal NATS subject: dot-separated tokens without
+// wildcards or white space.
+func validSubject(s string) error {
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return fmt.Errorf("%q is not a literal NATS subject", s)
+		}
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 )
 
@@ -50,8 +51,11 @@ type Config struct {
 	RateBurst        int
 	MaxConnections   int
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
-	Metrics          *Metrics
+	// Callout, when set, identifies connections whose token the verifier
+	// cannot check (or that have only cookies) by asking the application.
+	Callout *callout.Client
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
@@ -26,6 +27,7 @@ type session struct {
 	c              *hub.Client
 	ws             *websocket.Conn
 	acceptLanguage string
+	callout        *wire.CalloutRequest // the upgrade's credentials, when a callout is configured
 	msgSeq         uint64
 
 	lastBad time.Time // when the last bad frame arrived
@@ -50,7 +52,28 @@ func (g *Gateway) newSession(ws *websocket.Conn, r *http.Request) *session {
 		}
 	})
 	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(ws.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
+	if g.cfg.Callout != nil {
+		s.callout = calloutRequest(g.cfg.EdgeID, r)
+	}
 	return s
+}
+
+// calloutRequest collects what the application may need to recognise the
+// connection: cookies, selected headers and the peer address.
+func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
+	req := &wire.CalloutRequest{Edge: edgeID, RemoteAddr: r.RemoteAddr, Headers: map[string]string{}}
+	for _, h := range []string{"User-Agent", "Origin", "Accept-Language", "X-Forwarded-For", "X-Real-Ip"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			req.Headers[h] = strings.Join(v, ", ")
+		}
+	}
+	if cookies := r.Cookies(); len(cookies) > 0 {
+		req.Cookies = make(map[string]string, len(cookies))
+		for _, c := range cookies {
+			req.Cookies[c.Name] = c.Value
+		}
+	}
+	return req
 }
 
 func (s *session) serve(r *http.Request) {
@@ -60,7 +83,7 @@ func (s *session) serve(r *http.Request) {
 	s.ws.SetReadLimit(g.cfg.MaxMessageBytes)
 	s.ws.SetPongHandler(func(string) error { conn.Touch(); return nil })
 
-	if tok := auth.TokenFromRequest(r, g.cfg.AuthCookie); tok != "" {
+	if tok := auth.TokenFromRequest(r, g.cfg.AuthCookie); tok != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
 		s.authenticate(tok)
 	}
 	code := s.readLoop()
@@ -188,7 +211,7 @@ func (s *session) onAuthentication(f wire.ClientFrame) {
 	}
 	current := s.c.Identity()
 	switch {
-	case current == nil && token == "":
+	case current == nil && token == "" && s.callout == nil:
 		if !s.g.cfg.AllowAnonymous {
 			s.authFail("token is missing")
 			return
@@ -220,12 +243,12 @@ func tokenOf(details json.RawMessage) (string, error) {
 var okFrame = wire.ServerFrame(wire.ActionAuthentication, "ok")
 
 func (s *session) authenticate(token string) {
-	id, err := s.g.verifier.Verify(token)
+	id, err := s.identify(token)
 	if err != nil {
-		s.authFail(reasonOf(err))
+		s.refuse(err)
 		return
 	}
-	id.Language = s.language(id.Language)
+	id = s.localized(id)
 	s.admit(id)
 }
 
@@ -247,22 +270,58 @@ func (s *session) admit(id *auth.Identity) {
 // renew replaces the identity of a live connection with a fresh token's,
 // which must name the same user.
 func (s *session) renew(token string) {
-	id, err := s.g.verifier.Verify(token)
+	id, err := s.identify(token)
 	if err != nil {
-		s.authFail(reasonOf(err))
+		s.refuse(err)
 		return
 	}
 	if id.User != s.c.Identity().User {
 		s.authFail("token is for another user")
 		return
 	}
-	id.Language = s.language(id.Language)
+	id = s.localized(id)
 	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
 	defer cancel()
 	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
 		s.g.cfg.Logger.Warn("renew connection identity", "conn", s.c.Connection, "err", err)
 	}
 	s.send(okFrame)
+}
+
+// identify turns a token (or, through the callout, the upgrade's cookies)
+// into an identity: tokens go to the verifier when it has keys, everything
+// else to the callout when one is configured.
+func (s *session) identify(token string) (*auth.Identity, error) {
+	if s.callout == nil || (token != "" && s.g.verifier.Enabled()) {
+		return s.g.verifier.Verify(token)
+	}
+	req := *s.callout
+	req.Token = token
+	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
+	defer cancel()
+	return s.g.cfg.Callout.Identify(ctx, &req)
+}
+
+// refuse answers a failed identification: 4401 for bad credentials, 4403 for
+// a 403 refusal, 1013 when the identity service cannot answer now.
+func (s *session) refuse(err error) {
+	var refusal *callout.Refusal
+	switch {
+	case errors.Is(err, callout.ErrUnavailable), errors.As(err, &refusal) && refusal.Code >= 500:
+		s.g.cfg.Metrics.AuthFailures.Add(1)
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "identity service unavailable, try again later"))
+		s.close(wsconn.CloseTryLater, "identity service unavailable")
+	case errors.As(err, &refusal) && refusal.Code == wire.CodeForbidden:
+		s.g.cfg.Metrics.AuthFailures.Add(1)
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), refusal.Code, refusal.Message))
+		s.close(wsconn.CloseForbidden, refusal.Message)
+	case errors.As(err, &refusal):
+		s.g.cfg.Metrics.AuthFailures.Add(1)
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), refusal.Code, refusal.Message))
+		s.close(wsconn.CloseAuthFailed, refusal.Message)
+	default:
+		s.authFail(reasonOf(err))
+	}
 }
 
 func (s *session) authFail(reason string) {
@@ -277,6 +336,14 @@ func reasonOf(err error) string {
 		return ae.Reason
 	}
 	return "token is invalid"
+}
+
+// localized returns a copy of id (identities may be shared by a cache) with
+// the language fallbacks applied.
+func (s *session) localized(id *auth.Identity) *auth.Identity {
+	cp := *id
+	cp.Language = s.language(id.Language)
+	return &cp
 }
 
 // language applies the fallbacks: the token's lang, the upgrade's first
