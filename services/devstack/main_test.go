@@ -166,4 +166,3 @@ func token(t *testing.T, user string) string {
 func bearer(tok string) map[string][]string {
 	return map[string][]string{"Authorization": {"Bearer " + tok}}
 }
-
