@@ -4,7 +4,7 @@ BIN     := bin
 PKGS    := ./api/... ./services/internal/... ./services/edge/... ./services/dispatcher/... ./services/devstack/... ./clients/js/...
 TEST_TIMEOUT ?= 9m
 
-.PHONY: all build run test vet fmt-check test-go test-js clean
+.PHONY: all build run test vet fmt-check test-go clean
 
 all: build
 
@@ -18,8 +18,8 @@ build:
 run: build
 	./$(BIN)/wsgate-dev
 
-## test: formatting, vet, every Go test with -race, the JS client's unit tests, static builds
-test: fmt-check vet test-go test-js build
+## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test), static builds
+test: fmt-check vet test-go build
 
 fmt-check:
 	@out=$$(gofmt -l api services clients); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -29,9 +29,6 @@ vet:
 
 test-go:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-
-test-js:
-	node --test clients/js/test/
 
 clean:
 	rm -rf $(BIN)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsgate/wsgate/api/wire"
+	jsclient "github.com/wsgate/wsgate/clients/js"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/config"
@@ -127,6 +128,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	})
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, s.gateway)
+	client := jsclient.Handler(cfg.Path)
+	mux.Handle("GET /client.js", client)
+	mux.Handle("GET /client.mjs", client)
 	s.probe.Register(mux)
 	mux.Handle("GET /metrics", reg.Handler())
 	for _, r := range s.extra {

@@ -9,7 +9,9 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/wsgate/wsgate/api v0.0.0
+	github.com/wsgate/wsgate/clients/js v0.0.0-00010101000000-000000000000
 	github.com/wsgate/wsgate/services/internal v0.0.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (
@@ -20,13 +22,15 @@ require (
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
 
 replace (
 	github.com/wsgate/wsgate/api => ../../api
+	github.com/wsgate/wsgate/clients/js => ../../clients/js
 	github.com/wsgate/wsgate/services/internal => ../internal
 )

@@ -1,0 +1,3 @@
+module github.com/wsgate/wsgate/clients/js
+
+go 1.26.0

@@ -1,0 +1,121 @@
+// Tests of the classic script (/client.js) as the edge serves it: evaluated in
+// a vm context standing in for a page that loads it with a <script> tag.
+//
+// The classic build is made by Go (jsclient.Classic). `go test` passes it in
+// the file named by WSGATE_CLASSIC_JS; run directly with node --test, the test
+// builds it with `go run ./cmd/wsgate-classic` (Go is required either way).
+import { test, before } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import vm from "node:vm";
+
+import { FakeWebSocket, flush } from "../testdata/fakes.mjs";
+
+const AUTH = "Client/authentication";
+const moduleDir = fileURLToPath(new URL("..", import.meta.url));
+
+let classic;
+
+before(() => {
+  if (process.env.WSGATE_CLASSIC_JS) {
+    classic = readFileSync(process.env.WSGATE_CLASSIC_JS, "utf8");
+    return;
+  }
+  // GOWORK=off: the helper needs nothing beyond this module, whatever the
+  // workspace lists.
+  classic = execFileSync("go", ["run", "./cmd/wsgate-classic"], {
+    cwd: moduleDir,
+    env: { ...process.env, GOWORK: "off" },
+    encoding: "utf8",
+  });
+});
+
+/** Runs the classic script in a fresh fake page; returns the page's global. */
+function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {}) {
+  FakeWebSocket.reset();
+  const script = {
+    src,
+    hasAttribute: (name) => Object.hasOwn(attrs, name),
+    getAttribute: (name) => (Object.hasOwn(attrs, name) ? attrs[name] : null),
+  };
+  const page = {
+    document: { currentScript: script },
+    location: { href: "https://app.example/page" },
+    WebSocket: FakeWebSocket,
+    alerts: [],
+    // The Web APIs the client uses; a vm context only has the JS built-ins.
+    URL,
+    atob,
+    console,
+    setTimeout,
+    clearTimeout,
+    queueMicrotask,
+  };
+  page.alert = (message) => page.alerts.push(message);
+  if (cs) page.cs = cs;
+  page.window = page;
+  vm.createContext(page);
+  vm.runInContext(classic, page, { filename: "client.js" });
+  return page;
+}
+
+test("the classic script compiles as a script, without export", () => {
+  assert.doesNotMatch(classic, /^\s*export\s/m);
+  // Throws a SyntaxError on export, import or import.meta.
+  new vm.Script(classic, { filename: "client.js" });
+});
+
+test("without data-cs-compat it only exposes window.wsgate", async () => {
+  const page = loadPage();
+  assert.equal(typeof page.wsgate.createClient, "function");
+  assert.equal(page.cs, undefined);
+  await flush();
+  assert.equal(FakeWebSocket.instances.length, 0);
+});
+
+test("the seed example runs unchanged against cs.WebSockets", async () => {
+  const page = loadPage({ attrs: { "data-cs-compat": "" }, cs: { Language: "kept" } });
+  assert.equal(page.cs.Language, "kept");
+  assert.equal(typeof page.wsgate.createClient, "function");
+
+  // The seed README's example, verbatim.
+  vm.runInContext(
+    `
+// Since everything is asynchronous - lets add handler first
+cs.WebSockets.once('hello', function (message) {
+	alert(message);
+});
+// Now send request to server
+cs.WebSockets.send('hello', 'Hello, world!');
+`,
+    page,
+  );
+
+  await flush();
+  const ws = FakeWebSocket.last();
+  assert.equal(ws.url, "wss://edge.example/ws");
+  ws.open();
+  // No data-token: null, so the edge uses the cookie from the upgrade.
+  assert.deepEqual(ws.frames, [[AUTH, null]]);
+  ws.receive([AUTH, "ok"]);
+  assert.deepEqual(ws.frames[1], ["hello", "Hello, world!"]);
+  ws.receive(["hello", "Hello, world!"]);
+  ws.receive(["hello", "again"]);
+  assert.deepEqual(page.alerts, ["Hello, world!"]);
+  page.cs.WebSockets.close();
+});
+
+test("data-token and data-path are used, http edges get ws://", async () => {
+  const page = loadPage({
+    src: "http://edge.local:8080/client.js",
+    attrs: { "data-cs-compat": "", "data-token": "tok", "data-path": "/custom" },
+  });
+  await flush();
+  const ws = FakeWebSocket.last();
+  assert.equal(ws.url, "ws://edge.local:8080/custom");
+  ws.open();
+  assert.deepEqual(ws.frames, [[AUTH, { token: "tok" }]]);
+  page.cs.WebSockets.close();
+});

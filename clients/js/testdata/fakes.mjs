@@ -1,0 +1,71 @@
+// Test doubles for the JS client tests. Kept outside test/ because node --test
+// runs every file under a test/ directory as a test file.
+
+/** A WebSocket stand-in driven by the test: open(), receive(), serverClose(). */
+export class FakeWebSocket {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSING = 2;
+  static CLOSED = 3;
+  /** Every socket created since the last reset(), oldest first. */
+  static instances = [];
+
+  static reset() {
+    FakeWebSocket.instances = [];
+  }
+
+  static last() {
+    return FakeWebSocket.instances[FakeWebSocket.instances.length - 1];
+  }
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = FakeWebSocket.CONNECTING;
+    this.sent = []; // raw text frames
+    this.closedWith = null; // {code, reason} when the client called close()
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    FakeWebSocket.instances.push(this);
+  }
+
+  /** Frames the client sent, parsed. */
+  get frames() {
+    return this.sent.map((s) => JSON.parse(s));
+  }
+
+  send(data) {
+    if (this.readyState !== FakeWebSocket.OPEN) throw new Error("send on a socket that is not open");
+    this.sent.push(data);
+  }
+
+  close(code, reason) {
+    this.closedWith = { code, reason };
+    this.readyState = FakeWebSocket.CLOSING;
+  }
+
+  // ---- driven by the test ----
+
+  open() {
+    this.readyState = FakeWebSocket.OPEN;
+    this.onopen?.({ type: "open" });
+  }
+
+  receive(frame) {
+    this.onmessage?.({ type: "message", data: typeof frame === "string" ? frame : JSON.stringify(frame) });
+  }
+
+  serverClose(code, reason = "") {
+    this.readyState = FakeWebSocket.CLOSED;
+    this.onclose?.({ type: "close", code, reason, wasClean: code !== 1006 });
+  }
+}
+
+/** Lets pending promise callbacks (and queued microtasks) run. */
+export function flush() {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Builds an unsigned JWT-shaped token with the given claims. */
+export function jwt(claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  return b64({ alg: "HS256", typ: "JWT" }) + "." + b64(claims) + ".sig";
+}

@@ -1,0 +1,159 @@
+// Type declarations of the wsgate JavaScript client (/client.mjs and /client.js).
+// Source: src/wsgate.mjs. Wire protocol: DESIGN.md §2.
+
+/** Any JSON value: the details of a frame. */
+export type JSONValue = null | boolean | number | string | JSONValue[] | { [key: string]: JSONValue };
+
+/** Called with the frame's details; an array is spread into arguments (seed rule). */
+export type SuccessCallback = (...details: any[]) => void;
+
+/** Called for `<action>:error` frames with the details `[code, message]` spread: `(code, message)`. */
+export type ErrorCallback = (code: number, message: string, ...rest: any[]) => void;
+
+/** Connection state, see {@link WsgateClient.state}. */
+export type ClientState = "connecting" | "authenticated" | "reconnecting" | "closed";
+
+export interface ClientOptions {
+  /**
+   * WebSocket URL; http(s) is turned into ws(s) and relative URLs are resolved
+   * against the page. Default in a browser: `ws(s)://<location.host>/ws` (the
+   * edge that serves the script puts its configured path in place of `/ws`).
+   * Required in Node.
+   */
+  url?: string;
+  /** A token (JWT) sent in the first `Client/authentication` frame. */
+  token?: string;
+  /**
+   * Returns a fresh token. Called before connecting when there is no token or
+   * it has expired, after close code 4001, and shortly before a JWT's `exp`
+   * (30 s before, or at 80 % of the remaining life for short tokens) to renew
+   * the identity on the live connection.
+   */
+  getToken?: () => string | null | Promise<string | null>;
+  /** WebSocket class to use; default `globalThis.WebSocket`. */
+  WebSocket?: new (url: string) => WebSocket;
+  /** Application frames kept while not authenticated; the oldest is dropped beyond it. Default 1000. */
+  queueLimit?: number;
+  /** Default timeout of `request()`, ms. Default 10000. */
+  requestTimeout?: number;
+  /** Reconnect backoff: delay = random(0, min(backoffMax, backoffBase * 2^attempt)), ms. Default 1000. */
+  backoffBase?: number;
+  /** Cap of the reconnect backoff bound, ms. Default 30000. */
+  backoffMax?: number;
+  /** Interval of `Client/ping` frames while authenticated, ms. Default 25000. */
+  pingInterval?: number;
+  /** Wait for `Server/pong` before closing the socket (code 4000) and reconnecting, ms. Default 10000. */
+  pongTimeout?: number;
+  /** Renew a long-lived JWT this long before its `exp`, ms. Default 30000. */
+  refreshBefore?: number;
+  /** Random source in [0, 1) for the backoff jitter and request refs (tests). Default `Math.random`. */
+  random?: () => number;
+}
+
+/** Error rejecting `request()` promises. */
+export class WsgateError extends Error {
+  constructor(code: number, message: string, details?: JSONValue);
+  /**
+   * The code from the server's `[code, message]` error details, or
+   * 408 (no reply in time), 503 (connection lost before the reply, dropped
+   * from the full offline queue, or the client is closed).
+   */
+  code: number;
+  /** The error frame's details, when the error came from the server. */
+  details?: JSONValue;
+}
+
+/** Details of the events, by event name. */
+export interface ClientEvents {
+  /** The socket opened; the `Client/authentication` frame has just been sent. */
+  open: { url: string };
+  /** The edge accepted the connection; queued frames are flushed. Once per connection. */
+  authenticated: {};
+  /**
+   * The socket closed. `willReconnect` false means the client stopped for good
+   * (close() was called, close code 4401 or 4403, an authentication error, or a
+   * `Server/close` kick); otherwise a `reconnecting` event follows.
+   * A heartbeat timeout is reported as code 4000, reason "heartbeat timeout".
+   */
+  close: { code: number; reason: string; willReconnect: boolean };
+  /** A reconnect is scheduled: `attempt` counts from 1 since the last authentication, `delay` in ms. */
+  reconnecting: { attempt: number; delay: number };
+  /**
+   * Something went wrong. `fatal: true` comes with close codes 4401 / 4403 and
+   * authentication errors (`code` is then the server's error code, e.g. 401,
+   * and `closeCode` the close code), and when the WebSocket cannot be created.
+   * Non-fatal: `Client/error` frames from the edge (the client sent a bad
+   * frame), a failing getToken, a callback that threw (`error` holds it).
+   */
+  error: { code: number; message: string; fatal: boolean; closeCode?: number; error?: unknown };
+  /** Not an error, but worth knowing: a frame dropped from the full offline queue or after close(), a malformed frame. */
+  warning: { message: string; action?: string };
+  /** The edge sent `["Server/close", null]`: the connection was closed on purpose; no reconnect. A `close` event follows. */
+  kicked: {};
+}
+
+export type ClientEventName = keyof ClientEvents;
+
+/**
+ * The client: the seed `cs.WebSockets` API (on/off/once/send) plus request(),
+ * events and close(). Server actions use on/off/once; client events use
+ * addListener/removeListener.
+ */
+export interface WsgateClient {
+  /** Current connection state. */
+  readonly state: ClientState;
+
+  /** Adds callbacks for frames with `action` (success) and `action:error` (error). Either may be omitted. */
+  on(action: string, success?: SuccessCallback | null, error?: ErrorCallback | null): this;
+  /**
+   * Removes callbacks: `off(action)` removes all of them for the action;
+   * `off(action, success)` or `off(action, null, error)` only the given one.
+   */
+  off(action: string, success?: SuccessCallback | null, error?: ErrorCallback | null): this;
+  /** Like on(), removed after the first success or error frame for the action. */
+  once(action: string, success?: SuccessCallback | null, error?: ErrorCallback | null): this;
+  /**
+   * Sends `[action, details]`; queued (in order) until the connection is
+   * authenticated. Throws a TypeError for an action that is not 1–128 of
+   * `A-Z a-z 0-9 _ - / :`, or for details JSON.stringify cannot encode.
+   */
+  send(action: string, details?: JSONValue): this;
+  /**
+   * Sends `[action, details, ref]` and resolves with the details of the reply
+   * carrying the same ref (such a reply is not passed to on() callbacks).
+   * Rejects with a WsgateError on `action:error` (server code and message),
+   * after `timeout` ms (408, default 10000), or when the connection drops
+   * before the reply or the client is closed (503).
+   */
+  request<T = any>(action: string, details?: JSONValue, options?: { timeout?: number }): Promise<T>;
+
+  /** Subscribes to a client event. */
+  addListener<K extends ClientEventName>(event: K, listener: (detail: ClientEvents[K]) => void): this;
+  /** Unsubscribes from a client event. */
+  removeListener<K extends ClientEventName>(event: K, listener: (detail: ClientEvents[K]) => void): this;
+
+  /** Closes the socket for good: stops timers and reconnects, rejects pending requests (503). */
+  close(): this;
+}
+
+/** Creates a client; it starts connecting at once. */
+export function createClient(options?: ClientOptions): WsgateClient;
+
+/**
+ * Classic-script bootstrap (called by /client.js): sets `win.wsgate` and, when
+ * `script` has `data-cs-compat`, `win.cs.WebSockets` connected to the script's
+ * origin (`data-path` overrides the path, `data-token` gives the token).
+ */
+export function installGlobals(win: object, script: HTMLScriptElement | null): void;
+
+/** The WebSocket path used when no url is given, as set by the edge that served the file. */
+export const DEFAULT_PATH: string;
+
+// Globals set by the classic script /client.js.
+declare global {
+  interface Window {
+    wsgate: { createClient: typeof createClient; WsgateError: typeof WsgateError };
+    /** Set by <script src=".../client.js" data-cs-compat>: the seed's cs.WebSockets. */
+    cs?: { WebSockets?: WsgateClient; [member: string]: unknown };
+  }
+}
