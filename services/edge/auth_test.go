@@ -115,8 +115,11 @@ func TestAuthentication_RefusedTokensClose4401(t *testing.T) {
 			}
 		})
 	}
-	if v := e.metric(t, "wsgate_edge_auth_failures_total"); v != "14" {
-		t.Fatalf("auth failures metric %q, want 14", v)
+	if v := e.metricSum(t, "wsgate_edge_auth_failures_total"); v != 14 {
+		t.Fatalf("auth failures metric %v, want 14", v)
+	}
+	if v := e.metric(t, `wsgate_edge_auth_failures_total{reason="expired"}`); v != "1" {
+		t.Fatalf("expired tokens metric %q, want 1", v)
 	}
 }
 
@@ -211,7 +214,7 @@ func TestAuthentication_AnonymousOnlyWhenAllowed(t *testing.T) {
 	user.Expect("all")
 	anon.Expect("all") // and not "users": all is its first frame
 
-	sub, _ := nc.SubscribeSync("ws.in.chat")
+	sub := subscribe(t, nc, "ws.in.chat")
 	anon.Send("chat", "hi")
 	msg, err := sub.NextMsg(edgetest.Timeout)
 	if err != nil {

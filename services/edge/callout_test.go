@@ -65,7 +65,7 @@ func TestCallout_CookieSessionsAndRefusals(t *testing.T) {
 		"broken":  {User: "a.b"},
 		"down":    {Error: &wire.CalloutError{Code: 500, Message: "database down"}},
 	})
-	in, _ := nc.SubscribeSync("ws.in.Client/authentication")
+	in := subscribe(t, nc, "ws.in.Client/authentication")
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

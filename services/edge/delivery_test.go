@@ -49,7 +49,7 @@ func TestDelivery_EachTargetReachesExactlyItsConnections(t *testing.T) {
 	conns["anon"] = anon
 
 	// The connection id of alice1, learned from its envelope.
-	in, _ := nc.SubscribeSync("ws.in.whoami")
+	in := subscribe(t, nc, "ws.in.whoami")
 	conns["alice1"].Send("whoami", nil)
 	msg, err := in.NextMsg(edgetest.Timeout)
 	if err != nil {
@@ -179,7 +179,7 @@ func TestClose_ByUserSessionAndConnection(t *testing.T) {
 	expectKicked(b2)
 	expectOpen(b1, c1)
 
-	in, _ := nc.SubscribeSync("ws.in.whoami")
+	in := subscribe(t, nc, "ws.in.whoami")
 	b1.Send("whoami", nil)
 	m, err := in.NextMsg(edgetest.Timeout)
 	if err != nil {

@@ -23,10 +23,11 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 	"github.com/wsgate/wsgate/services/internal/health"
-	"github.com/wsgate/wsgate/services/internal/metrics"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Config is the edge's configuration (see .env.example).
@@ -45,6 +46,12 @@ type Option func(*Server)
 // The caller keeps ownership: the server does not drain or close it.
 func WithNATS(nc *nats.Conn) Option { return func(s *Server) { s.nc, s.ownNC = nc, false } }
 
+// WithTelemetry makes the server record metrics and traces with t (which the
+// caller shuts down) instead of setting up its own from the configuration.
+func WithTelemetry(t *telemetry.Telemetry) Option {
+	return func(s *Server) { s.tel, s.ownTel = t, false }
+}
+
 // WithHandler serves h at pattern (http.ServeMux syntax) next to the edge's
 // own routes.
 func WithHandler(pattern string, h http.Handler) Option {
@@ -58,11 +65,14 @@ type route struct {
 
 // Server is one edge.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	nc    *nats.Conn
-	ownNC bool
-	extra []route
+	cfg    Config
+	log    *slog.Logger
+	nc     *nats.Conn
+	ownNC  bool
+	tel    *telemetry.Telemetry
+	ownTel bool
+	extra  []route
+	stats  *stats.Stats
 
 	probe   *health.Probe
 	hub     *hub.Hub
@@ -80,9 +90,16 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, ownNC: true}
+	s := &Server{cfg: cfg, log: log, ownNC: true, ownTel: true}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.tel == nil {
+		t, err := telemetry.Setup(context.Background(), cfg.OTLP, "edge")
+		if err != nil {
+			return nil, err
+		}
+		s.tel = t
 	}
 	verifier, err := auth.NewVerifier(auth.Config{
 		Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKeyFile,
@@ -94,16 +111,22 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	if s.nc == nil {
-		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{})
+		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{
+			Reconnected: func() {
+				if s.stats != nil {
+					s.stats.NATSReconnected()
+				}
+			},
+		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	reg := metrics.NewRegistry()
+	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
 	subjects := wire.NewSubjects(cfg.Prefix)
 	s.hub = hub.New(s.nc, hub.Config{
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval,
-		AuthTimeout: cfg.AuthTimeout, Logger: log, Metrics: hub.NewMetrics(reg),
+		AuthTimeout: cfg.AuthTimeout, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 	})
 	var ask *callout.Client
 	if cfg.CalloutSubject != "" {
@@ -118,7 +141,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		MaxMessageBytes: cfg.MaxMessageBytes, SendQueue: cfg.SendQueue,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
-		Callout: ask, Logger: log, Metrics: gateway.NewMetrics(reg),
+		Callout: ask, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
@@ -132,7 +155,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	mux.Handle("GET /client.js", client)
 	mux.Handle("GET /client.mjs", client)
 	s.probe.Register(mux)
-	mux.Handle("GET /metrics", reg.Handler())
+	mux.Handle("GET /metrics", s.tel.MetricsHandler())
 	for _, r := range s.extra {
 		mux.Handle(r.pattern, r.h)
 	}
@@ -220,6 +243,13 @@ func (s *Server) shutdown() {
 		defer dcancel()
 		if err := natsconn.Drain(dctx, s.nc); err != nil {
 			s.log.Warn("nats drain", "err", err)
+		}
+	}
+	if s.ownTel {
+		tctx, tcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer tcancel()
+		if err := s.tel.Shutdown(tctx); err != nil {
+			s.log.Warn("telemetry shutdown", "err", err)
 		}
 	}
 	s.log.Info("edge stopped")

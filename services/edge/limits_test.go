@@ -79,12 +79,16 @@ func TestSlowConsumer_Closed4500WithoutHurtingOthers(t *testing.T) {
 	<-stopped
 
 	big := `{"action":"feed","details":"` + strings.Repeat("x", 60000) + `"}`
-	const n = 400
-	for range n {
-		publish(t, nc, "ws.send.group.feed", big)
-	}
-	for range n {
-		fast.Expect("feed")
+	// Batches smaller than the queue: the fast client keeps up with each,
+	// while the slow one's socket buffers, then queue, fill.
+	const batches, batch = 50, 8
+	for range batches {
+		for range batch {
+			publish(t, nc, "ws.send.group.feed", big)
+		}
+		for range batch {
+			fast.Expect("feed")
+		}
 	}
 	edgetest.Eventually(t, "slow consumer closed", func() bool {
 		return e.metric(t, "wsgate_edge_slow_consumer_closes_total") == "1"
@@ -161,7 +165,7 @@ func TestHTTPEndpoints_ProbesMetricsAndClient(t *testing.T) {
 		}
 	}
 	e.dial(t, map[string]any{"sub": "alice"})
-	if v := e.metric(t, "wsgate_edge_connections"); v != "1" {
+	if v := e.metric(t, `wsgate_edge_connections{state="authenticated"}`); v != "1" {
 		t.Fatalf("connections gauge %q", v)
 	}
 	if v := e.metric(t, "wsgate_edge_subscriptions"); v != "1" {

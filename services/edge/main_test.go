@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/wsgate/wsgate/services/edge"
@@ -120,6 +122,36 @@ func token(t *testing.T, claims map[string]any) string {
 
 func bearer(tok string) http.Header {
 	return http.Header{"Authorization": {"Bearer " + tok}}
+}
+
+// metricSum adds up every sample of the metric name, whatever its labels.
+func (e *testEdge) metricSum(t *testing.T, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, line := range strings.Split(e.body(t, "/metrics"), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest == "" || (rest[0] != ' ' && rest[0] != '{')) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// subscribe subscribes synchronously and waits until the server has the
+// subscription, so that nothing published afterwards is missed.
+func subscribe(t *testing.T, nc *nats.Conn, subject string) *nats.Subscription {
+	t.Helper()
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return sub
 }
 
 // waitSubs waits until the NATS server holds n subscriptions matching subject.

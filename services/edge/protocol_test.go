@@ -16,7 +16,7 @@ func TestInbound_EnvelopeIdentityComesFromTheToken(t *testing.T) {
 	ns := edgetest.RunNATS(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e := startEdge(t, ns, map[string]string{"EDGE_ID": "edge-1"})
-	in, _ := nc.SubscribeSync("ws.in.>")
+	in := subscribe(t, nc, "ws.in.>")
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
 	ns := edgetest.RunNATS(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e := startEdge(t, ns, nil)
-	in, _ := nc.SubscribeSync("ws.in.>")
+	in := subscribe(t, nc, "ws.in.>")
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestReservedActions_RefusedAndNeverPublished(t *testing.T) {
 	ns := edgetest.RunNATS(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e := startEdge(t, ns, nil)
-	in, _ := nc.SubscribeSync("ws.in.Client/disconnection")
+	in := subscribe(t, nc, "ws.in.Client/disconnection")
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -70,9 +70,6 @@ func Connect(cfg Config, name string, log *slog.Logger, hooks Hooks, extra ...na
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected", "server", nc.ConnectedUrlRedacted())
-			if hooks.Reconnected != nil {
-				hooks.Reconnected()
-			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""

@@ -40,14 +40,35 @@ type Identity struct {
 }
 
 // Error is an authentication failure; Reason is safe to show to the client:
-// it never contains the token or key material.
+// it never contains the token or key material. Kind is one of the Kind
+// constants, for metrics.
 type Error struct {
+	Kind   string
 	Reason string
 }
 
 func (e *Error) Error() string { return "auth: " + e.Reason }
 
-func fail(format string, args ...any) error { return &Error{Reason: fmt.Sprintf(format, args...)} }
+// Kinds of authentication failure.
+const (
+	KindMissing     = "missing"
+	KindTooLarge    = "too_large"
+	KindMalformed   = "malformed"
+	KindAlgorithm   = "algorithm"
+	KindSignature   = "signature"
+	KindUnknownKey  = "unknown_key"
+	KindExpired     = "expired"
+	KindNotYetValid = "not_yet_valid"
+	KindIssuer      = "issuer"
+	KindAudience    = "audience"
+	KindClaims      = "claims"
+	KindIdentity    = "identity"
+	KindOtherUser   = "other_user"
+)
+
+func fail(kind, format string, args ...any) error {
+	return &Error{Kind: kind, Reason: fmt.Sprintf(format, args...)}
+}
 
 // Config says which keys and claims a Verifier accepts.
 type Config struct {
@@ -161,11 +182,11 @@ type claims struct {
 func (v *Verifier) Verify(token string) (*Identity, error) {
 	switch {
 	case token == "":
-		return nil, fail("token is missing")
+		return nil, fail(KindMissing, "token is missing")
 	case len(token) > MaxTokenBytes:
-		return nil, fail("token is larger than %d bytes", MaxTokenBytes)
+		return nil, fail(KindTooLarge, "token is larger than %d bytes", MaxTokenBytes)
 	case !v.Enabled():
-		return nil, fail("tokens are not accepted by this edge")
+		return nil, fail(KindAlgorithm, "tokens are not accepted by this edge")
 	}
 	var c claims
 	_, err := v.parser.ParseWithClaims(token, &c, v.key)
@@ -191,7 +212,7 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 				return nil, err
 			}
 			if alg != t.Method.Alg() {
-				return nil, fail("token algorithm %s does not match its key", t.Method.Alg())
+				return nil, fail(KindAlgorithm, "token algorithm %s does not match its key", t.Method.Alg())
 			}
 			return key, nil
 		}
@@ -199,7 +220,7 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 			return v.public, nil
 		}
 	}
-	return nil, fail("algorithm %s is not accepted", t.Method.Alg())
+	return nil, fail(KindAlgorithm, "algorithm %s is not accepted", t.Method.Alg())
 }
 
 func jwtError(err error) error {
@@ -208,26 +229,26 @@ func jwtError(err error) error {
 	case errors.As(err, &ae):
 		return ae
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return fail("token is malformed")
+		return fail(KindMalformed, "token is malformed")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		if strings.Contains(err.Error(), "signing method") {
-			return fail("token algorithm is not accepted")
+			return fail(KindAlgorithm, "token algorithm is not accepted")
 		}
-		return fail("token signature is invalid")
+		return fail(KindSignature, "token signature is invalid")
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return fail("token algorithm is not accepted")
+		return fail(KindAlgorithm, "token algorithm is not accepted")
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return fail("token has expired")
+		return fail(KindExpired, "token has expired")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return fail("token is not valid yet")
+		return fail(KindNotYetValid, "token is not valid yet")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return fail("token issuer is not accepted")
+		return fail(KindIssuer, "token issuer is not accepted")
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return fail("token audience is not accepted")
+		return fail(KindAudience, "token audience is not accepted")
 	case errors.Is(err, jwt.ErrTokenInvalidClaims):
-		return fail("token claims are invalid")
+		return fail(KindClaims, "token claims are invalid")
 	}
-	return fail("token is invalid")
+	return fail(KindMalformed, "token is invalid")
 }
 
 func identityOf(c *claims) (*Identity, error) {
@@ -246,19 +267,19 @@ func identityOf(c *claims) (*Identity, error) {
 // rules; the field names (claims, or callout fields) go into the reasons.
 func NewIdentity(user, session string, groups []string, lang string, expires time.Time, props map[string]string, userField, sessionField, groupsField string) (*Identity, error) {
 	if user == "" {
-		return nil, fail("%s claim is missing", userField)
+		return nil, fail(KindIdentity, "%s claim is missing", userField)
 	}
 	if err := wire.ValidateID(user); err != nil {
-		return nil, fail("%s claim is not a valid user id: %s", userField, reason(err))
+		return nil, fail(KindIdentity, "%s claim is not a valid user id: %s", userField, reason(err))
 	}
 	if session != "" {
 		if err := wire.ValidateID(session); err != nil {
-			return nil, fail("%s claim is not a valid session id: %s", sessionField, reason(err))
+			return nil, fail(KindIdentity, "%s claim is not a valid session id: %s", sessionField, reason(err))
 		}
 	}
 	for _, g := range groups {
 		if err := wire.ValidateID(g); err != nil {
-			return nil, fail("%s claim has an invalid group id: %s", groupsField, reason(err))
+			return nil, fail(KindIdentity, "%s claim has an invalid group id: %s", groupsField, reason(err))
 		}
 	}
 	return &Identity{User: user, Session: session, Groups: dedupe(groups), Language: lang, Expires: expires, Props: props}, nil

@@ -74,7 +74,7 @@ func (s *JWKS) Key(ctx context.Context, kid string) (crypto.PublicKey, string, e
 		}
 	}
 	if !ok {
-		return nil, "", fail("token key id is not known")
+		return nil, "", fail(KindUnknownKey, "token key id is not known")
 	}
 	return k.key, k.alg, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Config is everything the edge can be told. Zero values of optional fields
@@ -21,6 +22,7 @@ import (
 type Config struct {
 	natsconn.Config
 	logging.Settings
+	telemetry.OTLP
 	Prefix string `envconfig:"WS_SUBJECT_PREFIX" default:"ws" desc:"prefix of every NATS subject wsgate uses"`
 
 	Addr             string        `envconfig:"EDGE_ADDR" default:":8080" desc:"listen address of WebSocket, health and metrics HTTP"`

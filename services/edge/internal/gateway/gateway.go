@@ -18,11 +18,14 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/stats"
 )
 
 // Buffer sizes: reads are small JSON frames; writes borrow a buffer from a
@@ -55,7 +58,8 @@ type Config struct {
 	// cannot check (or that have only cookies) by asking the application.
 	Callout *callout.Client
 	Logger  *slog.Logger
-	Metrics *Metrics
+	Stats   *stats.Stats
+	Tracer  trace.Tracer // nil: no tracing
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.
@@ -79,8 +83,11 @@ func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gatewa
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
+	if cfg.Stats == nil {
+		cfg.Stats = stats.New(nil, nil)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
 	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID()}
 	g.upgrader = websocket.Upgrader{
@@ -144,18 +151,19 @@ func (g *Gateway) Wait(ctx context.Context) error {
 // ServeHTTP upgrades the request and serves the connection until it closes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.draining.Load() {
+		g.cfg.Stats.Refused("draining")
 		http.Error(w, "edge is shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	if n := g.reserved.Add(1); g.cfg.MaxConnections > 0 && n > int64(g.cfg.MaxConnections) {
 		g.reserved.Add(-1)
-		g.cfg.Metrics.Refused.Inc("full")
+		g.cfg.Stats.Refused("full")
 		http.Error(w, "edge is at its connection limit", http.StatusServiceUnavailable)
 		return
 	}
 	defer g.reserved.Add(-1)
 	if !g.upgrader.CheckOrigin(r) {
-		g.cfg.Metrics.Refused.Inc("origin")
+		g.cfg.Stats.Refused("origin")
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
@@ -163,7 +171,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer g.conns.Done()
 	ws, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		g.cfg.Metrics.Refused.Inc("handshake")
+		g.cfg.Stats.Refused("handshake")
 		return // the upgrader has answered with the HTTP error
 	}
 	s := g.newSession(ws, r)

@@ -12,6 +12,10 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
@@ -44,7 +48,7 @@ const rateWindow = 10 * time.Second
 func (g *Gateway) newSession(ws *websocket.Conn, r *http.Request) *session {
 	s := &session{g: g, ws: ws, acceptLanguage: r.Header.Get("Accept-Language"), tokens: float64(g.cfg.RateBurst), lastRefill: time.Now()}
 	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
-	conn := wsconn.New(ws, g.cfg.SendQueue, func(err error) {
+	conn := wsconn.New(ws, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
 		// The writer failed or finished with a close frame: the reader
 		// finds out through its own read error or deadline.
 		if !wsconn.IsClosedByUs(err) {
@@ -79,7 +83,6 @@ func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
 func (s *session) serve(r *http.Request) {
 	g, conn := s.g, s.c.Conn
 	g.hub.Add(s.c)
-	g.cfg.Metrics.Accepted.Add(1)
 	s.ws.SetReadLimit(g.cfg.MaxMessageBytes)
 	s.ws.SetPongHandler(func(string) error { conn.Touch(); return nil })
 
@@ -94,7 +97,7 @@ func (s *session) serve(r *http.Request) {
 	if code == 0 {
 		code = conn.CloseCode()
 	}
-	g.cfg.Metrics.Closes.Inc(strconv.Itoa(code))
+	g.cfg.Stats.Closed(code)
 	if s.c.Identity() != nil {
 		details, _ := json.Marshal(map[string]int{"code": code})
 		s.publish(wire.ActionDisconnection, details, nil)
@@ -127,7 +130,7 @@ func (s *session) readLoop() int {
 		if conn.CloseCode() != 0 {
 			continue // closing: the peer's close frame is all we wait for
 		}
-		s.g.cfg.Metrics.FramesIn.Add(1)
+		s.g.cfg.Stats.Read(len(data))
 		if mt != websocket.TextMessage {
 			s.bad("binary frames are not accepted")
 			continue
@@ -180,7 +183,7 @@ func (s *session) allow() bool {
 		s.dropsWindow, s.drops = now, 0
 	}
 	s.drops++
-	s.g.cfg.Metrics.RateLimited.Add(1)
+	s.g.cfg.Stats.RateLimited()
 	switch {
 	case s.drops == 1:
 		s.clientError(wire.CodeTooManyRequests, "rate limit exceeded: frames are being dropped")
@@ -193,7 +196,7 @@ func (s *session) allow() bool {
 // bad answers a frame that breaks the protocol; the second one within
 // badFrameWindow closes the connection with 1008.
 func (s *session) bad(reason string) {
-	s.g.cfg.Metrics.BadFrames.Add(1)
+	s.g.cfg.Stats.BadFrame()
 	now := time.Now()
 	if !s.lastBad.IsZero() && now.Sub(s.lastBad) < badFrameWindow {
 		s.close(wsconn.ClosePolicy, reason)
@@ -213,7 +216,7 @@ func (s *session) onAuthentication(f wire.ClientFrame) {
 	switch {
 	case current == nil && token == "" && s.callout == nil:
 		if !s.g.cfg.AllowAnonymous {
-			s.authFail("token is missing")
+			s.authFail(auth.KindMissing, "token is missing")
 			return
 		}
 		s.admit(&auth.Identity{Groups: []string{}, Language: s.language("")})
@@ -276,7 +279,7 @@ func (s *session) renew(token string) {
 		return
 	}
 	if id.User != s.c.Identity().User {
-		s.authFail("token is for another user")
+		s.authFail(auth.KindOtherUser, "token is for another user")
 		return
 	}
 	id = s.localized(id)
@@ -306,36 +309,31 @@ func (s *session) identify(token string) (*auth.Identity, error) {
 // a 403 refusal, 1013 when the identity service cannot answer now.
 func (s *session) refuse(err error) {
 	var refusal *callout.Refusal
+	var ae *auth.Error
 	switch {
 	case errors.Is(err, callout.ErrUnavailable), errors.As(err, &refusal) && refusal.Code >= 500:
-		s.g.cfg.Metrics.AuthFailures.Add(1)
+		s.g.cfg.Stats.AuthFailed("callout_unavailable")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "identity service unavailable, try again later"))
 		s.close(wsconn.CloseTryLater, "identity service unavailable")
 	case errors.As(err, &refusal) && refusal.Code == wire.CodeForbidden:
-		s.g.cfg.Metrics.AuthFailures.Add(1)
+		s.g.cfg.Stats.AuthFailed("callout_forbidden")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), refusal.Code, refusal.Message))
 		s.close(wsconn.CloseForbidden, refusal.Message)
 	case errors.As(err, &refusal):
-		s.g.cfg.Metrics.AuthFailures.Add(1)
+		s.g.cfg.Stats.AuthFailed("callout_refused")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), refusal.Code, refusal.Message))
 		s.close(wsconn.CloseAuthFailed, refusal.Message)
+	case errors.As(err, &ae):
+		s.authFail(ae.Kind, ae.Reason)
 	default:
-		s.authFail(reasonOf(err))
+		s.authFail(auth.KindMalformed, "token is invalid")
 	}
 }
 
-func (s *session) authFail(reason string) {
-	s.g.cfg.Metrics.AuthFailures.Add(1)
+func (s *session) authFail(kind, reason string) {
+	s.g.cfg.Stats.AuthFailed(kind)
 	s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnauthorized, reason))
 	s.close(wsconn.CloseAuthFailed, reason)
-}
-
-func reasonOf(err error) string {
-	var ae *auth.Error
-	if errors.As(err, &ae) {
-		return ae.Reason
-	}
-	return "token is invalid"
 }
 
 // localized returns a copy of id (identities may be shared by a cache) with
@@ -380,9 +378,18 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 		Data:    data,
 		Header:  nats.Header{wire.HeaderMsgID: []string{s.c.Connection + "." + strconv.FormatUint(s.msgSeq, 36)}},
 	}
+	// The trace of a client's message starts here; its context travels in
+	// the NATS headers to the handler and back with the reply.
+	ctx, span := s.g.cfg.Tracer.Start(context.Background(), "ws receive "+action,
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("wsgate.connection", s.c.Connection), attribute.String("wsgate.user", id.User)))
+	defer span.End()
+	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(msg.Header))
 	if err := s.g.nc.PublishMsg(msg); err != nil {
-		s.g.cfg.Metrics.PublishErrors.Add(1)
-		s.g.cfg.Logger.Warn("publish inbound", "conn", s.c.Connection, "action", action, "err", err)
+		span.RecordError(err)
+		s.g.cfg.Stats.PublishFailed()
+		s.g.cfg.Logger.Warn("publish inbound", "conn", s.c.Connection, "user", id.User, "action", action,
+			"trace_id", span.SpanContext().TraceID().String(), "err", err)
 		return err
 	}
 	return nil
@@ -390,7 +397,7 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 
 func (s *session) send(frame []byte) {
 	if err := s.c.Conn.Send(frame); errors.Is(err, wsconn.ErrQueueFull) {
-		s.g.cfg.Metrics.SlowConsumers.Add(1)
+		s.g.cfg.Stats.SlowConsumer()
 	}
 }
 

@@ -16,9 +16,15 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
 
@@ -34,7 +40,8 @@ type Config struct {
 	PingInterval time.Duration
 	AuthTimeout  time.Duration
 	Logger       *slog.Logger
-	Metrics      *Metrics
+	Stats        *stats.Stats
+	Tracer       trace.Tracer // nil: no tracing
 }
 
 // topic is one user, group or session with its local connections and the
@@ -63,8 +70,11 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
+	if cfg.Stats == nil {
+		cfg.Stats = stats.New(nil, nil)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
 	return &Hub{
 		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize),
@@ -108,7 +118,23 @@ func (h *Hub) Add(c *Client) {
 	h.mu.Lock()
 	h.clients[c.ID] = c
 	h.mu.Unlock()
-	h.cfg.Metrics.Connections.Add(1)
+}
+
+// Counts returns the number of clients by state, for the connections gauge.
+func (h *Hub) Counts() (pending, anonymous, authenticated int64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, c := range h.clients {
+		switch id := c.Identity(); {
+		case id == nil:
+			pending++
+		case id.User == "":
+			anonymous++
+		default:
+			authenticated++
+		}
+	}
+	return pending, anonymous, authenticated
 }
 
 // Len is the number of registered clients.
@@ -148,7 +174,6 @@ func (h *Hub) Remove(c *Client) {
 		return
 	}
 	delete(h.clients, c.ID)
-	h.cfg.Metrics.Connections.Add(-1)
 	if err := h.reindexLocked(c, c.identity.Load(), nil); err != nil {
 		h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", err)
 	}
@@ -192,7 +217,7 @@ func (h *Hub) joinLocked(topics map[string]*topic, key string, c *Client, subjec
 		}
 		t = &topic{clients: map[*Client]struct{}{}, sub: sub}
 		topics[key] = t
-		h.cfg.Metrics.Subscriptions.Add(1)
+		h.cfg.Stats.Subscriptions.Add(1)
 	}
 	t.clients[c] = struct{}{}
 	return nil
@@ -208,7 +233,7 @@ func (h *Hub) leaveLocked(topics map[string]*topic, key string, c *Client) error
 		return nil
 	}
 	delete(topics, key)
-	h.cfg.Metrics.Subscriptions.Add(-1)
+	h.cfg.Stats.Subscriptions.Add(-1)
 	if err := t.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("unsubscribe %s: %w", t.sub.Subject, err)
 	}
@@ -239,14 +264,14 @@ func (h *Hub) route(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-h.inbox:
-			h.deliver(m)
+			h.deliver(m, time.Now())
 		}
 	}
 }
 
 var serverClose = wire.AppendServerFrame(nil, wire.ActionClose, nil, nil)
 
-func (h *Hub) deliver(m *nats.Msg) {
+func (h *Hub) deliver(m *nats.Msg, at time.Time) {
 	rest, ok := strings.CutPrefix(m.Subject, h.cfg.Subjects.Prefix+".")
 	if !ok {
 		return
@@ -261,11 +286,18 @@ func (h *Hub) deliver(m *nats.Msg) {
 	}
 	out, err := wire.DecodeOutbound(m.Data)
 	if err != nil {
-		h.cfg.Metrics.BadOutbound.Add(1)
+		h.cfg.Stats.BadOutbound()
 		h.cfg.Logger.Debug("outbound message refused", "subject", m.Subject, "err", err)
 		return
 	}
-	d := delivery{frame: wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref), m: h.cfg.Metrics}
+	d := delivery{frame: wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref), at: at, s: h.cfg.Stats}
+	if m.Header != nil && m.Header.Get(wire.HeaderTraceparent) != "" {
+		// The publisher traced this message: the delivery joins its trace.
+		ctx := otel.GetTextMapPropagator().Extract(context.Background(), propagation.HeaderCarrier(m.Header))
+		_, span := h.cfg.Tracer.Start(ctx, "ws deliver "+out.Action, trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("messaging.destination.name", m.Subject)))
+		defer func() { span.SetAttributes(attribute.Int("wsgate.recipients", d.sent)); span.End() }()
+	}
 
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -285,7 +317,7 @@ func (h *Hub) deliver(m *nats.Msg) {
 		}
 	case "filter":
 		if out.Filter == nil {
-			h.cfg.Metrics.BadOutbound.Add(1)
+			h.cfg.Stats.BadOutbound()
 			return
 		}
 		for _, c := range h.clients {
@@ -313,8 +345,9 @@ func (h *Hub) deliver(m *nats.Msg) {
 type delivery struct {
 	frame []byte
 	pm    *websocket.PreparedMessage
+	at    time.Time // arrival from NATS
 	sent  int
-	m     *Metrics
+	s     *stats.Stats
 }
 
 func (d *delivery) toTopic(t *topic) {
@@ -327,25 +360,20 @@ func (d *delivery) toTopic(t *topic) {
 }
 
 func (d *delivery) to(c *Client) {
-	var err error
-	if d.sent == 0 {
-		// The first recipient takes the plain frame; a prepared one is only
-		// worth building when there is a second.
-		err = c.Conn.Send(d.frame)
-	} else {
-		if d.pm == nil {
-			d.pm, _ = websocket.NewPreparedMessage(websocket.TextMessage, d.frame)
-		}
-		err = c.Conn.SendPrepared(d.pm)
+	// The first recipient takes the plain frame; a prepared one is only
+	// worth building when there is a second.
+	if d.sent == 1 && d.pm == nil {
+		d.pm, _ = websocket.NewPreparedMessage(websocket.TextMessage, d.frame)
 	}
+	err := c.Conn.Deliver(d.frame, d.pm, d.at)
 	d.sent++
 	switch {
 	case err == nil:
-		d.m.Delivered.Add(1)
+		d.s.Delivered.Add(1)
 	case errors.Is(err, wsconn.ErrQueueFull):
-		d.m.SlowConsumers.Add(1)
+		d.s.SlowConsumer()
 	default:
-		d.m.Dropped.Add(1)
+		d.s.Dropped.Add(1)
 	}
 }
 
@@ -377,7 +405,7 @@ func (h *Hub) kick(target string) {
 	for _, c := range victims {
 		_ = c.Conn.Send(serverClose)
 		if c.Conn.Close(wsconn.CloseNormal, "closed by server") {
-			h.cfg.Metrics.Kicked.Add(1)
+			h.cfg.Stats.Kicked()
 		}
 	}
 }
@@ -417,7 +445,7 @@ func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration
 	id := c.Identity()
 	switch {
 	case now.Sub(c.Conn.LastSeen()) > deadAfter:
-		h.cfg.Metrics.DeadPeers.Add(1)
+		h.cfg.Stats.DeadPeer()
 		c.Conn.Abort()
 	case id == nil && now.Sub(c.created) > h.cfg.AuthTimeout:
 		c.Conn.Close(wsconn.CloseAuthTimeout, "authentication timeout")

@@ -58,8 +58,15 @@ const (
 
 type item struct {
 	kind kind
-	data []byte
-	pm   *websocket.PreparedMessage
+	data []byte                     // the frame (also for kindPrepared: its size counts)
+	pm   *websocket.PreparedMessage // kindPrepared only
+	at   int64                      // unix nanoseconds of its arrival from NATS; 0 for the edge's own frames
+}
+
+// Stats is told what the writers did; one is shared by all connections.
+type Stats interface {
+	Wrote(frames, bytes int)
+	Latency(time.Duration)
 }
 
 // Conn is the send side of a WebSocket. Send, SendPrepared, Ping and Close
@@ -67,6 +74,7 @@ type item struct {
 type Conn struct {
 	ws       *websocket.Conn // static after construction
 	maxQueue int             // static after construction
+	stats    Stats           // static after construction
 	onError  func(error)     // static; told of write errors (may be nil)
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong read
@@ -82,8 +90,8 @@ type Conn struct {
 
 // New wraps ws with a send queue of at most maxQueue frames. onError is
 // called (from the writer) when a write fails.
-func New(ws *websocket.Conn, maxQueue int, onError func(error)) *Conn {
-	c := &Conn{ws: ws, maxQueue: maxQueue, onError: onError}
+func New(ws *websocket.Conn, maxQueue int, stats Stats, onError func(error)) *Conn {
+	c := &Conn{ws: ws, maxQueue: maxQueue, stats: stats, onError: onError}
 	c.Touch()
 	return c
 }
@@ -97,12 +105,18 @@ func (c *Conn) Touch() { c.lastSeen.Store(time.Now().UnixNano()) }
 // LastSeen is when the peer last showed a sign of life.
 func (c *Conn) LastSeen() time.Time { return time.Unix(0, c.lastSeen.Load()) }
 
-// Send queues one text frame. data must not be modified afterwards.
+// Send queues one text frame of the edge's own. data must not be modified
+// afterwards.
 func (c *Conn) Send(data []byte) error { return c.push(item{kind: kindText, data: data}) }
 
-// SendPrepared queues one prepared frame, shared by many connections.
-func (c *Conn) SendPrepared(pm *websocket.PreparedMessage) error {
-	return c.push(item{kind: kindPrepared, pm: pm})
+// Deliver queues an outbound frame that arrived from NATS at at. pm, when
+// not nil, is data prepared once for many connections.
+func (c *Conn) Deliver(data []byte, pm *websocket.PreparedMessage, at time.Time) error {
+	it := item{kind: kindText, data: data, at: at.UnixNano()}
+	if pm != nil {
+		it.kind, it.pm = kindPrepared, pm
+	}
+	return c.push(it)
 }
 
 // Ping queues a protocol ping; the peer's pong proves it alive. A full queue
@@ -208,6 +222,8 @@ func (c *Conn) writeBatch(batch []item) error {
 	if err := c.ws.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
+	frames, bytes := 0, 0
+	defer func() { c.stats.Wrote(frames, bytes) }()
 	for _, it := range batch {
 		var err error
 		switch it.kind {
@@ -228,6 +244,13 @@ func (c *Conn) writeBatch(batch []item) error {
 		}
 		if err != nil {
 			return err
+		}
+		if it.kind == kindText || it.kind == kindPrepared {
+			frames++
+			bytes += len(it.data)
+			if it.at != 0 {
+				c.stats.Latency(time.Duration(time.Now().UnixNano() - it.at))
+			}
 		}
 	}
 	return nil
