@@ -477,7 +477,9 @@ func (h *Hub) CloseAll(ctx context.Context, code int, reason string, spread time
 	<-timer.C
 	for i, c := range clients {
 		if spread > 0 && ctx.Err() == nil {
-			due := start.Add(spread * time.Duration(i) / time.Duration(len(clients)))
+			// The first close waits one slot too: readiness has already
+			// turned off, and load balancers get that slot to notice.
+			due := start.Add(spread * time.Duration(i+1) / time.Duration(len(clients)))
 			if d := time.Until(due); d > 0 {
 				timer.Reset(d)
 				select {
