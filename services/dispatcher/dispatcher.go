@@ -93,6 +93,7 @@ type Dispatcher struct {
 	mu       sync.Mutex // guards the fields below
 	state    state
 	handlers map[string]Handler // frozen once started
+	prefixes map[string]Handler // frozen once started; see HandlePrefix
 	subs     []subscription     // set by Start, taken by Drain
 	cancel   context.CancelFunc // cancels the handlers' context; set by Start
 }
@@ -124,6 +125,7 @@ func New(nc *nats.Conn, opts ...Option) (*Dispatcher, error) {
 		sem:      make(chan struct{}, o.Concurrency),
 		stop:     make(chan struct{}),
 		handlers: make(map[string]Handler),
+		prefixes: make(map[string]Handler),
 	}, nil
 }
 
@@ -165,10 +167,11 @@ func (d *Dispatcher) Sender() *Sender { return d.sender }
 // InFlight returns how many handlers are running now.
 func (d *Dispatcher) InFlight() int { return int(d.inFlight.Load()) }
 
-// Start subscribes every registered action, in the queue group, and returns
-// once the NATS server has confirmed the subscriptions, so that a message
-// published after Start returns is handled. On error nothing stays
-// subscribed and Start may be called again (e.g. once NATS is reachable).
+// Start subscribes every registered action, in the queue group (and, once a
+// prefix is registered, every action: see HandlePrefix), and returns once the
+// NATS server has confirmed the subscriptions, so that a message published
+// after Start returns is handled. On error nothing stays subscribed and Start
+// may be called again (e.g. once NATS is reachable).
 //
 // Handlers get a context that carries ctx's values but is cancelled only when
 // Drain gives up waiting for them, so that cancelling ctx (e.g. on SIGTERM)
@@ -179,7 +182,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err := d.checkIdle(); err != nil {
 		return err
 	}
-	if len(d.handlers) == 0 {
+	if len(d.handlers) == 0 && len(d.prefixes) == 0 {
 		return ErrNoHandlers
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -191,14 +194,13 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
-	for action, h := range d.handlers {
-		subject := d.subjects.In(action)
+	for _, p := range d.plan(hctx) {
 		// Default pending limits apply: messages waiting for a handler slot
 		// are buffered by the client, and beyond the limits NATS reports a
 		// slow consumer through the connection's error handler.
-		sub, err := d.nc.QueueSubscribe(subject, d.opts.Queue, d.callback(hctx, action, h))
+		sub, err := d.nc.QueueSubscribe(p.subject, p.queue, p.cb)
 		if err != nil {
-			return fail(fmt.Errorf("dispatcher: subscribe %s: %w", subject, err))
+			return fail(fmt.Errorf("dispatcher: subscribe %s: %w", p.subject, err))
 		}
 		done := make(chan struct{})
 		sub.SetClosedHandler(func(string) { close(done) })
@@ -285,33 +287,38 @@ func (d *Dispatcher) checkIdle() error {
 // callback returns the NATS callback of action. It runs on the
 // subscription's own goroutine, one message at a time.
 func (d *Dispatcher) callback(ctx context.Context, action string, h Handler) nats.MsgHandler {
-	return func(msg *nats.Msg) {
-		m, err := d.decode(action, msg.Data)
-		if err != nil {
-			d.log.Warn("dropped an invalid envelope", "subject", msg.Subject, "err", err)
-			if f := d.opts.Hooks.DecodeFailed; f != nil {
-				f(msg.Subject, err)
-			}
-			return
+	return func(msg *nats.Msg) { d.receive(ctx, msg, action, h) }
+}
+
+// receive hands msg, published for action, to h on a goroutine of its own;
+// it runs on a subscription's goroutine.
+func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, h Handler) {
+	m, err := d.decode(action, msg.Data)
+	if err != nil {
+		d.log.Warn("dropped an invalid envelope", "subject", msg.Subject, "err", err)
+		if f := d.opts.Hooks.DecodeFailed; f != nil {
+			f(msg.Subject, err)
 		}
-		select {
-		case <-d.stop:
-			d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
-			return
-		default:
-		}
-		// Waiting here for a slot is the back-pressure: while every slot is
-		// busy this subscription's goroutine waits, and NATS buffers the
-		// messages behind it, so goroutines stay bounded by Concurrency.
-		select {
-		case d.sem <- struct{}{}:
-		case <-d.stop:
-			d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
-			return
-		}
-		d.inFlight.Add(1)
-		go d.serve(ctx, action, h, m)
+		return
 	}
+	m.header = msg.Header
+	select {
+	case <-d.stop:
+		d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
+		return
+	default:
+	}
+	// Waiting here for a slot is the back-pressure: while every slot is
+	// busy this subscription's goroutine waits, and NATS buffers the
+	// messages behind it, so goroutines stay bounded by Concurrency.
+	select {
+	case d.sem <- struct{}{}:
+	case <-d.stop:
+		d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
+		return
+	}
+	d.inFlight.Add(1)
+	go d.serve(ctx, action, h, m)
 }
 
 // decode parses an inbound envelope and checks what the dispatcher relies on:

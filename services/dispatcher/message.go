@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/wsgate/wsgate/api/wire"
 )
 
@@ -22,8 +24,14 @@ type Message struct {
 	wire.Envelope
 
 	sender  *Sender     // static after construction
+	header  nats.Header // static after construction; see Header
 	replied atomic.Bool // set by a successful Reply or ReplyError
 }
+
+// Header returns the NATS headers the edge set on the envelope: the W3C
+// traceparent and tracestate and a Nats-Msg-Id unique per frame (the
+// wire.Header* names). It may be nil; it is shared, so do not modify it.
+func (m *Message) Header() nats.Header { return m.header }
 
 // Reply sends [action, details, ref] to the originating connection, with the
 // ref the client gave, so it can match the answer to its request.

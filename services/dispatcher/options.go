@@ -51,7 +51,8 @@ const (
 // the dispatcher's goroutines, so they must be fast and safe for concurrent use.
 type Hooks struct {
 	// Handled is called once per handled message, after any error reply was
-	// published, with the time the handler took.
+	// published, with the time the handler took. action is the message's,
+	// also when a prefix handler (HandlePrefix) handled it.
 	Handled func(action string, outcome Outcome, took time.Duration)
 	// DecodeFailed is called for each inbound message that is not a valid
 	// envelope; such a message is dropped.

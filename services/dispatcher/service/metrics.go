@@ -23,9 +23,11 @@ type telemetry struct {
 	micros   *metrics.CounterVec // action
 	decode   *metrics.CounterVec
 
-	// byAction caches the counters of each action so the hot path takes no
-	// lock; written by prepare before the dispatcher starts, then read-only.
+	// byAction caches the counters of each action, and of each prefix
+	// (keyed "<prefix>*"), so the hot path takes no lock; written by prepare
+	// before the dispatcher starts, then read-only, like prefixes.
 	byAction map[string]*actionCounters
+	prefixes []string // longest first
 }
 
 // actionCounters are one action's counters.
@@ -49,9 +51,16 @@ func newTelemetry(reg *metrics.Registry) *telemetry {
 	}
 }
 
-// prepare creates the counters of actions, so that every series exists (at
-// 0) from the start and the hot path finds them without a lock.
-func (t *telemetry) prepare(actions []string) {
+// prepare creates the counters of actions and prefixes (longest first, as
+// Dispatcher.Prefixes returns them), so that every series exists (at 0) from
+// the start and the hot path finds them without a lock. The actions a prefix
+// handles share its series, labelled action="<prefix>*": one per action
+// would let clients grow the series without bound.
+func (t *telemetry) prepare(actions, prefixes []string) {
+	t.prefixes = prefixes
+	for _, p := range prefixes {
+		actions = append(actions, p+"*")
+	}
 	for _, a := range actions {
 		c := &actionCounters{
 			outcomes: map[dispatcher.Outcome]*atomic.Uint64{},
@@ -74,7 +83,11 @@ func (t *telemetry) hooks() dispatcher.Hooks {
 		Handled: func(action string, outcome dispatcher.Outcome, took time.Duration) {
 			c, ok := t.byAction[action]
 			if !ok {
-				return // only prepared actions are subscribed
+				p, found := dispatcher.MatchPrefix(t.prefixes, action)
+				if !found {
+					return // only prepared actions and prefixes are handled
+				}
+				c = t.byAction[p+"*"]
 			}
 			c.outcomes[outcome].Add(1)
 			c.micros.Add(uint64(took.Microseconds()))

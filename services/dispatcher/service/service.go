@@ -1,8 +1,11 @@
 // Package service is the dispatcher service as a library: cmd/dispatcher runs
 // it, and a dev binary can embed it in-process, on its own NATS connection.
-// Run connects to NATS, serves the built-in handlers (hello, echo, chat) and
-// any added with WithHandlers, and serves /healthz, /readyz and /metrics on
-// DISPATCHER_ADDR until its context is cancelled; then it drains.
+// Run connects to NATS, serves the built-in handlers (hello, echo, chat), the
+// HTTP routes of DISPATCHER_ROUTES_FILE and any handlers added with
+// WithHandlers, and serves /healthz, /readyz, /metrics, GET /v1/routes and,
+// when DISPATCHER_API_KEYS is set, the HTTP send API (POST /v1/send,
+// /v1/close) on DISPATCHER_ADDR until its context is cancelled; then it
+// drains.
 package service
 
 import (
@@ -20,6 +23,8 @@ import (
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/config"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/handlers"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/routes"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/sendapi"
 	"github.com/wsgate/wsgate/services/internal/health"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/metrics"
@@ -38,7 +43,8 @@ func LoadConfig() (Config, error) { return config.Load() }
 // the HTTP server together. A pod's termination grace period must be longer.
 const DrainTimeout = 20 * time.Second
 
-// Timing of the HTTP server, which only serves probes and metrics.
+// Timing of the HTTP server: probes, metrics and the small JSON requests of
+// the send API.
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
@@ -103,6 +109,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	log.Info("dispatcher starting", logging.Attrs(cfg)...)
 
+	// A bad routes file stops the start before anything connects.
+	var table *routes.Table
+	if cfg.RoutesFile != "" {
+		var err error
+		if table, err = routes.Load(cfg.RoutesFile); err != nil {
+			return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
+		}
+	}
+
 	nc, ownConn := o.conn, o.conn == nil
 	if ownConn {
 		var err error
@@ -132,9 +147,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		closeConn()
 		return err
 	}
-	if err := handlers.Register(d); err != nil {
+	var fwd *routes.Forwarder
+	if table != nil {
+		fwd, err = routes.NewForwarder(table, routes.Options{Secret: []byte(cfg.RoutesSecret), Logger: log, Metrics: reg})
+		if err == nil {
+			err = fwd.Register(d)
+		}
+		if err != nil {
+			closeConn()
+			return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
+		}
+		defer fwd.Close()
+		for _, r := range table.Routes() {
+			log.Info("dispatcher route", "route", r.Name(), "url", r.URL, "timeout", r.Timeout,
+				"retries", r.Retries, "idempotent", r.Idempotent)
+		}
+	}
+	// A route covering a built-in action replaces it: the application's
+	// backend answers "hello" or "chat/..." instead of the demo.
+	replaced, err := handlers.RegisterExcept(d, table.Covers)
+	if err != nil {
 		closeConn()
 		return err
+	}
+	if len(replaced) > 0 {
+		log.Info("built-in handlers replaced by routes", "actions", replaced)
 	}
 	for _, register := range o.register {
 		if err := register(d); err != nil {
@@ -142,7 +179,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			return fmt.Errorf("register handlers: %w", err)
 		}
 	}
-	tel.prepare(d.Actions())
+	tel.prepare(d.Actions(), d.Prefixes())
 	reg.GaugeFunc("wsgate_dispatcher_handlers_in_flight", "Handlers running now.",
 		func() float64 { return float64(d.InFlight()) })
 
@@ -159,6 +196,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	mux := http.NewServeMux()
 	probe.Register(mux)
 	mux.Handle("GET /metrics", reg.Handler())
+	// Without keys the send API is not mounted (404), and the route table,
+	// which names no secret, is open like /metrics; with keys it needs one.
+	routesTable := table.Handler()
+	if keys := cfg.APIKeyList(); len(keys) > 0 {
+		api, err := sendapi.New(sendapi.Config{
+			Keys: keys, MaxBody: cfg.APIMaxBody, Sender: d.Sender(),
+			Connected: nc.IsConnected, Logger: log, Metrics: reg,
+		})
+		if err != nil {
+			closeConn()
+			return err
+		}
+		api.Register(mux)
+		routesTable = api.Authorize(routesTable)
+	}
+	mux.Handle(routes.PathRoutes, routesTable)
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -31,6 +31,7 @@ func testConfig(natsURL string) service.Config {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Queue = "wsgate-dispatcher"
 	cfg.Concurrency = 8
+	cfg.APIMaxBody = 1 << 20
 	return cfg
 }
 
@@ -199,6 +200,14 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"empty addr", func(c *service.Config) { c.Addr = "" }, "DISPATCHER_ADDR"},
 		{"bad log level", func(c *service.Config) { c.Level = "loud" }, "LOG_LEVEL"},
 		{"bad nats url", func(c *service.Config) { c.URL = "nats://[::1" }, "NATS_URL"},
+		{"short api key", func(c *service.Config) { c.APIKeys = "0123456789abcdef,short" }, "DISPATCHER_API_KEYS: key 2 is shorter than 16"},
+		{"api keys only commas", func(c *service.Config) { c.APIKeys = " , " }, "DISPATCHER_API_KEYS"},
+		{"negative max body", func(c *service.Config) { c.APIMaxBody = -1 }, "DISPATCHER_API_MAX_BODY"},
+		{"routes without secret", func(c *service.Config) { c.RoutesFile = "routes.yaml" }, "DISPATCHER_ROUTES_SECRET: required"},
+		{"short routes secret", func(c *service.Config) { c.RoutesFile, c.RoutesSecret = "routes.yaml", "short" }, "DISPATCHER_ROUTES_SECRET"},
+		{"missing routes file", func(c *service.Config) {
+			c.RoutesFile, c.RoutesSecret = "/nonexistent/routes.yaml", "0123456789abcdef"
+		}, "DISPATCHER_ROUTES_FILE: read routes: open /nonexistent/routes.yaml"},
 		{"addr in use", nil, "DISPATCHER_ADDR"},
 	}
 	srv := natstest.RunServer(t)
@@ -233,6 +242,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{"DISPATCHER_QUEUE", "a*"},
 		{"WS_SUBJECT_PREFIX", "ws..x"},
 		{"LOG_FORMAT", "xml"},
+		{"DISPATCHER_API_MAX_BODY", "1MB"},
+		{"DISPATCHER_API_KEYS", "too-short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env+"="+tt.value, func(t *testing.T) {
@@ -247,7 +258,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 
 func TestLoadConfigDefaults(t *testing.T) {
 	for _, env := range []string{"NATS_URL", "LOG_LEVEL", "LOG_FORMAT", "WS_SUBJECT_PREFIX",
-		"DISPATCHER_ADDR", "DISPATCHER_QUEUE", "DISPATCHER_CONCURRENCY"} {
+		"DISPATCHER_ADDR", "DISPATCHER_QUEUE", "DISPATCHER_CONCURRENCY", "DISPATCHER_API_KEYS",
+		"DISPATCHER_API_MAX_BODY", "DISPATCHER_ROUTES_FILE", "DISPATCHER_ROUTES_SECRET"} {
 		t.Setenv(env, "") // restores the variable after the test
 		os.Unsetenv(env)
 	}
@@ -259,6 +271,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	want.URL = "nats://127.0.0.1:4222"
 	want.Level, want.Format = "info", "json"
 	want.Prefix, want.Addr, want.Queue, want.Concurrency = "ws", ":8081", "wsgate-dispatcher", 64
+	want.APIMaxBody = 1 << 20
 	if cfg != want {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
 	}

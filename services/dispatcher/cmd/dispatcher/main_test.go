@@ -76,6 +76,7 @@ func TestRunStartsFromEnvAndStopsOnCancel(t *testing.T) {
 	t.Setenv("NATS_URL", srv.ClientURL())
 	t.Setenv("DISPATCHER_ADDR", "127.0.0.1:0")
 	t.Setenv("NATS_PASSWORD", "s3cret")
+	t.Setenv("DISPATCHER_API_KEYS", "api-key-never-logged-0123")
 	t.Setenv("LOG_FORMAT", "json")
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -112,6 +113,9 @@ func TestRunStartsFromEnvAndStopsOnCancel(t *testing.T) {
 	out := logs.String()
 	if strings.Contains(out, "s3cret") {
 		t.Fatal("the NATS password was logged")
+	}
+	if strings.Contains(out, "api-key-never-logged") {
+		t.Fatal("an API key was logged")
 	}
 	if !strings.Contains(out, `"DISPATCHER_CONCURRENCY":64`) {
 		t.Fatalf("the configuration was not logged at start:\n%s", out)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -21,9 +23,32 @@ type Config struct {
 	logging.Settings
 
 	Prefix      string `envconfig:"WS_SUBJECT_PREFIX" default:"ws" desc:"prefix of every NATS subject wsgate uses; the same on every edge and dispatcher"`
-	Addr        string `envconfig:"DISPATCHER_ADDR" default:":8081" desc:"listen address of the dispatcher's HTTP server: /healthz, /readyz and /metrics"`
+	Addr        string `envconfig:"DISPATCHER_ADDR" default:":8081" desc:"listen address of the dispatcher's HTTP server: /healthz, /readyz, /metrics, GET /v1/routes and the HTTP send API"`
 	Queue       string `envconfig:"DISPATCHER_QUEUE" default:"wsgate-dispatcher" desc:"NATS queue group of the dispatcher replicas; each inbound message goes to one of them"`
 	Concurrency int    `envconfig:"DISPATCHER_CONCURRENCY" default:"64" desc:"handlers one replica runs at once; more messages wait in the NATS client's buffer"`
+
+	// Kept as strings, not lists, so that Config stays comparable; see
+	// APIKeyList.
+	APIKeys      string `envconfig:"DISPATCHER_API_KEYS" secret:"true" desc:"comma-separated bearer keys of the HTTP send API (POST /v1/send, /v1/close), each at least 16 characters; empty: the API is not mounted (404)"`
+	APIMaxBody   int64  `envconfig:"DISPATCHER_API_MAX_BODY" default:"1048576" desc:"largest request body of the HTTP send API, in bytes (0: 1 MiB); larger gets 413"`
+	RoutesFile   string `envconfig:"DISPATCHER_ROUTES_FILE" desc:"YAML (.yaml, .yml) or JSON (.json) file of HTTP routes: actions or action prefixes POSTed to backend URLs"`
+	RoutesSecret string `envconfig:"DISPATCHER_ROUTES_SECRET" secret:"true" desc:"shared secret of the X-Wsgate-Signature HMAC-SHA256 on requests to route backends, at least 16 characters; required with DISPATCHER_ROUTES_FILE"`
+}
+
+// MinSecretLen is the shortest API key or routes secret accepted: shorter
+// ones are guessable.
+const MinSecretLen = 16
+
+// APIKeyList returns the keys of DISPATCHER_API_KEYS, trimmed, without empty
+// entries; none means the HTTP send API is off.
+func (c Config) APIKeyList() []string {
+	var keys []string
+	for k := range strings.SplitSeq(c.APIKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Load reads the configuration from the environment and checks it. Its error
@@ -55,12 +80,42 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 {
 		return fmt.Errorf("DISPATCHER_CONCURRENCY: must be at least 1, got %d", c.Concurrency)
 	}
+	if err := c.validateIntegration(); err != nil {
+		return err
+	}
 	// The SDK owns the rules of queue names and prefixes; ask it.
 	if err := dispatcher.WithQueue(c.Queue)(&dispatcher.Options{}); err != nil {
 		return fmt.Errorf("DISPATCHER_QUEUE: %w", err)
 	}
 	if err := dispatcher.WithPrefix(c.Prefix)(&dispatcher.Options{}); err != nil {
 		return fmt.Errorf("WS_SUBJECT_PREFIX: %w", err)
+	}
+	return nil
+}
+
+// validateIntegration checks the HTTP send API and routes settings. Its
+// errors never quote a key or the secret.
+func (c Config) validateIntegration() error {
+	keys := c.APIKeyList()
+	if strings.TrimSpace(c.APIKeys) != "" && len(keys) == 0 {
+		return errors.New("DISPATCHER_API_KEYS: holds no key, only commas and spaces")
+	}
+	for i, k := range keys {
+		switch {
+		case len(k) < MinSecretLen:
+			return fmt.Errorf("DISPATCHER_API_KEYS: key %d is shorter than %d characters", i+1, MinSecretLen)
+		case strings.ContainsFunc(k, unicode.IsSpace):
+			return fmt.Errorf("DISPATCHER_API_KEYS: key %d holds white space", i+1)
+		}
+	}
+	if c.APIMaxBody < 0 {
+		return fmt.Errorf("DISPATCHER_API_MAX_BODY: must be positive (0: the default, 1 MiB), got %d", c.APIMaxBody)
+	}
+	switch {
+	case c.RoutesFile != "" && c.RoutesSecret == "":
+		return errors.New("DISPATCHER_ROUTES_SECRET: required with DISPATCHER_ROUTES_FILE, to sign the requests to the backends")
+	case c.RoutesFile != "" && len(c.RoutesSecret) < MinSecretLen:
+		return fmt.Errorf("DISPATCHER_ROUTES_SECRET: shorter than %d characters", MinSecretLen)
 	}
 	return nil
 }

@@ -40,17 +40,33 @@ const (
 
 // Register adds every built-in handler to d.
 func Register(d *dispatcher.Dispatcher) error {
-	for action, h := range map[string]dispatcher.HandlerFunc{
-		ActionHello:       Hello,
-		ActionEcho:        Echo,
-		ActionChatSend:    ChatSend,
-		ActionChatPrivate: ChatPrivate,
+	_, err := RegisterExcept(d, nil)
+	return err
+}
+
+// RegisterExcept adds the built-in handlers to d but those whose action skip
+// reports true for (nil skips none), and returns the skipped actions. The
+// service skips the actions an HTTP route covers, so that the application's
+// backend, not the demo, answers them.
+func RegisterExcept(d *dispatcher.Dispatcher, skip func(action string) bool) (skipped []string, err error) {
+	for _, b := range []struct {
+		action string
+		h      dispatcher.HandlerFunc
+	}{
+		{ActionHello, Hello},
+		{ActionEcho, Echo},
+		{ActionChatSend, ChatSend},
+		{ActionChatPrivate, ChatPrivate},
 	} {
-		if err := d.Handle(action, h); err != nil {
-			return err
+		if skip != nil && skip(b.action) {
+			skipped = append(skipped, b.action)
+			continue
+		}
+		if err := d.Handle(b.action, b.h); err != nil {
+			return skipped, err
 		}
 	}
-	return nil
+	return skipped, nil
 }
 
 // Hello is the seed's example: non-empty details go back as "hello" to every

@@ -134,6 +134,26 @@ func Publish(t testing.TB, nc *nats.Conn, prefix string, env wire.Envelope) {
 	PublishRaw(t, nc, wire.NewSubjects(prefix).In(env.Action), data)
 }
 
+// PublishWithHeader is Publish with NATS headers, as an edge sets them
+// (wire.HeaderTraceparent, wire.HeaderMsgID, ...).
+func PublishWithHeader(t testing.TB, nc *nats.Conn, prefix string, env wire.Envelope, hdr nats.Header) {
+	t.Helper()
+	data, err := json.Marshal(env)
+	if err != nil {
+		t.Fatalf("envelope: %v", err)
+	}
+	Check(t, schemacheck.Envelope, data)
+	msg := &nats.Msg{Subject: wire.NewSubjects(prefix).In(env.Action), Data: data, Header: hdr}
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatalf("publish %s: %v", msg.Subject, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if err := nc.FlushWithContext(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+}
+
 // PublishRaw publishes data on subject from nc and flushes.
 func PublishRaw(t testing.TB, nc *nats.Conn, subject string, data []byte) {
 	t.Helper()
