@@ -2,9 +2,11 @@
 GO      ?= go
 BIN     := bin
 PKGS    := ./api/... ./services/internal/... ./services/edge/... ./services/dispatcher/... ./services/devstack/... ./clients/js/...
-TEST_TIMEOUT ?= 9m
+TEST_TIMEOUT ?= 15m
+VERSION    ?= 0.1.0
+IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test vet fmt-check test-go clean
+.PHONY: all build run test vet fmt-check test-go test-chart images clean
 
 all: build
 
@@ -19,16 +21,26 @@ run: build
 	./$(BIN)/wsgate-dev
 
 ## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test), static builds
-test: fmt-check vet test-go build
+test: fmt-check vet test-go test-chart build
 
 fmt-check:
-	@out=$$(gofmt -l api services clients); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l api services clients charts bench 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)
 
 test-go:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## test-chart: lint and render the Helm chart with the Helm SDK (no cluster, no helm binary, no network);
+## kept out of -race: the Helm/Kubernetes libraries are slow to build with it
+test-chart:
+	cd charts && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+## images: edge and dispatcher images (needs a Docker engine; the context is the repo root)
+images:
+	docker build -f services/edge/Dockerfile -t $(IMAGE_REPO)/edge:$(VERSION) .
+	docker build -f services/dispatcher/Dockerfile -t $(IMAGE_REPO)/dispatcher:$(VERSION) .
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,1171 @@
+// Package charts_test checks the wsgate Helm chart with the Helm SDK as a
+// library: lint as `helm lint --strict` does, render as `helm template` does,
+// and assert the invariants of STYLE.md rule 13 on every rendered object, for
+// the default values and for every values file under wsgate/ci/. No cluster,
+// no network and no helm binary are needed.
+//
+// The default values render as they are: nats.url defaults to
+// nats://nats:4222 (the official NATS chart installed as release "nats" in
+// the same namespace), so the tests do not need to set it.
+package charts_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir    = "wsgate"
+	releaseName = "wsgate"
+	namespace   = "realtime"
+	// envExample and dispatcherService are read to keep the chart in step
+	// with the services: every variable must be reachable, and the
+	// dispatcher's grace period must cover its own shutdown bound.
+	envExample        = "../.env.example"
+	dispatcherService = "../services/dispatcher/service/service.go"
+)
+
+// kubeVersion is the cluster the chart is rendered for: the oldest it
+// supports (lifecycle.preStop.sleep is on by default from 1.30).
+var kubeVersion = &chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+
+// secretEnv are the variables that carry a secret themselves; they must
+// come from a secretKeyRef, never from a literal value or a ConfigMap.
+var secretEnv = []string{"EDGE_JWT_SECRET", "NATS_PASSWORD", "NATS_TOKEN"}
+
+// fileEnv are the variables that name a mounted file.
+var fileEnv = []string{"EDGE_JWT_PUBLIC_KEY_FILE", "NATS_CREDS", "NATS_NKEY_FILE", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"}
+
+// addrEnv is the variable holding each component's listen address.
+var addrEnv = map[string]string{"edge": "EDGE_ADDR", "dispatcher": "DISPATCHER_ADDR"}
+
+var components = []string{"edge", "dispatcher"}
+
+// valuesFile is one set of values the chart is checked with; path "" means
+// the chart's defaults alone.
+type valuesFile struct {
+	name string
+	path string
+}
+
+// valuesFiles returns the defaults and every ci/*-values.yaml.
+func valuesFiles(t *testing.T) []valuesFile {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) < 3 {
+		t.Fatalf("want at least 3 values files in %s/ci, found %d", chartDir, len(paths))
+	}
+	files := []valuesFile{{name: "defaults"}}
+	for _, p := range paths {
+		files = append(files, valuesFile{name: strings.TrimSuffix(filepath.Base(p), ".yaml"), path: p})
+	}
+	return files
+}
+
+// readValues returns the values of f (nil for the defaults).
+func readValues(t *testing.T, f valuesFile) map[string]any {
+	t.Helper()
+	if f.path == "" {
+		return map[string]any{}
+	}
+	v, err := chartutil.ReadValuesFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.AsMap()
+}
+
+// component is the part of a component's values the assertions need.
+type component struct {
+	Replicas                      int
+	Port                          int
+	Path                          string
+	DrainTimeout                  int
+	PreStopSleepSeconds           int
+	TerminationGraceMarginSeconds int
+	JWT                           struct{ Secret, PublicKey string }
+	Autoscaling                   struct {
+		Enabled                  bool
+		MinReplicas, MaxReplicas int32
+	}
+	PDB            struct{ Enabled bool }
+	TopologySpread struct {
+		Enabled           bool
+		WhenUnsatisfiable string
+	}
+	Service  struct{ Enabled bool }
+	ExtraEnv map[string]any
+	Ingress  struct {
+		Enabled     bool
+		Annotations map[string]string
+		Hosts       []string
+		Paths       []string
+	}
+}
+
+// chartValues is the part of the merged values the assertions need.
+type chartValues struct {
+	Nats struct {
+		URL, Password, Token, Credentials, NkeySeed string
+		TLS                                         struct{ SecretName string }
+	}
+	ExtraEnv           map[string]any
+	ExistingSecret     string
+	ExistingSecretKeys map[string]string
+	ServiceAccount     struct {
+		Create bool
+		Name   string
+	}
+	Metrics struct {
+		ServiceMonitor struct{ Enabled bool }
+	}
+	Edge, Dispatcher component
+}
+
+func (v *chartValues) component(name string) component {
+	if name == "edge" {
+		return v.Edge
+	}
+	return v.Dispatcher
+}
+
+// inlineSecrets are the secret strings set in the values; none may appear in
+// clear text in any manifest (and, with existingSecret, not at all).
+func (v *chartValues) inlineSecrets() []string {
+	var out []string
+	for _, s := range []string{v.Edge.JWT.Secret, v.Nats.Password, v.Nats.Token, v.Nats.Credentials, v.Nats.NkeySeed} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// rendered is one render of the chart, decoded into typed objects.
+type rendered struct {
+	values          chartValues
+	deployments     map[string]*appsv1.Deployment // by component
+	services        map[string]*corev1.Service    // by component
+	hpas            map[string]*autoscalingv2.HorizontalPodAutoscaler
+	pdbs            map[string]*policyv1.PodDisruptionBudget
+	configMaps      map[string]*corev1.ConfigMap // by name
+	secrets         []*corev1.Secret
+	serviceAccounts []*corev1.ServiceAccount
+	ingresses       []*networkingv1.Ingress
+	serviceMonitors []map[string]any
+	docs            map[string]string // kind/name -> manifest text
+	notes           string
+}
+
+// loadChart loads the chart from disk, as helm does for a chart directory.
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	c, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// renderChart renders the chart like `helm template` (client only, no
+// cluster) and returns the error of a failed render (schema, fail, required).
+func renderChart(t *testing.T, vals map[string]any) (*rendered, error) {
+	t.Helper()
+	chrt := loadChart(t)
+	merged, err := chartutil.CoalesceValues(chrt, copyMap(vals))
+	if err != nil {
+		return nil, err
+	}
+	cfg := &action.Configuration{Log: func(string, ...any) {}}
+	install := action.NewInstall(cfg)
+	install.DryRun = true
+	install.ClientOnly = true
+	install.Replace = true
+	install.IncludeCRDs = true
+	install.ReleaseName = releaseName
+	install.Namespace = namespace
+	install.KubeVersion = kubeVersion
+	rel, err := install.Run(chrt, copyMap(vals))
+	if err != nil {
+		return nil, err
+	}
+	r := &rendered{
+		deployments: map[string]*appsv1.Deployment{},
+		services:    map[string]*corev1.Service{},
+		hpas:        map[string]*autoscalingv2.HorizontalPodAutoscaler{},
+		pdbs:        map[string]*policyv1.PodDisruptionBudget{},
+		configMaps:  map[string]*corev1.ConfigMap{},
+		docs:        map[string]string{},
+		notes:       rel.Info.Notes,
+	}
+	raw, err := json.Marshal(merged.AsMap())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &r.values); err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range releaseutil.SplitManifests(rel.Manifest) {
+		r.add(t, doc)
+	}
+	return r, nil
+}
+
+// mustRender renders vals and fails the test when the render fails.
+func mustRender(t *testing.T, vals map[string]any) *rendered {
+	t.Helper()
+	r, err := renderChart(t, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return r
+}
+
+// add decodes one manifest strictly (an unknown field, e.g. a misspelt one,
+// is an error) into its typed object.
+func (r *rendered) add(t *testing.T, doc string) {
+	t.Helper()
+	var meta struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name   string            `json:"name"`
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+		t.Fatalf("manifest is not YAML: %v\n%s", err, doc)
+	}
+	if meta.Kind == "" {
+		return // an empty document
+	}
+	id := meta.Kind + "/" + meta.Metadata.Name
+	if _, dup := r.docs[id]; dup {
+		t.Errorf("%s rendered twice", id)
+	}
+	r.docs[id] = doc
+	component := meta.Metadata.Labels["app.kubernetes.io/component"]
+	decode := func(into any) {
+		t.Helper()
+		if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
+			t.Fatalf("%s does not decode as %T: %v\n%s", id, into, err, doc)
+		}
+	}
+	switch meta.Kind {
+	case "Deployment":
+		d := &appsv1.Deployment{}
+		decode(d)
+		r.deployments[component] = d
+	case "Service":
+		s := &corev1.Service{}
+		decode(s)
+		r.services[component] = s
+	case "HorizontalPodAutoscaler":
+		h := &autoscalingv2.HorizontalPodAutoscaler{}
+		decode(h)
+		r.hpas[component] = h
+	case "PodDisruptionBudget":
+		p := &policyv1.PodDisruptionBudget{}
+		decode(p)
+		r.pdbs[component] = p
+	case "ConfigMap":
+		c := &corev1.ConfigMap{}
+		decode(c)
+		r.configMaps[c.Name] = c
+	case "Secret":
+		s := &corev1.Secret{}
+		decode(s)
+		r.secrets = append(r.secrets, s)
+	case "ServiceAccount":
+		s := &corev1.ServiceAccount{}
+		decode(s)
+		r.serviceAccounts = append(r.serviceAccounts, s)
+	case "Ingress":
+		i := &networkingv1.Ingress{}
+		decode(i)
+		r.ingresses = append(r.ingresses, i)
+	case "ServiceMonitor":
+		var m map[string]any
+		decode(&m)
+		r.serviceMonitors = append(r.serviceMonitors, m)
+	default:
+		t.Errorf("unexpected kind %s (%s)", meta.Kind, meta.APIVersion)
+	}
+}
+
+// env returns the ConfigMap data a component's container loads.
+func (r *rendered) env(t *testing.T, component string) map[string]string {
+	t.Helper()
+	c := r.container(t, component)
+	if len(c.EnvFrom) == 0 || c.EnvFrom[0].ConfigMapRef == nil {
+		t.Fatalf("%s: the first envFrom is not the ConfigMap", component)
+	}
+	cm, ok := r.configMaps[c.EnvFrom[0].ConfigMapRef.Name]
+	if !ok {
+		t.Fatalf("%s: ConfigMap %q is not rendered", component, c.EnvFrom[0].ConfigMapRef.Name)
+	}
+	return cm.Data
+}
+
+// container returns the only container of a component's Deployment.
+func (r *rendered) container(t *testing.T, component string) *corev1.Container {
+	t.Helper()
+	d, ok := r.deployments[component]
+	if !ok {
+		t.Fatalf("no %s Deployment", component)
+	}
+	if n := len(d.Spec.Template.Spec.Containers); n != 1 {
+		t.Fatalf("%s: %d containers, want 1", component, n)
+	}
+	return &d.Spec.Template.Spec.Containers[0]
+}
+
+// TestLint runs the checks of `helm lint --strict`: no error and no warning,
+// for the defaults and every values file.
+func TestLint(t *testing.T) {
+	for _, f := range valuesFiles(t) {
+		t.Run(f.name, func(t *testing.T) {
+			linter := lint.AllWithKubeVersion(chartDir, readValues(t, f), namespace, kubeVersion)
+			for _, m := range linter.Messages {
+				if m.Severity >= support.WarningSev {
+					t.Errorf("lint: %s", m)
+				} else {
+					t.Logf("lint: %s", m)
+				}
+			}
+		})
+	}
+}
+
+// TestRenderInvariants renders every values file and checks the rules every
+// rendering must keep (STYLE.md rule 13 and the issue's list).
+func TestRenderInvariants(t *testing.T) {
+	dispatcherDrain := dispatcherDrainTimeout(t)
+	known := envExampleNames(t)
+	for _, f := range valuesFiles(t) {
+		t.Run(f.name, func(t *testing.T) {
+			r := mustRender(t, readValues(t, f))
+			for _, c := range components {
+				t.Run(c, func(t *testing.T) {
+					checkPod(t, r, c, dispatcherDrain)
+					checkOptionalObjects(t, r, c)
+					checkEnvNames(t, r, c, known)
+				})
+			}
+			checkSecrets(t, r)
+			checkIngress(t, r)
+			checkServiceMonitors(t, r)
+			checkServiceAccount(t, r)
+		})
+	}
+}
+
+// checkPod checks one component's Deployment and pod template.
+func checkPod(t *testing.T, r *rendered, component string, dispatcherDrain time.Duration) {
+	t.Helper()
+	d := r.deployments[component]
+	if d == nil {
+		t.Fatalf("no %s Deployment", component)
+	}
+	pod := d.Spec.Template.Spec
+	c := r.container(t, component)
+	env := r.env(t, component)
+	vals := r.values.component(component)
+
+	// The named port is the one the service listens on.
+	port := int32(0)
+	for _, p := range c.Ports {
+		if p.Name == "http" {
+			port = p.ContainerPort
+		}
+	}
+	if port == 0 {
+		t.Fatalf("no container port named http: %+v", c.Ports)
+	}
+	_, addrPort, err := net.SplitHostPort(env[addrEnv[component]])
+	if err != nil {
+		t.Fatalf("%s=%q: %v", addrEnv[component], env[addrEnv[component]], err)
+	}
+	if addrPort != strconv.Itoa(int(port)) {
+		t.Errorf("container port %d, but %s=%q", port, addrEnv[component], env[addrEnv[component]])
+	}
+	if int(port) != vals.Port {
+		t.Errorf("container port %d, values say %d", port, vals.Port)
+	}
+
+	// Three separate probes on the named port.
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{
+		{"startupProbe", c.StartupProbe, "/healthz"},
+		{"readinessProbe", c.ReadinessProbe, "/readyz"},
+		{"livenessProbe", c.LivenessProbe, "/healthz"},
+	} {
+		switch {
+		case p.probe == nil || p.probe.HTTPGet == nil:
+			t.Errorf("%s: missing or not httpGet", p.name)
+		case p.probe.HTTPGet.Path != p.path:
+			t.Errorf("%s: path %q, want %q", p.name, p.probe.HTTPGet.Path, p.path)
+		case p.probe.HTTPGet.Port != intstr.FromString("http"):
+			t.Errorf("%s: port %s, want the named port http", p.name, p.probe.HTTPGet.Port.String())
+		}
+	}
+
+	// The grace period outlasts preStop + drain.
+	preStop := time.Duration(0)
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+		h := c.Lifecycle.PreStop
+		if h.Sleep == nil || h.Exec != nil || h.HTTPGet != nil {
+			t.Errorf("preStop must be the built-in sleep action (the image has no shell): %+v", h)
+		} else {
+			preStop = time.Duration(h.Sleep.Seconds) * time.Second
+		}
+	}
+	if want := time.Duration(vals.PreStopSleepSeconds) * time.Second; preStop != want {
+		t.Errorf("preStop sleep %v, values say %v", preStop, want)
+	}
+	drain := dispatcherDrain
+	if component == "edge" {
+		drain, err = time.ParseDuration(env["EDGE_DRAIN_TIMEOUT"])
+		if err != nil {
+			t.Fatalf("EDGE_DRAIN_TIMEOUT=%q: %v", env["EDGE_DRAIN_TIMEOUT"], err)
+		}
+		if want := time.Duration(vals.DrainTimeout) * time.Second; drain != want {
+			t.Errorf("EDGE_DRAIN_TIMEOUT=%v, values say %v", drain, want)
+		}
+	}
+	if pod.TerminationGracePeriodSeconds == nil {
+		t.Fatal("terminationGracePeriodSeconds not set")
+	}
+	grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+	if grace <= drain+preStop {
+		t.Errorf("terminationGracePeriodSeconds %v <= drain %v + preStop %v", grace, drain, preStop)
+	}
+
+	// Restrictive security context (container, else pod).
+	sc, psc := c.SecurityContext, pod.SecurityContext
+	if sc == nil || psc == nil {
+		t.Fatal("pod or container securityContext missing")
+	}
+	nonRoot := sc.RunAsNonRoot
+	if nonRoot == nil {
+		nonRoot = psc.RunAsNonRoot
+	}
+	if nonRoot == nil || !*nonRoot {
+		t.Error("runAsNonRoot is not true")
+	}
+	user := sc.RunAsUser
+	if user == nil {
+		user = psc.RunAsUser
+	}
+	if user == nil || *user != 65532 {
+		t.Errorf("runAsUser %v, want 65532 (distroless nonroot)", user)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("capabilities %+v, want drop ALL and add nothing", sc.Capabilities)
+	}
+	seccomp := sc.SeccompProfile
+	if seccomp == nil {
+		seccomp = psc.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccompProfile %+v, want RuntimeDefault", seccomp)
+	}
+
+	// Requests and limits for CPU and memory.
+	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if q, ok := c.Resources.Requests[res]; !ok || q.IsZero() {
+			t.Errorf("no %s request", res)
+		}
+		if q, ok := c.Resources.Limits[res]; !ok || q.IsZero() {
+			t.Errorf("no %s limit", res)
+		}
+	}
+
+	// No literal env values at all: settings come from the ConfigMap,
+	// secrets from secretKeyRef.
+	for _, e := range c.Env {
+		if e.Value != "" {
+			t.Errorf("env %s has a literal value", e.Name)
+		}
+		if slices.Contains(secretEnv, e.Name) && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
+			t.Errorf("env %s does not use secretKeyRef", e.Name)
+		}
+	}
+	for _, name := range secretEnv {
+		if _, ok := env[name]; ok {
+			t.Errorf("secret %s is in the ConfigMap", name)
+		}
+	}
+
+	// Every file variable names a file of a read-only secret volume.
+	for _, name := range fileEnv {
+		if p, ok := env[name]; ok {
+			checkMountedFile(t, pod, c, name, p)
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly {
+			t.Errorf("volume %s is mounted writable", m.Name)
+		}
+	}
+
+	// Rolled on config and secret changes.
+	ann := d.Spec.Template.Annotations
+	for _, key := range []string{"checksum/config", "checksum/secret"} {
+		if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(ann[key]) {
+			t.Errorf("annotation %s=%q, want a sha256", key, ann[key])
+		}
+	}
+
+	// Spread over zones and nodes without blocking scheduling.
+	if vals.TopologySpread.Enabled {
+		keys := map[string]bool{}
+		for _, tsc := range pod.TopologySpreadConstraints {
+			keys[tsc.TopologyKey] = true
+			if string(tsc.WhenUnsatisfiable) != vals.TopologySpread.WhenUnsatisfiable {
+				t.Errorf("topology spread %s: %s, values say %s", tsc.TopologyKey, tsc.WhenUnsatisfiable, vals.TopologySpread.WhenUnsatisfiable)
+			}
+			if tsc.LabelSelector == nil || !selects(tsc.LabelSelector.MatchLabels, d.Spec.Template.Labels) {
+				t.Errorf("topology spread %s does not select the pods", tsc.TopologyKey)
+			}
+		}
+		if !keys["topology.kubernetes.io/zone"] || !keys["kubernetes.io/hostname"] {
+			t.Errorf("topology spread keys %v, want zone and hostname", keys)
+		}
+	} else if len(pod.TopologySpreadConstraints) > 0 {
+		t.Error("topology spread rendered while disabled")
+	}
+
+	if !selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+		t.Error("the Deployment's selector does not select its pods")
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("the API token is mounted; wsgate does not use the Kubernetes API")
+	}
+}
+
+// checkEnvNames checks that the chart sets only variables the services
+// know (.env.example) besides those the values add through extraEnv: a
+// misspelt name would be silently ignored by the service.
+func checkEnvNames(t *testing.T, r *rendered, component string, known []string) {
+	t.Helper()
+	names := slices.Collect(maps.Keys(r.env(t, component)))
+	for _, e := range r.container(t, component).Env {
+		names = append(names, e.Name)
+	}
+	for _, name := range names {
+		_, extra := r.values.ExtraEnv[name]
+		_, own := r.values.component(component).ExtraEnv[name]
+		if !slices.Contains(known, name) && !extra && !own {
+			t.Errorf("%s is set but is not a variable of %s", name, envExample)
+		}
+	}
+}
+
+// checkMountedFile checks that path is a file of a secret volume mounted
+// read-only in c.
+func checkMountedFile(t *testing.T, pod corev1.PodSpec, c *corev1.Container, name, p string) {
+	t.Helper()
+	dir, file := path.Split(p)
+	dir = strings.TrimSuffix(dir, "/")
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != dir {
+			continue
+		}
+		if !m.ReadOnly {
+			t.Errorf("%s: %s is mounted writable", name, dir)
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			for _, item := range v.Secret.Items {
+				if item.Path == file {
+					return
+				}
+			}
+		}
+	}
+	t.Errorf("%s=%q is no file of a mounted secret volume", name, p)
+}
+
+// checkOptionalObjects checks that HPA, PDB and Service follow the values.
+func checkOptionalObjects(t *testing.T, r *rendered, component string) {
+	t.Helper()
+	d := r.deployments[component]
+	vals := r.values.component(component)
+
+	hpa := r.hpas[component]
+	switch {
+	case vals.Autoscaling.Enabled && hpa == nil:
+		t.Error("autoscaling enabled but no HPA")
+	case !vals.Autoscaling.Enabled && hpa != nil:
+		t.Error("autoscaling disabled but an HPA is rendered")
+	case hpa != nil:
+		ref := hpa.Spec.ScaleTargetRef
+		if ref.Kind != "Deployment" || ref.Name != d.Name {
+			t.Errorf("HPA targets %s/%s, want Deployment/%s", ref.Kind, ref.Name, d.Name)
+		}
+		if hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas != vals.Autoscaling.MinReplicas || hpa.Spec.MaxReplicas != vals.Autoscaling.MaxReplicas {
+			t.Errorf("HPA replicas %v-%d, values say %d-%d", hpa.Spec.MinReplicas, hpa.Spec.MaxReplicas, vals.Autoscaling.MinReplicas, vals.Autoscaling.MaxReplicas)
+		}
+		if len(hpa.Spec.Metrics) == 0 {
+			t.Error("HPA without metrics")
+		}
+		if d.Spec.Replicas != nil {
+			t.Error("the Deployment sets replicas while the HPA owns them")
+		}
+	default:
+		if d.Spec.Replicas == nil || int(*d.Spec.Replicas) != vals.Replicas {
+			t.Errorf("replicas %v, values say %d", d.Spec.Replicas, vals.Replicas)
+		}
+	}
+
+	pdb := r.pdbs[component]
+	switch {
+	case vals.PDB.Enabled && pdb == nil:
+		t.Error("pdb enabled but no PodDisruptionBudget")
+	case !vals.PDB.Enabled && pdb != nil:
+		t.Error("pdb disabled but a PodDisruptionBudget is rendered")
+	case pdb != nil:
+		if (pdb.Spec.MinAvailable == nil) == (pdb.Spec.MaxUnavailable == nil) {
+			t.Error("the PodDisruptionBudget needs exactly one of minAvailable and maxUnavailable")
+		}
+		if pdb.Spec.Selector == nil || !selects(pdb.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+			t.Error("the PodDisruptionBudget does not select the pods")
+		}
+	}
+
+	svc := r.services[component]
+	wantSvc := component == "edge" || vals.Service.Enabled || r.values.Metrics.ServiceMonitor.Enabled
+	switch {
+	case wantSvc && svc == nil:
+		t.Error("no Service")
+	case !wantSvc && svc != nil:
+		t.Error("a Service is rendered while not asked for")
+	case svc != nil:
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "http" || svc.Spec.Ports[0].TargetPort != intstr.FromString("http") {
+			t.Errorf("Service ports %+v, want one named http targeting http", svc.Spec.Ports)
+		}
+		if !selects(svc.Spec.Selector, d.Spec.Template.Labels) {
+			t.Error("the Service does not select the pods")
+		}
+	}
+}
+
+// checkSecrets checks where the secrets live and that none is in clear text.
+func checkSecrets(t *testing.T, r *rendered) {
+	t.Helper()
+	v := r.values
+	wantName := releaseName
+	if v.ExistingSecret != "" {
+		wantName = v.ExistingSecret
+		if len(r.secrets) != 0 {
+			t.Errorf("existingSecret is set, yet %d Secret(s) rendered", len(r.secrets))
+		}
+	} else {
+		if len(r.inlineSecretsOrEmpty()) > 0 && len(r.secrets) != 1 {
+			t.Errorf("%d Secrets rendered, want 1", len(r.secrets))
+		}
+		for _, s := range r.secrets {
+			wantName = s.Name
+		}
+	}
+	var secretData map[string][]byte
+	if len(r.secrets) == 1 {
+		secretData = r.secrets[0].Data
+	}
+	for _, component := range components {
+		pod := r.deployments[component].Spec.Template.Spec
+		for _, e := range r.container(t, component).Env {
+			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+				continue
+			}
+			ref := e.ValueFrom.SecretKeyRef
+			if ref.Name != wantName {
+				t.Errorf("%s %s: secretKeyRef to %q, want %q", component, e.Name, ref.Name, wantName)
+			}
+			if secretData != nil {
+				if _, ok := secretData[ref.Key]; !ok {
+					t.Errorf("%s %s: key %q is not in the Secret", component, e.Name, ref.Key)
+				}
+			}
+		}
+		for _, vol := range pod.Volumes {
+			if vol.Secret == nil {
+				continue
+			}
+			if vol.Secret.SecretName != wantName && vol.Secret.SecretName != v.Nats.TLS.SecretName {
+				t.Errorf("%s volume %s: Secret %q, want %q", component, vol.Name, vol.Secret.SecretName, wantName)
+			}
+		}
+	}
+	for _, s := range v.inlineSecrets() {
+		for id, doc := range r.docs {
+			if strings.HasPrefix(id, "Secret/") {
+				continue
+			}
+			if strings.Contains(doc, s) || strings.Contains(doc, firstLine(s)) {
+				t.Errorf("%s holds a secret in clear text", id)
+			}
+		}
+		if v.ExistingSecret != "" {
+			for id, doc := range r.docs {
+				if strings.Contains(doc, s) || strings.Contains(doc, firstLine(s)) {
+					t.Errorf("%s holds a secret value although existingSecret is set", id)
+				}
+			}
+		}
+	}
+}
+
+// inlineSecretsOrEmpty is inlineSecrets of the values (without existingSecret).
+func (r *rendered) inlineSecretsOrEmpty() []string {
+	if r.values.ExistingSecret != "" {
+		return nil
+	}
+	return r.values.inlineSecrets()
+}
+
+// firstLine returns the first non-header line of a multi-line secret (the
+// JWT or seed of a .creds file), or s itself.
+func firstLine(s string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "---") {
+			return line
+		}
+	}
+	return s
+}
+
+// checkIngress checks the Ingress against the values.
+func checkIngress(t *testing.T, r *rendered) {
+	t.Helper()
+	ing := r.values.Edge.Ingress
+	if !ing.Enabled {
+		if len(r.ingresses) != 0 {
+			t.Error("an Ingress is rendered while disabled")
+		}
+		return
+	}
+	if len(r.ingresses) != 1 {
+		t.Fatalf("%d Ingresses, want 1", len(r.ingresses))
+	}
+	got := r.ingresses[0]
+	for k, v := range ing.Annotations {
+		if got.Annotations[k] != v {
+			t.Errorf("Ingress annotation %s=%q, want %q", k, got.Annotations[k], v)
+		}
+	}
+	wantPaths := ing.Paths
+	if len(wantPaths) == 0 {
+		wantPaths = []string{r.values.Edge.Path, "/client.js", "/client.mjs"}
+	}
+	if len(got.Spec.Rules) != len(ing.Hosts) {
+		t.Errorf("%d Ingress rules, want one per host (%d)", len(got.Spec.Rules), len(ing.Hosts))
+	}
+	for _, rule := range got.Spec.Rules {
+		var paths []string
+		for _, p := range rule.HTTP.Paths {
+			paths = append(paths, p.Path)
+			b := p.Backend.Service
+			if b == nil || b.Name != r.services["edge"].Name || b.Port.Name != "http" {
+				t.Errorf("Ingress path %s: backend %+v, want the edge Service's port http", p.Path, b)
+			}
+		}
+		if !slices.Equal(paths, wantPaths) {
+			t.Errorf("Ingress %s paths %v, want %v", rule.Host, paths, wantPaths)
+		}
+	}
+}
+
+// checkServiceMonitors checks the ServiceMonitors against the values.
+func checkServiceMonitors(t *testing.T, r *rendered) {
+	t.Helper()
+	if !r.values.Metrics.ServiceMonitor.Enabled {
+		if len(r.serviceMonitors) != 0 {
+			t.Error("a ServiceMonitor is rendered while disabled")
+		}
+		return
+	}
+	if len(r.serviceMonitors) != 2 {
+		t.Fatalf("%d ServiceMonitors, want one per component", len(r.serviceMonitors))
+	}
+	for _, sm := range r.serviceMonitors {
+		if sm["apiVersion"] != "monitoring.coreos.com/v1" {
+			t.Errorf("ServiceMonitor apiVersion %v", sm["apiVersion"])
+		}
+		spec, _ := sm["spec"].(map[string]any)
+		eps, _ := spec["endpoints"].([]any)
+		if len(eps) != 1 {
+			t.Fatalf("ServiceMonitor endpoints %v", spec["endpoints"])
+		}
+		ep, _ := eps[0].(map[string]any)
+		if ep["port"] != "http" || ep["path"] != "/metrics" {
+			t.Errorf("ServiceMonitor endpoint %v, want port http path /metrics", ep)
+		}
+	}
+}
+
+// checkServiceAccount checks that the pods run as the rendered ServiceAccount.
+func checkServiceAccount(t *testing.T, r *rendered) {
+	t.Helper()
+	if !r.values.ServiceAccount.Create {
+		return
+	}
+	if len(r.serviceAccounts) != 1 {
+		t.Fatalf("%d ServiceAccounts, want 1", len(r.serviceAccounts))
+	}
+	for _, c := range components {
+		if got := r.deployments[c].Spec.Template.Spec.ServiceAccountName; got != r.serviceAccounts[0].Name {
+			t.Errorf("%s runs as %q, want %q", c, got, r.serviceAccounts[0].Name)
+		}
+	}
+}
+
+// selects reports whether every selector label is on the pod.
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestExistingSecret checks the existingSecret case by name: no Secret, and
+// every reference (env and mounted file) points at the given Secret and keys.
+func TestExistingSecret(t *testing.T) {
+	r := mustRender(t, readValues(t, valuesFile{path: filepath.Join(chartDir, "ci", "existing-secret-values.yaml")}))
+	if len(r.secrets) != 0 {
+		t.Fatalf("%d Secrets rendered with existingSecret", len(r.secrets))
+	}
+	refs := map[string]string{}
+	for _, e := range r.container(t, "edge").Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			refs[e.Name] = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	want := map[string]string{"EDGE_JWT_SECRET": "wsgate-secrets/jwt-hmac", "NATS_PASSWORD": "wsgate-secrets/nats-pass"}
+	if !maps.Equal(refs, want) {
+		t.Errorf("edge secret refs %v, want %v", refs, want)
+	}
+	if got := r.env(t, "dispatcher")["NATS_CREDS"]; got != "/etc/wsgate/secrets/nats.creds" {
+		t.Errorf("dispatcher NATS_CREDS=%q", got)
+	}
+	for _, v := range r.deployments["dispatcher"].Spec.Template.Spec.Volumes {
+		if v.Secret != nil && (v.Secret.SecretName != "wsgate-secrets" || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "user.creds") {
+			t.Errorf("dispatcher secret volume %+v, want wsgate-secrets key user.creds", v.Secret)
+		}
+	}
+	for _, e := range r.container(t, "dispatcher").Env {
+		if e.Name == "EDGE_JWT_SECRET" {
+			t.Error("the dispatcher gets the JWT secret")
+		}
+	}
+}
+
+// TestGracePeriodFollowsDrainTimeout checks the computed grace period.
+func TestGracePeriodFollowsDrainTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		drain, preStop, margin int
+	}{
+		{"defaults", 10, 5, 15},
+		{"long drain", 300, 5, 15},
+		{"no drain no hook", 0, 0, 13},
+		{"long hook", 10, 30, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustRender(t, map[string]any{"edge": map[string]any{
+				"drainTimeout": tc.drain, "preStopSleepSeconds": tc.preStop, "terminationGraceMarginSeconds": tc.margin,
+			}})
+			grace := *r.deployments["edge"].Spec.Template.Spec.TerminationGracePeriodSeconds
+			if want := int64(tc.drain + tc.preStop + tc.margin); grace != want {
+				t.Errorf("grace %d, want %d", grace, want)
+			}
+			if got := r.env(t, "edge")["EDGE_DRAIN_TIMEOUT"]; got != fmt.Sprintf("%ds", tc.drain) {
+				t.Errorf("EDGE_DRAIN_TIMEOUT=%q", got)
+			}
+			hook := r.container(t, "edge").Lifecycle
+			if (hook != nil) != (tc.preStop > 0) {
+				t.Errorf("preStop hook %+v with preStopSleepSeconds %d", hook, tc.preStop)
+			}
+		})
+	}
+}
+
+// TestDefaultsOptionalObjects checks what the defaults leave out, and that
+// each switch brings its object.
+func TestDefaultsOptionalObjects(t *testing.T) {
+	r := mustRender(t, nil)
+	if len(r.hpas) != 0 || len(r.ingresses) != 0 || len(r.serviceMonitors) != 0 || r.services["dispatcher"] != nil {
+		t.Errorf("defaults render HPAs %d, Ingresses %d, ServiceMonitors %d, dispatcher Service %v",
+			len(r.hpas), len(r.ingresses), len(r.serviceMonitors), r.services["dispatcher"] != nil)
+	}
+	if len(r.pdbs) != 2 {
+		t.Errorf("defaults render %d PodDisruptionBudgets, want 2", len(r.pdbs))
+	}
+	if len(r.secrets) != 0 {
+		t.Errorf("defaults render a Secret with nothing in it")
+	}
+	if !strings.Contains(r.notes, "WARNING: no way to authenticate clients") {
+		t.Error("NOTES do not warn that the edge has no authentication configured")
+	}
+
+	r = mustRender(t, map[string]any{
+		"edge":       map[string]any{"autoscaling": map[string]any{"enabled": true}, "ingress": map[string]any{"enabled": true}, "pdb": map[string]any{"enabled": false}},
+		"dispatcher": map[string]any{"autoscaling": map[string]any{"enabled": true}, "pdb": map[string]any{"minAvailable": 1}},
+		"metrics":    map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+	})
+	if len(r.hpas) != 2 || len(r.ingresses) != 1 || len(r.serviceMonitors) != 2 || r.services["dispatcher"] == nil {
+		t.Errorf("switched on: HPAs %d, Ingresses %d, ServiceMonitors %d, dispatcher Service %v",
+			len(r.hpas), len(r.ingresses), len(r.serviceMonitors), r.services["dispatcher"] != nil)
+	}
+	if r.pdbs["edge"] != nil {
+		t.Error("edge PDB rendered while disabled")
+	}
+	if p := r.pdbs["dispatcher"]; p == nil || p.Spec.MinAvailable == nil || p.Spec.MinAvailable.IntValue() != 1 || p.Spec.MaxUnavailable != nil {
+		t.Errorf("dispatcher PDB %+v, want minAvailable 1 only", p)
+	}
+	if a := r.ingresses[0].Annotations; a["nginx.ingress.kubernetes.io/proxy-read-timeout"] != "3600" || a["nginx.ingress.kubernetes.io/proxy-send-timeout"] != "3600" {
+		t.Errorf("Ingress annotations %v, want ingress-nginx timeouts of 3600", a)
+	}
+}
+
+// TestChecksumFollowsConfig checks that a setting of one component rolls that
+// component only, and that a secret change rolls both.
+func TestChecksumFollowsConfig(t *testing.T) {
+	ann := func(r *rendered, c, key string) string {
+		return r.deployments[c].Spec.Template.Annotations[key]
+	}
+	base := mustRender(t, map[string]any{"edge": map[string]any{"jwt": map[string]any{"secret": "a"}}})
+	edgeChange := mustRender(t, map[string]any{"edge": map[string]any{"maxConnections": 1000, "jwt": map[string]any{"secret": "a"}}})
+	secretChange := mustRender(t, map[string]any{"edge": map[string]any{"jwt": map[string]any{"secret": "b"}}})
+	if ann(base, "edge", "checksum/config") == ann(edgeChange, "edge", "checksum/config") {
+		t.Error("edge checksum/config did not change with edge.maxConnections")
+	}
+	if ann(base, "dispatcher", "checksum/config") != ann(edgeChange, "dispatcher", "checksum/config") {
+		t.Error("dispatcher checksum/config changed with an edge-only setting")
+	}
+	if ann(base, "edge", "checksum/secret") == ann(secretChange, "edge", "checksum/secret") {
+		t.Error("checksum/secret did not change with the JWT secret")
+	}
+}
+
+// TestSchemaRejectsBadValues checks that values.schema.json fails the render
+// of wrong types, unknown keys and shadowing extraEnv entries.
+func TestSchemaRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string // in the error (the schema library's error names the
+		// offending value; for propertyNames its location is not reliable)
+	}{
+		{"replicas not a number", map[string]any{"edge": map[string]any{"replicas": "two"}}, "replicas"},
+		{"unknown key", map[string]any{"edge": map[string]any{"replica": 2}}, "replica"},
+		{"unknown top-level key", map[string]any{"natsUrl": "nats://x:4222"}, "natsUrl"},
+		{"port out of range", map[string]any{"edge": map[string]any{"port": 70000}}, "port"},
+		{"log level", map[string]any{"log": map[string]any{"level": "verbose"}}, "level"},
+		{"duration without unit", map[string]any{"edge": map[string]any{"authTimeout": "10"}}, "authTimeout"},
+		{"drain timeout as duration", map[string]any{"edge": map[string]any{"drainTimeout": "10s"}}, "drainTimeout"},
+		{"grace margin below the edge's shutdown", map[string]any{"edge": map[string]any{"terminationGraceMarginSeconds": 12}}, "terminationGraceMarginSeconds"},
+		{"secret through extraEnv", map[string]any{"extraEnv": map[string]any{"EDGE_JWT_SECRET": "x"}}, "EDGE_JWT_SECRET"},
+		{"typed variable through edge extraEnv", map[string]any{"edge": map[string]any{"extraEnv": map[string]any{"EDGE_DRAIN_TIMEOUT": "1s"}}}, "EDGE_DRAIN_TIMEOUT"},
+		{"bad variable name", map[string]any{"dispatcher": map[string]any{"extraEnv": map[string]any{"NOT-A-NAME": "x"}}}, "NOT-A-NAME"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderChart(t, tc.vals)
+			if err == nil {
+				t.Fatal("render succeeded")
+			}
+			if !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not name the schema and %q: %v", tc.want, err)
+			}
+		})
+	}
+}
+
+// TestTemplateRejectsBadCombinations checks the fail/required messages of
+// what the schema cannot express.
+func TestTemplateRejectsBadCombinations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"no NATS URL", map[string]any{"nats": map[string]any{"url": ""}}, "nats.url is required"},
+		{"client cert without key", map[string]any{"nats": map[string]any{"tls": map[string]any{"secretName": "t", "certKey": "tls.crt"}}}, "must be set together"},
+		{"TLS keys without Secret", map[string]any{"nats": map[string]any{"tls": map[string]any{"certKey": "tls.crt", "keyKey": "tls.key"}}}, "need nats.tls.secretName"},
+		{"creds and seed", map[string]any{"nats": map[string]any{"credentials": "c", "nkeySeed": "s"}}, "only one of nats.credentials and nats.nkeySeed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderChart(t, tc.vals)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestEveryEnvExampleVariableIsReachable checks that every variable of
+// .env.example reaches the right container: through a typed value in one of
+// the values files, or else through extraEnv.
+func TestEveryEnvExampleVariableIsReachable(t *testing.T) {
+	names := envExampleNames(t)
+	seen := map[string]map[string]bool{"edge": {}, "dispatcher": {}}
+	for _, f := range valuesFiles(t) {
+		r := mustRender(t, readValues(t, f))
+		for _, c := range components {
+			for name := range r.env(t, c) {
+				seen[c][name] = true
+			}
+			for _, e := range r.container(t, c).Env {
+				seen[c][e.Name] = true
+			}
+		}
+	}
+	for _, name := range names {
+		want := components
+		switch {
+		case strings.HasPrefix(name, "EDGE_"):
+			want = []string{"edge"}
+		case strings.HasPrefix(name, "DISPATCHER_"):
+			want = []string{"dispatcher"}
+		}
+		for _, c := range want {
+			if seen[c][name] {
+				continue
+			}
+			vals := map[string]any{"extraEnv": map[string]any{name: "x"}}
+			if len(want) == 1 {
+				vals = map[string]any{c: map[string]any{"extraEnv": map[string]any{name: "x"}}}
+			}
+			r, err := renderChart(t, vals)
+			if err != nil {
+				t.Errorf("%s: set by no values file and not settable through extraEnv: %v", name, err)
+				continue
+			}
+			if r.env(t, c)[name] != "x" {
+				t.Errorf("%s: extraEnv does not reach the %s", name, c)
+				continue
+			}
+			t.Logf("%s reaches the %s through extraEnv", name, c)
+		}
+	}
+}
+
+// envExampleNames returns the variable names of .env.example, set or
+// commented out.
+func envExampleNames(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open(envExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	re := regexp.MustCompile(`^#?\s*([A-Z][A-Z0-9_]*)=`)
+	var names []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if m := re.FindStringSubmatch(s.Text()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < 20 {
+		t.Fatalf("found only %d variables in %s", len(names), envExample)
+	}
+	return names
+}
+
+// dispatcherDrainTimeout reads the dispatcher's shutdown bound from its
+// source, so that the chart's grace period cannot fall behind it.
+func dispatcherDrainTimeout(t *testing.T) time.Duration {
+	t.Helper()
+	src, err := os.ReadFile(dispatcherService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`DrainTimeout\s*=\s*(\d+)\s*\*\s*time\.Second`).FindSubmatch(src)
+	if m == nil {
+		t.Fatalf("%s: no `DrainTimeout = N * time.Second`", dispatcherService)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return time.Duration(n) * time.Second
+}
+
+// TestNotes checks that NOTES tell how to connect and how to send.
+func TestNotes(t *testing.T) {
+	r := mustRender(t, map[string]any{"edge": map[string]any{"jwt": map[string]any{"secret": "x"}}})
+	for _, want := range []string{"port-forward service/wsgate-edge 8080:80", "ws://127.0.0.1:8080/ws", "nats -s nats://127.0.0.1:4222 pub ws.send.user.42", "nats://nats:4222"} {
+		if !strings.Contains(r.notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, r.notes)
+		}
+	}
+	if strings.Contains(r.notes, "WARNING") {
+		t.Errorf("NOTES warn although a JWT secret is set:\n%s", r.notes)
+	}
+	r = mustRender(t, map[string]any{"edge": map[string]any{"allowAnonymous": true, "ingress": map[string]any{
+		"enabled": true, "hosts": []any{"ws.example.com"}, "tls": []any{map[string]any{"secretName": "t", "hosts": []any{"ws.example.com"}}},
+	}}})
+	if !strings.Contains(r.notes, "wss://ws.example.com/ws") {
+		t.Errorf("NOTES lack the Ingress URL:\n%s", r.notes)
+	}
+}
+
+// copyMap deep-copies values, since rendering coalesces into its argument.
+func copyMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			v = copyMap(sub)
+		}
+		out[k] = v
+	}
+	return out
+}
