@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"regexp"
 	"strings"
 )
 
@@ -52,6 +53,18 @@ func EnvNames(cfg any) []string {
 	var names []string
 	walk(cfg, func(f reflect.StructField, _ reflect.Value) { names = append(names, f.Tag.Get("envconfig")) })
 	return names
+}
+
+// Undocumented returns the variables of cfg that envExample (the text of
+// .env.example) does not list as "NAME=" or "# NAME=" at a line start.
+func Undocumented(envExample []byte, cfg any) []string {
+	var missing []string
+	for _, name := range EnvNames(cfg) {
+		if !regexp.MustCompile(`(?m)^#? ?` + name + `=`).Match(envExample) {
+			missing = append(missing, name)
+		}
+	}
+	return missing
 }
 
 // walk calls fn for every field of the struct cfg (or pointer to it) that has
