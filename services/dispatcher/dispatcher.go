@@ -38,8 +38,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // flushTimeout bounds Start's wait for the server to confirm the
@@ -349,9 +354,18 @@ func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Mes
 		d.inFlight.Add(-1)
 		<-d.sem
 	}()
+	ctx = propagation.TraceContext{}.Extract(ctx, telemetry.NATSHeader(m.header))
+	ctx, span := d.opts.Tracer.Start(ctx, "dispatcher handle "+action, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("wsgate.connection", m.Connection), attribute.String("wsgate.user", m.User)))
+	defer span.End()
+	m.trace = trace.ContextWithSpanContext(context.Background(), span.SpanContext())
 	start := time.Now()
 	panicked, err := d.call(ctx, h, m)
 	took := time.Since(start)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "handler failed")
+	}
 	outcome := OutcomeOK
 	if err != nil {
 		outcome = OutcomeError

@@ -26,6 +26,9 @@ type Message struct {
 	sender  *Sender     // static after construction
 	header  nats.Header // static after construction; see Header
 	replied atomic.Bool // set by a successful Reply or ReplyError
+	// trace carries the handler span only (no deadline or cancellation), so
+	// that replies join the message's trace.
+	trace context.Context
 }
 
 // Header returns the NATS headers the edge set on the envelope: the W3C
@@ -36,9 +39,13 @@ func (m *Message) Header() nats.Header { return m.header }
 // Reply sends [action, details, ref] to the originating connection, with the
 // ref the client gave, so it can match the answer to its request.
 func (m *Message) Reply(action string, details any) error {
-	// Reply has no ctx of its own (the seed API has none) and the Sender
-	// only checks ctx for cancellation: Background never stops a reply.
-	if err := m.sender.ToConnection(context.Background(), m.Connection, action, details, m.Ref); err != nil {
+	// Reply has no ctx of its own (the seed API has none); m.trace never
+	// stops a reply and only lends it the handler's trace.
+	ctx := m.trace
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := m.sender.ToConnection(ctx, m.Connection, action, details, m.Ref); err != nil {
 		return err
 	}
 	m.replied.Store(true)

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wsgate/wsgate/api/wire"
 )
 
@@ -32,6 +35,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Hooks observe what the dispatcher does, e.g. for metrics.
 	Hooks Hooks
+	// Tracer traces each handled message as a child of the edge's span
+	// (W3C trace context from the NATS headers); default: the global
+	// OpenTelemetry tracer provider's, a no-op unless one was installed.
+	Tracer trace.Tracer
 }
 
 // Option changes Options; it returns an error for a value it refuses.
@@ -65,6 +72,18 @@ func defaultOptions() Options {
 		Concurrency: DefaultConcurrency,
 		Prefix:      DefaultPrefix,
 		Logger:      slog.New(slog.DiscardHandler),
+		Tracer:      otel.GetTracerProvider().Tracer("github.com/wsgate/wsgate/services/dispatcher"),
+	}
+}
+
+// WithTracer traces handled messages with t.
+func WithTracer(t trace.Tracer) Option {
+	return func(o *Options) error {
+		if t == nil {
+			return fmt.Errorf("%w: nil tracer", ErrInvalidOption)
+		}
+		o.Tracer = t
+		return nil
 	}
 }
 

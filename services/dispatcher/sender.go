@@ -8,8 +8,11 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Sender pushes messages to clients and closes their connections by
@@ -169,7 +172,14 @@ func (s *Sender) publish(ctx context.Context, subject string, data []byte) error
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrPublish, subject, err)
 	}
-	if err := s.nc.Publish(subject, data); err != nil {
+	msg := &nats.Msg{Subject: subject, Data: data}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// W3C trace context in the headers (DESIGN.md §4): the edge's
+		// delivery joins the trace of whatever published this.
+		msg.Header = nats.Header{}
+		propagation.TraceContext{}.Inject(ctx, telemetry.NATSHeader(msg.Header))
+	}
+	if err := s.nc.PublishMsg(msg); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrPublish, subject, err)
 	}
 	return nil

@@ -110,19 +110,15 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
 	if s.nc == nil {
 		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{
-			Reconnected: func() {
-				if s.stats != nil {
-					s.stats.NATSReconnected()
-				}
-			},
+			Reconnected: s.stats.NATSReconnected,
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
 	subjects := wire.NewSubjects(cfg.Prefix)
 	s.hub = hub.New(s.nc, hub.Config{
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval,

@@ -13,11 +13,11 @@ import (
 // buckets: from a cache hit to a slow downstream call.
 var durationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5}
 
-// telemetry holds the dispatcher's metrics. The registry only has integer
+// counters holds the dispatcher's metrics. The registry only has integer
 // counters, so durations are a histogram made of counters: cumulative
 // buckets (histogram_quantile works on them, it reads only the le label) and
 // the total in microseconds.
-type telemetry struct {
+type counters struct {
 	messages *metrics.CounterVec // action, outcome
 	buckets  *metrics.CounterVec // action, le
 	micros   *metrics.CounterVec // action
@@ -37,8 +37,8 @@ type actionCounters struct {
 	micros   *atomic.Uint64
 }
 
-func newTelemetry(reg *metrics.Registry) *telemetry {
-	return &telemetry{
+func newCounters(reg *metrics.Registry) *counters {
+	return &counters{
 		messages: reg.Counter("wsgate_dispatcher_messages_total",
 			"Inbound messages handled, by action and outcome (ok, error, panic).", "action", "outcome"),
 		buckets: reg.Counter("wsgate_dispatcher_handler_duration_seconds_bucket",
@@ -56,7 +56,7 @@ func newTelemetry(reg *metrics.Registry) *telemetry {
 // the start and the hot path finds them without a lock. The actions a prefix
 // handles share its series, labelled action="<prefix>*": one per action
 // would let clients grow the series without bound.
-func (t *telemetry) prepare(actions, prefixes []string) {
+func (t *counters) prepare(actions, prefixes []string) {
 	t.prefixes = prefixes
 	for _, p := range prefixes {
 		actions = append(actions, p+"*")
@@ -78,7 +78,7 @@ func (t *telemetry) prepare(actions, prefixes []string) {
 }
 
 // hooks returns the dispatcher hooks that feed the counters.
-func (t *telemetry) hooks() dispatcher.Hooks {
+func (t *counters) hooks() dispatcher.Hooks {
 	return dispatcher.Hooks{
 		Handled: func(action string, outcome dispatcher.Outcome, took time.Duration) {
 			c, ok := t.byAction[action]

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/config"
@@ -29,6 +30,7 @@ import (
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/metrics"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Config is the dispatcher service's configuration (DESIGN.md §6). Build it
@@ -62,6 +64,7 @@ const connName = "wsgate-dispatcher"
 type Option func(*options)
 
 type options struct {
+	tracer   trace.Tracer
 	conn     *nats.Conn
 	onListen func(net.Addr)
 	register []func(*dispatcher.Dispatcher) error
@@ -72,6 +75,12 @@ type options struct {
 // drains nor closes nc.
 func WithConn(nc *nats.Conn) Option {
 	return func(o *options) { o.conn = nc }
+}
+
+// WithTracer traces handled messages with t instead of a tracer built from
+// the OTEL_EXPORTER_OTLP_* configuration.
+func WithTracer(t trace.Tracer) Option {
+	return func(o *options) { o.tracer = t }
 }
 
 // OnListen makes Run call f with the HTTP server's address once it listens;
@@ -108,6 +117,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		opt(&o)
 	}
 	log.Info("dispatcher starting", logging.Attrs(cfg)...)
+	if o.tracer == nil {
+		tel, err := telemetry.Setup(ctx, cfg.OTLP, "dispatcher")
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tel.Shutdown(sctx); err != nil {
+				log.Warn("telemetry shutdown", "err", err)
+			}
+		}()
+		o.tracer = tel.Tracer
+	}
 
 	// A bad routes file stops the start before anything connects.
 	var table *routes.Table
@@ -135,13 +158,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 
 	reg := metrics.NewRegistry()
-	tel := newTelemetry(reg)
+	tel := newCounters(reg)
 	d, err := dispatcher.New(nc,
 		dispatcher.WithQueue(cfg.Queue),
 		dispatcher.WithConcurrency(cfg.Concurrency),
 		dispatcher.WithPrefix(cfg.Prefix),
 		dispatcher.WithLogger(log),
 		dispatcher.WithHooks(tel.hooks()),
+		dispatcher.WithTracer(o.tracer),
 	)
 	if err != nil {
 		closeConn()

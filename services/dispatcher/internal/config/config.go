@@ -15,12 +15,14 @@ import (
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Config is everything the dispatcher service can be told.
 type Config struct {
 	natsconn.Config
 	logging.Settings
+	telemetry.OTLP
 
 	Prefix      string `envconfig:"WS_SUBJECT_PREFIX" default:"ws" desc:"prefix of every NATS subject wsgate uses; the same on every edge and dispatcher"`
 	Addr        string `envconfig:"DISPATCHER_ADDR" default:":8081" desc:"listen address of the dispatcher's HTTP server: /healthz, /readyz, /metrics, GET /v1/routes and the HTTP send API"`

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -22,6 +21,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // session is one connection's reader. Every field is owned by the reader
@@ -384,7 +384,7 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("wsgate.connection", s.c.Connection), attribute.String("wsgate.user", id.User)))
 	defer span.End()
-	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(msg.Header))
+	propagation.TraceContext{}.Inject(ctx, telemetry.NATSHeader(msg.Header))
 	if err := s.g.nc.PublishMsg(msg); err != nil {
 		span.RecordError(err)
 		s.g.cfg.Stats.PublishFailed()

@@ -16,7 +16,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -26,6 +25,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // inboxSize is the capacity of the channel every subscription delivers into.
@@ -293,7 +293,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time) {
 	d := delivery{frame: wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref), at: at, s: h.cfg.Stats}
 	if m.Header != nil && m.Header.Get(wire.HeaderTraceparent) != "" {
 		// The publisher traced this message: the delivery joins its trace.
-		ctx := otel.GetTextMapPropagator().Extract(context.Background(), propagation.HeaderCarrier(m.Header))
+		ctx := propagation.TraceContext{}.Extract(context.Background(), telemetry.NATSHeader(m.Header))
 		_, span := h.cfg.Tracer.Start(ctx, "ws deliver "+out.Action, trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(attribute.String("messaging.destination.name", m.Subject)))
 		defer func() { span.SetAttributes(attribute.Int("wsgate.recipients", d.sent)); span.End() }()
