@@ -1,12 +1,12 @@
 # wsgate: `make run` starts everything on one machine; `make test` runs every test.
 GO      ?= go
 BIN     := bin
-PKGS    := ./api/... ./services/internal/... ./services/edge/... ./services/dispatcher/... ./services/devstack/... ./clients/js/...
+PKGS    := ./api/... ./services/internal/... ./services/edge/... ./services/dispatcher/... ./services/devstack/... ./clients/js/... ./bench/...
 TEST_TIMEOUT ?= 15m
 VERSION    ?= 0.1.0
 IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test vet fmt-check test-go test-chart images clean
+.PHONY: all build run test vet fmt-check test-go test-chart images bench clean
 
 all: build
 
@@ -41,6 +41,12 @@ test-chart:
 images:
 	docker build -f services/edge/Dockerfile -t $(IMAGE_REPO)/edge:$(VERSION) .
 	docker build -f services/dispatcher/Dockerfile -t $(IMAGE_REPO)/dispatcher:$(VERSION) .
+
+## bench: wsgate and Centrifugo v6.9.1 side by side under load (~15 min on 2 cores) -> docs/PERFORMANCE.md
+bench: build
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
+	test -x bench/.bin/centrifugo || GOBIN=$(CURDIR)/bench/.bin $(GO) install github.com/centrifugal/centrifugo/v6@v6.9.1
+	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,595 @@
+// Command benchall runs the standard set of load scenarios against wsgate
+// and Centrifugo in the same run, several times each with the gateways
+// interleaved, and writes docs/PERFORMANCE.md: medians side by side with
+// ratios, the command of every figure, and the Go micro-benchmarks.
+//
+//	benchall -set standard -runs 3 -out docs/PERFORMANCE.md   (make bench, ≈15 min on 2 cores)
+//	benchall -set reduced  -runs 3 -out docs/PERFORMANCE.md   (preliminary figures)
+//
+// Run it from the repository root after make build and after building
+// bench/.bin (loadgen, natsd, centrifugo).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchall:", err)
+		os.Exit(1)
+	}
+}
+
+// result is the part of loadgen's JSON record benchall reads.
+type result struct {
+	Scenario       string   `json:"scenario"`
+	Gateway        string   `json:"gateway"`
+	Command        string   `json:"command"`
+	Connected      int64    `json:"connected"`
+	Failed         int64    `json:"failed"`
+	Dropped        int64    `json:"dropped"`
+	Sent           uint64   `json:"sent"`
+	Expected       uint64   `json:"expected"`
+	Received       uint64   `json:"received"`
+	Lost           uint64   `json:"lost"`
+	AchievedRate   float64  `json:"achieved_rate_per_s"`
+	DeliveriesPerS float64  `json:"deliveries_per_s"`
+	PublishErrors  uint64   `json:"publish_errors"`
+	ClientErrors   uint64   `json:"client_errors"`
+	Unsupported    string   `json:"unsupported"`
+	RunSeconds     float64  `json:"run_seconds"`
+	ErrorSamples   []string `json:"error_samples"`
+	Latency        struct {
+		P50 float64 `json:"p50_ms"`
+		P90 float64 `json:"p90_ms"`
+		P99 float64 `json:"p99_ms"`
+		Max float64 `json:"max_ms"`
+	} `json:"latency"`
+	Derived struct {
+		RSSAfterRampMiB  float64 `json:"rss_after_ramp_mib"`
+		RSSPerConnKiB    float64 `json:"rss_per_conn_kib"`
+		CPUPerConnUsPerS float64 `json:"cpu_us_per_conn_per_s"`
+		ServerCPUPercent float64 `json:"server_cpu_percent"`
+		ClientCPUPercent float64 `json:"client_cpu_percent"`
+		RampCPUms        float64 `json:"ramp_cpu_ms"`
+	} `json:"derived"`
+}
+
+func (r *result) ok() bool {
+	return r.Unsupported == "" && r.Lost == 0 && r.Failed == 0 && r.Dropped == 0 && r.PublishErrors == 0 && r.ClientErrors == 0
+}
+
+// metric is one row of the table: a figure of a scenario.
+type metric struct {
+	name   string
+	better string // "lower" or "higher"
+	get    func(*result) float64
+}
+
+var (
+	mRSSPerConn = metric{"server RSS per connection (KiB)", "lower", func(r *result) float64 { return r.Derived.RSSPerConnKiB }}
+	mRSS        = metric{"server RSS with all connected (MiB)", "lower", func(r *result) float64 { return r.Derived.RSSAfterRampMiB }}
+	mIdleCPU    = metric{"server CPU per connection per second (µs)", "lower", func(r *result) float64 { return r.Derived.CPUPerConnUsPerS }}
+	mRampCPU    = metric{"server CPU to accept all connections (ms)", "lower", func(r *result) float64 { return r.Derived.RampCPUms }}
+	mConnected  = metric{"connections held", "higher", func(r *result) float64 { return float64(r.Connected) }}
+	mRate       = metric{"achieved send rate (/s)", "higher", func(r *result) float64 { return r.AchievedRate }}
+	mDeliveries = metric{"deliveries per second", "higher", func(r *result) float64 { return r.DeliveriesPerS }}
+	mP50        = metric{"latency p50 (ms)", "lower", func(r *result) float64 { return r.Latency.P50 }}
+	mP90        = metric{"latency p90 (ms)", "lower", func(r *result) float64 { return r.Latency.P90 }}
+	mP99        = metric{"latency p99 (ms)", "lower", func(r *result) float64 { return r.Latency.P99 }}
+	mMax        = metric{"latency max (ms)", "lower", func(r *result) float64 { return r.Latency.Max }}
+	mLost       = metric{"lost messages", "lower", func(r *result) float64 { return float64(r.Lost) }}
+	mServerCPU  = metric{"server CPU during the run (% of one core)", "lower", func(r *result) float64 { return r.Derived.ServerCPUPercent }}
+	mCPUPerMsg  = metric{"server CPU per delivered message (µs)", "lower", func(r *result) float64 {
+		if r.Received == 0 {
+			return math.NaN()
+		}
+		return r.Derived.ServerCPUPercent / 100 * r.RunSeconds * 1e6 / float64(r.Received)
+	}}
+	mClientCPU = metric{"load tool CPU during the run (% of one core)", "lower", func(r *result) float64 { return r.Derived.ClientCPUPercent }}
+)
+
+// spec is one scenario of a set.
+type spec struct {
+	name    string
+	what    string
+	args    []string  // loadgen arguments but -start and -json
+	steps   []float64 // when set: -rate steps to find the highest passing one
+	metrics []metric
+}
+
+func sets(name string) ([]spec, error) {
+	msgMetrics := []metric{mRate, mDeliveries, mP50, mP90, mP99, mMax, mLost, mServerCPU, mCPUPerMsg, mClientCPU}
+	switch name {
+	case "standard":
+		return []spec{
+			{"idle", "15,000 authenticated connections from 2 worker processes, held 30 s (longer than both gateways' ping period)",
+				[]string{"-scenario", "idle", "-conns", "15000", "-workers", "2", "-ramp", "2000", "-duration", "30s"},
+				nil, []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mRampCPU}},
+			{"broadcast", "10,000 connections, 50 messages of 128 B to all at 5 msg/s",
+				[]string{"-scenario", "broadcast", "-conns", "10000", "-workers", "2", "-ramp", "2000", "-rate", "5", "-messages", "50"},
+				nil, msgMetrics},
+			{"broadcast-max", "2,000 connections, rate stepped up for 10 s each: the highest with zero loss and p99 ≤ 100 ms (one pass per gateway)",
+				[]string{"-scenario", "broadcast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-duration", "10s"},
+				[]float64{10, 20, 40, 60, 80, 120, 160, 240}, nil},
+			{"unicast", "10,000 users, 12,000 msg/s to random users for 10 s",
+				[]string{"-scenario", "unicast", "-conns", "10000", "-workers", "2", "-ramp", "2000", "-rate", "12000", "-duration", "10s"},
+				nil, msgMetrics},
+			{"roundtrip", "1,000 connections sending echo requests, 5,000 req/s in all for 10 s",
+				[]string{"-scenario", "roundtrip", "-conns", "1000", "-workers", "1", "-rate", "5000", "-duration", "10s"},
+				nil, msgMetrics},
+			{"hello", "500 users with a tab on each of 2 edges; hello at 500/s, both tabs must receive",
+				[]string{"-scenario", "hello", "-conns", "1000", "-workers", "1", "-rate", "500", "-duration", "10s"},
+				nil, msgMetrics},
+		}, nil
+	case "reduced":
+		return []spec{
+			{"idle", "5,000 authenticated connections from 2 worker processes, held 30 s",
+				[]string{"-scenario", "idle", "-conns", "5000", "-workers", "2", "-ramp", "2000", "-duration", "30s"},
+				nil, []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mRampCPU}},
+			{"broadcast", "2,000 connections, 50 messages of 128 B to all at 5 msg/s",
+				[]string{"-scenario", "broadcast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-rate", "5", "-messages", "50"},
+				nil, msgMetrics},
+			{"broadcast-max", "2,000 connections, rate stepped up for 5 s each: the highest with zero loss and p99 ≤ 100 ms (one pass per gateway)",
+				[]string{"-scenario", "broadcast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-duration", "5s"},
+				[]float64{10, 20, 30, 40, 60, 80}, nil},
+			{"unicast", "2,000 users, 2,000 msg/s to random users for 10 s",
+				[]string{"-scenario", "unicast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-rate", "2000", "-duration", "10s"},
+				nil, msgMetrics},
+			{"roundtrip", "500 connections sending echo requests, 1,000 req/s in all for 10 s",
+				[]string{"-scenario", "roundtrip", "-conns", "500", "-workers", "1", "-rate", "1000", "-duration", "10s"},
+				nil, msgMetrics},
+			{"hello", "250 users with a tab on each of 2 edges; hello at 200/s, both tabs must receive",
+				[]string{"-scenario", "hello", "-conns", "500", "-workers", "1", "-rate", "200", "-duration", "10s"},
+				nil, msgMetrics},
+		}, nil
+	case "smoke":
+		return []spec{
+			{"roundtrip", "50 connections, 200 req/s for 3 s",
+				[]string{"-scenario", "roundtrip", "-conns", "50", "-workers", "1", "-rate", "200", "-duration", "3s"},
+				nil, msgMetrics},
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown set %q (standard, reduced, smoke)", name)
+}
+
+var gateways = []string{"wsgate", "centrifugo"}
+
+type runner struct {
+	bin     string
+	results string
+	log     io.Writer
+	n       int
+}
+
+// loadgen runs one loadgen and returns its record.
+func (r *runner) loadgen(ctx context.Context, name, gw string, args []string) (*result, error) {
+	r.n++
+	base := fmt.Sprintf("%02d-%s-%s", r.n, name, gw)
+	out := filepath.Join(r.results, base+".json")
+	logf, err := os.Create(filepath.Join(r.results, base+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	full := append([]string{"-start", gw}, args...)
+	full = append(full, "-json", out, "-timeout", "5m")
+	cmd := exec.CommandContext(ctx, r.bin, full...)
+	cmd.Stderr = logf
+	var summary strings.Builder
+	cmd.Stdout = io.MultiWriter(&summary, logf)
+	start := time.Now()
+	err = cmd.Run()
+	fmt.Fprintf(r.log, "%-40s %5.0fs  %s", base, time.Since(start).Seconds(), summary.String())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (see %s)", base, err, logf.Name())
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	var res result
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("%s: %w", out, err)
+	}
+	// The reproducing command is the loadgen invocation without the
+	// bookkeeping flags.
+	res.Command = "bench/.bin/loadgen " + strings.Join(append([]string{"-start", gw}, args...), " ")
+	return &res, nil
+}
+
+// cell is the outcome of a spec for one gateway.
+type cell struct {
+	runs    []*result
+	command string
+	na      string
+	errs    []string
+	maxRate float64 // broadcast-max
+	maxDel  float64
+	maxP99  float64
+	maxCPU  float64 // server CPU per delivery at that rate (µs)
+	stepLog []string
+}
+
+func (c *cell) median(m metric) float64 {
+	var v []float64
+	for _, r := range c.runs {
+		v = append(v, m.get(r))
+	}
+	return median(v)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	set := fs.String("set", "standard", "standard, reduced or smoke")
+	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
+	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write")
+	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
+	loadgen := fs.String("loadgen", "bench/.bin/loadgen", "the loadgen binary")
+	only := fs.String("only", "", "comma-separated scenarios of the set to run (default: all)")
+	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	specs, err := sets(*set)
+	if err != nil {
+		return err
+	}
+	if *only != "" {
+		keep := strings.Split(*only, ",")
+		specs = slices.DeleteFunc(specs, func(s spec) bool { return !slices.Contains(keep, s.name) })
+	}
+	for _, p := range []string{*loadgen, filepath.Join(filepath.Dir(*loadgen), "natsd"), filepath.Join(filepath.Dir(*loadgen), "centrifugo"), "bin/edge", "bin/dispatcher"} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/PERFORMANCE.md)", p)
+		}
+	}
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout}
+	if err := os.MkdirAll(r.results, 0o755); err != nil {
+		return err
+	}
+	env := environment()
+	started := time.Now()
+
+	cells := map[string]map[string]*cell{}
+	for _, s := range specs {
+		cells[s.name] = map[string]*cell{}
+		for _, gw := range gateways {
+			cells[s.name][gw] = &cell{command: "bench/.bin/loadgen " + strings.Join(append([]string{"-start", gw}, s.args...), " ")}
+		}
+		if s.steps != nil {
+			for _, gw := range gateways {
+				stepSearch(ctx, r, s, cells[s.name][gw], gw)
+			}
+			continue
+		}
+		// Gateways interleaved run by run, so that the noise of other work
+		// on the machine falls on both alike.
+		for k := 0; k < *runs; k++ {
+			for _, gw := range gateways {
+				c := cells[s.name][gw]
+				if c.na != "" {
+					continue
+				}
+				res, err := r.loadgen(ctx, s.name, gw, s.args)
+				if err != nil {
+					c.errs = append(c.errs, err.Error())
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					continue
+				}
+				if res.Unsupported != "" {
+					c.na = res.Unsupported
+					continue
+				}
+				c.command = res.Command
+				c.runs = append(c.runs, res)
+			}
+		}
+	}
+	env.elapsed = time.Since(started)
+	env.loadAfter = loadavg()
+	var microOut string
+	if *micro {
+		microOut = microBenchmarks(ctx)
+	}
+	doc := render(*set, *runs, specs, cells, env, microOut, r.results)
+	if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (%s); raw records in %s\n", *out, env.elapsed.Round(time.Second), r.results)
+	return nil
+}
+
+// stepSearch raises the rate until a step loses a message, sees an error
+// or has a p99 over 100 ms; the cell keeps the last step that passed. A
+// failing step is tried once more before the search stops, so that one
+// burst of other work on the machine does not end it.
+func stepSearch(ctx context.Context, r *runner, s spec, c *cell, gw string) {
+	for _, rate := range s.steps {
+		args := append(slices.Clone(s.args), "-rate", strconv.FormatFloat(rate, 'f', -1, 64))
+		var res *result
+		pass := false
+		for try := 0; try < 2 && !pass; try++ {
+			var err error
+			res, err = r.loadgen(ctx, s.name, gw, args)
+			if err != nil {
+				c.errs = append(c.errs, err.Error())
+				return
+			}
+			if res.Unsupported != "" {
+				c.na = res.Unsupported
+				return
+			}
+			pass = res.ok() && res.Latency.P99 <= 100 && res.AchievedRate >= 0.95*rate
+			c.stepLog = append(c.stepLog, fmt.Sprintf("%g/s: lost %d, p99 %.1f ms, deliveries %.0f/s, achieved %.1f/s → %s",
+				rate, res.Lost, res.Latency.P99, res.DeliveriesPerS, res.AchievedRate, map[bool]string{true: "pass", false: "fail"}[pass]))
+		}
+		if !pass {
+			return
+		}
+		c.maxRate, c.maxDel, c.maxP99, c.maxCPU = rate, res.DeliveriesPerS, res.Latency.P99, mCPUPerMsg.get(res)
+		c.command = res.Command
+		c.runs = append(c.runs, res)
+	}
+}
+
+type machine struct {
+	cpus       int
+	memGiB     float64
+	goVersion  string
+	loadBefore string
+	loadAfter  string
+	elapsed    time.Duration
+	centrifugo string
+	revision   string
+}
+
+func environment() machine {
+	m := machine{cpus: runtime.NumCPU(), goVersion: runtime.Version(), loadBefore: loadavg()}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(data), "\n", 2)[0], "MemTotal:"), "%f", &kb)
+		m.memGiB = kb / (1 << 20)
+	}
+	if rev, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		m.revision = strings.TrimSpace(string(rev))
+	}
+	if fi, err := os.Stat("bin/edge"); err == nil {
+		m.revision += ", bin/edge built " + fi.ModTime().UTC().Format("2006-01-02 15:04 UTC")
+	}
+	out, err := exec.Command("bench/.bin/centrifugo", "version").Output()
+	if err == nil {
+		m.centrifugo = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// microBenchmarks runs the Go benchmarks of the edge and the wire package.
+func microBenchmarks(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "./services/edge/...", "./api/...")
+	out, err := cmd.CombinedOutput()
+	text := strings.TrimSpace(string(out))
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			text += "\n" + err.Error()
+		} else {
+			text += fmt.Sprintf("\n(exit status %d)", ee.ExitCode())
+		}
+	}
+	return text
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "—"
+	case v == 0:
+		return "0"
+	case math.Abs(v) >= 1000:
+		return strconv.FormatFloat(math.Round(v), 'f', 0, 64)
+	case math.Abs(v) >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case math.Abs(v) >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// ratio is wsgate / Centrifugo, with a word on which side is better.
+func ratio(w, c float64, better string) string {
+	if math.IsNaN(w) || math.IsNaN(c) || c == 0 || w == 0 {
+		return "—"
+	}
+	q := w / c
+	tag := ""
+	switch {
+	case q > 1.05 && better == "higher", q < 0.95 && better == "lower":
+		tag = " (wsgate better)"
+	case q < 0.95 && better == "higher", q > 1.05 && better == "lower":
+		tag = " (Centrifugo better)"
+	}
+	return fmt.Sprintf("%.2f×%s", q, tag)
+}
+
+func render(set string, runs int, specs []spec, cells map[string]map[string]*cell, env machine, micro, rawDir string) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("# Performance: wsgate and Centrifugo side by side\n\n")
+	w("Generated by `bench/.bin/benchall -set %s -runs %d` (see *How to reproduce*). Do not edit by hand: `make bench` rewrites it.\n\n", set, runs)
+	if set != "standard" {
+		w("> **Preliminary (%s set).** Smaller connection counts and rates than the standard set of `make bench`; the figures show the shape, not the limits.\n\n", set)
+	}
+	w("## Conditions\n\n")
+	w("- Machine: %d cores, %.0f GiB, loopback only; load tool, gateway and NATS share the cores. Load average %s before, %s after (1, 5, 15 min); the set took %s.\n",
+		env.cpus, env.memGiB, env.loadBefore, env.loadAfter, env.elapsed.Round(time.Second))
+	w("- **Noise:** other people's tests ran on this machine at the same time, so absolute figures move between runs; gateways are interleaved run by run so that the noise falls on both alike, and each figure is the median of %d runs (per figure, so one row's figures may come from different runs).\n", runs)
+	w("- wsgate revision: %s (a `-dirty` tree includes uncommitted edits of the working tree).\n", orDash(env.revision))
+	w("- wsgate: `bin/edge` (EDGE_RATE_LIMIT=0, EDGE_SEND_QUEUE=4096, LOG_LEVEL=info: startup lines only) + `bench/.bin/natsd` (nats-server v2.15.2, default options) + `bin/dispatcher` for roundtrip and hello, each a child process of the tool; **server figures of wsgate are the sum over edge, NATS and dispatcher.**\n")
+	w("- Centrifugo: %s, built from v6.9.1 with `go install` (`go install` does not stamp the version, hence 0.0.0), memory engine, one node, HMAC tokens whose `channels` claim subscribes every connection server-side to `bench:all` and `user:<id>` (the equivalent of wsgate's implicit `all` and `user.<id>` targets), HTTP API for publishing (`/api/publish`; several messages due in the same millisecond go in one `/api/batch`, as NATS pipelines them for wsgate). Roundtrip uses Centrifugo's RPC proxy to `loadgen rpcecho` (the equivalent of wsgate's dispatcher echo); **Centrifugo's server figures include that backend.**\n", orDash(env.centrifugo))
+	w("- Go %s. Payloads are 128-byte JSON objects carrying the send time and a sequence number; latency is from the publisher's (or requester's) clock to the receiving client's read, same machine.\n", env.goVersion)
+	w("- Where the load tool itself needs most of a core (see its CPU row), the two cores are the limit, not the gateway: compare *server CPU per delivered message* rather than the highest rate alone.\n")
+	w("- Raw JSON records and logs of this run: `%s` (not committed).\n\n", rawDir)
+
+	w("## Figures (medians)\n\n")
+	w("| scenario | figure | wsgate | Centrifugo | wsgate / Centrifugo |\n|---|---|---:|---:|---|\n")
+	for _, s := range specs {
+		cw, cc := cells[s.name]["wsgate"], cells[s.name]["centrifugo"]
+		if s.steps != nil {
+			w("| %s | highest rate with zero loss, p99 ≤ 100 ms (msg/s) | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxRate), stepVal(cc, cc.maxRate), ratio(cw.maxRate, cc.maxRate, "higher"))
+			w("| %s | deliveries per second at that rate | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxDel), stepVal(cc, cc.maxDel), ratio(cw.maxDel, cc.maxDel, "higher"))
+			w("| %s | latency p99 at that rate (ms) | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxP99), stepVal(cc, cc.maxP99), ratio(cw.maxP99, cc.maxP99, "lower"))
+			w("| %s | server CPU per delivered message at that rate (µs) | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxCPU), stepVal(cc, cc.maxCPU), ratio(cw.maxCPU, cc.maxCPU, "lower"))
+			continue
+		}
+		for _, m := range s.metrics {
+			vw, vc := cellVal(cw, m), cellVal(cc, m)
+			fw, fc := fmtCell(cw, vw), fmtCell(cc, vc)
+			w("| %s | %s | %s | %s | %s |\n", s.name, m.name, fw, fc, ratio(vw, vc, m.better))
+		}
+	}
+	w("\n## What each scenario does, and the command of every figure\n\n")
+	w("Every figure above comes from the command below for its scenario and gateway, run from the repository root (`-json out.json` writes the full record: all percentiles, /proc samples of each server process before, after the ramp and after the run, error samples).\n\n")
+	for _, s := range specs {
+		w("### %s\n\n%s.\n\n", s.name, s.what)
+		if s.steps != nil {
+			w("%s\n\n", stepNote)
+		}
+		for _, gw := range gateways {
+			c := cells[s.name][gw]
+			switch {
+			case c.na != "":
+				w("- %s: **n/a** — %s.\n", gw, c.na)
+			case s.steps != nil:
+				w("- %s, highest passing step: `%s`\n", gw, c.command)
+				w("  - steps in order (a failing step is tried twice): %s\n", orDash(strings.Join(c.stepLog, "; ")))
+			default:
+				w("- %s (%d runs): `%s`\n", gw, len(c.runs), c.command)
+			}
+			for _, e := range c.errs {
+				w("  - failed run: %s\n", e)
+			}
+			for _, r := range c.runs {
+				if s.steps == nil && !r.ok() {
+					w("  - run with loss or errors: lost %d of %d, failed %d, dropped %d, errors %d %v\n", r.Lost, r.Expected, r.Failed, r.Dropped, r.PublishErrors+r.ClientErrors, first(r.ErrorSamples, 2))
+				}
+			}
+		}
+		w("\n")
+	}
+	w("## Micro-benchmarks\n\n`go test -run '^$' -bench . -benchmem ./services/edge/... ./api/...`:\n\n")
+	if micro == "" {
+		w("(not run: `-micro=false`)\n\n")
+	} else {
+		if !strings.Contains(micro, "Benchmark") {
+			w("There are no benchmarks in these packages yet; the command printed:\n\n")
+		}
+		w("```\n%s\n```\n\n", micro)
+	}
+	w(howTo)
+	return b.String()
+}
+
+func cellVal(c *cell, m metric) float64 {
+	if c.na != "" || len(c.runs) == 0 {
+		return math.NaN()
+	}
+	return c.median(m)
+}
+
+func fmtCell(c *cell, v float64) string {
+	if c.na != "" {
+		return "n/a"
+	}
+	return fmtNum(v)
+}
+
+func stepVal(c *cell, v float64) string {
+	switch {
+	case c.na != "":
+		return "n/a"
+	case v == 0:
+		return "none passed"
+	}
+	return fmtNum(v)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }
+
+// stepNote says how far a step search can be trusted on this machine.
+const stepNote = "A step search is one pass per gateway, and on two cores shared with the load tool (which needs most of a core at these rates) " +
+	"its outcome swings by a step or two from pass to pass with whatever else runs on the machine: read it together with " +
+	"*server CPU per delivered message*, which is steadier, and with the step log below."
+
+const howTo = "## How to reproduce\n\n" +
+	"```sh\n" +
+	"make build                                               # bin/edge, bin/dispatcher\n" +
+	"(cd bench && GOWORK=off go build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall)\n" +
+	"GOBIN=$PWD/bench/.bin go install github.com/centrifugal/centrifugo/v6@v6.9.1   # never committed (bench/.gitignore)\n" +
+	"ulimit -n $(ulimit -Hn)\n" +
+	"bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md            # what make bench does\n" +
+	"bench/.bin/loadgen -start wsgate -scenario roundtrip -conns 500 -rate 1000 -duration 10s   # one figure\n" +
+	"```\n\n" +
+	"`loadgen -h` lists every flag. Without `-start` it measures servers that are already running: " +
+	"`-url ws://… -secret … -nats nats://…` (wsgate) or `-api http://… -api-key …` (Centrifugo), and `-pid N` (repeatable) for the processes whose RSS and CPU to report. " +
+	"Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
+	"While it runs, loadgen prints connected, sent, received, lost-or-in-flight and p99 so far once a second on stderr; at the end one summary line on stdout.\n\n" +
+	"Derived figures: *RSS per connection* = (server RSS after the ramp − before it) / connections; *CPU per connection per second* = server CPU time during the idle hold / connections / hold seconds " +
+	"(both gateways ping every 20–25 s, so a hold shorter than that misses the pings); *deliveries per second* = messages received / (last receipt − first send).\n"

@@ -1,0 +1,219 @@
+// Command loadgen puts WebSocket load on wsgate or Centrifugo and reports
+// connection cost, delivery rate, latency percentiles and loss.
+//
+//	loadgen -start wsgate -scenario broadcast -conns 2000 -rate 5 -messages 50
+//	loadgen -start centrifugo -scenario roundtrip -conns 1000 -rate 1000 -duration 20s
+//	loadgen -scenario idle -url ws://127.0.0.1:8080/ws -secret S -pid 1234 -conns 15000 -workers 2
+//
+// It re-executes itself as worker processes ("loadgen worker", at most
+// 15,000 connections each, driven over stdin/stdout) and, for Centrifugo's
+// RPC proxy, as the echo backend ("loadgen rpcecho"). Live counters go to
+// stderr once a second; a summary line goes to stdout, the full record to
+// -json. See docs/PERFORMANCE.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wsgate/wsgate/bench/internal/load"
+	"github.com/wsgate/wsgate/bench/internal/proto"
+	"github.com/wsgate/wsgate/bench/internal/stack"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(v string) error { *l = append(*l, v); return nil }
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	raiseOpenFiles()
+	if len(args) > 0 {
+		switch args[0] {
+		case "worker":
+			return load.ServeWorker(ctx, stdin, stdout)
+		case "rpcecho":
+			return rpcecho(ctx, args[1:], stdout)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	exeDir := filepath.Dir(exe)
+
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg load.Config
+	var urls, pids list
+	fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, broadcast, unicast, roundtrip or hello")
+	fs.StringVar(&cfg.Gateway, "gateway", "wsgate", "wsgate or centrifugo (implied by -start)")
+	start := fs.String("start", "", "start the servers of this gateway for the run: wsgate or centrifugo")
+	fs.IntVar(&cfg.Conns, "conns", 1000, "connections (hello: two per user, on two edges)")
+	fs.IntVar(&cfg.Workers, "workers", -1, "worker processes (0: clients in this process; -1: one per 7,500 connections)")
+	fs.IntVar(&cfg.LocalIPs, "local-ips", 8, "spread source addresses over 127.0.0.2 … 127.0.0.(1+n); 0: kernel's choice")
+	fs.Float64Var(&cfg.Ramp, "ramp", 1000, "connections opened per second")
+	fs.IntVar(&cfg.Inflight, "inflight", 64, "handshakes in flight per worker")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "idle hold; sending time of unicast, roundtrip and hello (and broadcast without -messages)")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "messages (broadcast, unicast) or requests (roundtrip, hello) per second, in all")
+	fs.IntVar(&cfg.Messages, "messages", 0, "broadcast: messages to publish (0: rate × duration)")
+	fs.IntVar(&cfg.Size, "size", 128, "payload bytes")
+	fs.DurationVar(&cfg.Drain, "drain", 15*time.Second, "longest wait for the last messages")
+	fs.IntVar(&cfg.Edges, "edges", 1, "-start wsgate: edges to start (hello uses 2)")
+	fs.Var(&urls, "url", "WebSocket URL of the gateway (repeatable: hello's second edge); not with -start")
+	fs.StringVar(&cfg.NATSURL, "nats", "", "wsgate: NATS URL the publisher uses; not with -start")
+	fs.StringVar(&cfg.APIURL, "api", "", "centrifugo: base URL of its HTTP API (http://host:port); not with -start")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "centrifugo: HTTP API key (random with -start)")
+	fs.StringVar(&cfg.Secret, "secret", "", "HMAC secret of the tokens (random with -start)")
+	fs.StringVar(&cfg.Prefix, "prefix", "ws", "wsgate: WS_SUBJECT_PREFIX")
+	fs.Var(&pids, "pid", "server process to measure (repeatable)")
+	binDir := fs.String("bin", filepath.Join(exeDir, "..", "..", "bin"), "-start wsgate: directory of edge and dispatcher")
+	natsd := fs.String("natsd", filepath.Join(exeDir, "natsd"), "-start wsgate: the natsd program")
+	centrifugo := fs.String("centrifugo", filepath.Join(exeDir, "centrifugo"), "-start centrifugo: the centrifugo binary")
+	sendQueue := fs.Int("send-queue", 4096, "-start wsgate: EDGE_SEND_QUEUE")
+	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
+	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
+	fs.StringVar(&cfg.Label, "label", "", "free text stored in the record")
+	timeout := fs.Duration("timeout", 10*time.Minute, "hard limit of the whole run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg.URLs = urls
+	for _, p := range pids {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("-pid %q: %w", p, err)
+		}
+		cfg.Pids = append(cfg.Pids, n)
+	}
+	if cfg.Workers < 0 {
+		cfg.Workers = max(1, (cfg.Conns+7499)/7500)
+	}
+	cfg.Exe = exe
+	cfg.Progress = stderr
+	cfg.Command = commandLine(args)
+	if *start != "" {
+		if len(urls) > 0 {
+			return errors.New("-url and -start exclude each other")
+		}
+		cfg.Gateway = *start
+		if cfg.Secret == "" {
+			cfg.Secret = randomHex()
+		}
+		if cfg.APIKey == "" {
+			cfg.APIKey = randomHex()
+		}
+		cfg.Start = &stack.Config{
+			Edges: cfg.Edges, BinDir: *binDir, NATSD: *natsd, Centrifugo: *centrifugo,
+			Self: exe, SendQueue: *sendQueue,
+			Dir: filepath.Join(*workDir, cfg.Gateway+"-"+strconv.Itoa(os.Getpid())),
+		}
+	} else if cfg.Secret == "" {
+		return errors.New("-secret is required without -start")
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.Summary())
+	if *jsonOut != "" {
+		data, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		data = append(data, '\n')
+		if *jsonOut == "-" {
+			_, err = stdout.Write(data)
+		} else {
+			err = os.WriteFile(*jsonOut, data, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rpcecho serves proto.RPCEcho on -addr and prints "ready <url>".
+func rpcecho(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("rpcecho", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: proto.RPCEcho(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "ready http://%s/rpc\n", ln.Addr())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// raiseOpenFiles lifts the soft limit of open files to the hard one, for
+// this process and the servers and workers it starts.
+func raiseOpenFiles() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func randomHex() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// commandLine is the command that reproduces the run, from the repository root.
+func commandLine(args []string) string {
+	parts := []string{"bench/.bin/loadgen"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
