@@ -7,7 +7,6 @@ package devstack_test
 // would. A TCP proxy plays the load balancer for the reconnection test.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,7 +23,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -670,63 +668,12 @@ func TestBrowser_TokenRenewal(t *testing.T) {
 
 // ---- the demo page -----------------------------------------------------------
 
-// startWsgateDev runs bin/wsgate-dev as `make run` does and returns the demo
-// page's URL.
-func startWsgateDev(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "wsgate-dev"), "-nats-port", "-1", "-edge", "127.0.0.1:0", "-dispatcher", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	page := make(chan string, 1)
-	exited := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "demo" && f[1] == "page" {
-				page <- f[2]
-			}
-		}
-		_, _ = io.Copy(io.Discard, out)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("wsgate-dev exited with %v after SIGTERM", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Error("wsgate-dev did not stop on SIGTERM")
-		}
-	})
-	select {
-	case url := <-page:
-		return url
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("wsgate-dev exited: %v", err)
-	case <-time.After(edgetest.Timeout):
-		t.Fatal("wsgate-dev printed no demo page URL")
-	}
-	return ""
-}
-
 // TestBrowser_DemoPageTwoUsers signs in to wsgate-dev's demo page as two
 // users in two browser contexts (separate cookies and storage): they chat,
 // bob sends alice a private message, and alice's hello goes round. The
 // screenshot of alice's page is kept (see demoScreenshotPath).
 func TestBrowser_DemoPageTwoUsers(t *testing.T) {
-	demo := startWsgateDev(t)
+	demo := bannerField(t, startWsgateDev(t), `demo page\s+(\S+)`)
 	b := newBrowser(t)
 	signIn := func(user string) *tab {
 		tb := b.tab(user, chromedp.WithNewBrowserContext())

@@ -17,9 +17,10 @@ import (
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
 
-// TestWsgateDev_MakeRunStack runs bin/wsgate-dev as `make run` does and uses
-// what its banner prints: the demo page, a token, the WebSocket and NATS URLs.
-func TestWsgateDev_MakeRunStack(t *testing.T) {
+// startWsgateDev runs bin/wsgate-dev as `make run` does, stops it with
+// SIGTERM when the test ends, and returns the banner it printed.
+func startWsgateDev(t *testing.T) string {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "wsgate-dev"), "-nats-port", "-1", "-edge", "127.0.0.1:0", "-dispatcher", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms")
 	cmd.Stderr = os.Stderr
@@ -44,7 +45,7 @@ func TestWsgateDev_MakeRunStack(t *testing.T) {
 		_, _ = io.Copy(io.Discard, out)
 		exited <- cmd.Wait()
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:
@@ -53,29 +54,40 @@ func TestWsgateDev_MakeRunStack(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
+			<-exited
 			t.Error("wsgate-dev did not stop on SIGTERM")
 		}
-	}()
-	var text string
+	})
 	select {
-	case text = <-banner:
+	case text := <-banner:
+		return text
 	case err := <-exited:
+		exited <- err
 		t.Fatalf("wsgate-dev exited: %v", err)
 	case <-time.After(edgetest.Timeout):
-		t.Fatal("no banner")
+		t.Fatal("wsgate-dev printed no banner")
 	}
-	field := func(re string) string {
-		t.Helper()
-		m := regexp.MustCompile(re).FindStringSubmatch(text)
-		if m == nil {
-			t.Fatalf("banner has no %s:\n%s", re, text)
-		}
-		return m[1]
+	return ""
+}
+
+// bannerField returns the first group of re in wsgate-dev's banner.
+func bannerField(t *testing.T, banner, re string) string {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("banner has no %s:\n%s", re, banner)
 	}
-	page := field(`demo page\s+(\S+)`)
-	wsURL := field(`WebSocket\s+(\S+)`)
-	natsURL := field(`NATS\s+(nats://\S+)`)
-	tok := field(`token \(user 42, 24 h\):\n\s+(\S+)`)
+	return m[1]
+}
+
+// TestWsgateDev_MakeRunStack runs bin/wsgate-dev as `make run` does and uses
+// what its banner prints: the demo page, a token, the WebSocket and NATS URLs.
+func TestWsgateDev_MakeRunStack(t *testing.T) {
+	text := startWsgateDev(t)
+	page := bannerField(t, text, `demo page\s+(\S+)`)
+	wsURL := bannerField(t, text, `WebSocket\s+(\S+)`)
+	natsURL := bannerField(t, text, `NATS\s+(nats://\S+)`)
+	tok := bannerField(t, text, `token \(user 42, 24 h\):\n\s+(\S+)`)
 
 	resp, err := http.Get(page)
 	if err != nil {

@@ -190,23 +190,20 @@ func (c *Client) SendRaw(data []byte) {
 	}
 }
 
-// Next returns the next frame, failing the test after Timeout.
+// Next returns the next frame, failing the test when the connection ends or
+// no frame comes within Timeout.
 func (c *Client) Next() Frame {
 	c.t.Helper()
-	select {
-	case f := <-c.frames:
-		return f
-	case <-c.done:
+	f, ok := c.Take()
+	if !ok {
 		select {
-		case f := <-c.frames:
-			return f
+		case <-c.done: // c.err is set before done is closed
+			c.t.Fatalf("connection ended while waiting for a frame: %v", c.err)
 		default:
+			c.t.Fatal("no frame within the timeout")
 		}
-		c.t.Fatalf("connection ended while waiting for a frame: %v", c.err)
-	case <-time.After(Timeout):
-		c.t.Fatal("no frame within the timeout")
 	}
-	return Frame{}
+	return f
 }
 
 // Expect returns the next frame and fails unless its action is action.
