@@ -92,7 +92,10 @@ func (s *session) serve(r *http.Request) {
 	code := s.readLoop()
 
 	g.hub.Remove(s.c)
-	_ = s.ws.Close()
+	// Abort, unlike closing the socket alone, also stops the queue taking
+	// frames, so no writer can start (say, from a concurrent CloseAll)
+	// after Wait has begun.
+	conn.Abort()
 	conn.Wait()
 	if code == 0 {
 		code = conn.CloseCode()

@@ -262,7 +262,8 @@ var errClosedByUs = errors.New("wsconn: close frame sent")
 // IsClosedByUs reports whether err is the writer's normal end after a close.
 func IsClosedByUs(err error) bool { return errors.Is(err, errClosedByUs) }
 
-// Abort tears the socket down at once, without a close frame (dead peers).
+// Abort tears the socket down at once, without a close frame (dead peers,
+// and the owner's final cleanup); the queue takes nothing afterwards.
 func (c *Conn) Abort() {
 	c.mu.Lock()
 	c.closing = true
