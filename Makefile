@@ -6,7 +6,7 @@ TEST_TIMEOUT ?= 15m
 VERSION    ?= 0.1.0
 IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test vet fmt-check test-go test-chart images bench clean
+.PHONY: all build run test vet fmt-check test-go fuzz fuzz-short test-chart images bench clean
 
 all: build
 
@@ -20,8 +20,9 @@ build:
 run: build
 	./$(BIN)/wsgate-dev
 
-## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test), static builds
-test: fmt-check vet test-go test-chart build
+## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test),
+## a short fuzz run, static builds
+test: fmt-check vet test-go fuzz-short test-chart build
 
 fmt-check:
 	@out=$$(gofmt -l api services clients charts bench 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -31,6 +32,26 @@ vet:
 
 test-go:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## fuzz: every Fuzz target of FUZZ_PKGS for FUZZTIME each, one at a time (go test -fuzz takes
+## one target per run); a failure stops make and leaves the input in <pkg>/testdata/fuzz/<target>/.
+## Plain `go test` already runs every target's seed corpus. Targets are found in the _test.go
+## files (cheaper than `go test -list`, which links and runs each test binary once more).
+FUZZ_PKGS := ./api/wire ./services/edge/internal/auth
+FUZZTIME  ?= 60s
+fuzz:
+	@for pkg in $(FUZZ_PKGS); do \
+		names=$$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$pkg/*_test.go); \
+		[ -n "$$names" ] || { echo "no Fuzz targets in $$pkg"; exit 1; }; \
+		for name in $$names; do \
+			echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+## fuzz-short: the same, 5 s per target (part of make test)
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 ## test-chart: lint and render the Helm chart with the Helm SDK (no cluster, no helm binary, no network);
 ## kept out of -race: the Helm/Kubernetes libraries are slow to build with it

@@ -35,12 +35,18 @@ var null = json.RawMessage("null")
 type ClientFrame struct {
 	Action  string
 	Details json.RawMessage // never nil: absent details are null
-	Ref     json.RawMessage // nil when absent; else a JSON string or integer
+	Ref     json.RawMessage // nil when absent or null; else a JSON string or integer
 }
 
 // ParseClientFrame decodes and validates a client frame. Its error says why the
 // frame was refused, in words fit to send back to the client.
 func ParseClientFrame(data []byte) (ClientFrame, error) {
+	// The WebSocket library does not check text frames, and details and ref
+	// go back to clients verbatim: a browser fails the whole connection on
+	// invalid UTF-8, so it must not get past here.
+	if !utf8.Valid(data) {
+		return ClientFrame{}, fmt.Errorf("%w: not valid UTF-8", ErrBadFrame)
+	}
 	var parts []json.RawMessage
 	if err := json.Unmarshal(data, &parts); err != nil {
 		return ClientFrame{}, fmt.Errorf("%w: not a JSON array", ErrBadFrame)
@@ -63,7 +69,9 @@ func ParseClientFrame(data []byte) (ClientFrame, error) {
 		if err := ValidateRef(parts[2]); err != nil {
 			return ClientFrame{}, fmt.Errorf("%w: %w", ErrBadFrame, err)
 		}
-		f.Ref = parts[2]
+		if string(parts[2]) != "null" { // a null ref is absent: the schemas have no null ref
+			f.Ref = parts[2]
+		}
 	}
 	return f, nil
 }
@@ -102,7 +110,8 @@ func AppendServerFrame(dst []byte, action string, details, ref json.RawMessage) 
 		details = null
 	}
 	dst = append(dst, details...)
-	if len(ref) > 0 && string(ref) != "null" {
+	// A null ref is absent, as ValidateRef has it (white space included).
+	if ref = bytes.TrimSpace(ref); len(ref) > 0 && string(ref) != "null" {
 		dst = append(dst, ',')
 		dst = append(dst, ref...)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Properties a Filter can match besides the keys of a connection's props.
@@ -32,8 +33,14 @@ type Filter struct {
 	Value    string `json:"value"`
 }
 
-// DecodeOutbound decodes and validates an outbound message.
+// DecodeOutbound decodes and validates an outbound message. A null ref is
+// returned as absent.
 func DecodeOutbound(data []byte) (Outbound, error) {
+	// Details go to clients verbatim in text frames: one publish with invalid
+	// UTF-8 to <prefix>.send.all would make every browser fail its connection.
+	if !utf8.Valid(data) {
+		return Outbound{}, fmt.Errorf("%w: not valid UTF-8", ErrBadOutbound)
+	}
 	var m Outbound
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Outbound{}, fmt.Errorf("%w: %w", ErrBadOutbound, err)
@@ -43,6 +50,9 @@ func DecodeOutbound(data []byte) (Outbound, error) {
 	}
 	if err := ValidateRef(m.Ref); err != nil {
 		return Outbound{}, fmt.Errorf("%w: %w", ErrBadOutbound, err)
+	}
+	if string(m.Ref) == "null" {
+		m.Ref = nil
 	}
 	if m.Filter != nil && m.Filter.Property == "" {
 		return Outbound{}, fmt.Errorf("%w: filter.property is empty", ErrBadOutbound)
