@@ -58,7 +58,7 @@ var kubeVersion = &chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: 
 
 // secretEnv are the variables that carry a secret themselves; they must
 // come from a secretKeyRef, never from a literal value or a ConfigMap.
-var secretEnv = []string{"EDGE_JWT_SECRET", "NATS_PASSWORD", "NATS_TOKEN"}
+var secretEnv = []string{"EDGE_JWT_SECRET", "NATS_PASSWORD", "NATS_TOKEN", "DISPATCHER_API_KEYS", "DISPATCHER_ROUTES_SECRET"}
 
 // fileEnv are the variables that name a mounted file.
 var fileEnv = []string{"EDGE_JWT_PUBLIC_KEY_FILE", "NATS_CREDS", "NATS_NKEY_FILE", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"}
@@ -123,7 +123,13 @@ type component struct {
 		Enabled           bool
 		WhenUnsatisfiable string
 	}
-	Service  struct{ Enabled bool }
+	Service struct{ Enabled bool }
+	API     struct{ Keys []string }
+	Routes  struct {
+		Items                                   []map[string]any
+		ExistingConfigMap, ExistingConfigMapKey string
+		Secret                                  string
+	}
 	ExtraEnv map[string]any
 	Ingress  struct {
 		Enabled     bool
@@ -163,7 +169,8 @@ func (v *chartValues) component(name string) component {
 // clear text in any manifest (and, with existingSecret, not at all).
 func (v *chartValues) inlineSecrets() []string {
 	var out []string
-	for _, s := range []string{v.Edge.JWT.Secret, v.Nats.Password, v.Nats.Token, v.Nats.Credentials, v.Nats.NkeySeed} {
+	candidates := []string{v.Edge.JWT.Secret, v.Nats.Password, v.Nats.Token, v.Nats.Credentials, v.Nats.NkeySeed, v.Dispatcher.Routes.Secret}
+	for _, s := range append(candidates, v.Dispatcher.API.Keys...) {
 		if s != "" {
 			out = append(out, s)
 		}
@@ -542,6 +549,12 @@ func checkPod(t *testing.T, r *rendered, component string, dispatcherDrain time.
 			checkMountedFile(t, pod, c, name, p)
 		}
 	}
+	if p, ok := env["DISPATCHER_ROUTES_FILE"]; ok {
+		if component != "dispatcher" {
+			t.Errorf("the %s gets DISPATCHER_ROUTES_FILE", component)
+		}
+		checkRoutesFile(t, pod, c, p)
+	}
 	for _, m := range c.VolumeMounts {
 		if !m.ReadOnly {
 			t.Errorf("volume %s is mounted writable", m.Name)
@@ -626,6 +639,30 @@ func checkMountedFile(t *testing.T, pod corev1.PodSpec, c *corev1.Container, nam
 		}
 	}
 	t.Errorf("%s=%q is no file of a mounted secret volume", name, p)
+}
+
+// checkRoutesFile checks that path (DISPATCHER_ROUTES_FILE) is the file of a
+// ConfigMap volume mounted read-only in c.
+func checkRoutesFile(t *testing.T, pod corev1.PodSpec, c *corev1.Container, p string) {
+	t.Helper()
+	dir, file := path.Split(p)
+	dir = strings.TrimSuffix(dir, "/")
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != dir || !m.ReadOnly {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.ConfigMap == nil {
+				continue
+			}
+			for _, item := range v.ConfigMap.Items {
+				if item.Path == file {
+					return
+				}
+			}
+		}
+	}
+	t.Errorf("DISPATCHER_ROUTES_FILE=%q is no file of a ConfigMap volume mounted read-only", p)
 }
 
 // checkOptionalObjects checks that HPA, PDB and Service follow the values.
@@ -900,10 +937,115 @@ func TestExistingSecret(t *testing.T) {
 			t.Errorf("dispatcher secret volume %+v, want wsgate-secrets key user.creds", v.Secret)
 		}
 	}
+	refs = map[string]string{}
 	for _, e := range r.container(t, "dispatcher").Env {
-		if e.Name == "EDGE_JWT_SECRET" {
-			t.Error("the dispatcher gets the JWT secret")
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			refs[e.Name] = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
 		}
+	}
+	want = map[string]string{"NATS_PASSWORD": "wsgate-secrets/nats-pass",
+		"DISPATCHER_API_KEYS": "wsgate-secrets/send-api-keys", "DISPATCHER_ROUTES_SECRET": "wsgate-secrets/routes-hmac"}
+	if !maps.Equal(refs, want) {
+		t.Errorf("dispatcher secret refs %v, want %v (and never the JWT secret)", refs, want)
+	}
+	// The routes file comes from the ConfigMap given, under its key.
+	if got := r.env(t, "dispatcher")["DISPATCHER_ROUTES_FILE"]; got != "/etc/wsgate/routes/routes.json" {
+		t.Errorf("dispatcher DISPATCHER_ROUTES_FILE=%q", got)
+	}
+	if _, ok := r.configMaps["wsgate-dispatcher-routes"]; ok {
+		t.Error("a routes ConfigMap is rendered although routes.existingConfigMap is set")
+	}
+	found := false
+	for _, v := range r.deployments["dispatcher"].Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == "app-routes" && len(v.ConfigMap.Items) == 1 && v.ConfigMap.Items[0].Key == "routes.json" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no volume of ConfigMap app-routes with key routes.json")
+	}
+}
+
+// TestDispatcherRoutesAndAPIKeys checks the dispatcher's typed integration
+// values: the routes are rendered into a ConfigMap that the dispatcher
+// mounts read-only as DISPATCHER_ROUTES_FILE, and rolls on; the API keys and
+// the routes secret live in the chart's Secret and reach the dispatcher
+// only, through secretKeyRef.
+func TestDispatcherRoutesAndAPIKeys(t *testing.T) {
+	vals := readValues(t, valuesFile{path: filepath.Join(chartDir, "ci", "dispatcher-routes-values.yaml")})
+	r := mustRender(t, vals)
+	env := r.env(t, "dispatcher")
+	if got := env["DISPATCHER_ROUTES_FILE"]; got != "/etc/wsgate/routes/routes.yaml" {
+		t.Fatalf("DISPATCHER_ROUTES_FILE=%q", got)
+	}
+	if _, ok := r.env(t, "edge")["DISPATCHER_ROUTES_FILE"]; ok {
+		t.Error("the edge gets DISPATCHER_ROUTES_FILE")
+	}
+	cm, ok := r.configMaps["wsgate-dispatcher-routes"]
+	if !ok {
+		t.Fatal("no routes ConfigMap wsgate-dispatcher-routes")
+	}
+	var file struct {
+		Routes []map[string]any `json:"routes"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(cm.Data["routes.yaml"]), &file); err != nil {
+		t.Fatalf("routes.yaml: %v\n%s", err, cm.Data["routes.yaml"])
+	}
+	wantRoutes := []map[string]any{
+		{"action": "hello", "url": "http://app.default.svc/ws/hello.php"},
+		{"prefix": "shop/", "url": "http://shop.default.svc/ws", "timeout": "2s", "retries": float64(2), "idempotent": true},
+	}
+	if fmt.Sprint(file.Routes) != fmt.Sprint(wantRoutes) {
+		t.Errorf("routes.yaml routes %v, want %v", file.Routes, wantRoutes)
+	}
+	if strings.Contains(cm.Data["routes.yaml"], "routes-hmac-secret") {
+		t.Error("the routes file holds the routes secret")
+	}
+
+	secretRefs := map[string]string{}
+	for _, e := range r.container(t, "dispatcher").Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			secretRefs[e.Name] = e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	if len(r.secrets) != 1 {
+		t.Fatalf("%d Secrets, want 1", len(r.secrets))
+	}
+	data := r.secrets[0].Data
+	for name, want := range map[string]string{
+		"DISPATCHER_API_KEYS":      "send-api-key-0123456789abcdef,send-api-key-rotated-fedcba9876",
+		"DISPATCHER_ROUTES_SECRET": "routes-hmac-secret-0123456789",
+	} {
+		key, ok := secretRefs[name]
+		if !ok {
+			t.Errorf("the dispatcher does not read %s from the Secret", name)
+			continue
+		}
+		if got := string(data[key]); got != want {
+			t.Errorf("%s: the Secret holds %q under %q, want %q", name, got, key, want)
+		}
+	}
+	for _, e := range r.container(t, "edge").Env {
+		if strings.HasPrefix(e.Name, "DISPATCHER_") {
+			t.Errorf("the edge gets %s", e.Name)
+		}
+	}
+
+	// A changed route rolls the dispatcher, not the edge.
+	changed := copyMap(vals)
+	d := copyMap(changed["dispatcher"].(map[string]any))
+	routes := copyMap(d["routes"].(map[string]any))
+	routes["items"] = []any{map[string]any{"action": "hello", "url": "http://other.default.svc/hello"}}
+	d["routes"], changed["dispatcher"] = routes, d
+	r2 := mustRender(t, changed)
+	ann := func(r *rendered, c string) string {
+		return r.deployments[c].Spec.Template.Annotations["checksum/config"]
+	}
+	if ann(r, "dispatcher") == ann(r2, "dispatcher") {
+		t.Error("dispatcher checksum/config did not change with a route")
+	}
+	if ann(r, "edge") != ann(r2, "edge") {
+		t.Error("edge checksum/config changed with a route")
 	}
 }
 
@@ -1015,6 +1157,20 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"secret through extraEnv", map[string]any{"extraEnv": map[string]any{"EDGE_JWT_SECRET": "x"}}, "EDGE_JWT_SECRET"},
 		{"typed variable through edge extraEnv", map[string]any{"edge": map[string]any{"extraEnv": map[string]any{"EDGE_DRAIN_TIMEOUT": "1s"}}}, "EDGE_DRAIN_TIMEOUT"},
 		{"bad variable name", map[string]any{"dispatcher": map[string]any{"extraEnv": map[string]any{"NOT-A-NAME": "x"}}}, "NOT-A-NAME"},
+		{"API keys through extraEnv", map[string]any{"dispatcher": map[string]any{"extraEnv": map[string]any{"DISPATCHER_API_KEYS": "k"}}}, "DISPATCHER_API_KEYS"},
+		{"routes secret through extraEnv", map[string]any{"dispatcher": map[string]any{"extraEnv": map[string]any{"DISPATCHER_ROUTES_SECRET": "s"}}}, "DISPATCHER_ROUTES_SECRET"},
+		{"routes file through extraEnv", map[string]any{"dispatcher": map[string]any{"extraEnv": map[string]any{"DISPATCHER_ROUTES_FILE": "/r.yaml"}}}, "DISPATCHER_ROUTES_FILE"},
+		{"short API key", map[string]any{"dispatcher": map[string]any{"api": map[string]any{"keys": []any{"short"}}}}, "keys"},
+		{"API keys as one string", map[string]any{"dispatcher": map[string]any{"api": map[string]any{"keys": "a-key-0123456789abcdef"}}}, "keys"},
+		{"short routes secret", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{"secret": "short"}}}, "secret"},
+		{"route with action and prefix", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"items": []any{map[string]any{"action": "a", "prefix": "b/", "url": "http://app/a"}}}}}, "items"},
+		{"route without url", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"items": []any{map[string]any{"action": "a"}}}}}, "url"},
+		{"route with too many retries", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"items": []any{map[string]any{"action": "a", "url": "http://app/a", "retries": 9}}}}}, "retries"},
+		{"route with an unknown field", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"items": []any{map[string]any{"action": "a", "url": "http://app/a", "method": "GET"}}}}}, "method"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderChart(t, tc.vals)
@@ -1040,6 +1196,13 @@ func TestTemplateRejectsBadCombinations(t *testing.T) {
 		{"client cert without key", map[string]any{"nats": map[string]any{"tls": map[string]any{"secretName": "t", "certKey": "tls.crt"}}}, "must be set together"},
 		{"TLS keys without Secret", map[string]any{"nats": map[string]any{"tls": map[string]any{"certKey": "tls.crt", "keyKey": "tls.key"}}}, "need nats.tls.secretName"},
 		{"creds and seed", map[string]any{"nats": map[string]any{"credentials": "c", "nkeySeed": "s"}}, "only one of nats.credentials and nats.nkeySeed"},
+		{"routes without secret", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"items": []any{map[string]any{"action": "a", "url": "http://app/a"}}}}}, "DISPATCHER_ROUTES_SECRET signs"},
+		{"routes ConfigMap without secret", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"existingConfigMap": "r"}}}, "dispatcher.routes need dispatcher.routes.secret"},
+		{"routes items and ConfigMap", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
+			"existingConfigMap": "r", "secret": "routes-secret-0123456789",
+			"items": []any{map[string]any{"action": "a", "url": "http://app/a"}}}}}, "only one of dispatcher.routes.items and dispatcher.routes.existingConfigMap"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderChart(t, tc.vals)

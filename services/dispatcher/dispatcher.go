@@ -300,7 +300,7 @@ func (d *Dispatcher) callback(ctx context.Context, action string, h Handler) nat
 func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, h Handler) {
 	m, err := d.decode(action, msg.Data)
 	if err != nil {
-		d.log.Warn("dropped an invalid envelope", "subject", msg.Subject, "err", err)
+		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped an invalid envelope", "subject", msg.Subject, "err", err)
 		if f := d.opts.Hooks.DecodeFailed; f != nil {
 			f(msg.Subject, err)
 		}
@@ -309,7 +309,8 @@ func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, 
 	m.header = msg.Header
 	select {
 	case <-d.stop:
-		d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
+		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped a message after drain gave up",
+			"action", action, "connection", m.Connection)
 		return
 	default:
 	}
@@ -319,7 +320,8 @@ func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, 
 	select {
 	case d.sem <- struct{}{}:
 	case <-d.stop:
-		d.log.Warn("dropped a message after drain gave up", "action", action, "connection", m.Connection)
+		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped a message after drain gave up",
+			"action", action, "connection", m.Connection)
 		return
 	}
 	d.inFlight.Add(1)
@@ -354,8 +356,7 @@ func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Mes
 		d.inFlight.Add(-1)
 		<-d.sem
 	}()
-	ctx = propagation.TraceContext{}.Extract(ctx, telemetry.NATSHeader(m.header))
-	ctx, span := d.opts.Tracer.Start(ctx, "dispatcher handle "+action, trace.WithSpanKind(trace.SpanKindConsumer),
+	ctx, span := d.opts.Tracer.Start(remoteSpan(ctx, m.header), "dispatcher handle "+action, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("wsgate.connection", m.Connection), attribute.String("wsgate.user", m.User)))
 	defer span.End()
 	m.trace = trace.ContextWithSpanContext(context.Background(), span.SpanContext())
@@ -372,7 +373,7 @@ func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Mes
 		if panicked {
 			outcome = OutcomePanic
 		}
-		d.fail(m, err, panicked)
+		d.fail(ctx, m, err, panicked)
 	}
 	if f := d.opts.Hooks.Handled; f != nil {
 		f(action, outcome, took)
@@ -383,7 +384,7 @@ func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Mes
 func (d *Dispatcher) call(ctx context.Context, h Handler, m *Message) (panicked bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			d.log.Error("handler panicked", "action", m.Action, "connection", m.Connection, "user", m.User,
+			d.log.ErrorContext(ctx, "handler panicked", "action", m.Action, "connection", m.Connection, "user", m.User,
 				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			panicked, err = true, fmt.Errorf("panic: %v", r)
 		}
@@ -391,9 +392,10 @@ func (d *Dispatcher) call(ctx context.Context, h Handler, m *Message) (panicked 
 	return false, h.HandleMessage(ctx, m)
 }
 
-// fail answers a handler error: it logs it once and, unless the handler
-// already replied or the action is a lifecycle event, sends the error reply.
-func (d *Dispatcher) fail(m *Message, err error, panicked bool) {
+// fail answers a handler error: it logs it once, with ctx's trace, and,
+// unless the handler already replied or the action is a lifecycle event,
+// sends the error reply.
+func (d *Dispatcher) fail(ctx context.Context, m *Message, err error, panicked bool) {
 	attrs := []any{"action", m.Action, "connection", m.Connection, "user", m.User, "err", err}
 	code, message := wire.CodeInternal, msgInternal
 	var we *Error
@@ -402,19 +404,26 @@ func (d *Dispatcher) fail(m *Message, err error, panicked bool) {
 		// Logged with its stack by call.
 	case errors.As(err, &we) && validCode(we.Code):
 		code, message = we.Code, we.Message
-		d.log.Debug("handler refused", attrs...)
+		d.log.DebugContext(ctx, "handler refused", attrs...)
 	case errors.As(err, &we):
-		d.log.Error("handler returned an error code outside 400–599", attrs...)
+		d.log.ErrorContext(ctx, "handler returned an error code outside 400–599", attrs...)
 	case errors.Is(err, ErrBadDetails):
 		code, message = wire.CodeBadRequest, msgBadDetails
-		d.log.Debug("handler refused", attrs...)
+		d.log.DebugContext(ctx, "handler refused", attrs...)
 	default:
-		d.log.Error("handler failed", attrs...)
+		d.log.ErrorContext(ctx, "handler failed", attrs...)
 	}
 	if strings.HasPrefix(m.Action, wire.ReservedClient) || m.Replied() {
 		return
 	}
 	if err := m.ReplyError(code, message); err != nil {
-		d.log.Warn("error reply failed", "action", m.Action, "connection", m.Connection, "err", err)
+		d.log.WarnContext(ctx, "error reply failed", "action", m.Action, "connection", m.Connection, "err", err)
 	}
+}
+
+// remoteSpan returns ctx with the edge's span context from the W3C trace
+// headers of a message, if any: the parent of the handler's span, and what
+// ties log lines about a message that is never handled to its trace.
+func remoteSpan(ctx context.Context, h nats.Header) context.Context {
+	return propagation.TraceContext{}.Extract(ctx, telemetry.NATSHeader(h))
 }

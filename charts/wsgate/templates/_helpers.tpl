@@ -106,6 +106,7 @@ TLS files are mounted.
 */}}
 {{- define "wsgate.secretMountPath" -}}/etc/wsgate/secrets{{- end }}
 {{- define "wsgate.natsTLSMountPath" -}}/etc/wsgate/nats-tls{{- end }}
+{{- define "wsgate.routesMountPath" -}}/etc/wsgate/routes{{- end }}
 
 {{/*
 The dispatcher's own shutdown bound, services/dispatcher/service.DrainTimeout,
@@ -116,7 +117,8 @@ in seconds (tests check the chart against the Go constant).
 {{/*
 The secrets in use, as YAML: item -> key in the Secret named by
 wsgate.secretName. Items: jwtSecret, jwtPublicKey, natsCredentials,
-natsNkeySeed, natsPassword, natsToken. With existingSecret an item is in use
+natsNkeySeed, natsPassword, natsToken, dispatcherApiKeys,
+dispatcherRoutesSecret. With existingSecret an item is in use
 when its existingSecretKeys entry is set; otherwise when its value is set (and
 then the chart's Secret holds it under the fixed key given here).
 */}}
@@ -133,6 +135,8 @@ then the chart's Secret holds it under the fixed key given here).
 {{- if .Values.nats.nkeySeed }}{{ $_ := set $keys "natsNkeySeed" "nats.nk" }}{{ end }}
 {{- if .Values.nats.password }}{{ $_ := set $keys "natsPassword" "nats-password" }}{{ end }}
 {{- if .Values.nats.token }}{{ $_ := set $keys "natsToken" "nats-token" }}{{ end }}
+{{- if .Values.dispatcher.api.keys }}{{ $_ := set $keys "dispatcherApiKeys" "dispatcher-api-keys" }}{{ end }}
+{{- if .Values.dispatcher.routes.secret }}{{ $_ := set $keys "dispatcherRoutesSecret" "dispatcher-routes-secret" }}{{ end }}
 {{- end }}
 {{- toYaml $keys }}
 {{- end }}
@@ -144,6 +148,29 @@ File names of the mounted secret files, per item.
 jwtPublicKey: jwt-public-key.pem
 natsCredentials: nats.creds
 natsNkeySeed: nats.nk
+{{- end }}
+
+{{/*
+The dispatcher's routes file, as YAML: configMap (its name) and key; empty
+when there are no routes. dispatcher.routes.items are rendered into the
+chart's own ConfigMap under routes.yaml.
+*/}}
+{{- define "wsgate.routesFile" -}}
+{{- $r := .Values.dispatcher.routes }}
+{{- if $r.existingConfigMap }}
+configMap: {{ $r.existingConfigMap | quote }}
+key: {{ $r.existingConfigMapKey | quote }}
+{{- else if $r.items }}
+configMap: {{ include "wsgate.componentName" (dict "root" . "component" "dispatcher-routes") | quote }}
+key: routes.yaml
+{{- end }}
+{{- end }}
+
+{{/*
+Content of the routes file rendered from dispatcher.routes.items.
+*/}}
+{{- define "wsgate.routesData" -}}
+{{- with .Values.dispatcher.routes.items }}{{ toYaml (dict "routes" .) }}{{ end }}
 {{- end }}
 
 {{/*
@@ -164,6 +191,13 @@ message naming the values at fault.
 {{- $keys := include "wsgate.secretKeys" . | fromYaml }}
 {{- if and (hasKey $keys "natsCredentials") (hasKey $keys "natsNkeySeed") }}
 {{- fail "set only one of nats.credentials and nats.nkeySeed (or of existingSecretKeys.natsCredentials and natsNkeySeed): NATS_CREDS wins and the seed would be ignored" }}
+{{- end }}
+{{- $routes := .Values.dispatcher.routes }}
+{{- if and $routes.items $routes.existingConfigMap }}
+{{- fail "set only one of dispatcher.routes.items and dispatcher.routes.existingConfigMap" }}
+{{- end }}
+{{- if and (include "wsgate.routesFile" .) (not (hasKey $keys "dispatcherRoutesSecret")) }}
+{{- fail "dispatcher.routes need dispatcher.routes.secret (or existingSecretKeys.dispatcherRoutesSecret with existingSecret): DISPATCHER_ROUTES_SECRET signs the requests to the backends" }}
 {{- end }}
 {{- end }}
 
@@ -233,6 +267,9 @@ The dispatcher's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "DISPATCHER_ADDR" (printf ":%d" (int $d.port)) }}
 {{- $_ := set $env "DISPATCHER_QUEUE" $d.queue }}
 {{- $_ := set $env "DISPATCHER_CONCURRENCY" (printf "%d" (int64 $d.concurrency)) }}
+{{- with include "wsgate.routesFile" . | fromYaml }}
+{{- $_ := set $env "DISPATCHER_ROUTES_FILE" (printf "%s/%s" (include "wsgate.routesMountPath" $) .key) }}
+{{- end }}
 {{- range $name, $value := $d.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}
@@ -261,6 +298,8 @@ Data of the chart's Secret, base64-encoded, as YAML.
 {{- with .Values.nats.nkeySeed }}{{ $_ := set $data "nats.nk" (b64enc .) }}{{ end }}
 {{- with .Values.nats.password }}{{ $_ := set $data "nats-password" (b64enc .) }}{{ end }}
 {{- with .Values.nats.token }}{{ $_ := set $data "nats-token" (b64enc .) }}{{ end }}
+{{- with .Values.dispatcher.api.keys }}{{ $_ := set $data "dispatcher-api-keys" (join "," . | b64enc) }}{{ end }}
+{{- with .Values.dispatcher.routes.secret }}{{ $_ := set $data "dispatcher-routes-secret" (b64enc .) }}{{ end }}
 {{- if $data }}{{ toYaml $data }}{{ end }}
 {{- end }}
 
@@ -273,6 +312,10 @@ never a literal value. Argument: dict "root" $ "component" "edge"|"dispatcher".
 {{- $keys := include "wsgate.secretKeys" $root | fromYaml }}
 {{- $vars := dict "natsPassword" "NATS_PASSWORD" "natsToken" "NATS_TOKEN" }}
 {{- if eq .component "edge" }}{{ $_ := set $vars "jwtSecret" "EDGE_JWT_SECRET" }}{{ end }}
+{{- if eq .component "dispatcher" }}
+{{- $_ := set $vars "dispatcherApiKeys" "DISPATCHER_API_KEYS" }}
+{{- $_ := set $vars "dispatcherRoutesSecret" "DISPATCHER_ROUTES_SECRET" }}
+{{- end }}
 {{- range $item := keys $vars | sortAlpha }}
 {{- if hasKey $keys $item }}
 - name: {{ index $vars $item }}
@@ -285,8 +328,9 @@ never a literal value. Argument: dict "root" $ "component" "edge"|"dispatcher".
 {{- end }}
 
 {{/*
-Volumes of a component: the secret files and the NATS TLS files, each only
-when used. Argument: dict "root" $ "component" "edge"|"dispatcher".
+Volumes of a component: the secret files, the NATS TLS files and the
+dispatcher's routes file, each only when used. Argument: dict "root" $
+"component" "edge"|"dispatcher".
 */}}
 {{- define "wsgate.volumes" -}}
 {{- $root := .root }}
@@ -326,6 +370,16 @@ when used. Argument: dict "root" $ "component" "edge"|"dispatcher".
       {{- end }}
 {{- end }}
 {{- end }}
+{{- if eq .component "dispatcher" }}
+{{- with include "wsgate.routesFile" $root | fromYaml }}
+- name: routes
+  configMap:
+    name: {{ .configMap }}
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -340,6 +394,10 @@ Volume mounts matching wsgate.volumes (read-only). Argument: its volumes YAML li
 {{- else if eq $v.name "nats-tls" }}
 - name: nats-tls
   mountPath: {{ include "wsgate.natsTLSMountPath" $ }}
+  readOnly: true
+{{- else if eq $v.name "routes" }}
+- name: routes
+  mountPath: {{ include "wsgate.routesMountPath" $ }}
   readOnly: true
 {{- end }}
 {{- end }}

@@ -82,8 +82,8 @@ func TestRunServesTheSendAPIWhenKeysAreSet(t *testing.T) {
 	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
 		_, body := get(t, r.base+"/metrics")
 		for _, want := range []string{
-			`wsgate_dispatcher_api_requests_total{path="/v1/send",code="202"} 1`,
-			`wsgate_dispatcher_api_requests_total{path="/v1/send",code="401"} 1`,
+			`wsgate_dispatcher_api_requests_total{code="202",path="/v1/send"} 1`,
+			`wsgate_dispatcher_api_requests_total{code="401",path="/v1/send"} 1`,
 		} {
 			if !strings.Contains(body, want) {
 				return fmt.Errorf("/metrics lacks %s:\n%s", want, body)
@@ -160,7 +160,7 @@ func TestRunRoutesFileTakesOverHelloFromTheBuiltIn(t *testing.T) {
 	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
 		_, body := get(t, r.base+"/metrics")
 		for _, want := range []string{
-			`wsgate_dispatcher_route_requests_total{route="hello",result="2xx"} 1`,
+			`wsgate_dispatcher_route_requests_total{result="2xx",route="hello"} 1`,
 			`wsgate_dispatcher_messages_total{action="hello",outcome="ok"} 1`,
 		} {
 			if !strings.Contains(body, want) {

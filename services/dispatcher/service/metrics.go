@@ -1,84 +1,99 @@
 package service
 
 import (
-	"strconv"
-	"sync/atomic"
+	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/wsgate/wsgate/services/dispatcher"
-	"github.com/wsgate/wsgate/services/internal/metrics"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // durationBuckets are the upper bounds, in seconds, of the handler duration
 // buckets: from a cache hit to a slow downstream call.
 var durationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5}
 
-// counters holds the dispatcher's metrics. The registry only has integer
-// counters, so durations are a histogram made of counters: cumulative
-// buckets (histogram_quantile works on them, it reads only the le label) and
-// the total in microseconds.
-type counters struct {
-	messages *metrics.CounterVec // action, outcome
-	buckets  *metrics.CounterVec // action, le
-	micros   *metrics.CounterVec // action
-	decode   *metrics.CounterVec
+// outcomes are every dispatcher.Outcome, each with a series from the start.
+var outcomes = []dispatcher.Outcome{dispatcher.OutcomeOK, dispatcher.OutcomeError, dispatcher.OutcomePanic}
 
-	// byAction caches the counters of each action, and of each prefix
-	// (keyed "<prefix>*"), so the hot path takes no lock; written by prepare
-	// before the dispatcher starts, then read-only, like prefixes.
-	byAction map[string]*actionCounters
+// counters holds the dispatcher's metrics, recorded through the OTel metric
+// API. The Prometheus exporter turns the dotted names into
+// wsgate_dispatcher_messages_total{action,outcome},
+// wsgate_dispatcher_handler_duration_seconds{action} (a histogram),
+// wsgate_dispatcher_decode_errors_total and
+// wsgate_dispatcher_handlers_in_flight.
+type counters struct {
+	messages metric.Int64Counter     // action, outcome
+	duration metric.Float64Histogram // action
+	decode   metric.Int64Counter
+
+	// byAction holds the attribute options of each action, and of each
+	// prefix (keyed "<prefix>*"), so the hot path builds no attribute set;
+	// written by prepare before the dispatcher starts, then read-only, like
+	// prefixes.
+	byAction map[string]*actionAttrs
 	prefixes []string // longest first
 }
 
-// actionCounters are one action's counters.
-type actionCounters struct {
-	outcomes map[dispatcher.Outcome]*atomic.Uint64
-	buckets  []*atomic.Uint64 // one per durationBuckets, then +Inf
-	micros   *atomic.Uint64
+// actionAttrs are one action's attribute options.
+type actionAttrs struct {
+	outcomes map[dispatcher.Outcome]metric.AddOption
+	duration metric.RecordOption
 }
 
-func newCounters(reg *metrics.Registry) *counters {
+func newCounters(meter metric.Meter) *counters {
 	return &counters{
-		messages: reg.Counter("wsgate_dispatcher_messages_total",
-			"Inbound messages handled, by action and outcome (ok, error, panic).", "action", "outcome"),
-		buckets: reg.Counter("wsgate_dispatcher_handler_duration_seconds_bucket",
-			"Handlers that took at most le seconds, by action (cumulative buckets).", "action", "le"),
-		micros: reg.Counter("wsgate_dispatcher_handler_duration_microseconds_total",
-			"Time spent in handlers, in microseconds, by action.", "action"),
-		decode: reg.Counter("wsgate_dispatcher_decode_errors_total",
-			"Inbound messages dropped because they were not valid envelopes."),
-		byAction: map[string]*actionCounters{},
+		messages: telemetry.Must(meter.Int64Counter("wsgate.dispatcher.messages",
+			metric.WithDescription("Inbound messages handled, by action and outcome (ok, error, panic)."))),
+		duration: telemetry.Must(meter.Float64Histogram("wsgate.dispatcher.handler.duration", metric.WithUnit("s"),
+			metric.WithDescription("Time spent in handlers, by action."),
+			metric.WithExplicitBucketBoundaries(durationBuckets...))),
+		decode: telemetry.Must(meter.Int64Counter("wsgate.dispatcher.decode_errors",
+			metric.WithDescription("Inbound messages dropped because they were not valid envelopes."))),
+		byAction: map[string]*actionAttrs{},
 	}
 }
 
-// prepare creates the counters of actions and prefixes (longest first, as
-// Dispatcher.Prefixes returns them), so that every series exists (at 0) from
-// the start and the hot path finds them without a lock. The actions a prefix
-// handles share its series, labelled action="<prefix>*": one per action
-// would let clients grow the series without bound.
-func (t *counters) prepare(actions, prefixes []string) {
-	t.prefixes = prefixes
-	for _, p := range prefixes {
+// prepare creates the series of actions and prefixes (longest first, as
+// Dispatcher.Prefixes returns them), so that every message count exists (at
+// 0) from the start and the hot path finds its attributes without a lock.
+// The actions a prefix handles share its series, labelled
+// action="<prefix>*": one per action would let clients grow the series
+// without bound. It also observes d's handlers in flight.
+func (t *counters) prepare(meter metric.Meter, d *dispatcher.Dispatcher) {
+	ctx := context.Background()
+	t.prefixes = d.Prefixes()
+	actions := d.Actions()
+	for _, p := range t.prefixes {
 		actions = append(actions, p+"*")
 	}
 	for _, a := range actions {
-		c := &actionCounters{
-			outcomes: map[dispatcher.Outcome]*atomic.Uint64{},
-			micros:   t.micros.With(a),
+		action := attribute.String("action", a)
+		c := &actionAttrs{
+			outcomes: map[dispatcher.Outcome]metric.AddOption{},
+			duration: metric.WithAttributeSet(attribute.NewSet(action)),
 		}
-		for _, o := range []dispatcher.Outcome{dispatcher.OutcomeOK, dispatcher.OutcomeError, dispatcher.OutcomePanic} {
-			c.outcomes[o] = t.messages.With(a, string(o))
+		for _, o := range outcomes {
+			opt := metric.WithAttributeSet(attribute.NewSet(action, attribute.String("outcome", string(o))))
+			c.outcomes[o] = opt
+			t.messages.Add(ctx, 0, opt)
 		}
-		for _, le := range durationBuckets {
-			c.buckets = append(c.buckets, t.buckets.With(a, strconv.FormatFloat(le, 'g', -1, 64)))
-		}
-		c.buckets = append(c.buckets, t.buckets.With(a, "+Inf"))
 		t.byAction[a] = c
 	}
+	t.decode.Add(ctx, 0)
+	_ = telemetry.Must(meter.Int64ObservableGauge("wsgate.dispatcher.handlers.in_flight",
+		metric.WithDescription("Handlers running now."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(d.InFlight()))
+			return nil
+		})))
 }
 
 // hooks returns the dispatcher hooks that feed the counters.
 func (t *counters) hooks() dispatcher.Hooks {
+	ctx := context.Background()
 	return dispatcher.Hooks{
 		Handled: func(action string, outcome dispatcher.Outcome, took time.Duration) {
 			c, ok := t.byAction[action]
@@ -89,16 +104,9 @@ func (t *counters) hooks() dispatcher.Hooks {
 				}
 				c = t.byAction[p+"*"]
 			}
-			c.outcomes[outcome].Add(1)
-			c.micros.Add(uint64(took.Microseconds()))
-			s := took.Seconds()
-			for i, le := range durationBuckets {
-				if s <= le {
-					c.buckets[i].Add(1)
-				}
-			}
-			c.buckets[len(durationBuckets)].Add(1)
+			t.messages.Add(ctx, 1, c.outcomes[outcome])
+			t.duration.Record(ctx, took.Seconds(), c.duration)
 		},
-		DecodeFailed: func(string, error) { t.decode.Inc() },
+		DecodeFailed: func(string, error) { t.decode.Add(ctx, 1) },
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/config"
@@ -28,7 +29,6 @@ import (
 	"github.com/wsgate/wsgate/services/dispatcher/internal/sendapi"
 	"github.com/wsgate/wsgate/services/internal/health"
 	"github.com/wsgate/wsgate/services/internal/logging"
-	"github.com/wsgate/wsgate/services/internal/metrics"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
@@ -117,25 +117,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		opt(&o)
 	}
 	log.Info("dispatcher starting", logging.Attrs(cfg)...)
-	if o.tracer == nil {
-		tel, err := telemetry.Setup(ctx, cfg.OTLP, "dispatcher")
-		if err != nil {
-			return err
+	var telOpts []telemetry.Option
+	if o.tracer != nil {
+		// The given tracer replaces the OTLP one: build none.
+		telOpts = append(telOpts, telemetry.WithTracerProvider(noop.NewTracerProvider()))
+	}
+	tel, err := telemetry.Setup(ctx, cfg.OTLP, "dispatcher", telOpts...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := tel.Shutdown(sctx); err != nil {
-				log.Warn("telemetry shutdown", "err", err)
-			}
-		}()
+	}()
+	if o.tracer == nil {
 		o.tracer = tel.Tracer
 	}
 
 	// A bad routes file stops the start before anything connects.
 	var table *routes.Table
 	if cfg.RoutesFile != "" {
-		var err error
 		if table, err = routes.Load(cfg.RoutesFile); err != nil {
 			return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
 		}
@@ -143,7 +147,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 
 	nc, ownConn := o.conn, o.conn == nil
 	if ownConn {
-		var err error
 		nc, err = natsconn.Connect(cfg.Config, connName, log, natsconn.Hooks{})
 		if err != nil {
 			return err
@@ -157,14 +160,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		}
 	}
 
-	reg := metrics.NewRegistry()
-	tel := newCounters(reg)
+	counts := newCounters(tel.Meter)
 	d, err := dispatcher.New(nc,
 		dispatcher.WithQueue(cfg.Queue),
 		dispatcher.WithConcurrency(cfg.Concurrency),
 		dispatcher.WithPrefix(cfg.Prefix),
 		dispatcher.WithLogger(log),
-		dispatcher.WithHooks(tel.hooks()),
+		dispatcher.WithHooks(counts.hooks()),
 		dispatcher.WithTracer(o.tracer),
 	)
 	if err != nil {
@@ -173,7 +175,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	var fwd *routes.Forwarder
 	if table != nil {
-		fwd, err = routes.NewForwarder(table, routes.Options{Secret: []byte(cfg.RoutesSecret), Logger: log, Metrics: reg})
+		fwd, err = routes.NewForwarder(table, routes.Options{Secret: []byte(cfg.RoutesSecret), Logger: log, Meter: tel.Meter})
 		if err == nil {
 			err = fwd.Register(d)
 		}
@@ -203,9 +205,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			return fmt.Errorf("register handlers: %w", err)
 		}
 	}
-	tel.prepare(d.Actions(), d.Prefixes())
-	reg.GaugeFunc("wsgate_dispatcher_handlers_in_flight", "Handlers running now.",
-		func() float64 { return float64(d.InFlight()) })
+	counts.prepare(tel.Meter, d)
 
 	var subscribed atomic.Bool
 	probe := health.New(func() error {
@@ -219,14 +219,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	})
 	mux := http.NewServeMux()
 	probe.Register(mux)
-	mux.Handle("GET /metrics", reg.Handler())
+	mux.Handle("GET /metrics", tel.MetricsHandler())
 	// Without keys the send API is not mounted (404), and the route table,
 	// which names no secret, is open like /metrics; with keys it needs one.
 	routesTable := table.Handler()
 	if keys := cfg.APIKeyList(); len(keys) > 0 {
 		api, err := sendapi.New(sendapi.Config{
 			Keys: keys, MaxBody: cfg.APIMaxBody, Sender: d.Sender(),
-			Connected: nc.IsConnected, Logger: log, Metrics: reg,
+			Connected: nc.IsConnected, Logger: log, Meter: tel.Meter,
 		})
 		if err != nil {
 			closeConn()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -60,14 +61,20 @@ func (r *running) wait(t *testing.T) error {
 	return r.err
 }
 
-// run starts service.Run and waits until it listens.
+// run starts service.Run, logging nowhere, and waits until it listens.
 func run(t *testing.T, cfg service.Config, opts ...service.Option) *running {
+	t.Helper()
+	return runLogged(t, cfg, nil, opts...)
+}
+
+// runLogged starts service.Run with log and waits until it listens.
+func runLogged(t *testing.T, cfg service.Config, log *slog.Logger, opts ...service.Option) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan net.Addr, 1)
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	opts = append(opts, service.OnListen(func(a net.Addr) { addrs <- a }))
-	go func() { r.done <- service.Run(ctx, cfg, nil, opts...) }()
+	go func() { r.done <- service.Run(ctx, cfg, log, opts...) }()
 	t.Cleanup(func() {
 		cancel()
 		_ = r.wait(t)

@@ -1,5 +1,6 @@
 // Package logging builds the services' slog logger from the shared
-// configuration and logs a configuration with its secrets masked.
+// configuration, adds the trace and span ids of a record's context to it,
+// and logs a configuration with its secrets masked.
 package logging
 
 import (
@@ -17,7 +18,9 @@ type Settings struct {
 	Format string `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
 }
 
-// New returns a logger writing to w as cfg says.
+// New returns a logger writing to w as cfg says. A record logged with a
+// context that carries a span (InfoContext, ErrorContext, ...) gets its
+// trace_id and span_id (see WithTrace).
 func New(cfg Settings, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.Level)); err != nil {
@@ -26,22 +29,47 @@ func New(cfg Settings, w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(cfg.Format) {
 	case "json", "":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(WithTrace(slog.NewJSONHandler(w, opts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(WithTrace(slog.NewTextHandler(w, opts))), nil
 	default:
 		return nil, fmt.Errorf("LOG_FORMAT: %q is not json or text", cfg.Format)
 	}
 }
 
+// RedactURL masks the user information (user and password, or token) of
+// each comma-separated URL in s, as in NATS_URL
+// "nats://[redacted]@nats-1:4222,nats://nats-2:4222". Text that is not a
+// URL with user information is returned as is.
+func RedactURL(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		scheme, rest, ok := strings.Cut(p, "://")
+		// The last "@" rather than the first: an unescaped "@" in a
+		// password must not leave the rest of it in the log.
+		if at := strings.LastIndexByte(rest, '@'); ok && at >= 0 {
+			parts[i] = scheme + "://[redacted]@" + rest[at+1:]
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 // Attrs returns cfg's fields as log attributes named by their environment
-// variable, walking embedded structs; fields tagged secret:"true" are masked.
+// variable, walking embedded structs; fields tagged secret:"true" are
+// masked, and so is the user information of URLs in string fields (see
+// RedactURL).
 func Attrs(cfg any) []any {
 	var attrs []any
 	walk(cfg, func(f reflect.StructField, v reflect.Value) {
 		val := v.Interface()
-		if f.Tag.Get("secret") == "true" && !v.IsZero() {
+		switch {
+		case f.Tag.Get("secret") == "true" && !v.IsZero():
 			val = "[redacted]"
+		case v.Kind() == reflect.String:
+			val = RedactURL(v.String())
 		}
 		attrs = append(attrs, slog.Any(f.Tag.Get("envconfig"), val))
 	})

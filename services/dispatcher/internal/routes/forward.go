@@ -20,10 +20,14 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/sendapi"
-	"github.com/wsgate/wsgate/services/internal/metrics"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Headers of the requests to a backend.
@@ -82,8 +86,10 @@ type Options struct {
 	Secret []byte
 	// Logger gets the backends' failures; nil discards.
 	Logger *slog.Logger
-	// Metrics, when set, gets wsgate_dispatcher_route_requests_total.
-	Metrics *metrics.Registry
+	// Meter gets wsgate.dispatcher.route.requests, exposed as
+	// wsgate_dispatcher_route_requests_total{route,result}; nil records
+	// nothing.
+	Meter metric.Meter
 }
 
 // Forwarder runs a Table's routes as dispatcher handlers. It is safe for
@@ -94,7 +100,7 @@ type Forwarder struct {
 	client    *http.Client        // static after construction
 	transport *http.Transport     // static after construction; Close closes its idle connections
 	log       *slog.Logger        // static after construction
-	requests  *metrics.CounterVec // route, result; nil without Metrics
+	requests  metric.Int64Counter // route, result; static after construction
 }
 
 // NewForwarder returns the Forwarder of t.
@@ -121,11 +127,12 @@ func NewForwarder(t *Table, opts Options) (*Forwarder, error) {
 		Transport:     f.transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	if opts.Metrics != nil {
-		f.requests = opts.Metrics.Counter("wsgate_dispatcher_route_requests_total",
-			"Requests to route backends, by route and result (2xx, 3xx, 4xx, 5xx, timeout, unreachable, invalid); retries included.",
-			"route", "result")
+	meter := opts.Meter
+	if meter == nil {
+		meter = noop.NewMeterProvider().Meter("")
 	}
+	f.requests = telemetry.Must(meter.Int64Counter("wsgate.dispatcher.route.requests",
+		metric.WithDescription("Requests to route backends, by route and result (2xx, 3xx, 4xx, 5xx, timeout, unreachable, invalid); retries included.")))
 	return f, nil
 }
 
@@ -218,9 +225,8 @@ func (f *Forwarder) exchange(ctx context.Context, r Route, m *dispatcher.Message
 	)
 	for try = 1; ; try++ {
 		res = f.attempt(ctx, r, m, body, signature)
-		if f.requests != nil {
-			f.requests.Inc(r.Name(), res.kind)
-		}
+		f.requests.Add(ctx, 1, metric.WithAttributes(
+			attribute.String("route", r.Name()), attribute.String("result", res.kind)))
 		if err := ctx.Err(); err != nil {
 			return result{}, err
 		}
@@ -237,16 +243,16 @@ func (f *Forwarder) exchange(ctx context.Context, r Route, m *dispatcher.Message
 	case kindOK:
 		return res, nil
 	case kindRefused:
-		f.log.Debug("route backend refused", attrs...)
+		f.log.DebugContext(ctx, "route backend refused", attrs...)
 		return result{}, dispatcher.NewError(res.status, refusal(res.status, res.body))
 	case kindFailed:
-		f.log.Warn("route backend failed", attrs...)
+		f.log.WarnContext(ctx, "route backend failed", attrs...)
 		return result{}, dispatcher.NewError(res.status, statusText(res.status))
 	case kindTimeout:
-		f.log.Warn("route backend timed out", append(attrs, "timeout", r.Timeout)...)
+		f.log.WarnContext(ctx, "route backend timed out", append(attrs, "timeout", r.Timeout)...)
 		return result{}, dispatcher.NewError(http.StatusGatewayTimeout, msgTimeout)
 	}
-	f.log.Warn("route backend unusable", append(attrs, "err", res.err)...)
+	f.log.WarnContext(ctx, "route backend unusable", append(attrs, "err", res.err)...)
 	return result{}, dispatcher.NewError(http.StatusBadGateway, msgBadGateway)
 }
 
@@ -323,7 +329,7 @@ func (f *Forwarder) apply(ctx context.Context, r Route, m *dispatcher.Message, r
 	}
 	resp, sends, err := parseResponse(res.body)
 	if err != nil {
-		f.log.Warn("route backend answered an invalid response", "route", r.Name(), "action", m.Action,
+		f.log.WarnContext(ctx, "route backend answered an invalid response", "route", r.Name(), "action", m.Action,
 			"status", res.status, "err", err)
 		return dispatcher.NewError(http.StatusBadGateway, msgBadGateway)
 	}

@@ -13,8 +13,12 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
 	"github.com/wsgate/wsgate/services/dispatcher"
-	"github.com/wsgate/wsgate/services/internal/metrics"
+	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
 // Paths of the API.
@@ -39,8 +43,9 @@ type Config struct {
 	Connected func() bool
 	// Logger gets refusals (debug) and failures; never a key. Nil discards.
 	Logger *slog.Logger
-	// Metrics, when set, gets wsgate_dispatcher_api_requests_total.
-	Metrics *metrics.Registry
+	// Meter gets wsgate.dispatcher.api.requests, exposed as
+	// wsgate_dispatcher_api_requests_total{path,code}; nil records nothing.
+	Meter metric.Meter
 }
 
 // API serves the HTTP send API. Its handlers are safe for concurrent use.
@@ -50,7 +55,7 @@ type API struct {
 	sender    *dispatcher.Sender  // static after construction
 	connected func() bool         // static after construction
 	log       *slog.Logger        // static after construction
-	requests  *metrics.CounterVec // path, code; nil without Metrics
+	requests  metric.Int64Counter // path, code; static after construction
 }
 
 // New returns the API of cfg.
@@ -79,10 +84,12 @@ func New(cfg Config) (*API, error) {
 		}
 		a.keys = append(a.keys, sha256.Sum256([]byte(k)))
 	}
-	if cfg.Metrics != nil {
-		a.requests = cfg.Metrics.Counter("wsgate_dispatcher_api_requests_total",
-			"Answers of the HTTP send API, by path and status code.", "path", "code")
+	meter := cfg.Meter
+	if meter == nil {
+		meter = noop.NewMeterProvider().Meter("")
 	}
+	a.requests = telemetry.Must(meter.Int64Counter("wsgate.dispatcher.api.requests",
+		metric.WithDescription("Answers of the HTTP send API, by path and status code.")))
 	return a, nil
 }
 
@@ -114,7 +121,7 @@ func (a *API) Authorize(next http.Handler) http.Handler {
 			challenge += `, error="invalid_token"`
 		}
 		if reason != "" {
-			a.log.Debug("api request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", reason)
+			a.log.DebugContext(r.Context(), "api request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", reason)
 			w.Header().Set("WWW-Authenticate", challenge)
 			a.fail(w, r, http.StatusUnauthorized, reason)
 			return
@@ -186,15 +193,15 @@ func (a *API) do(w http.ResponseWriter, r *http.Request, send func(context.Conte
 	// caller hangs up.
 	if err := send(context.WithoutCancel(r.Context())); err != nil {
 		if errors.Is(err, dispatcher.ErrPublish) {
-			a.log.Warn("api send failed", append(attrs, "err", err)...)
+			a.log.WarnContext(r.Context(), "api send failed", append(attrs, "err", err)...)
 			a.fail(w, r, http.StatusServiceUnavailable, "NATS refused the message; it may be partly sent")
 			return
 		}
-		a.log.Error("api send failed", append(attrs, "err", err)...)
+		a.log.ErrorContext(r.Context(), "api send failed", append(attrs, "err", err)...)
 		a.fail(w, r, http.StatusInternalServerError, "internal error")
 		return
 	}
-	a.log.Debug("api request accepted", append(attrs, "path", r.URL.Path)...)
+	a.log.DebugContext(r.Context(), "api request accepted", append(attrs, "path", r.URL.Path)...)
 	a.write(w, r, http.StatusAccepted, map[string]string{"status": "accepted"})
 }
 
@@ -205,9 +212,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, code int, reason stri
 
 // write answers v as JSON with code, and counts the answer.
 func (a *API) write(w http.ResponseWriter, r *http.Request, code int, v any) {
-	if a.requests != nil {
-		a.requests.Inc(r.URL.Path, strconv.Itoa(code))
-	}
+	a.requests.Add(r.Context(), 1, metric.WithAttributes(
+		attribute.String("path", r.URL.Path), attribute.String("code", strconv.Itoa(code))))
 	WriteJSON(w, code, v)
 }
 
