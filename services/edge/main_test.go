@@ -32,11 +32,21 @@ type testEdge struct {
 	stop func() // stops the edge and waits for it; idempotent
 }
 
-// startEdge runs an edge whose configuration is the defaults plus env.
+// startEdge runs an edge whose configuration is the defaults plus env and
+// waits until it is ready.
 func startEdge(t *testing.T, ns *natsserver.Server, env map[string]string) *testEdge {
 	t.Helper()
+	e := launchEdge(t, ns.ClientURL(), env)
+	edgetest.Eventually(t, "edge ready", func() bool { return e.status("/readyz") == http.StatusOK })
+	return e
+}
+
+// launchEdge is startEdge against natsURL without waiting for readiness
+// (NATS may not be there yet).
+func launchEdge(t *testing.T, natsURL string, env map[string]string) *testEdge {
+	t.Helper()
 	base := map[string]string{
-		"NATS_URL": ns.ClientURL(), "EDGE_ADDR": "127.0.0.1:0", "EDGE_JWT_SECRET": secret,
+		"NATS_URL": natsURL, "EDGE_ADDR": "127.0.0.1:0", "EDGE_JWT_SECRET": secret,
 		"LOG_LEVEL": "error", "EDGE_DRAIN_TIMEOUT": "200ms",
 	}
 	for k, v := range env {
@@ -70,9 +80,7 @@ func startEdge(t *testing.T, ns *natsserver.Server, env map[string]string) *test
 	}
 	t.Cleanup(stop)
 	addr := srv.Addr().String()
-	e := &testEdge{srv: srv, URL: "ws://" + addr + cfg.Path, HTTP: "http://" + addr, stop: stop}
-	edgetest.Eventually(t, "edge ready", func() bool { return e.status("/readyz") == http.StatusOK })
-	return e
+	return &testEdge{srv: srv, URL: "ws://" + addr + cfg.Path, HTTP: "http://" + addr, stop: stop}
 }
 
 func (e *testEdge) status(path string) int {

@@ -182,6 +182,20 @@ func (c *Client) Send(action string, details any, ref ...any) {
 	c.SendRaw(data)
 }
 
+// TrySend is Send returning the error instead of failing the test, so that
+// it is safe off the test goroutine (still one writer at a time).
+func (c *Client) TrySend(action string, details any, ref ...any) error {
+	frame := []any{action, details}
+	if len(ref) > 0 {
+		frame = append(frame, ref[0])
+	}
+	data, err := json.Marshal(frame)
+	if err != nil {
+		return err
+	}
+	return c.WS.WriteMessage(websocket.TextMessage, data)
+}
+
 // SendRaw writes one text frame as it is.
 func (c *Client) SendRaw(data []byte) {
 	c.t.Helper()

@@ -28,11 +28,11 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 )
 
-// Buffer sizes: reads are small JSON frames; writes borrow a buffer from a
-// shared pool only while a write is in progress.
+// Buffer sizes of the upgrader, which only answers the handshake: wsconn
+// reads and writes every frame after it.
 const (
-	readBufferSize  = 1024
-	writeBufferSize = 4096
+	readBufferSize  = 256
+	writeBufferSize = 1024
 	// badFrameWindow: a second bad frame within it closes with 1008.
 	badFrameWindow = time.Minute
 	// authPublishTimeout bounds the wait for the NATS server to confirm a
@@ -148,11 +148,20 @@ func (g *Gateway) Wait(ctx context.Context) error {
 	}
 }
 
-// ServeHTTP upgrades the request and serves the connection until it closes.
+// ServeHTTP upgrades the request and hands the connection to its own reader
+// goroutine: returning lets net/http free the request's buffers, which an
+// idle WebSocket would otherwise hold for its whole life.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.draining.Load() {
 		g.cfg.Stats.Refused("draining")
 		http.Error(w, "edge is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !g.nc.IsConnected() {
+		// Without NATS a client could not be confirmed its subscriptions,
+		// nor could its messages go anywhere: it should try another edge.
+		g.cfg.Stats.Refused("unavailable")
+		http.Error(w, "edge has no messaging connection", http.StatusServiceUnavailable)
 		return
 	}
 	if n := g.reserved.Add(1); g.cfg.MaxConnections > 0 && n > int64(g.cfg.MaxConnections) {
@@ -161,19 +170,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "edge is at its connection limit", http.StatusServiceUnavailable)
 		return
 	}
-	defer g.reserved.Add(-1)
 	if !g.upgrader.CheckOrigin(r) {
+		g.reserved.Add(-1)
 		g.cfg.Stats.Refused("origin")
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	g.conns.Add(1)
-	defer g.conns.Done()
 	ws, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		g.conns.Done()
+		g.reserved.Add(-1)
 		g.cfg.Stats.Refused("handshake")
 		return // the upgrader has answered with the HTTP error
 	}
-	s := g.newSession(ws, r)
-	s.serve(r)
+	// From here on the connection is read and written by wsconn; the
+	// library's Conn, buffers included, is left to the collector.
+	s, err := g.newSession(ws.NetConn(), r)
+	if err != nil {
+		g.cfg.Logger.Error("websocket connection", "err", err)
+		_ = ws.NetConn().Close()
+		g.conns.Done()
+		g.reserved.Add(-1)
+		return
+	}
+	go s.serve(auth.TokenFromRequest(r, g.cfg.AuthCookie)) // s.finish ends it
 }

@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -24,15 +25,18 @@ import (
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
-// session is one connection's reader. Every field is owned by the reader
-// goroutine (the HTTP handler's), except what hub.Client shares.
+// session is one connection's reader. Its fields are owned by the goroutine
+// that reads for the connection (one at a time: see run), except what
+// hub.Client shares.
 type session struct {
 	g              *Gateway
 	c              *hub.Client
-	ws             *websocket.Conn
+	r              *wsconn.Reader
+	nc             net.Conn
 	acceptLanguage string
 	callout        *wire.CalloutRequest // the upgrade's credentials, when a callout is configured
 	msgSeq         uint64
+	deep           bool // this goroutine's stack grew handling a message
 
 	lastBad time.Time // when the last bad frame arrived
 
@@ -45,21 +49,25 @@ type session struct {
 // rateWindow is how long dropped frames count towards closing with 4429.
 const rateWindow = 10 * time.Second
 
-func (g *Gateway) newSession(ws *websocket.Conn, r *http.Request) *session {
-	s := &session{g: g, ws: ws, acceptLanguage: r.Header.Get("Accept-Language"), tokens: float64(g.cfg.RateBurst), lastRefill: time.Now()}
+func (g *Gateway) newSession(nc net.Conn, r *http.Request) (*session, error) {
+	rd, err := wsconn.NewReader(nc, int(g.cfg.MaxMessageBytes))
+	if err != nil {
+		return nil, err
+	}
+	s := &session{g: g, r: rd, nc: nc, acceptLanguage: r.Header.Get("Accept-Language"), tokens: float64(g.cfg.RateBurst), lastRefill: time.Now()}
 	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
-	conn := wsconn.New(ws, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
+	conn := wsconn.New(nc, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
 		// The writer failed or finished with a close frame: the reader
 		// finds out through its own read error or deadline.
 		if !wsconn.IsClosedByUs(err) {
-			_ = ws.NetConn().Close()
+			_ = nc.Close()
 		}
 	})
-	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(ws.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
+	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(nc.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
 	if g.cfg.Callout != nil {
 		s.callout = calloutRequest(g.cfg.EdgeID, r)
 	}
-	return s
+	return s, nil
 }
 
 // calloutRequest collects what the application may need to recognise the
@@ -80,66 +88,122 @@ func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
 	return req
 }
 
-func (s *session) serve(r *http.Request) {
-	g, conn := s.g, s.c.Conn
-	g.hub.Add(s.c)
-	s.ws.SetReadLimit(g.cfg.MaxMessageBytes)
-	s.ws.SetPongHandler(func(string) error { conn.Touch(); return nil })
-
-	if tok := auth.TokenFromRequest(r, g.cfg.AuthCookie); tok != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
-		s.authenticate(tok)
+// serve starts the connection; token is the upgrade's, if any.
+func (s *session) serve(token string) {
+	s.g.hub.Add(s.c)
+	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
+		s.authenticate(token)
+		s.deep = true
 	}
-	code := s.readLoop()
+	s.run()
+}
 
+// run reads and handles frames until the connection ends. An idle
+// connection's goroutine waits for the socket at a shallow point and holds
+// no read buffer. Handling a message can grow the stack far beyond what
+// waiting needs (token checks, JSON), and a stack only shrinks slowly; so
+// after one, a fresh goroutine takes over the waiting and this one ends.
+func (s *session) run() {
+	for {
+		code, ended := s.readAvailable()
+		if ended {
+			s.finish(code)
+			return
+		}
+		if s.deep {
+			s.deep = false
+			go s.run()
+			return
+		}
+		if err := s.r.Wait(); err != nil {
+			s.finish(s.endCode(0))
+			return
+		}
+	}
+}
+
+// readAvailable handles every frame the socket has now. It reports the end
+// of the connection with the close code to count (0: the one we sent).
+func (s *session) readAvailable() (code int, ended bool) {
+	conn := s.c.Conn
+	for {
+		m, ok, err := s.r.Next()
+		switch {
+		case errors.Is(err, wsconn.ErrTooLarge):
+			s.close(wsconn.CloseTooLarge, "message too big")
+			continue // the close handshake, or its deadline, ends it
+		case errors.Is(err, wsconn.ErrProtocol):
+			s.g.cfg.Stats.BadFrame()
+			s.close(wsconn.ClosePolicy, strings.TrimPrefix(err.Error(), "wsconn: "))
+			continue
+		case err != nil:
+			return s.endCode(0), true
+		case !ok:
+			return 0, false
+		}
+		conn.Touch()
+		switch m.Op {
+		case wsconn.OpPing:
+			_ = conn.Pong(m.Data)
+			continue
+		case wsconn.OpPong:
+			continue
+		case wsconn.OpClose:
+			peer, valid := wsconn.ParseClose(m.Data)
+			if !valid {
+				s.close(wsconn.ClosePolicy, "bad close frame")
+				return s.endCode(0), true
+			}
+			// Our close frame first and this the answer, or the peer's
+			// first and we answer it.
+			s.close(peer, "")
+			return s.endCode(peer), true
+		}
+		if conn.CloseCode() != 0 {
+			continue // closing: the peer's close frame is all we wait for
+		}
+		s.g.cfg.Stats.Read(len(m.Data))
+		s.deep = true
+		if m.Op != wsconn.OpText {
+			s.bad("binary frames are not accepted")
+			continue
+		}
+		if !utf8.Valid(m.Data) {
+			s.bad("text frame is not valid UTF-8")
+			continue
+		}
+		s.handle(m.Data)
+	}
+}
+
+// endCode is the close code a connection ended with: ours when we sent one,
+// else the peer's, else 1006 (no close frame at all).
+func (s *session) endCode(peer int) int {
+	if code := s.c.Conn.CloseCode(); code != 0 {
+		return code
+	}
+	if peer != 0 {
+		return peer
+	}
+	return wsconn.CloseAbnormal
+}
+
+// finish tears the connection down and publishes its end.
+func (s *session) finish(code int) {
+	g, conn := s.g, s.c.Conn
 	g.hub.Remove(s.c)
 	// Abort, unlike closing the socket alone, also stops the queue taking
 	// frames, so no writer can start (say, from a concurrent CloseAll)
 	// after Wait has begun.
 	conn.Abort()
 	conn.Wait()
-	if code == 0 {
-		code = conn.CloseCode()
-	}
 	g.cfg.Stats.Closed(code)
 	if s.c.Identity() != nil {
 		details, _ := json.Marshal(map[string]int{"code": code})
 		s.publish(wire.ActionDisconnection, details, nil)
 	}
-}
-
-// readLoop reads frames until the connection ends and returns the close code
-// the peer sent (0 when it sent none).
-func (s *session) readLoop() int {
-	conn := s.c.Conn
-	for {
-		mt, data, err := s.ws.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			switch {
-			case errors.As(err, &ce):
-				if code := conn.CloseCode(); code != 0 {
-					return code // the peer echoed our close
-				}
-				return ce.Code
-			case errors.Is(err, websocket.ErrReadLimit):
-				return wsconn.CloseTooLarge
-			}
-			if conn.CloseCode() == 0 {
-				return websocket.CloseAbnormalClosure
-			}
-			return 0
-		}
-		conn.Touch()
-		if conn.CloseCode() != 0 {
-			continue // closing: the peer's close frame is all we wait for
-		}
-		s.g.cfg.Stats.Read(len(data))
-		if mt != websocket.TextMessage {
-			s.bad("binary frames are not accepted")
-			continue
-		}
-		s.handle(data)
-	}
+	g.conns.Done()
+	g.reserved.Add(-1)
 }
 
 func (s *session) handle(data []byte) {
@@ -398,8 +462,10 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 	return nil
 }
 
-func (s *session) send(frame []byte) {
-	if err := s.c.Conn.Send(frame); errors.Is(err, wsconn.ErrQueueFull) {
+// send frames payload and queues it; the reader writes it at once when the
+// socket takes it.
+func (s *session) send(payload []byte) {
+	if err := s.c.Conn.Send(wsconn.TextFrame(payload)); errors.Is(err, wsconn.ErrQueueFull) {
 		s.g.cfg.Stats.SlowConsumer()
 	}
 }

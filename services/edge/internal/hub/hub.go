@@ -10,11 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -51,11 +51,17 @@ type topic struct {
 	sub     *nats.Subscription
 }
 
+// ErrUnavailable: NATS is not connected, so subscriptions cannot be confirmed.
+var ErrUnavailable = errors.New("hub: messaging is unavailable")
+
 // Hub is the registry. Lock order: Hub.mu before wsconn.Conn's lock.
 type Hub struct {
 	cfg   Config         // static
 	nc    *nats.Conn     // static
 	inbox chan *nats.Msg // static: every subscription delivers here
+	// flushes carries shares of a large fan-out to the flush workers.
+	flushes chan []*wsconn.Conn // static
+	workers int                 // static: number of flush workers
 
 	mu       sync.RWMutex
 	clients  map[string]*Client // by Client.ID; owned by mu
@@ -76,8 +82,10 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 	if cfg.Tracer == nil {
 		cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
+	workers := max(1, runtime.GOMAXPROCS(0))
 	return &Hub{
 		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize),
+		flushes: make(chan []*wsconn.Conn, 4*workers), workers: workers,
 		clients:  map[string]*Client{},
 		users:    map[string]*topic{},
 		groups:   map[string]*topic{},
@@ -103,12 +111,16 @@ func (h *Hub) Start() error {
 	return nil
 }
 
-// Run routes messages and runs the shared timer until ctx is done.
+// Run routes messages, flushes connections and runs the shared timer until
+// ctx is done.
 func (h *Hub) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(2 + h.workers)
 	go func() { defer wg.Done(); h.route(ctx) }()
 	go func() { defer wg.Done(); h.tick(ctx) }()
+	for range h.workers {
+		go func() { defer wg.Done(); h.flushLoop(ctx) }()
+	}
 	wg.Wait()
 }
 
@@ -156,9 +168,9 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 	}
 	h.mu.Unlock()
 	if !h.nc.IsConnected() {
-		// NATS replays the subscriptions when it is back; there is nothing
-		// to confirm now, and the client should not wait for the outage.
-		return nil
+		// NATS replays the subscriptions when it is back, but nobody can
+		// confirm them now: the promise of the ok frame cannot be kept.
+		return ErrUnavailable
 	}
 	if err := h.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("hub: confirm subscriptions: %w", err)
@@ -259,38 +271,87 @@ func contains(s []string, v string) bool {
 // route delivers every message of the inbox. One goroutine does it, so that
 // messages from one publisher reach each connection in publish order.
 func (h *Hub) route(ctx context.Context) {
+	var pending []*wsconn.Conn // connections whose writing this goroutine took over
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-h.inbox:
-			h.deliver(m, time.Now())
+			pending = h.deliver(m, time.Now(), pending[:0])
+			h.flush(pending)
+			clear(pending)
 		}
 	}
 }
 
-var serverClose = wire.AppendServerFrame(nil, wire.ActionClose, nil, nil)
+// inlineFlush: fan-outs up to this many connections are written by the
+// router itself; larger ones are shared with the flush workers.
+const inlineFlush = 64
 
-func (h *Hub) deliver(m *nats.Msg, at time.Time) {
+// flush writes the queues of conns, none of which blocks: a socket that is
+// full gets a writer goroutine of its own. Large sets are split between this
+// goroutine and the flush workers, so that every core writes.
+func (h *Hub) flush(conns []*wsconn.Conn) {
+	if len(conns) > inlineFlush && h.workers > 1 {
+		share := (len(conns) + h.workers - 1) / h.workers
+		for len(conns) > share {
+			h.flushes <- append([]*wsconn.Conn(nil), conns[len(conns)-share:]...)
+			conns = conns[:len(conns)-share]
+		}
+	}
+	for _, c := range conns {
+		c.Flush()
+	}
+}
+
+// flushLoop is a flush worker. It finishes the shares it was given before it
+// stops, so that no connection is left holding a right to write nobody uses.
+func (h *Hub) flushLoop(ctx context.Context) {
+	for {
+		select {
+		case conns := <-h.flushes:
+			for _, c := range conns {
+				c.Flush()
+			}
+		case <-ctx.Done():
+			for {
+				select {
+				case conns := <-h.flushes:
+					for _, c := range conns {
+						c.Flush()
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+var serverClose = wsconn.TextFrame(wire.AppendServerFrame(nil, wire.ActionClose, nil, nil))
+
+// deliver queues m for the connections it targets and returns, appended to
+// pending, those whose writing the caller must flush.
+func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsconn.Conn {
 	rest, ok := strings.CutPrefix(m.Subject, h.cfg.Subjects.Prefix+".")
 	if !ok {
-		return
+		return pending
 	}
 	if ctl, ok := strings.CutPrefix(rest, "ctl.close."); ok {
 		h.kick(ctl)
-		return
+		return pending
 	}
 	target, ok := strings.CutPrefix(rest, "send.")
 	if !ok {
-		return
+		return pending
 	}
 	out, err := wire.DecodeOutbound(m.Data)
 	if err != nil {
 		h.cfg.Stats.BadOutbound()
 		h.cfg.Logger.Debug("outbound message refused", "subject", m.Subject, "err", err)
-		return
+		return pending
 	}
-	d := delivery{frame: wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref), at: at, s: h.cfg.Stats}
+	d := delivery{frame: wsconn.TextFrame(wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref)), at: at, s: h.cfg.Stats, pending: pending}
 	if m.Header != nil && m.Header.Get(wire.HeaderTraceparent) != "" {
 		// The publisher traced this message: the delivery joins its trace.
 		ctx := propagation.TraceContext{}.Extract(context.Background(), telemetry.NATSHeader(m.Header))
@@ -318,7 +379,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time) {
 	case "filter":
 		if out.Filter == nil {
 			h.cfg.Stats.BadOutbound()
-			return
+			return pending
 		}
 		for _, c := range h.clients {
 			if id := c.Identity(); id != nil {
@@ -339,15 +400,16 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time) {
 			d.to(c)
 		}
 	}
+	return d.pending
 }
 
-// delivery sends one frame to many clients, framing it once for all of them.
+// delivery queues one frame, built once, for many clients.
 type delivery struct {
-	frame []byte
-	pm    *websocket.PreparedMessage
-	at    time.Time // arrival from NATS
-	sent  int
-	s     *stats.Stats
+	frame   []byte
+	at      time.Time // arrival from NATS
+	sent    int
+	s       *stats.Stats
+	pending []*wsconn.Conn // clients to flush
 }
 
 func (d *delivery) toTopic(t *topic) {
@@ -360,13 +422,11 @@ func (d *delivery) toTopic(t *topic) {
 }
 
 func (d *delivery) to(c *Client) {
-	// The first recipient takes the plain frame; a prepared one is only
-	// worth building when there is a second.
-	if d.sent == 1 && d.pm == nil {
-		d.pm, _ = websocket.NewPreparedMessage(websocket.TextMessage, d.frame)
-	}
-	err := c.Conn.Deliver(d.frame, d.pm, d.at)
+	flush, err := c.Conn.Queue(d.frame, d.at)
 	d.sent++
+	if flush {
+		d.pending = append(d.pending, c.Conn)
+	}
 	switch {
 	case err == nil:
 		d.s.Delivered.Add(1)
@@ -423,6 +483,7 @@ func (h *Hub) tick(ctx context.Context) {
 	defer ticker.Stop()
 	lastPing := time.Now()
 	var batch []*Client
+	var pending []*wsconn.Conn
 	for {
 		select {
 		case <-ctx.Done():
@@ -434,14 +495,20 @@ func (h *Hub) tick(ctx context.Context) {
 			}
 			batch = h.snapshot(batch[:0])
 			for _, c := range batch {
-				h.check(c, now, ping, deadAfter)
+				if h.check(c, now, ping, deadAfter) {
+					pending = append(pending, c.Conn)
+				}
 			}
+			h.flush(pending)
 			clear(batch)
+			clear(pending)
+			pending = pending[:0]
 		}
 	}
 }
 
-func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration) {
+// check applies the timer to c and reports whether c has a ping to flush.
+func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration) (flush bool) {
 	id := c.Identity()
 	switch {
 	case now.Sub(c.Conn.LastSeen()) > deadAfter:
@@ -452,8 +519,9 @@ func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration
 	case id != nil && !id.Expires.IsZero() && now.After(id.Expires):
 		c.Conn.Close(wsconn.CloseTokenExpired, "token expired")
 	case ping:
-		c.Conn.Ping()
+		return c.Conn.Ping()
 	}
+	return false
 }
 
 func (h *Hub) snapshot(dst []*Client) []*Client {

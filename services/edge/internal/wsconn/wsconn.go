@@ -1,6 +1,8 @@
 // Package wsconn owns the sending side of one WebSocket connection: a bounded
-// queue of frames and a writer goroutine that runs only while there is
-// something to send, so an idle connection costs no goroutine of its own.
+// queue of ready-made frames, written to the socket without blocking by
+// whoever queued them, and by a writer goroutine only while the peer's socket
+// is full. An idle connection costs no goroutine and no write buffer, and a
+// frame built once is shared by every connection it goes to.
 package wsconn
 
 import (
@@ -8,19 +10,22 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 )
 
 // Timing of writes and closes.
 const (
-	// WriteWait bounds every socket write; a peer that does not take a frame
-	// in this time is dropped.
+	// WriteWait bounds every blocking socket write; a peer that does not
+	// take a frame in this time is dropped.
 	WriteWait = 10 * time.Second
 	// CloseGrace is how long the peer has to answer our close frame before
 	// the socket is torn down.
 	CloseGrace = 2 * time.Second
+	// maxIovecs bounds the frames of one writev (the kernel's IOV_MAX).
+	maxIovecs = 1024
 )
 
 // Close codes of DESIGN.md §2 used by the edge.
@@ -28,6 +33,8 @@ const (
 	CloseNormal       = 1000
 	CloseGoingAway    = 1001
 	ClosePolicy       = 1008
+	CloseNoStatus     = 1005
+	CloseAbnormal     = 1006
 	CloseTooLarge     = 1009
 	CloseInternal     = 1011
 	CloseRestart      = 1012
@@ -47,20 +54,25 @@ var ErrClosed = errors.New("wsconn: connection is closing")
 // then being closed with CloseSlowConsumer.
 var ErrQueueFull = errors.New("wsconn: send queue is full")
 
+// errClosedByUs ends the writing after the close frame went out.
+var errClosedByUs = errors.New("wsconn: close frame sent")
+
+// IsClosedByUs reports whether err is the writer's normal end after a close.
+func IsClosedByUs(err error) bool { return errors.Is(err, errClosedByUs) }
+
 type kind uint8
 
 const (
-	kindText kind = iota
-	kindPrepared
-	kindPing
-	kindClose
+	kindOwn      kind = iota // the edge's own text frame
+	kindDelivery             // a message from NATS: its latency is recorded
+	kindControl              // ping or pong: not counted as a frame
+	kindClose                // the close frame: nothing is written after it
 )
 
 type item struct {
+	b    []byte // the frame, or what is left of it after a partial write
+	at   int64  // unix nanoseconds of its arrival from NATS (deliveries)
 	kind kind
-	data []byte                     // the frame (also for kindPrepared: its size counts)
-	pm   *websocket.PreparedMessage // kindPrepared only
-	at   int64                      // unix nanoseconds of its arrival from NATS; 0 for the edge's own frames
 }
 
 // Stats is told what the writers did; one is shared by all connections.
@@ -69,35 +81,41 @@ type Stats interface {
 	Latency(time.Duration)
 }
 
-// Conn is the send side of a WebSocket. Send, SendPrepared, Ping and Close
-// may be called from any goroutine and never block on the socket.
+// Conn is the send side of a WebSocket. Every method may be called from any
+// goroutine; none blocks on the socket.
 type Conn struct {
-	ws       *websocket.Conn // static after construction
+	nc       net.Conn        // static after construction
+	rc       syscall.RawConn // static: nc's descriptor; nil when nc has none (then writes go through a goroutine)
 	maxQueue int             // static after construction
 	stats    Stats           // static after construction
-	onError  func(error)     // static; told of write errors (may be nil)
+	onError  func(error)     // static; told when writing ends with an error or after the close frame (may be nil)
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong read
 
 	mu        sync.Mutex
-	queue     []item // owned by mu
-	spare     []item // owned by mu: the writer's previous batch, reused
-	writing   bool   // owned by mu: a writer goroutine is running
+	queue     []item // owned by mu: frames not written yet, in order
+	spare     []item // owned by mu: the previous batch's array, reused
+	flushing  bool   // owned by mu: someone holds the right to write (a flusher or the writer goroutine)
 	closing   bool   // owned by mu: a close frame is queued; nothing more is accepted
+	aborted   bool   // owned by mu: the socket is torn down; no writer may start
 	closeCode int    // owned by mu: the code of that close frame
 	writers   sync.WaitGroup
 }
 
-// New wraps ws with a send queue of at most maxQueue frames. onError is
-// called (from the writer) when a write fails.
-func New(ws *websocket.Conn, maxQueue int, stats Stats, onError func(error)) *Conn {
-	c := &Conn{ws: ws, maxQueue: maxQueue, stats: stats, onError: onError}
+// New wraps nc, a server-side WebSocket's network connection, with a send
+// queue of at most maxQueue frames. onError is called once writing stops for
+// good: with an error wrapping errClosedByUs after the close frame, or with
+// the write error.
+func New(nc net.Conn, maxQueue int, stats Stats, onError func(error)) *Conn {
+	c := &Conn{nc: nc, maxQueue: maxQueue, stats: stats, onError: onError}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
 	c.Touch()
 	return c
 }
-
-// WS returns the underlying connection, for its reader.
-func (c *Conn) WS() *websocket.Conn { return c.ws }
 
 // Touch records that the peer showed a sign of life.
 func (c *Conn) Touch() { c.lastSeen.Store(time.Now().UnixNano()) }
@@ -105,60 +123,76 @@ func (c *Conn) Touch() { c.lastSeen.Store(time.Now().UnixNano()) }
 // LastSeen is when the peer last showed a sign of life.
 func (c *Conn) LastSeen() time.Time { return time.Unix(0, c.lastSeen.Load()) }
 
-// Send queues one text frame of the edge's own. data must not be modified
-// afterwards.
-func (c *Conn) Send(data []byte) error { return c.push(item{kind: kindText, data: data}) }
+// Send queues one text frame of the edge's own (see TextFrame) and writes
+// what it can at once. frame must not be modified afterwards.
+func (c *Conn) Send(frame []byte) error { return c.send(item{b: frame, kind: kindOwn}) }
 
-// Deliver queues an outbound frame that arrived from NATS at at. pm, when
-// not nil, is data prepared once for many connections.
-func (c *Conn) Deliver(data []byte, pm *websocket.PreparedMessage, at time.Time) error {
-	it := item{kind: kindText, data: data, at: at.UnixNano()}
-	if pm != nil {
-		it.kind, it.pm = kindPrepared, pm
+// Pong answers a peer's ping with its application data.
+func (c *Conn) Pong(data []byte) error {
+	return c.send(item{b: controlFrame(opPong, data), kind: kindControl})
+}
+
+func (c *Conn) send(it item) error {
+	flush, err := c.push(it)
+	if flush {
+		c.Flush()
 	}
-	return c.push(it)
+	return err
+}
+
+// Queue queues a frame that arrived from NATS at at. When it reports flush,
+// the caller has taken over the writing and must call Flush soon; frames
+// queued meanwhile by others go out with it, in order. Nothing else waits
+// for the socket, so one flusher can serve many connections in turn.
+func (c *Conn) Queue(frame []byte, at time.Time) (flush bool, err error) {
+	return c.push(item{b: frame, at: at.UnixNano(), kind: kindDelivery})
 }
 
 // Ping queues a protocol ping; the peer's pong proves it alive. A full queue
-// skips it rather than counting it against the peer.
-func (c *Conn) Ping() {
+// skips it rather than counting it against the peer. Like Queue, it may hand
+// the writing to the caller.
+func (c *Conn) Ping() (flush bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing || len(c.queue) >= c.maxQueue {
-		return
-	}
-	c.enqueueLocked(item{kind: kindPing})
-}
-
-func (c *Conn) push(it item) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
-		return ErrClosed
-	}
-	if len(c.queue) >= c.maxQueue {
-		c.queue = c.queue[:0]
-		c.closeLocked(CloseSlowConsumer, "slow consumer")
-		// The writer is likely blocked on a peer that does not read: cut
-		// its current write short instead of waiting out WriteWait.
-		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(CloseGrace))
-		return ErrQueueFull
-	}
-	c.enqueueLocked(it)
-	return nil
-}
-
-// Close queues a close frame after the frames already queued; nothing is
-// accepted after it. The peer has CloseGrace to answer before the reader's
-// deadline expires. Only the first Close counts; it reports whether this
-// call was it.
-func (c *Conn) Close(code int, reason string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
 		return false
 	}
-	c.closeLocked(code, reason)
+	return c.enqueueLocked(item{b: pingFrame, kind: kindControl})
+}
+
+func (c *Conn) push(it item) (flush bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false, ErrClosed
+	}
+	if len(c.queue) >= c.maxQueue {
+		clear(c.queue)
+		c.queue = c.queue[:0]
+		flush = c.closeLocked(CloseSlowConsumer, "slow consumer")
+		// A writer is likely blocked on a peer that does not read: cut its
+		// current write short instead of waiting out WriteWait.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(CloseGrace))
+		return flush, ErrQueueFull
+	}
+	return c.enqueueLocked(it), nil
+}
+
+// Close queues a close frame after the frames already queued and writes what
+// it can at once; nothing is accepted after it. The peer has CloseGrace to
+// answer before the read deadline expires. Only the first Close counts; it
+// reports whether this call was it.
+func (c *Conn) Close(code int, reason string) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	flush := c.closeLocked(code, reason)
+	c.mu.Unlock()
+	if flush {
+		c.Flush()
+	}
 	return true
 }
 
@@ -169,111 +203,239 @@ func (c *Conn) CloseCode() int {
 	return c.closeCode
 }
 
-func (c *Conn) closeLocked(code int, reason string) {
+func (c *Conn) closeLocked(code int, reason string) (flush bool) {
 	c.closing = true
 	c.closeCode = code
-	c.enqueueLocked(item{kind: kindClose, data: websocket.FormatCloseMessage(code, reason)})
+	return c.enqueueLocked(item{b: CloseFrame(code, reason), kind: kindClose})
 }
 
-func (c *Conn) enqueueLocked(it item) {
+// enqueueLocked appends it and reports whether the caller now holds the
+// right to write (nobody did).
+func (c *Conn) enqueueLocked(it item) bool {
 	c.queue = append(c.queue, it)
-	if !c.writing {
-		c.writing = true
-		c.writers.Add(1)
-		go c.write()
+	if c.flushing {
+		return false
 	}
+	c.flushing = true
+	return true
 }
 
-// write is the writer goroutine: it sends batches until the queue is empty,
-// then exits. No lock is held while writing to the socket.
-func (c *Conn) write() {
-	defer c.writers.Done()
-	for {
-		c.mu.Lock()
-		batch := c.queue
-		if len(batch) == 0 {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		c.queue, c.spare = c.spare[:0], nil
-		c.mu.Unlock()
+// take hands the queued frames to the holder of the right to write, or
+// gives that right back when there are none.
+func (c *Conn) take() []item {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	batch := c.queue
+	if len(batch) == 0 {
+		c.flushing = false
+		return nil
+	}
+	if len(batch) > maxIovecs {
+		c.queue = append(c.spare[:0], batch[maxIovecs:]...)
+		c.spare = nil
+		return batch[:maxIovecs:maxIovecs]
+	}
+	c.queue, c.spare = c.spare[:0], nil
+	return batch
+}
 
-		err := c.writeBatch(batch)
-		clear(batch)
-		c.mu.Lock()
+// done returns a written batch's array for reuse.
+func (c *Conn) done(batch []item) {
+	clear(batch)
+	c.mu.Lock()
+	if cap(batch) > cap(c.spare) {
 		c.spare = batch[:0]
-		if err != nil {
-			c.queue = c.queue[:0]
-			c.closing = true
-			c.writing = false
-			c.mu.Unlock()
-			if c.onError != nil {
-				c.onError(err)
-			}
+	}
+	c.mu.Unlock()
+}
+
+// Flush writes the queued frames without blocking; when the peer's socket is
+// full, a writer goroutine takes over the rest. Only the caller that was
+// handed the writing (by Queue or Ping) calls it.
+func (c *Conn) Flush() {
+	if c.rc == nil {
+		c.startWriter(nil)
+		return
+	}
+	for {
+		batch := c.take()
+		if batch == nil {
 			return
 		}
-		c.mu.Unlock()
+		rest, err := c.writeNow(batch)
+		switch {
+		case err != nil:
+			c.fail(err)
+			return
+		case rest != nil:
+			c.startWriter(rest)
+			return
+		}
+		c.done(batch)
 	}
 }
 
-func (c *Conn) writeBatch(batch []item) error {
-	deadline := time.Now().Add(WriteWait)
-	if err := c.ws.SetWriteDeadline(deadline); err != nil {
-		return err
+// writeNow writes as much of batch as the socket takes now and returns what
+// is left (nil when everything went out).
+func (c *Conn) writeNow(batch []item) (rest []item, err error) {
+	iov := iovecs(batch)
+	var n int
+	var werr error
+	if err := c.rc.Write(func(fd uintptr) bool {
+		for {
+			if len(*iov) == 1 {
+				n, werr = unix.Write(int(fd), (*iov)[0])
+			} else {
+				n, werr = unix.Writev(int(fd), *iov)
+			}
+			if werr != unix.EINTR {
+				return true // done, or would block: never wait here
+			}
+		}
+	}); err != nil {
+		putIovecs(iov)
+		return nil, err
 	}
-	frames, bytes := 0, 0
+	putIovecs(iov)
+	if werr == unix.EAGAIN {
+		n, werr = 0, nil
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	return c.wrote(batch, n)
+}
+
+// wrote accounts for n bytes of batch written and returns the unwritten
+// rest, if any. The close frame ends the writing with errClosedByUs.
+func (c *Conn) wrote(batch []item, n int) (rest []item, err error) {
+	frames, bytes := 0, n
+	var now int64
 	defer func() { c.stats.Wrote(frames, bytes) }()
-	for _, it := range batch {
-		var err error
+	for i := range batch {
+		it := &batch[i]
+		if n < len(it.b) {
+			it.b = it.b[n:]
+			return batch[i:], nil
+		}
+		n -= len(it.b)
 		switch it.kind {
-		case kindText:
-			err = c.ws.WriteMessage(websocket.TextMessage, it.data)
-		case kindPrepared:
-			err = c.ws.WritePreparedMessage(it.pm)
-		case kindPing:
-			err = c.ws.WriteMessage(websocket.PingMessage, nil)
+		case kindOwn:
+			frames++
+		case kindDelivery:
+			frames++
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
+			c.stats.Latency(time.Duration(now - it.at))
 		case kindClose:
-			err = c.ws.WriteMessage(websocket.CloseMessage, it.data)
 			// The peer answers with its own close frame, which ends the
 			// reader; if it does not, the deadline does.
-			_ = c.ws.SetReadDeadline(time.Now().Add(CloseGrace))
-			if err == nil {
-				err = errClosedByUs
-			}
-		}
-		if err != nil {
-			return err
-		}
-		if it.kind == kindText || it.kind == kindPrepared {
-			frames++
-			bytes += len(it.data)
-			if it.at != 0 {
-				c.stats.Latency(time.Duration(time.Now().UnixNano() - it.at))
-			}
+			_ = c.nc.SetReadDeadline(time.Now().Add(CloseGrace))
+			return nil, errClosedByUs
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// errClosedByUs ends the writer after it sent a close frame.
-var errClosedByUs = errors.New("wsconn: close frame sent")
+// startWriter starts the goroutine that writes, blocking, what the socket
+// did not take at once; it keeps the right to write until the queue is empty.
+func (c *Conn) startWriter(rest []item) {
+	c.mu.Lock()
+	if c.aborted {
+		// The owner is tearing the connection down and may be waiting for
+		// its writers already: no new one may start.
+		c.flushing = false
+		c.mu.Unlock()
+		return
+	}
+	c.writers.Add(1)
+	c.mu.Unlock()
+	go c.write(rest)
+}
 
-// IsClosedByUs reports whether err is the writer's normal end after a close.
-func IsClosedByUs(err error) bool { return errors.Is(err, errClosedByUs) }
+// write is the writer goroutine. No lock is held while writing.
+func (c *Conn) write(batch []item) {
+	defer c.writers.Done()
+	for {
+		if batch == nil {
+			if batch = c.take(); batch == nil {
+				break
+			}
+		}
+		if err := c.writeBlocking(batch); err != nil {
+			c.fail(err)
+			return
+		}
+		c.done(batch)
+		batch = nil
+	}
+}
+
+func (c *Conn) writeBlocking(batch []item) error {
+	if err := c.nc.SetWriteDeadline(time.Now().Add(WriteWait)); err != nil {
+		return err
+	}
+	iov := iovecs(batch)
+	bufs := net.Buffers(*iov)
+	n, err := bufs.WriteTo(c.nc)
+	putIovecs(iov)
+	if _, werr := c.wrote(batch, int(n)); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	// Back to no deadline for the non-blocking writes, which would fail at
+	// once on a past one; done while this goroutine still holds the right
+	// to write.
+	return c.nc.SetWriteDeadline(time.Time{})
+}
+
+// fail ends the writing: nothing more is accepted, and the owner is told.
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	c.closing = true
+	c.mu.Unlock()
+	// The right to write is never given back: nobody writes after this.
+	if c.onError != nil {
+		c.onError(err)
+	}
+}
 
 // Abort tears the socket down at once, without a close frame (dead peers,
-// and the owner's final cleanup); the queue takes nothing afterwards.
+// and the owner's final cleanup); the queue takes nothing afterwards and no
+// writer starts.
 func (c *Conn) Abort() {
 	c.mu.Lock()
 	c.closing = true
+	c.aborted = true
 	c.mu.Unlock()
-	_ = c.ws.NetConn().Close()
+	_ = c.nc.Close()
 }
 
 // Wait waits for the writer goroutine, if any, to finish. The owner calls it
-// after the socket is closed, so that no goroutine outlives the connection.
+// after Abort, so that no goroutine outlives the connection.
 func (c *Conn) Wait() { c.writers.Wait() }
+
+// iovecPool holds the frame lists handed to writev.
+var iovecPool = sync.Pool{New: func() any { s := make([][]byte, 0, 16); return &s }}
+
+func iovecs(batch []item) *[][]byte {
+	p := iovecPool.Get().(*[][]byte)
+	for _, it := range batch {
+		*p = append(*p, it.b)
+	}
+	return p
+}
+
+func putIovecs(p *[][]byte) {
+	clear(*p)
+	*p = (*p)[:0]
+	iovecPool.Put(p)
+}
 
 // RemoteIP is the peer's IP address without the port.
 func RemoteIP(addr net.Addr) string {

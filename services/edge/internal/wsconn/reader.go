@@ -1,0 +1,285 @@
+package wsconn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// Opcodes of the frames a client sends (RFC 6455 §5.2).
+const (
+	OpContinuation = 0x0
+	OpText         = 0x1
+	OpBinary       = 0x2
+	OpClose        = 0x8
+	OpPing         = 0x9
+	OpPong         = 0xA
+)
+
+// Errors that end reading; the caller answers with the close code named.
+var (
+	// ErrProtocol: the peer broke RFC 6455 (close 1008).
+	ErrProtocol = errors.New("wsconn: protocol violation")
+	// ErrTooLarge: a message exceeds the limit (close 1009).
+	ErrTooLarge = errors.New("wsconn: message too big")
+)
+
+// readBufferSize is the size of the pooled buffers reads go into. A buffer
+// is held only while a frame is incomplete: an idle connection holds none.
+const readBufferSize = 4096
+
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+// Message is one complete message or control frame from the peer.
+type Message struct {
+	Op   byte   // OpText, OpBinary, OpClose, OpPing or OpPong
+	Data []byte // its payload; text and binary payloads belong to the caller
+}
+
+// Reader reads a client's frames from the socket without blocking, so that
+// its owner can wait for the socket to be readable at a shallow point of its
+// stack (or hand that waiting to another goroutine). Only one goroutine at a
+// time may use it.
+type Reader struct {
+	rc    syscall.RawConn // static
+	limit int             // static: largest message accepted
+
+	peek     [1]byte
+	buf      *[]byte // pooled buffer, or a larger one for a large frame; nil when nothing is pending
+	r, w     int     // the unread bytes are (*buf)[r:w]
+	frag     []byte  // a fragmented message so far
+	fragOp   byte    // its opcode
+	fragging bool
+	err      error // once set, every call returns it
+	discard  bool  // after an error: input is read and dropped
+}
+
+// NewReader reads from nc, which must be a TCP (or Unix) connection,
+// accepting messages of at most limit bytes.
+func NewReader(nc net.Conn, limit int) (*Reader, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("wsconn: %T has no file descriptor", nc)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("wsconn: %w", err)
+	}
+	return &Reader{rc: rc, limit: limit}, nil
+}
+
+// Wait blocks until the socket has bytes (or an end) to read, or its read
+// deadline passes. It holds no buffer while it waits.
+func (r *Reader) Wait() error {
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		_, _, rerr = unix.Recvfrom(int(fd), r.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	})
+	if err != nil {
+		return err
+	}
+	if rerr != nil {
+		return rerr
+	}
+	return nil
+}
+
+// Next returns the next message from what the socket has now; ok is false
+// when more bytes are needed (then Wait). A protocol violation or a message
+// over the limit returns ErrProtocol or ErrTooLarge once; after it, input is
+// dropped until the connection ends. io.EOF means the peer closed the socket.
+func (r *Reader) Next() (m Message, ok bool, err error) {
+	if r.err != nil && !r.discard {
+		return Message{}, false, r.err
+	}
+	for {
+		if r.discard {
+			r.r, r.w = 0, 0
+		} else if r.buf != nil {
+			m, need, err := r.parse()
+			if err != nil {
+				r.discard = true
+				r.frag = nil
+				return Message{}, false, err
+			}
+			if need == 0 {
+				if m.Op != 0 {
+					return m, true, nil
+				}
+				continue // a fragment: the message goes on
+			}
+			r.reserve(need)
+		}
+		if r.buf == nil {
+			r.buf = readBuffers.Get().(*[]byte)
+			r.r, r.w = 0, 0
+		}
+		n, err := r.read()
+		switch {
+		case err == unix.EAGAIN:
+			if r.r == r.w {
+				r.release()
+			}
+			return Message{}, false, nil
+		case err != nil:
+			r.release()
+			r.fail(err)
+			return Message{}, false, err
+		case n == 0:
+			r.release()
+			r.fail(io.EOF)
+			return Message{}, false, io.EOF
+		}
+		r.w += n
+	}
+}
+
+func (r *Reader) fail(err error) {
+	r.err = err
+	r.discard = false
+}
+
+// read reads without blocking into the free end of the buffer.
+func (r *Reader) read() (int, error) {
+	var n int
+	var rerr error
+	if err := r.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), (*r.buf)[r.w:])
+			if rerr != unix.EINTR {
+				return true
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+// reserve makes room for need unread bytes in the buffer.
+func (r *Reader) reserve(need int) {
+	b := *r.buf
+	if need <= len(b)-r.r {
+		return
+	}
+	if need <= len(b) {
+		r.w = copy(b, b[r.r:r.w])
+		r.r = 0
+		return
+	}
+	bigger := make([]byte, need)
+	n := copy(bigger, b[r.r:r.w])
+	r.release()
+	r.buf, r.r, r.w = &bigger, 0, n
+}
+
+// release gives the buffer back, when it is a pooled one.
+func (r *Reader) release() {
+	if r.buf != nil && len(*r.buf) == readBufferSize {
+		readBuffers.Put(r.buf)
+	}
+	r.buf, r.r, r.w = nil, 0, 0
+}
+
+// parse takes one frame off the buffer. It returns need > 0 (the bytes the
+// frame takes from r.r on) when the frame is not complete, and a Message
+// with Op 0 for a fragment that does not end a message.
+func (r *Reader) parse() (m Message, need int, err error) {
+	b := (*r.buf)[r.r:r.w]
+	if len(b) < 2 {
+		return Message{}, 2, nil
+	}
+	fin, rsv, op := b[0]&0x80 != 0, b[0]&0x70, b[0]&0x0F
+	masked, n := b[1]&0x80 != 0, int64(b[1]&0x7F)
+	hdr := 2
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return Message{}, 4, nil
+		}
+		n, hdr = int64(binary.BigEndian.Uint16(b[2:])), 4
+	case 127:
+		if len(b) < 10 {
+			return Message{}, 10, nil
+		}
+		u := binary.BigEndian.Uint64(b[2:])
+		if u>>63 != 0 {
+			return Message{}, 0, fmt.Errorf("%w: bad frame length", ErrProtocol)
+		}
+		n, hdr = int64(u), 10
+	}
+	switch {
+	case rsv != 0:
+		return Message{}, 0, fmt.Errorf("%w: reserved bits set", ErrProtocol)
+	case !masked:
+		return Message{}, 0, fmt.Errorf("%w: frame not masked", ErrProtocol)
+	case op >= OpClose && op <= OpPong:
+		if !fin || n > maxControlPayload {
+			return Message{}, 0, fmt.Errorf("%w: bad control frame", ErrProtocol)
+		}
+	case op > OpBinary:
+		return Message{}, 0, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, op)
+	case op == OpContinuation && !r.fragging:
+		return Message{}, 0, fmt.Errorf("%w: continuation without a message", ErrProtocol)
+	case op != OpContinuation && r.fragging:
+		return Message{}, 0, fmt.Errorf("%w: new message inside a fragmented one", ErrProtocol)
+	case int64(len(r.frag))+n > int64(r.limit):
+		return Message{}, 0, ErrTooLarge
+	}
+	total := hdr + 4 + int(n)
+	if len(b) < total {
+		return Message{}, total, nil
+	}
+	key := b[hdr : hdr+4]
+	payload := b[hdr+4 : total]
+	for i := range payload {
+		payload[i] ^= key[i&3]
+	}
+	r.r += total
+	switch {
+	case op >= OpClose:
+		return Message{Op: op, Data: payload}, 0, nil
+	case op != OpContinuation && fin:
+		return Message{Op: op, Data: append([]byte(nil), payload...)}, 0, nil
+	case op != OpContinuation:
+		r.fragging, r.fragOp, r.frag = true, op, append([]byte(nil), payload...)
+		return Message{}, 0, nil
+	}
+	r.frag = append(r.frag, payload...)
+	if !fin {
+		return Message{}, 0, nil
+	}
+	m = Message{Op: r.fragOp, Data: r.frag}
+	r.fragging, r.fragOp, r.frag = false, 0, nil
+	return m, 0, nil
+}
+
+// ParseClose reads a close frame's payload: its code (CloseNoStatus when it
+// has none) and whether it is well formed (RFC 6455 §5.5.1, §7.4).
+func ParseClose(payload []byte) (code int, ok bool) {
+	switch {
+	case len(payload) == 0:
+		return CloseNoStatus, true
+	case len(payload) == 1:
+		return 0, false
+	}
+	code = int(binary.BigEndian.Uint16(payload))
+	if !utf8.Valid(payload[2:]) {
+		return code, false
+	}
+	switch {
+	case code >= 3000 && code <= 4999:
+		return code, true
+	case code >= 1000 && code <= 1014:
+		return code, code != 1004 && code != CloseNoStatus && code != 1006
+	}
+	return code, false
+}
