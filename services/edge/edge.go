@@ -121,7 +121,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	}
 	subjects := wire.NewSubjects(cfg.Prefix)
 	s.hub = hub.New(s.nc, hub.Config{
-		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval,
+		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval, MaxPerUser: cfg.MaxPerUser,
 		AuthTimeout: cfg.AuthTimeout, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 	})
 	var ask *callout.Client

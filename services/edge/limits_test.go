@@ -135,6 +135,46 @@ func TestMaxConnections_RefusedWith503(t *testing.T) {
 	})
 }
 
+// TestMaxConnectionsPerUser_RefusedWith429AndClose1013: a user at the cap
+// cannot add a connection on this edge, whichever way it authenticates;
+// other users can; a freed slot can be taken again.
+func TestMaxConnectionsPerUser_RefusedWith429AndClose1013(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	e := startEdge(t, ns, map[string]string{"EDGE_MAX_CONNECTIONS_PER_USER": "2"})
+	first := e.dial(t, map[string]any{"sub": "alice"})
+	e.dial(t, map[string]any{"sub": "alice", "sid": "s2"})
+	e.dial(t, map[string]any{"sub": "bob"})
+
+	refused := func(c *edgetest.Client) {
+		t.Helper()
+		if code, msg := c.Expect("Client/authentication:error").Error(); code != 429 {
+			t.Fatalf("third connection of alice: [%d %q], want 429", code, msg)
+		}
+		if code, _ := c.WaitClose(); code != 1013 {
+			t.Fatalf("third connection of alice closed %d, want 1013", code)
+		}
+	}
+	refused(edgetest.Dial(t, e.URL, bearer(token(t, map[string]any{"sub": "alice"}))))
+	viaFrame := edgetest.Dial(t, e.URL, nil)
+	viaFrame.Send("Client/authentication", map[string]string{"token": token(t, map[string]any{"sub": "alice"})})
+	refused(viaFrame)
+	if v := e.metric(t, `wsgate_edge_auth_failures_total{reason="user_limit"}`); v != "2" {
+		t.Fatalf("user_limit auth failures %q, want 2", v)
+	}
+	waitSubs(t, ns, "ws.send.user.alice", 1)
+
+	_ = first.WS.Close()
+	<-first.Done()
+	edgetest.Eventually(t, "alice gets a slot back", func() bool {
+		c, _, err := edgetest.TryDial(t, e.URL, bearer(token(t, map[string]any{"sub": "alice"})))
+		if err != nil {
+			return false
+		}
+		defer c.WS.Close()
+		return c.Next().Action == "Client/authentication"
+	})
+}
+
 func TestRateLimit_429ThenClose4429(t *testing.T) {
 	ns := edgetest.RunNATS(t)
 	e := startEdge(t, ns, map[string]string{"EDGE_RATE_LIMIT": "5", "EDGE_RATE_BURST": "5"})

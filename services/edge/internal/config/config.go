@@ -49,6 +49,7 @@ type Config struct {
 	RateLimit        float64       `envconfig:"EDGE_RATE_LIMIT" default:"50" desc:"frames per second a connection may send (0 = unlimited)"`
 	RateBurst        int           `envconfig:"EDGE_RATE_BURST" default:"100" desc:"burst of EDGE_RATE_LIMIT"`
 	MaxConnections   int           `envconfig:"EDGE_MAX_CONNECTIONS" default:"0" desc:"connections this edge accepts (0 = unlimited); beyond, HTTP 503"`
+	MaxPerUser       int           `envconfig:"EDGE_MAX_CONNECTIONS_PER_USER" default:"100" desc:"connections one user may hold on this edge (0 = unlimited); beyond, authentication fails with 429 and close 1013"`
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
@@ -108,6 +109,7 @@ func (c *Config) Normalize() error {
 		{"EDGE_RATE_LIMIT", c.RateLimit >= 0},
 		{"EDGE_RATE_BURST", c.RateBurst > 0 || c.RateLimit == 0},
 		{"EDGE_MAX_CONNECTIONS", c.MaxConnections >= 0},
+		{"EDGE_MAX_CONNECTIONS_PER_USER", c.MaxPerUser >= 0},
 		{"EDGE_DRAIN_TIMEOUT", c.DrainTimeout >= 0},
 		{"EDGE_HANDSHAKE_TIMEOUT", c.HandshakeTimeout > 0},
 		{"EDGE_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 1024},

@@ -327,7 +327,14 @@ func (s *session) authenticate(token string) {
 func (s *session) admit(id *auth.Identity) {
 	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
 	defer cancel()
-	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
+	err := s.g.hub.Authenticate(ctx, s.c, id)
+	if errors.Is(err, hub.ErrUserLimit) {
+		s.g.cfg.Stats.AuthFailed("user_limit")
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeTooManyRequests, "too many connections for this user"))
+		s.close(wsconn.CloseTryLater, "too many connections for this user")
+		return
+	}
+	if err != nil {
 		s.g.cfg.Logger.Error("authenticate connection", "conn", s.c.Connection, "user", id.User, "err", err)
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "messaging is unavailable, try again later"))
 		s.close(wsconn.CloseTryLater, "messaging is unavailable")

@@ -38,6 +38,7 @@ type Config struct {
 	EdgeID       string
 	Subjects     wire.Subjects
 	PingInterval time.Duration
+	MaxPerUser   int // connections one user may hold here (0: no limit)
 	AuthTimeout  time.Duration
 	Logger       *slog.Logger
 	Stats        *stats.Stats
@@ -51,8 +52,13 @@ type topic struct {
 	sub     *nats.Subscription
 }
 
-// ErrUnavailable: NATS is not connected, so subscriptions cannot be confirmed.
-var ErrUnavailable = errors.New("hub: messaging is unavailable")
+// Errors of Authenticate.
+var (
+	// ErrUnavailable: NATS is not connected, so subscriptions cannot be confirmed.
+	ErrUnavailable = errors.New("hub: messaging is unavailable")
+	// ErrUserLimit: the user already holds MaxPerUser connections here.
+	ErrUserLimit = errors.New("hub: too many connections for this user")
+)
 
 // Hub is the registry. Lock order: Hub.mu before wsconn.Conn's lock.
 type Hub struct {
@@ -161,6 +167,12 @@ func (h *Hub) Len() int {
 // message published to the client after this call is never lost.
 func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) error {
 	h.mu.Lock()
+	if old := c.identity.Load(); h.cfg.MaxPerUser > 0 && id.User != "" && (old == nil || old.User != id.User) {
+		if t := h.users[id.User]; t != nil && len(t.clients) >= h.cfg.MaxPerUser {
+			h.mu.Unlock()
+			return ErrUserLimit
+		}
+	}
 	old := c.identity.Swap(id)
 	if err := h.reindexLocked(c, old, id); err != nil {
 		h.mu.Unlock()

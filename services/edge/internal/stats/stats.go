@@ -130,7 +130,7 @@ func (s *Stats) AuthFailed(reason string) {
 	s.authFailures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
 }
 
-// Refused counts an upgrade request refused for reason (full, origin, handshake, draining).
+// Refused counts an upgrade request refused for reason (full, origin, handshake, draining, unavailable).
 func (s *Stats) Refused(reason string) {
 	s.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
 }
