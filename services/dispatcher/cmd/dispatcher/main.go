@@ -14,6 +14,7 @@ import (
 
 	"github.com/wsgate/wsgate/services/dispatcher/service"
 	"github.com/wsgate/wsgate/services/internal/logging"
+	"github.com/wsgate/wsgate/services/internal/memlimit"
 )
 
 func main() {
@@ -38,5 +39,6 @@ func run(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	memlimit.Apply(log)
 	return service.Run(ctx, cfg, log)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsgate/wsgate/services/edge"
 	"github.com/wsgate/wsgate/services/internal/logging"
+	"github.com/wsgate/wsgate/services/internal/memlimit"
 )
 
 func main() {
@@ -32,6 +33,7 @@ func run(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	memlimit.Apply(log)
 	log.Info("edge starting", logging.Attrs(cfg)...)
 	srv, err := edge.New(cfg, log)
 	if err != nil {
