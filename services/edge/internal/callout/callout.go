@@ -181,12 +181,12 @@ func (c *Client) ask(ctx context.Context, req *wire.CalloutRequest) (*auth.Ident
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(ctx, c.cfg.Subject, data)
 	if err != nil {
-		c.cfg.Logger.Warn("auth callout failed", "subject", c.cfg.Subject, "err", err)
+		c.cfg.Logger.WarnContext(ctx, "auth callout failed", "subject", c.cfg.Subject, "err", err)
 		return nil, ErrUnavailable
 	}
 	var resp wire.CalloutResponse
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		c.cfg.Logger.Error("auth callout reply is not JSON", "subject", c.cfg.Subject, "err", err)
+		c.cfg.Logger.ErrorContext(ctx, "auth callout reply is not JSON", "subject", c.cfg.Subject, "err", err)
 		return nil, ErrUnavailable
 	}
 	if resp.Error != nil {
@@ -205,7 +205,7 @@ func (c *Client) ask(ctx context.Context, req *wire.CalloutRequest) (*auth.Ident
 	}
 	id, err := auth.NewIdentity(resp.User, resp.Session, resp.Groups, resp.Language, expires, resp.Props, "user", "session", "groups")
 	if err != nil {
-		c.cfg.Logger.Error("auth callout reply is not a valid identity", "subject", c.cfg.Subject, "err", err)
+		c.cfg.Logger.ErrorContext(ctx, "auth callout reply is not a valid identity", "subject", c.cfg.Subject, "err", err)
 		return nil, ErrUnavailable
 	}
 	return id, nil

@@ -462,8 +462,7 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 	if err := s.g.nc.PublishMsg(msg); err != nil {
 		span.RecordError(err)
 		s.g.cfg.Stats.PublishFailed()
-		s.g.cfg.Logger.Warn("publish inbound", "conn", s.c.Connection, "user", id.User, "action", action,
-			"trace_id", span.SpanContext().TraceID().String(), "err", err)
+		s.g.cfg.Logger.WarnContext(ctx, "publish inbound", "conn", s.c.Connection, "user", id.User, "action", action, "err", err)
 		return err
 	}
 	return nil

@@ -357,19 +357,25 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsco
 	if !ok {
 		return pending
 	}
+	ctx := context.Background()
+	var span trace.Span
+	if m.Header != nil && m.Header.Get(wire.HeaderTraceparent) != "" {
+		// The publisher traced this message: the delivery joins its trace.
+		ctx = propagation.TraceContext{}.Extract(ctx, telemetry.NATSHeader(m.Header))
+		ctx, span = h.cfg.Tracer.Start(ctx, "ws deliver", trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("messaging.destination.name", m.Subject)))
+		defer span.End()
+	}
 	out, err := wire.DecodeOutbound(m.Data)
 	if err != nil {
 		h.cfg.Stats.BadOutbound()
-		h.cfg.Logger.Debug("outbound message refused", "subject", m.Subject, "err", err)
+		h.cfg.Logger.DebugContext(ctx, "outbound message refused", "subject", m.Subject, "err", err)
 		return pending
 	}
 	d := delivery{frame: wsconn.TextFrame(wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref)), at: at, s: h.cfg.Stats, pending: pending}
-	if m.Header != nil && m.Header.Get(wire.HeaderTraceparent) != "" {
-		// The publisher traced this message: the delivery joins its trace.
-		ctx := propagation.TraceContext{}.Extract(context.Background(), telemetry.NATSHeader(m.Header))
-		_, span := h.cfg.Tracer.Start(ctx, "ws deliver "+out.Action, trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(attribute.String("messaging.destination.name", m.Subject)))
-		defer func() { span.SetAttributes(attribute.Int("wsgate.recipients", d.sent)); span.End() }()
+	if span != nil {
+		span.SetName("ws deliver " + out.Action)
+		defer func() { span.SetAttributes(attribute.Int("wsgate.recipients", d.sent)) }()
 	}
 
 	h.mu.RLock()
