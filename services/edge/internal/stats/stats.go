@@ -73,6 +73,12 @@ func New(meter metric.Meter, conns Connections) *Stats {
 		badOutbound:    m(meter.Int64Counter("wsgate.edge.outbound.invalid", metric.WithDescription("Outbound NATS messages refused as invalid."))),
 		natsReconnects: m(meter.Int64Counter("wsgate.edge.nats.reconnects", metric.WithDescription("Reconnections to NATS."))),
 	}
+	// Counters without attributes exist from the start, at 0, so that
+	// dashboards and alerts see them before the first event.
+	for _, c := range []metric.Int64Counter{s.publishErrors, s.slowConsumers, s.badFrames, s.rateLimited,
+		s.kicks, s.deadPeers, s.badOutbound, s.natsReconnects} {
+		c.Add(ctx, 0)
+	}
 	frames := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.frames", metric.WithDescription("Frames between clients and this edge, by direction.")))
 	bytes := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.bytes", metric.WithUnit("By"), metric.WithDescription("Payload bytes between clients and this edge, by direction.")))
 	delivered := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.deliveries", metric.WithDescription("Outbound frames queued to connections.")))
