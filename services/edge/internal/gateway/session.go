@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
@@ -36,7 +35,8 @@ type session struct {
 	acceptLanguage string
 	callout        *wire.CalloutRequest // the upgrade's credentials, when a callout is configured
 	msgSeq         uint64
-	deep           bool // this goroutine's stack grew handling a message
+	deep           bool      // this goroutine's stack grew handling a message
+	since          time.Time // when this goroutine took over the connection
 
 	lastBad time.Time // when the last bad frame arrived
 
@@ -93,24 +93,37 @@ func (s *session) serve(token string) {
 	s.g.hub.Add(s.c)
 	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
 		s.authenticate(token)
-		s.deep = true
+		if code, ended := s.readAvailable(); ended {
+			s.finish(code)
+			return
+		}
+		go s.run() // with a small stack again
+		return
 	}
 	s.run()
 }
+
+// respawnAfter: a goroutine that handled messages hands the connection to a
+// fresh one when it goes idle, at most this often. The fresh goroutine's
+// stack is small again, but grows back (a copy) when the next message comes.
+const respawnAfter = 10 * time.Second
 
 // run reads and handles frames until the connection ends. An idle
 // connection's goroutine waits for the socket at a shallow point and holds
 // no read buffer. Handling a message can grow the stack far beyond what
 // waiting needs (token checks, JSON), and a stack only shrinks slowly; so
-// after one, a fresh goroutine takes over the waiting and this one ends.
+// once the connection is idle, a fresh goroutine takes over the waiting and
+// this one ends: always after the authentication at the upgrade, otherwise
+// at most once per respawnAfter.
 func (s *session) run() {
+	s.since = time.Now()
 	for {
 		code, ended := s.readAvailable()
 		if ended {
 			s.finish(code)
 			return
 		}
-		if s.deep {
+		if s.deep && time.Since(s.since) >= respawnAfter {
 			s.deep = false
 			go s.run()
 			return
@@ -166,10 +179,6 @@ func (s *session) readAvailable() (code int, ended bool) {
 		s.deep = true
 		if m.Op != wsconn.OpText {
 			s.bad("binary frames are not accepted")
-			continue
-		}
-		if !utf8.Valid(m.Data) {
-			s.bad("text frame is not valid UTF-8")
 			continue
 		}
 		s.handle(m.Data)
