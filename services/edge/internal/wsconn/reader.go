@@ -43,22 +43,24 @@ type Message struct {
 	Data []byte // its payload; text and binary payloads belong to the caller
 }
 
-// Reader reads a client's frames from the socket without blocking, so that
-// its owner can wait for the socket to be readable at a shallow point of its
-// stack (or hand that waiting to another goroutine). Only one goroutine at a
-// time may use it.
+// Reader reads a client's frames. Wait blocks until the socket has bytes
+// and reads them; Next takes messages off what was read, without a system
+// call. Its owner can so wait at a shallow point of its stack (or hand the
+// waiting to another goroutine), and an idle connection holds no buffer:
+// one is taken from a pool for each read and kept only while a frame is
+// incomplete. Only one goroutine at a time may use a Reader.
 type Reader struct {
 	rc    syscall.RawConn // static
 	limit int             // static: largest message accepted
 
-	peek     [1]byte
 	buf      *[]byte // pooled buffer, or a larger one for a large frame; nil when nothing is pending
 	r, w     int     // the unread bytes are (*buf)[r:w]
+	need     int     // bytes the incomplete frame at r takes (0: unknown)
 	frag     []byte  // a fragmented message so far
 	fragOp   byte    // its opcode
 	fragging bool
-	err      error // once set, every call returns it
-	discard  bool  // after an error: input is read and dropped
+	err      error // the end of input (io.EOF or the read error): Next returns it once all before it is taken
+	discard  bool  // after a protocol error: input is read and dropped
 }
 
 // NewReader reads from nc, which must be a TCP (or Unix) connection,
@@ -75,35 +77,59 @@ func NewReader(nc net.Conn, limit int) (*Reader, error) {
 	return &Reader{rc: rc, limit: limit}, nil
 }
 
-// Wait blocks until the socket has bytes (or an end) to read, or its read
-// deadline passes. It holds no buffer while it waits.
+// Wait blocks until the socket has bytes, or its end, and reads them for
+// Next; it returns an error only when waiting failed (the read deadline
+// passed, the socket was closed). Each call reads before it waits, so it
+// never waits for bytes that are there already.
 func (r *Reader) Wait() error {
+	if r.err != nil {
+		return nil // Next has the end to report
+	}
+	var n int
 	var rerr error
 	err := r.rc.Read(func(fd uintptr) bool {
-		_, _, rerr = unix.Recvfrom(int(fd), r.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return rerr != unix.EAGAIN && rerr != unix.EINTR
+		if r.buf == nil {
+			r.buf = readBuffers.Get().(*[]byte)
+			r.r, r.w = 0, 0
+		}
+		r.reserve(r.need)
+		for {
+			n, rerr = unix.Read(int(fd), (*r.buf)[r.w:])
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			if r.r == r.w {
+				r.release() // hold no buffer while waiting
+			}
+			return false // wait until readable, then read again
+		}
+		return true
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if rerr != nil {
-		return rerr
+	case rerr != nil:
+		r.err = rerr
+	case n == 0:
+		r.err = io.EOF
+	default:
+		r.w += n
 	}
 	return nil
 }
 
-// Next returns the next message from what the socket has now; ok is false
-// when more bytes are needed (then Wait). A protocol violation or a message
-// over the limit returns ErrProtocol or ErrTooLarge once; after it, input is
-// dropped until the connection ends. io.EOF means the peer closed the socket.
+// Next returns the next message from what Wait read; ok is false when it
+// needs more bytes (then Wait). A protocol violation or a message over the
+// limit returns ErrProtocol or ErrTooLarge once; after it, input is dropped
+// until the connection ends. io.EOF means the peer closed the socket.
 func (r *Reader) Next() (m Message, ok bool, err error) {
-	if r.err != nil && !r.discard {
-		return Message{}, false, r.err
-	}
 	for {
 		if r.discard {
 			r.r, r.w = 0, 0
-		} else if r.buf != nil {
+		}
+		if r.buf != nil && r.r < r.w {
 			m, need, err := r.parse()
 			if err != nil {
 				r.discard = true
@@ -111,62 +137,30 @@ func (r *Reader) Next() (m Message, ok bool, err error) {
 				return Message{}, false, err
 			}
 			if need == 0 {
+				r.need = 0
 				if m.Op != 0 {
 					return m, true, nil
 				}
 				continue // a fragment: the message goes on
 			}
-			r.reserve(need)
+			r.need = need
 		}
-		if r.buf == nil {
-			r.buf = readBuffers.Get().(*[]byte)
-			r.r, r.w = 0, 0
-		}
-		n, err := r.read()
-		switch {
-		case err == unix.EAGAIN:
-			if r.r == r.w {
-				r.release()
-			}
-			return Message{}, false, nil
-		case err != nil:
+		if r.buf != nil && r.r == r.w {
 			r.release()
-			r.fail(err)
-			return Message{}, false, err
-		case n == 0:
-			r.release()
-			r.fail(io.EOF)
-			return Message{}, false, io.EOF
 		}
-		r.w += n
+		if r.err != nil {
+			r.release()
+			return Message{}, false, r.err
+		}
+		return Message{}, false, nil
 	}
 }
 
-func (r *Reader) fail(err error) {
-	r.err = err
-	r.discard = false
-}
-
-// read reads without blocking into the free end of the buffer.
-func (r *Reader) read() (int, error) {
-	var n int
-	var rerr error
-	if err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), (*r.buf)[r.w:])
-			if rerr != unix.EINTR {
-				return true
-			}
-		}
-	}); err != nil {
-		return 0, err
-	}
-	return n, rerr
-}
-
-// reserve makes room for need unread bytes in the buffer.
+// reserve makes room for need unread bytes, and at least one more byte, in
+// the buffer.
 func (r *Reader) reserve(need int) {
 	b := *r.buf
+	need = max(need, r.w-r.r+1)
 	if need <= len(b)-r.r {
 		return
 	}
