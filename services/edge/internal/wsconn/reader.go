@@ -50,8 +50,12 @@ type Message struct {
 // one is taken from a pool for each read and kept only while a frame is
 // incomplete. Only one goroutine at a time may use a Reader.
 type Reader struct {
-	rc    syscall.RawConn // static
-	limit int             // static: largest message accepted
+	rc     syscall.RawConn    // static
+	limit  int                // static: largest message accepted
+	readFn func(uintptr) bool // static: tryRead, bound once (a closure per call would allocate)
+
+	n    int   // result of the last tryRead
+	rerr error // result of the last tryRead
 
 	buf      *[]byte // pooled buffer, or a larger one for a large frame; nil when nothing is pending
 	r, w     int     // the unread bytes are (*buf)[r:w]
@@ -74,7 +78,9 @@ func NewReader(nc net.Conn, limit int) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wsconn: %w", err)
 	}
-	return &Reader{rc: rc, limit: limit}, nil
+	r := &Reader{rc: rc, limit: limit}
+	r.readFn = r.tryRead
+	return r, nil
 }
 
 // Wait blocks until the socket has bytes, or its end, and reads them for
@@ -85,39 +91,42 @@ func (r *Reader) Wait() error {
 	if r.err != nil {
 		return nil // Next has the end to report
 	}
-	var n int
-	var rerr error
-	err := r.rc.Read(func(fd uintptr) bool {
-		if r.buf == nil {
-			r.buf = readBuffers.Get().(*[]byte)
-			r.r, r.w = 0, 0
-		}
-		r.reserve(r.need)
-		for {
-			n, rerr = unix.Read(int(fd), (*r.buf)[r.w:])
-			if rerr != unix.EINTR {
-				break
-			}
-		}
-		if rerr == unix.EAGAIN {
-			if r.r == r.w {
-				r.release() // hold no buffer while waiting
-			}
-			return false // wait until readable, then read again
-		}
-		return true
-	})
-	switch {
-	case err != nil:
+	r.n, r.rerr = 0, nil
+	if err := r.rc.Read(r.readFn); err != nil {
 		return err
-	case rerr != nil:
-		r.err = rerr
-	case n == 0:
+	}
+	switch {
+	case r.rerr != nil:
+		r.err = r.rerr
+	case r.n == 0:
 		r.err = io.EOF
 	default:
-		r.w += n
+		r.w += r.n
 	}
 	return nil
+}
+
+// tryRead is Wait's read, called by the poller with the descriptor: it
+// reports false (wait until readable) when there is nothing to read yet.
+func (r *Reader) tryRead(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = readBuffers.Get().(*[]byte)
+		r.r, r.w = 0, 0
+	}
+	r.reserve(r.need)
+	for {
+		r.n, r.rerr = unix.Read(int(fd), (*r.buf)[r.w:])
+		if r.rerr != unix.EINTR {
+			break
+		}
+	}
+	if r.rerr == unix.EAGAIN {
+		if r.r == r.w {
+			r.release() // hold no buffer while waiting
+		}
+		return false
+	}
+	return true
 }
 
 // Next returns the next message from what Wait read; ok is false when it

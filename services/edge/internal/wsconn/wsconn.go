@@ -84,11 +84,17 @@ type Stats interface {
 // Conn is the send side of a WebSocket. Every method may be called from any
 // goroutine; none blocks on the socket.
 type Conn struct {
-	nc       net.Conn        // static after construction
-	rc       syscall.RawConn // static: nc's descriptor; nil when nc has none (then writes go through a goroutine)
-	maxQueue int             // static after construction
-	stats    Stats           // static after construction
-	onError  func(error)     // static; told when writing ends with an error or after the close frame (may be nil)
+	nc       net.Conn           // static after construction
+	rc       syscall.RawConn    // static: nc's descriptor; nil when nc has none (then writes go through a goroutine)
+	maxQueue int                // static after construction
+	stats    Stats              // static after construction
+	onError  func(error)        // static; told when writing ends with an error or after the close frame (may be nil)
+	writeFn  func(uintptr) bool // static: tryWrite, bound once (a closure per call would allocate)
+
+	// Owned by whoever holds the right to write: writeNow's frames and result.
+	iov  *[][]byte
+	n    int
+	werr error
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong read
 
@@ -111,6 +117,7 @@ func New(nc net.Conn, maxQueue int, stats Stats, onError func(error)) *Conn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.rc = rc
+			c.writeFn = c.tryWrite
 		}
 	}
 	c.Touch()
@@ -278,25 +285,14 @@ func (c *Conn) Flush() {
 // writeNow writes as much of batch as the socket takes now and returns what
 // is left (nil when everything went out).
 func (c *Conn) writeNow(batch []item) (rest []item, err error) {
-	iov := iovecs(batch)
-	var n int
-	var werr error
-	if err := c.rc.Write(func(fd uintptr) bool {
-		for {
-			if len(*iov) == 1 {
-				n, werr = unix.Write(int(fd), (*iov)[0])
-			} else {
-				n, werr = unix.Writev(int(fd), *iov)
-			}
-			if werr != unix.EINTR {
-				return true // done, or would block: never wait here
-			}
-		}
-	}); err != nil {
-		putIovecs(iov)
+	c.iov = iovecs(batch)
+	err = c.rc.Write(c.writeFn)
+	putIovecs(c.iov)
+	c.iov = nil
+	if err != nil {
 		return nil, err
 	}
-	putIovecs(iov)
+	n, werr := c.n, c.werr
 	if werr == unix.EAGAIN {
 		n, werr = 0, nil
 	}
@@ -304,6 +300,20 @@ func (c *Conn) writeNow(batch []item) (rest []item, err error) {
 		return nil, werr
 	}
 	return c.wrote(batch, n)
+}
+
+// tryWrite is writeNow's write, called with the descriptor; it never waits.
+func (c *Conn) tryWrite(fd uintptr) bool {
+	for {
+		if len(*c.iov) == 1 {
+			c.n, c.werr = unix.Write(int(fd), (*c.iov)[0])
+		} else {
+			c.n, c.werr = unix.Writev(int(fd), *c.iov)
+		}
+		if c.werr != unix.EINTR {
+			return true
+		}
+	}
 }
 
 // wrote accounts for n bytes of batch written and returns the unwritten
