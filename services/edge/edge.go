@@ -23,6 +23,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 	"github.com/wsgate/wsgate/services/internal/health"
@@ -76,6 +77,7 @@ type Server struct {
 
 	probe   *health.Probe
 	hub     *hub.Hub
+	poller  *netpoll.Poller // nil without epoll
 	gateway *gateway.Gateway
 	http    *http.Server
 	ln      net.Listener
@@ -131,13 +133,20 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			CacheSize: cfg.CalloutCacheSize, CacheTTL: cfg.CalloutCacheTTL, Logger: log,
 		})
 	}
+	// One epoll instance watches idle connections (Linux); elsewhere each
+	// connection parks a goroutine.
+	if p, err := netpoll.New(); err == nil {
+		s.poller = p
+	} else {
+		log.Info("no poller; one goroutine per connection", "err", err)
+	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
 		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
 		MaxMessageBytes: cfg.MaxMessageBytes, SendQueue: cfg.SendQueue,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
-		Callout: ask, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
@@ -199,6 +208,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
+	if s.poller != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.poller.Run() }()
+	}
 
 	serveErr := make(chan error, 1)
 	wg.Add(1)
@@ -213,6 +226,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.shutdown()
 	stopHub()
+	if s.poller != nil {
+		s.poller.Close() // every connection has ended: nothing is armed
+	}
 	wg.Wait()
 	return err
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 )
 
@@ -38,7 +39,6 @@ const (
 	// authPublishTimeout bounds the wait for the NATS server to confirm a
 	// new connection's subscriptions.
 	authPublishTimeout = 5 * time.Second
-	maxCloseReason     = 120
 )
 
 // Config is what the gateway needs to know.
@@ -57,9 +57,12 @@ type Config struct {
 	// Callout, when set, identifies connections whose token the verifier
 	// cannot check (or that have only cookies) by asking the application.
 	Callout *callout.Client
-	Logger  *slog.Logger
-	Stats   *stats.Stats
-	Tracer  trace.Tracer // nil: no tracing
+	// Poller, when set, watches idle connections' sockets; without one
+	// each connection parks a goroutine in a read.
+	Poller *netpoll.Poller
+	Logger *slog.Logger
+	Stats  *stats.Stats
+	Tracer trace.Tracer // nil: no tracing
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.

@@ -35,8 +35,11 @@ type session struct {
 	acceptLanguage string
 	callout        *wire.CalloutRequest // the upgrade's credentials, when a callout is configured
 	msgSeq         uint64
-	deep           bool      // this goroutine's stack grew handling a message
-	since          time.Time // when this goroutine took over the connection
+	deep           bool      // without a poller: this goroutine's stack grew handling a message
+	since          time.Time // without a poller: when this goroutine took over the connection
+	ignored        int       // frames read after our close frame was queued
+	pollToken      uint64    // with a poller: this session's token
+	armed          bool      // with a poller: the socket is registered with it
 
 	lastBad time.Time // when the last bad frame arrived
 
@@ -45,6 +48,10 @@ type session struct {
 	drops       int       // frames dropped by the limiter in the current window
 	dropsWindow time.Time // start of that window
 }
+
+// maxIgnoredAfterClose: frames a closing connection may still send before
+// the edge stops reading it and tears it down.
+const maxIgnoredAfterClose = 64
 
 // rateWindow is how long dropped frames count towards closing with 4429.
 const rateWindow = 10 * time.Second
@@ -56,11 +63,12 @@ func (g *Gateway) newSession(nc net.Conn, r *http.Request) (*session, error) {
 	}
 	s := &session{g: g, r: rd, nc: nc, acceptLanguage: r.Header.Get("Accept-Language"), tokens: float64(g.cfg.RateBurst), lastRefill: time.Now()}
 	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
-	conn := wsconn.New(nc, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
+	var conn *wsconn.Conn
+	conn = wsconn.New(nc, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
 		// The writer failed or finished with a close frame: the reader
-		// finds out through its own read error or deadline.
+		// finds out through the end of input or the close deadline.
 		if !wsconn.IsClosedByUs(err) {
-			_ = nc.Close()
+			conn.Abort()
 		}
 	})
 	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(nc.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
@@ -91,30 +99,64 @@ func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
 // serve starts the connection; token is the upgrade's, if any.
 func (s *session) serve(token string) {
 	s.g.hub.Add(s.c)
+	if p := s.g.cfg.Poller; p != nil {
+		s.pollToken = p.Register(s)
+	}
 	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
 		s.authenticate(token)
-		if code, ended := s.readAvailable(); ended {
-			s.finish(code)
-			return
-		}
+	}
+	if s.g.cfg.Poller != nil {
+		s.Readable()
+		return
+	}
+	if s.deep {
 		go s.run() // with a small stack again
 		return
 	}
 	s.run()
 }
 
-// respawnAfter: a goroutine that handled messages hands the connection to a
-// fresh one when it goes idle, at most this often. The fresh goroutine's
-// stack is small again, but grows back (a copy) when the next message comes.
+// Readable handles what the socket has, then asks the poller to call again
+// when there is more: between messages no goroutine waits for the
+// connection, and no read buffer is held.
+func (s *session) Readable() {
+	for {
+		code, ended := s.readAvailable()
+		if ended {
+			s.finish(code)
+			return
+		}
+		more, err := s.r.Fill()
+		if err != nil {
+			s.finish(s.endCode(0))
+			return
+		}
+		if more {
+			continue
+		}
+		// Marked before arming: once armed, another goroutine may run this.
+		first := !s.armed
+		s.armed = true
+		if err := s.g.cfg.Poller.Arm(s.r.RawConn(), s.pollToken, first); err != nil {
+			// Shutting down (or the socket is gone): nobody would read.
+			s.c.Conn.Abort()
+			s.finish(s.endCode(0))
+		}
+		return
+	}
+}
+
+// respawnAfter: without a poller, a goroutine that handled messages hands
+// the connection to a fresh one when it goes idle, at most this often. The
+// fresh goroutine's stack is small again, but grows back (a copy) when the
+// next message comes.
 const respawnAfter = 10 * time.Second
 
-// run reads and handles frames until the connection ends. An idle
-// connection's goroutine waits for the socket at a shallow point and holds
-// no read buffer. Handling a message can grow the stack far beyond what
-// waiting needs (token checks, JSON), and a stack only shrinks slowly; so
-// once the connection is idle, a fresh goroutine takes over the waiting and
-// this one ends: always after the authentication at the upgrade, otherwise
-// at most once per respawnAfter.
+// run reads and handles frames until the connection ends, parking this
+// goroutine between messages: how connections are served without a poller
+// (systems without epoll). A stack grown by handling messages only shrinks
+// slowly, so once the connection is idle a fresh goroutine takes over the
+// waiting and this one ends, at most once per respawnAfter.
 func (s *session) run() {
 	s.since = time.Now()
 	for {
@@ -173,7 +215,12 @@ func (s *session) readAvailable() (code int, ended bool) {
 			return s.endCode(peer), true
 		}
 		if conn.CloseCode() != 0 {
-			continue // closing: the peer's close frame is all we wait for
+			// Closing: the peer's close frame is all we wait for. A peer
+			// that keeps sending instead (a flood) is not worth reading.
+			if s.ignored++; s.ignored > maxIgnoredAfterClose {
+				return s.endCode(0), true
+			}
+			continue
 		}
 		s.g.cfg.Stats.Read(len(m.Data))
 		s.deep = true
@@ -201,11 +248,20 @@ func (s *session) endCode(peer int) int {
 func (s *session) finish(code int) {
 	g, conn := s.g, s.c.Conn
 	g.hub.Remove(s.c)
+	if p := g.cfg.Poller; p != nil {
+		p.Forget(s.pollToken)
+	}
+	if conn.CloseCode() != 0 {
+		// A close frame is queued (ours, or the answer to the peer's):
+		// let it go out before the socket is shut down.
+		conn.Linger(wsconn.CloseGrace)
+	}
 	// Abort, unlike closing the socket alone, also stops the queue taking
 	// frames, so no writer can start (say, from a concurrent CloseAll)
 	// after Wait has begun.
 	conn.Abort()
 	conn.Wait()
+	_ = s.nc.Close()
 	g.cfg.Stats.Closed(code)
 	if s.c.Identity() != nil {
 		details, _ := json.Marshal(map[string]int{"code": code})
@@ -489,10 +545,8 @@ func (s *session) clientError(code int, reason string) {
 	s.send(wire.ErrorFrame(wire.ActionClientError, code, reason))
 }
 
+// close queues a close frame (wsconn cuts reason to fit, at a rune boundary).
 func (s *session) close(code int, reason string) {
-	if len(reason) > maxCloseReason {
-		reason = reason[:maxCloseReason]
-	}
 	s.c.Conn.Close(code, reason)
 }
 

@@ -179,15 +179,26 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 		return err
 	}
 	h.mu.Unlock()
+	var err error
 	if !h.nc.IsConnected() {
 		// NATS replays the subscriptions when it is back, but nobody can
 		// confirm them now: the promise of the ok frame cannot be kept.
-		return ErrUnavailable
+		err = ErrUnavailable
+	} else if ferr := h.nc.FlushWithContext(ctx); ferr != nil {
+		err = fmt.Errorf("hub: confirm subscriptions: %w", ferr)
 	}
-	if err := h.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("hub: confirm subscriptions: %w", err)
+	if err != nil && old == nil {
+		// A connection that was not authenticated stays so: it receives
+		// nothing, and its end is no lifecycle event.
+		h.mu.Lock()
+		if c.identity.CompareAndSwap(id, nil) {
+			if uerr := h.reindexLocked(c, id, nil); uerr != nil {
+				h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", uerr)
+			}
+		}
+		h.mu.Unlock()
 	}
-	return nil
+	return err
 }
 
 // Remove unregisters c and drops the subscriptions nobody needs any more.
@@ -531,6 +542,9 @@ func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration
 	switch {
 	case now.Sub(c.Conn.LastSeen()) > deadAfter:
 		h.cfg.Stats.DeadPeer()
+		c.Conn.Abort()
+	case !c.Conn.CloseSent().IsZero() && now.Sub(c.Conn.CloseSent()) > wsconn.CloseGrace:
+		// Our close frame went unanswered.
 		c.Conn.Abort()
 	case id == nil && now.Sub(c.created) > h.cfg.AuthTimeout:
 		c.Conn.Close(wsconn.CloseAuthTimeout, "authentication timeout")

@@ -53,6 +53,7 @@ type Reader struct {
 	rc     syscall.RawConn    // static
 	limit  int                // static: largest message accepted
 	readFn func(uintptr) bool // static: tryRead, bound once (a closure per call would allocate)
+	fillFn func(uintptr) bool // static: tryFill, likewise
 
 	n    int   // result of the last tryRead
 	rerr error // result of the last tryRead
@@ -79,7 +80,7 @@ func NewReader(nc net.Conn, limit int) (*Reader, error) {
 		return nil, fmt.Errorf("wsconn: %w", err)
 	}
 	r := &Reader{rc: rc, limit: limit}
-	r.readFn = r.tryRead
+	r.readFn, r.fillFn = r.tryRead, r.tryFill
 	return r, nil
 }
 
@@ -105,6 +106,39 @@ func (r *Reader) Wait() error {
 	}
 	return nil
 }
+
+// Fill reads what the socket has now, without waiting, for Next. It
+// reports false when there was nothing (then wait for the socket to become
+// readable, e.g. with a poller, and Fill again).
+func (r *Reader) Fill() (bool, error) {
+	if r.err != nil {
+		return true, nil // Next has the end to report
+	}
+	r.n, r.rerr = 0, nil
+	if err := r.rc.Read(r.fillFn); err != nil {
+		return false, err
+	}
+	switch {
+	case r.rerr == unix.EAGAIN:
+		return false, nil
+	case r.rerr != nil:
+		r.err = r.rerr
+	case r.n == 0:
+		r.err = io.EOF
+	default:
+		r.w += r.n
+	}
+	return true, nil
+}
+
+// tryFill is Fill's read: one attempt, never a wait.
+func (r *Reader) tryFill(fd uintptr) bool {
+	r.tryRead(fd)
+	return true
+}
+
+// RawConn is the socket's descriptor access, for a poller.
+func (r *Reader) RawConn() syscall.RawConn { return r.rc }
 
 // tryRead is Wait's read, called by the poller with the descriptor: it
 // reports false (wait until readable) when there is nothing to read yet.

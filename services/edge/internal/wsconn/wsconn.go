@@ -96,15 +96,17 @@ type Conn struct {
 	n    int
 	werr error
 
-	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong read
+	lastSeen  atomic.Int64 // unix nanoseconds of the last frame or pong read
+	closeSent atomic.Int64 // unix nanoseconds when the close frame was written
 
 	mu        sync.Mutex
-	queue     []item // owned by mu: frames not written yet, in order
-	spare     []item // owned by mu: the previous batch's array, reused
-	flushing  bool   // owned by mu: someone holds the right to write (a flusher or the writer goroutine)
-	closing   bool   // owned by mu: a close frame is queued; nothing more is accepted
-	aborted   bool   // owned by mu: the socket is torn down; no writer may start
-	closeCode int    // owned by mu: the code of that close frame
+	queue     []item        // owned by mu: frames not written yet, in order
+	spare     []item        // owned by mu: the previous batch's array, reused
+	flushing  bool          // owned by mu: someone holds the right to write (a flusher or the writer goroutine)
+	closing   bool          // owned by mu: a close frame is queued; nothing more is accepted
+	aborted   bool          // owned by mu: the socket is torn down; no writer may start
+	closeCode int           // owned by mu: the code of that close frame
+	idle      chan struct{} // owned by mu: made by Linger, closed when writing stops
 	writers   sync.WaitGroup
 }
 
@@ -235,11 +237,13 @@ func (c *Conn) take() []item {
 	batch := c.queue
 	if len(batch) == 0 {
 		c.flushing = false
+		c.wakeLingerLocked()
 		return nil
 	}
 	if len(batch) > maxIovecs {
 		c.queue = append(c.spare[:0], batch[maxIovecs:]...)
 		c.spare = nil
+		clear(batch[maxIovecs:]) // moved: the array must not keep them reachable
 		return batch[:maxIovecs:maxIovecs]
 	}
 	c.queue, c.spare = c.spare[:0], nil
@@ -275,6 +279,9 @@ func (c *Conn) Flush() {
 			c.fail(err)
 			return
 		case rest != nil:
+			// The frames written are dropped now: the writer returns only
+			// rest's part of the array for reuse.
+			clear(batch[:len(batch)-len(rest)])
 			c.startWriter(rest)
 			return
 		}
@@ -340,8 +347,11 @@ func (c *Conn) wrote(batch []item, n int) (rest []item, err error) {
 			c.stats.Latency(time.Duration(now - it.at))
 		case kindClose:
 			// The peer answers with its own close frame, which ends the
-			// reader; if it does not, the deadline does.
-			_ = c.nc.SetReadDeadline(time.Now().Add(CloseGrace))
+			// reader; if it does not, the deadline (a parked reader) or the
+			// owner's timer (see CloseSent) does.
+			now := time.Now()
+			c.closeSent.Store(now.UnixNano())
+			_ = c.nc.SetReadDeadline(now.Add(CloseGrace))
 			return nil, errClosedByUs
 		}
 	}
@@ -408,6 +418,7 @@ func (c *Conn) fail(err error) {
 	clear(c.queue)
 	c.queue = c.queue[:0]
 	c.closing = true
+	c.wakeLingerLocked()
 	c.mu.Unlock()
 	// The right to write is never given back: nobody writes after this.
 	if c.onError != nil {
@@ -415,15 +426,62 @@ func (c *Conn) fail(err error) {
 	}
 }
 
-// Abort tears the socket down at once, without a close frame (dead peers,
-// and the owner's final cleanup); the queue takes nothing afterwards and no
-// writer starts.
+// Linger waits, at most d, until everything queued has been written (or
+// writing has failed): a close frame queued last, say, is out before the
+// owner tears the connection down.
+func (c *Conn) Linger(d time.Duration) {
+	c.mu.Lock()
+	if !c.flushing || c.aborted {
+		c.mu.Unlock()
+		return
+	}
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	}
+}
+
+func (c *Conn) wakeLingerLocked() {
+	if c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// Abort tears the connection down at once, without a close frame (dead
+// peers, failed writes, the owner's final cleanup): both directions are shut
+// down, which wakes a reader and a writer wherever they wait; the queue
+// takes nothing afterwards and no writer starts. The owner closes the
+// socket itself once its reader is done.
 func (c *Conn) Abort() {
 	c.mu.Lock()
 	c.closing = true
 	c.aborted = true
 	c.mu.Unlock()
+	if tc, ok := c.nc.(interface{ CloseRead() error }); ok {
+		_ = tc.CloseRead()
+		if tw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+			_ = tw.CloseWrite()
+		}
+		return
+	}
 	_ = c.nc.Close()
+}
+
+// CloseSent is when the close frame was written, or zero: the peer has
+// CloseGrace from then to answer.
+func (c *Conn) CloseSent() time.Time {
+	if t := c.closeSent.Load(); t != 0 {
+		return time.Unix(0, t)
+	}
+	return time.Time{}
 }
 
 // Wait waits for the writer goroutine, if any, to finish. The owner calls it

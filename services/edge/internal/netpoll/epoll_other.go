@@ -1,0 +1,18 @@
+//go:build !linux
+
+package netpoll
+
+import "errors"
+
+// pollSys is only implemented with Linux's epoll; elsewhere New fails and
+// the caller parks a goroutine per connection instead.
+type pollSys struct{}
+
+func newPollSys() (pollSys, error) { return pollSys{}, errors.New("needs Linux epoll") }
+
+func (pollSys) arm(int, uint64, bool) error { return errors.New("netpoll: needs Linux epoll") }
+func (pollSys) wait(dst []uint64) ([]uint64, error) {
+	return dst, errors.New("netpoll: needs Linux epoll")
+}
+func (pollSys) close()   {}
+func (pollSys) release() {}

@@ -1,0 +1,140 @@
+// Package netpoll tells connections' owners when their sockets have become
+// readable, through one epoll instance for all of them, so that an idle
+// connection needs no goroutine parked in a read. A readable socket's
+// handler runs on one of a few long-lived workers (whose stacks have already
+// grown to what handling a message takes), or on a fresh goroutine when they
+// are all busy, so that a handler that blocks never holds up the others.
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// Handler is told, once per Arm, that its socket is readable (or closed).
+type Handler interface {
+	Readable()
+}
+
+// ErrClosed is returned by Arm after Close.
+var ErrClosed = errors.New("netpoll: poller is closed")
+
+// Poller is one epoll instance with its workers.
+type Poller struct {
+	sys     pollSys // static: the system's readiness API
+	work    chan Handler
+	workers sync.WaitGroup
+	stopped chan struct{} // closed when Run has returned
+
+	mu       sync.Mutex
+	handlers map[uint64]Handler // by token; owned by mu
+	next     uint64             // owned by mu: the last token given
+	closed   bool               // owned by mu
+}
+
+// New returns a poller; call Run to serve it and Close to stop it.
+func New() (*Poller, error) {
+	sys, err := newPollSys()
+	if err != nil {
+		return nil, fmt.Errorf("netpoll: %w", err)
+	}
+	return &Poller{
+		sys: sys, work: make(chan Handler), stopped: make(chan struct{}),
+		handlers: map[uint64]Handler{},
+	}, nil
+}
+
+// workersPerCPU: long-lived workers per core; more readable sockets at a
+// time get goroutines of their own.
+const workersPerCPU = 4
+
+// Run waits for readable sockets and runs their handlers until Close. It
+// returns after the workers have finished.
+func (p *Poller) Run() {
+	defer close(p.stopped)
+	n := workersPerCPU * runtime.GOMAXPROCS(0)
+	p.workers.Add(n)
+	for range n {
+		go func() {
+			defer p.workers.Done()
+			for h := range p.work {
+				h.Readable()
+			}
+		}()
+	}
+	defer func() { close(p.work); p.workers.Wait(); p.sys.release() }()
+	var ready []uint64
+	for {
+		var err error
+		ready, err = p.sys.wait(ready[:0])
+		if err != nil {
+			return // closed
+		}
+		for _, token := range ready {
+			p.mu.Lock()
+			h := p.handlers[token]
+			p.mu.Unlock()
+			if h == nil {
+				continue // forgotten meanwhile
+			}
+			select {
+			case p.work <- h:
+			default:
+				go h.Readable()
+			}
+		}
+	}
+}
+
+// Register gives h a token for Arm.
+func (p *Poller) Register(h Handler) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next++
+	p.handlers[p.next] = h
+	return p.next
+}
+
+// Forget drops token; its handler is not called again.
+func (p *Poller) Forget(token uint64) {
+	p.mu.Lock()
+	delete(p.handlers, token)
+	p.mu.Unlock()
+}
+
+// Arm asks for one call of token's handler once rc's socket is readable (at
+// once if it is now); first tells whether rc is armed for the first time.
+// Closing the socket drops its registration.
+func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) error {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	var armErr error
+	if err := rc.Control(func(fd uintptr) { armErr = p.sys.arm(int(fd), token, first) }); err != nil {
+		return fmt.Errorf("netpoll: %w", err)
+	}
+	if armErr != nil {
+		return fmt.Errorf("netpoll: %w", armErr)
+	}
+	return nil
+}
+
+// Close stops Run and waits for it. Sockets still armed are not told.
+func (p *Poller) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.stopped
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.sys.close()
+	<-p.stopped
+}
