@@ -6,7 +6,7 @@ TEST_TIMEOUT ?= 15m
 VERSION    ?= 0.1.0
 IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test vet fmt-check test-go fuzz fuzz-short test-chart images bench clean
+.PHONY: all build run test vet fmt-check test-go fuzz fuzz-short test-chart images bench microbench clean
 
 all: build
 
@@ -37,7 +37,7 @@ test-go:
 ## one target per run); a failure stops make and leaves the input in <pkg>/testdata/fuzz/<target>/.
 ## Plain `go test` already runs every target's seed corpus. Targets are found in the _test.go
 ## files (cheaper than `go test -list`, which links and runs each test binary once more).
-FUZZ_PKGS := ./api/wire ./services/edge/internal/auth
+FUZZ_PKGS := ./api/wire ./services/edge/internal/auth ./services/edge/internal/wsconn
 FUZZTIME  ?= 60s
 fuzz:
 	@for pkg in $(FUZZ_PKGS); do \
@@ -68,6 +68,17 @@ bench: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
 	test -x bench/.bin/centrifugo || GOBIN=$(CURDIR)/bench/.bin $(GO) install github.com/centrifugal/centrifugo/v6@v6.9.1
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md
+
+## microbench: micro-benchmarks of the wire format and of wsconn (-count 6, -benchmem); raw output in
+## bench/results/micro/micro.txt, then benchstat's table of it (docs/MICROBENCH.md has figures and the
+## edge's end-to-end before/after comparison)
+MICROBENCH_PKGS := ./api/wire ./services/edge/internal/wsconn
+BENCHSTAT       := bench/.bin/benchstat
+microbench:
+	test -x $(BENCHSTAT) || GOBIN=$(CURDIR)/bench/.bin GOWORK=off $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+	mkdir -p bench/results/micro
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 $(MICROBENCH_PKGS) > bench/results/micro/micro.txt || { cat bench/results/micro/micro.txt; exit 1; }
+	$(BENCHSTAT) bench/results/micro/micro.txt
 
 clean:
 	rm -rf $(BIN)

@@ -253,7 +253,7 @@ type countStats struct {
 	frames, bytes, latencies atomic.Int64
 }
 
-func (s *countStats) Wrote(frames, bytes int)  { s.frames.Add(int64(frames)); s.bytes.Add(int64(bytes)) }
+func (s *countStats) Wrote(frames, bytes int) { s.frames.Add(int64(frames)); s.bytes.Add(int64(bytes)) }
 func (s *countStats) Latency(d time.Duration) { s.latencies.Add(1) }
 
 var _ Stats = (*countStats)(nil)
