@@ -3,6 +3,7 @@ module github.com/wsgate/wsgate/charts
 go 1.26.0
 
 require (
+	go.uber.org/goleak v1.3.0
 	helm.sh/helm/v3 v3.22.0
 	k8s.io/api v0.37.0
 	k8s.io/apimachinery v0.37.0
