@@ -104,6 +104,7 @@ func (s *session) serve(token string) {
 	}
 	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
 		s.authenticate(token)
+		s.deep = true
 	}
 	if s.g.cfg.Poller != nil {
 		s.Readable()
