@@ -77,7 +77,7 @@ type Server struct {
 
 	probe   *health.Probe
 	hub     *hub.Hub
-	poller  *netpoll.Poller // nil without epoll
+	poller  *netpoll.Poller
 	gateway *gateway.Gateway
 	http    *http.Server
 	ln      net.Listener
@@ -135,10 +135,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	}
 	// One epoll instance watches idle connections (Linux); elsewhere each
 	// connection parks a goroutine.
-	if p, err := netpoll.New(); err == nil {
-		s.poller = p
-	} else {
-		log.Info("no poller; one goroutine per connection", "err", err)
+	s.poller = netpoll.New()
+	if s.poller.Portable() {
+		log.Info("no epoll: one parked goroutine per idle connection")
 	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
@@ -208,10 +207,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
-	if s.poller != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.poller.Run() }()
-	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.poller.Run() }()
 
 	serveErr := make(chan error, 1)
 	wg.Add(1)
@@ -226,9 +223,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.shutdown()
 	stopHub()
-	if s.poller != nil {
-		s.poller.Close() // every connection has ended: nothing is armed
-	}
+	s.poller.Close() // every connection has ended: nothing is armed
 	wg.Wait()
 	return err
 }

@@ -57,8 +57,7 @@ type Config struct {
 	// Callout, when set, identifies connections whose token the verifier
 	// cannot check (or that have only cookies) by asking the application.
 	Callout *callout.Client
-	// Poller, when set, watches idle connections' sockets; without one
-	// each connection parks a goroutine in a read.
+	// Poller watches idle connections' sockets (nil: a portable one).
 	Poller *netpoll.Poller
 	Logger *slog.Logger
 	Stats  *stats.Stats
@@ -91,6 +90,9 @@ func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gatewa
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
+	}
+	if cfg.Poller == nil {
+		cfg.Poller = netpoll.NewPortable() // arms without Run
 	}
 	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID()}
 	g.upgrader = websocket.Upgrader{

@@ -25,7 +25,7 @@ import (
 )
 
 // session is one connection's reader. Its fields are owned by the goroutine
-// that reads for the connection (one at a time: see run), except what
+// that reads for the connection (one at a time: see Readable), except what
 // hub.Client shares.
 type session struct {
 	g              *Gateway
@@ -35,11 +35,9 @@ type session struct {
 	acceptLanguage string
 	callout        *wire.CalloutRequest // the upgrade's credentials, when a callout is configured
 	msgSeq         uint64
-	deep           bool      // without a poller: this goroutine's stack grew handling a message
-	since          time.Time // without a poller: when this goroutine took over the connection
-	ignored        int       // frames read after our close frame was queued
-	pollToken      uint64    // with a poller: this session's token
-	armed          bool      // with a poller: the socket is registered with it
+	ignored        int    // frames read after our close frame was queued
+	pollToken      uint64 // this session's token with the poller
+	armed          bool   // the socket is registered with the poller
 
 	lastBad time.Time // when the last bad frame arrived
 
@@ -99,27 +97,16 @@ func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
 // serve starts the connection; token is the upgrade's, if any.
 func (s *session) serve(token string) {
 	s.g.hub.Add(s.c)
-	if p := s.g.cfg.Poller; p != nil {
-		s.pollToken = p.Register(s)
-	}
+	s.pollToken = s.g.cfg.Poller.Register(s)
 	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
 		s.authenticate(token)
-		s.deep = true
 	}
-	if s.g.cfg.Poller != nil {
-		s.Readable()
-		return
-	}
-	if s.deep {
-		go s.run() // with a small stack again
-		return
-	}
-	s.run()
+	s.Readable()
 }
 
 // Readable handles what the socket has, then asks the poller to call again
 // when there is more: between messages no goroutine waits for the
-// connection, and no read buffer is held.
+// connection (with epoll), and no read buffer is held.
 func (s *session) Readable() {
 	for {
 		code, ended := s.readAvailable()
@@ -144,37 +131,6 @@ func (s *session) Readable() {
 			s.finish(s.endCode(0))
 		}
 		return
-	}
-}
-
-// respawnAfter: without a poller, a goroutine that handled messages hands
-// the connection to a fresh one when it goes idle, at most this often. The
-// fresh goroutine's stack is small again, but grows back (a copy) when the
-// next message comes.
-const respawnAfter = 10 * time.Second
-
-// run reads and handles frames until the connection ends, parking this
-// goroutine between messages: how connections are served without a poller
-// (systems without epoll). A stack grown by handling messages only shrinks
-// slowly, so once the connection is idle a fresh goroutine takes over the
-// waiting and this one ends, at most once per respawnAfter.
-func (s *session) run() {
-	s.since = time.Now()
-	for {
-		code, ended := s.readAvailable()
-		if ended {
-			s.finish(code)
-			return
-		}
-		if s.deep && time.Since(s.since) >= respawnAfter {
-			s.deep = false
-			go s.run()
-			return
-		}
-		if err := s.r.Wait(); err != nil {
-			s.finish(s.endCode(0))
-			return
-		}
 	}
 }
 
@@ -224,7 +180,6 @@ func (s *session) readAvailable() (code int, ended bool) {
 			continue
 		}
 		s.g.cfg.Stats.Read(len(m.Data))
-		s.deep = true
 		if m.Op != wsconn.OpText {
 			s.bad("binary frames are not accepted")
 			continue
@@ -249,9 +204,7 @@ func (s *session) endCode(peer int) int {
 func (s *session) finish(code int) {
 	g, conn := s.g, s.c.Conn
 	g.hub.Remove(s.c)
-	if p := g.cfg.Poller; p != nil {
-		p.Forget(s.pollToken)
-	}
+	g.cfg.Poller.Forget(s.pollToken)
 	if conn.CloseCode() != 0 {
 		// A close frame is queued (ours, or the answer to the peer's):
 		// let it go out before the socket is shut down.

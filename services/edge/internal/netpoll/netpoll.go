@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Handler is told, once per Arm, that its socket is readable (or closed).
@@ -22,12 +24,15 @@ type Handler interface {
 // ErrClosed is returned by Arm after Close.
 var ErrClosed = errors.New("netpoll: poller is closed")
 
-// Poller is one epoll instance with its workers.
+// Poller is one epoll instance with its workers; or, where there is no
+// epoll (or with NewPortable), a goroutine parked per armed socket.
 type Poller struct {
-	sys     pollSys // static: the system's readiness API
-	work    chan Handler
-	workers sync.WaitGroup
-	stopped chan struct{} // closed when Run has returned
+	sys      pollSys // static: the system's readiness API, unless portable
+	portable bool    // static
+	work     chan Handler
+	workers  sync.WaitGroup
+	stopping chan struct{} // closed by Close
+	stopped  chan struct{} // closed when Run has returned
 
 	mu       sync.Mutex
 	handlers map[uint64]Handler // by token; owned by mu
@@ -35,17 +40,28 @@ type Poller struct {
 	closed   bool               // owned by mu
 }
 
-// New returns a poller; call Run to serve it and Close to stop it.
-func New() (*Poller, error) {
+// New returns a poller on epoll, or a portable one where epoll is missing;
+// call Run to serve it and Close to stop it.
+func New() *Poller {
 	sys, err := newPollSys()
 	if err != nil {
-		return nil, fmt.Errorf("netpoll: %w", err)
+		return NewPortable()
 	}
 	return &Poller{
-		sys: sys, work: make(chan Handler), stopped: make(chan struct{}),
+		sys: sys, work: make(chan Handler), stopping: make(chan struct{}), stopped: make(chan struct{}),
 		handlers: map[uint64]Handler{},
-	}, nil
+	}
 }
+
+// NewPortable returns a poller that parks one goroutine per armed socket
+// (what New falls back to without epoll).
+func NewPortable() *Poller {
+	return &Poller{portable: true, work: make(chan Handler), stopping: make(chan struct{}), stopped: make(chan struct{}),
+		handlers: map[uint64]Handler{}}
+}
+
+// Portable reports whether p parks a goroutine per armed socket.
+func (p *Poller) Portable() bool { return p.portable }
 
 // workersPerCPU: long-lived workers per core; more readable sockets at a
 // time get goroutines of their own.
@@ -55,6 +71,10 @@ const workersPerCPU = 4
 // returns after the workers have finished.
 func (p *Poller) Run() {
 	defer close(p.stopped)
+	if p.portable {
+		<-p.stopping
+		return
+	}
 	n := workersPerCPU * runtime.GOMAXPROCS(0)
 	p.workers.Add(n)
 	for range n {
@@ -115,6 +135,10 @@ func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) error {
 	if closed {
 		return ErrClosed
 	}
+	if p.portable {
+		go p.park(rc, token)
+		return nil
+	}
 	var armErr error
 	if err := rc.Control(func(fd uintptr) { armErr = p.sys.arm(int(fd), token, first) }); err != nil {
 		return fmt.Errorf("netpoll: %w", err)
@@ -134,7 +158,26 @@ func (p *Poller) Close() {
 		return
 	}
 	p.closed = true
+	close(p.stopping)
 	p.mu.Unlock()
-	p.sys.close()
+	if !p.portable {
+		p.sys.close()
+	}
 	<-p.stopped
+}
+
+// park is the portable poller's wait for one socket: a goroutine parked in
+// a read that takes nothing, then the handler on the same goroutine.
+func (p *Poller) park(rc syscall.RawConn, token uint64) {
+	var peek [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return err != unix.EAGAIN && err != unix.EINTR
+	}) // an error (the socket closed) is the handler's to find
+	p.mu.Lock()
+	h := p.handlers[token]
+	p.mu.Unlock()
+	if h != nil {
+		h.Readable()
+	}
 }
