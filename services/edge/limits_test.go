@@ -1,6 +1,8 @@
 package edge_test
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -231,4 +233,44 @@ func TestShutdown_ClientsGet1012AndReadinessDropsFirst(t *testing.T) {
 		}
 	}
 	<-done
+}
+
+// TestHandshake_SilentAndOversizedUpgradesAreCut: a peer that opens TCP and
+// sends nothing, or only part of its upgrade request, is disconnected after
+// EDGE_HANDSHAKE_TIMEOUT; an upgrade request whose header exceeds
+// EDGE_MAX_HEADER_BYTES gets HTTP 431 and never becomes a connection.
+func TestHandshake_SilentAndOversizedUpgradesAreCut(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	e := startEdge(t, ns, map[string]string{"EDGE_HANDSHAKE_TIMEOUT": "300ms", "EDGE_MAX_HEADER_BYTES": "4096"})
+	addr := strings.TrimPrefix(e.HTTP, "http://")
+
+	for _, sent := range []string{"", "GET /ws HTTP/1.1\r\nHost: x\r\n"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(sent)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = conn.SetReadDeadline(time.Now().Add(edgetest.Timeout))
+		_, err = io.ReadAll(conn)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("after %q: %v, want the edge to close the connection", sent, err)
+		}
+		if took := time.Since(start); took > edgetest.Timeout/2 {
+			t.Fatalf("after %q: closed after %v", sent, took)
+		}
+	}
+
+	header := http.Header{"Authorization": {"Bearer " + token(t, map[string]any{"sub": "alice"})},
+		"X-Padding": {strings.Repeat("p", 8192)}}
+	_, resp, err := edgetest.TryDial(t, e.URL, header)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized upgrade: %v %v, want HTTP 431", resp, err)
+	}
+	if v := e.metric(t, `wsgate_edge_connections{state="authenticated"}`); v != "0" {
+		t.Fatalf("authenticated connections %s", v)
+	}
 }

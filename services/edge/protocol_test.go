@@ -73,32 +73,46 @@ func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct{ name, frame, reason string }{
-		{"not json", `{oops`, "not a JSON array"},
-		{"object", `{"action":"x"}`, "not a JSON array"},
-		{"empty array", `[]`, "want [action, details]"},
-		{"four elements", `["a",1,2,3]`, "want [action, details]"},
-		{"action not a string", `[1,2]`, "action is not a string"},
-		{"empty action", `["",1]`, "wire: invalid action: empty"},
-		{"dot in action", `["a.b",1]`, "is not one of"},
-		{"star in action", `["a*",1]`, "is not one of"},
-		{"gt in action", `["a>",1]`, "is not one of"},
-		{"space in action", `["a b",1]`, "is not one of"},
-		{"control char in action", `["a\u0001",1]`, "is not one of"},
-		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128"},
-		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer"},
-		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64"},
-		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer"},
+	cases := []struct {
+		name, frame, reason string
+		binary              bool
+	}{
+		{"not json", `{oops`, "not a JSON array", false},
+		{"invalid UTF-8", "[\"a\",\"\xff\"]", "not valid UTF-8", false},
+		{"binary frame", `["a",1]`, "binary frames are not accepted", true},
+		{"object", `{"action":"x"}`, "not a JSON array", false},
+		{"empty array", `[]`, "want [action, details]", false},
+		{"four elements", `["a",1,2,3]`, "want [action, details]", false},
+		{"action not a string", `[1,2]`, "action is not a string", false},
+		{"empty action", `["",1]`, "wire: invalid action: empty", false},
+		{"dot in action", `["a.b",1]`, "is not one of", false},
+		{"star in action", `["a*",1]`, "is not one of", false},
+		{"gt in action", `["a>",1]`, "is not one of", false},
+		{"space in action", `["a b",1]`, "is not one of", false},
+		{"control char in action", `["a\u0001",1]`, "is not one of", false},
+		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128", false},
+		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer", false},
+		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64", false},
+		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, map[string]any{"sub": "alice"})
-			c.SendRaw([]byte(tc.frame))
+			send := func() {
+				kind := websocket.TextMessage
+				if tc.binary {
+					kind = websocket.BinaryMessage
+				}
+				if err := c.WS.WriteMessage(kind, []byte(tc.frame)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send()
 			f := c.Expect("Client/error")
 			if code, msg := f.Error(); code != 400 || !strings.Contains(msg, tc.reason) {
 				t.Fatalf("answer [%d %q], want 400 containing %q", code, msg, tc.reason)
 			}
-			c.SendRaw([]byte(tc.frame))
+			send()
 			if code, _ := c.WaitClose(); code != 1008 {
 				t.Fatalf("close code %d, want 1008", code)
 			}
@@ -146,5 +160,44 @@ func TestOversizedFrame_Closes1009(t *testing.T) {
 	c.Send("big", strings.Repeat("x", 2000))
 	if code, _ := c.WaitClose(); code != websocket.CloseMessageTooBig {
 		t.Fatalf("close code %d, want 1009", code)
+	}
+}
+
+// TestWebSocketProtocolViolations_Close1008: frames that break RFC 6455
+// (written raw under a real handshake) close the connection with 1008, and
+// nothing in them is handled.
+func TestWebSocketProtocolViolations_Close1008(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	e := startEdge(t, ns, nil)
+	masked := func(b0 byte, payload []byte) []byte {
+		key := [4]byte{1, 2, 3, 4}
+		f := []byte{b0, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
+		for i, c := range payload {
+			f = append(f, c^key[i%4])
+		}
+		return f
+	}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"unmasked text frame", append([]byte{0x81, 7}, `["a",1]`...)},
+		{"reserved bit", masked(0x80|0x40|0x1, []byte(`["a",1]`))},
+		{"unknown opcode", masked(0x80|0x3, []byte("x"))},
+		{"fragmented ping", masked(0x9, nil)},
+		{"continuation without a message", masked(0x80, []byte("x"))},
+		{"close frame of one byte", masked(0x88, []byte{3})},
+		{"close code 999", masked(0x88, []byte{0x03, 0xE7})},
+		{"close code 1005 on the wire", masked(0x88, []byte{0x03, 0xED})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dial(t, map[string]any{"sub": "alice"})
+			if _, err := c.WS.UnderlyingConn().Write(tc.frame); err != nil {
+				t.Fatal(err)
+			}
+			if code, _ := c.WaitClose(); code != 1008 {
+				t.Fatalf("close code %d, want 1008", code)
+			}
+		})
 	}
 }

@@ -108,19 +108,23 @@ func (s *session) serve(token string) {
 // when there is more: between messages no goroutine waits for the
 // connection (with epoll), and no read buffer is held.
 func (s *session) Readable() {
+	drained := false // the last read of this call took all the socket had
 	for {
 		code, ended := s.readAvailable()
 		if ended {
 			s.finish(code)
 			return
 		}
-		more, err := s.r.Fill()
-		if err != nil {
-			s.finish(s.endCode(0))
-			return
-		}
-		if more {
-			continue
+		if !drained {
+			more, err := s.r.Fill()
+			if err != nil {
+				s.finish(s.endCode(0))
+				return
+			}
+			if more {
+				drained = s.r.Drained()
+				continue
+			}
 		}
 		// Marked before arming: once armed, another goroutine may run this.
 		first := !s.armed

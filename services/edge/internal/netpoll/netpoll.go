@@ -34,6 +34,9 @@ type Poller struct {
 	stopping chan struct{} // closed by Close
 	stopped  chan struct{} // closed when Run has returned
 
+	armMu     sync.RWMutex
+	armClosed bool // owned by armMu: Arm refuses
+
 	mu       sync.Mutex
 	handlers map[uint64]Handler // by token; owned by mu
 	next     uint64             // owned by mu: the last token given
@@ -68,7 +71,7 @@ func (p *Poller) Portable() bool { return p.portable }
 const workersPerCPU = 4
 
 // Run waits for readable sockets and runs their handlers until Close. It
-// returns after the workers have finished.
+// returns after every handler it started, on a worker or not, has returned.
 func (p *Poller) Run() {
 	defer close(p.stopped)
 	if p.portable {
@@ -103,7 +106,7 @@ func (p *Poller) Run() {
 			select {
 			case p.work <- h:
 			default:
-				go h.Readable()
+				p.workers.Go(h.Readable) // Run waits for it too
 			}
 		}
 	}
@@ -129,12 +132,18 @@ func (p *Poller) Forget(token uint64) {
 // once if it is now); first tells whether rc is armed for the first time.
 // Closing the socket drops its registration.
 func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) error {
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
+	// Held across the system call, so that Close cannot release the epoll
+	// descriptor under it (its number could then be another file's).
+	p.armMu.RLock()
+	defer p.armMu.RUnlock()
+	if p.armClosed {
 		return ErrClosed
 	}
+	// What the caller did before arming must happen before its handler
+	// runs elsewhere; the kernel's ordering of epoll_ctl and the event is
+	// invisible to Go's memory model, so Run's lookup under mu is the edge.
+	p.mu.Lock()
+	p.mu.Unlock() //nolint:staticcheck // an empty critical section, on purpose
 	if p.portable {
 		go p.park(rc, token)
 		return nil
@@ -149,8 +158,13 @@ func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) error {
 	return nil
 }
 
-// Close stops Run and waits for it. Sockets still armed are not told.
+// Close stops Run and waits for it (so Run must have been started). Sockets
+// still armed are not told; in portable mode their goroutines stay parked
+// until the sockets close.
 func (p *Poller) Close() {
+	p.armMu.Lock()
+	p.armClosed = true
+	p.armMu.Unlock()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -55,8 +55,9 @@ type Reader struct {
 	readFn func(uintptr) bool // static: tryRead, bound once (a closure per call would allocate)
 	fillFn func(uintptr) bool // static: tryFill, likewise
 
-	n    int   // result of the last tryRead
-	rerr error // result of the last tryRead
+	n       int   // result of the last tryRead
+	rerr    error // result of the last tryRead
+	drained bool  // the last Fill left the socket empty
 
 	buf      *[]byte // pooled buffer, or a larger one for a large frame; nil when nothing is pending
 	r, w     int     // the unread bytes are (*buf)[r:w]
@@ -114,22 +115,31 @@ func (r *Reader) Fill() (bool, error) {
 	if r.err != nil {
 		return true, nil // Next has the end to report
 	}
-	r.n, r.rerr = 0, nil
+	r.n, r.rerr, r.drained = 0, nil, false
 	if err := r.rc.Read(r.fillFn); err != nil {
 		return false, err
 	}
 	switch {
 	case r.rerr == unix.EAGAIN:
+		r.drained = true
 		return false, nil
 	case r.rerr != nil:
 		r.err = r.rerr
 	case r.n == 0:
 		r.err = io.EOF
 	default:
+		// A read that did not fill the room it had took all there was.
+		r.drained = r.w+r.n < len(*r.buf)
 		r.w += r.n
 	}
 	return true, nil
 }
+
+// Drained reports whether the last Fill took everything the socket had (or
+// found it empty). Right after that Fill, a poller armed once Next has taken
+// what was read misses nothing (epoll checks the socket when armed), so no
+// read to see the socket empty is needed. It says nothing about later bytes.
+func (r *Reader) Drained() bool { return r.drained }
 
 // tryFill is Fill's read: one attempt, never a wait.
 func (r *Reader) tryFill(fd uintptr) bool {
