@@ -301,7 +301,7 @@ func (h *Hub) route(ctx context.Context) {
 			return
 		case m := <-h.inbox:
 			pending = h.deliver(m, time.Now(), pending[:0])
-			h.flush(pending)
+			h.flush(ctx, pending)
 			clear(pending)
 		}
 	}
@@ -314,12 +314,16 @@ const inlineFlush = 64
 // flush writes the queues of conns, none of which blocks: a socket that is
 // full gets a writer goroutine of its own. Large sets are split between this
 // goroutine and the flush workers, so that every core writes.
-func (h *Hub) flush(conns []*wsconn.Conn) {
+func (h *Hub) flush(ctx context.Context, conns []*wsconn.Conn) {
 	if len(conns) > inlineFlush && h.workers > 1 {
 		share := (len(conns) + h.workers - 1) / h.workers
 		for len(conns) > share {
-			h.flushes <- append([]*wsconn.Conn(nil), conns[len(conns)-share:]...)
-			conns = conns[:len(conns)-share]
+			select {
+			case h.flushes <- append([]*wsconn.Conn(nil), conns[len(conns)-share:]...):
+				conns = conns[:len(conns)-share]
+			case <-ctx.Done():
+				share = len(conns) // the workers are stopping: write them all here
+			}
 		}
 	}
 	for _, c := range conns {
@@ -528,7 +532,7 @@ func (h *Hub) tick(ctx context.Context) {
 					pending = append(pending, c.Conn)
 				}
 			}
-			h.flush(pending)
+			h.flush(ctx, pending)
 			clear(batch)
 			clear(pending)
 			pending = pending[:0]
