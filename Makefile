@@ -6,7 +6,7 @@ TEST_TIMEOUT ?= 15m
 VERSION    ?= 0.1.0
 IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test vet fmt-check test-go fuzz fuzz-short test-chart images bench microbench clean
+.PHONY: all build run test vet fmt-check test-go fuzz fuzz-short test-chart image-contexts images bench microbench clean
 
 all: build
 
@@ -22,7 +22,7 @@ run: build
 
 ## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test),
 ## a short fuzz run, static builds
-test: fmt-check vet test-go fuzz-short test-chart build
+test: fmt-check vet test-go fuzz-short test-chart build image-contexts
 
 fmt-check:
 	@out=$$(gofmt -l api services clients charts bench 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -57,6 +57,11 @@ fuzz-short:
 ## kept out of -race: the Helm/Kubernetes libraries are slow to build with it
 test-chart:
 	cd charts && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+## image-contexts: each service built from only what its Dockerfile copies, without go.work and
+## without Docker (part of make test: proves the images' build stage would succeed)
+image-contexts:
+	.ci/image-contexts
 
 ## images: edge and dispatcher images (needs a Docker engine; the context is the repo root)
 images:
