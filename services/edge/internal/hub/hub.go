@@ -326,9 +326,7 @@ func (h *Hub) flush(ctx context.Context, conns []*wsconn.Conn) {
 			}
 		}
 	}
-	for _, c := range conns {
-		c.Flush()
-	}
+	flushAll(conns)
 }
 
 // flushLoop is a flush worker. It finishes the shares it was given before it
@@ -337,21 +335,23 @@ func (h *Hub) flushLoop(ctx context.Context) {
 	for {
 		select {
 		case conns := <-h.flushes:
-			for _, c := range conns {
-				c.Flush()
-			}
+			flushAll(conns)
 		case <-ctx.Done():
 			for {
 				select {
 				case conns := <-h.flushes:
-					for _, c := range conns {
-						c.Flush()
-					}
+					flushAll(conns)
 				default:
 					return
 				}
 			}
 		}
+	}
+}
+
+func flushAll(conns []*wsconn.Conn) {
+	for _, c := range conns {
+		c.Flush()
 	}
 }
 

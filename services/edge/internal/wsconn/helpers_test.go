@@ -275,3 +275,25 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Wait is Fill that blocks until the socket has bytes, or its end (the
+// edge waits with a poller instead); it fails only when waiting failed (the
+// read deadline passed, the socket was closed).
+func (r *Reader) Wait() error {
+	if r.err != nil {
+		return nil // Next has the end to report
+	}
+	r.n, r.rerr = 0, nil
+	if err := r.rc.Read(r.tryRead); err != nil {
+		return err
+	}
+	switch {
+	case r.rerr != nil:
+		r.err = r.rerr
+	case r.n == 0:
+		r.err = io.EOF
+	default:
+		r.w += r.n
+	}
+	return nil
+}

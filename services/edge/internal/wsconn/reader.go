@@ -43,17 +43,16 @@ type Message struct {
 	Data []byte // its payload; text and binary payloads belong to the caller
 }
 
-// Reader reads a client's frames. Wait blocks until the socket has bytes
-// and reads them; Next takes messages off what was read, without a system
-// call. Its owner can so wait at a shallow point of its stack (or hand the
-// waiting to another goroutine), and an idle connection holds no buffer:
-// one is taken from a pool for each read and kept only while a frame is
-// incomplete. Only one goroutine at a time may use a Reader.
+// Reader reads a client's frames. Fill reads what the socket has, without
+// waiting; Next takes messages off what was read, without a system call.
+// Its owner waits for the socket elsewhere (a poller), and an idle
+// connection holds no buffer: one is taken from a pool for each read and
+// kept only while a frame is incomplete. Only one goroutine at a time may
+// use a Reader.
 type Reader struct {
 	rc     syscall.RawConn    // static
 	limit  int                // static: largest message accepted
-	readFn func(uintptr) bool // static: tryRead, bound once (a closure per call would allocate)
-	fillFn func(uintptr) bool // static: tryFill, likewise
+	fillFn func(uintptr) bool // static: tryFill, bound once (a closure per call would allocate)
 
 	n       int   // result of the last tryRead
 	rerr    error // result of the last tryRead
@@ -81,31 +80,8 @@ func NewReader(nc net.Conn, limit int) (*Reader, error) {
 		return nil, fmt.Errorf("wsconn: %w", err)
 	}
 	r := &Reader{rc: rc, limit: limit}
-	r.readFn, r.fillFn = r.tryRead, r.tryFill
+	r.fillFn = r.tryFill
 	return r, nil
-}
-
-// Wait blocks until the socket has bytes, or its end, and reads them for
-// Next; it returns an error only when waiting failed (the read deadline
-// passed, the socket was closed). Each call reads before it waits, so it
-// never waits for bytes that are there already.
-func (r *Reader) Wait() error {
-	if r.err != nil {
-		return nil // Next has the end to report
-	}
-	r.n, r.rerr = 0, nil
-	if err := r.rc.Read(r.readFn); err != nil {
-		return err
-	}
-	switch {
-	case r.rerr != nil:
-		r.err = r.rerr
-	case r.n == 0:
-		r.err = io.EOF
-	default:
-		r.w += r.n
-	}
-	return nil
 }
 
 // Fill reads what the socket has now, without waiting, for Next. It
@@ -150,8 +126,8 @@ func (r *Reader) tryFill(fd uintptr) bool {
 // RawConn is the socket's descriptor access, for a poller.
 func (r *Reader) RawConn() syscall.RawConn { return r.rc }
 
-// tryRead is Wait's read, called by the poller with the descriptor: it
-// reports false (wait until readable) when there is nothing to read yet.
+// tryRead reads into the free end of the buffer, called with the
+// descriptor; it reports false when there is nothing to read yet.
 func (r *Reader) tryRead(fd uintptr) bool {
 	if r.buf == nil {
 		r.buf = readBuffers.Get().(*[]byte)
@@ -173,8 +149,8 @@ func (r *Reader) tryRead(fd uintptr) bool {
 	return true
 }
 
-// Next returns the next message from what Wait read; ok is false when it
-// needs more bytes (then Wait). A protocol violation or a message over the
+// Next returns the next message from what Fill read; ok is false when it
+// needs more bytes (then Fill). A protocol violation or a message over the
 // limit returns ErrProtocol or ErrTooLarge once; after it, input is dropped
 // until the connection ends. io.EOF means the peer closed the socket.
 func (r *Reader) Next() (m Message, ok bool, err error) {
