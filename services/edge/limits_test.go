@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/services/edge/edgetest"
+	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
 
 func TestSubscriptions_ReferenceCounted(t *testing.T) {
@@ -65,6 +66,35 @@ func TestDeadPeer_DroppedWithinTwoPingIntervals(t *testing.T) {
 	// The peer that answers pings is still there.
 	alive.Send("Client/ping", nil)
 	alive.Expect("Server/pong")
+}
+
+func TestClose_UnansweredCloseFrameAbortedAfterGrace(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	e := startEdge(t, ns, nil)
+	// The peer reads our close frame but never answers it, and keeps its
+	// end of the socket open.
+	mute, _, err := edgetest.DialWith(t, e.URL, bearer(token(t, map[string]any{"sub": "mute"})), func(ws *websocket.Conn) {
+		ws.SetCloseHandler(func(int, string) error { return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mute.ExpectOK()
+	publish(t, nc, "ws.ctl.close.user.mute", "")
+	if code, _ := mute.WaitClose(); code != wsconn.CloseNormal {
+		t.Fatalf("close code %d, want %d", code, wsconn.CloseNormal)
+	}
+	closed := time.Now()
+	// What follows the close frame is the end of the stream, once the grace is over.
+	_ = mute.WS.NetConn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := io.Copy(io.Discard, mute.WS.NetConn()); err != nil {
+		t.Fatalf("after the close frame: %d bytes, then %v; want the end of the stream", n, err)
+	}
+	took := time.Since(closed)
+	if took < wsconn.CloseGrace/2 || took > wsconn.CloseGrace+2*time.Second {
+		t.Errorf("socket ended %v after the unanswered close frame, want about %v", took, wsconn.CloseGrace)
+	}
 }
 
 func TestSlowConsumer_Closed4500WithoutHurtingOthers(t *testing.T) {

@@ -19,6 +19,7 @@ type Client struct {
 	created    time.Time    // static
 
 	identity atomic.Pointer[auth.Identity] // nil while not authenticated
+	timer    timerState                    // owned by the hub's timer
 }
 
 // NewClient returns a client that is not authenticated yet.

@@ -68,6 +68,7 @@ type Hub struct {
 	// flushes carries shares of a large fan-out to the flush workers.
 	flushes chan []*wsconn.Conn // static
 	workers int                 // static: number of flush workers
+	timer   *timer              // static
 
 	mu       sync.RWMutex
 	clients  map[string]*Client // by Client.ID; owned by mu
@@ -92,6 +93,7 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 	return &Hub{
 		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize),
 		flushes: make(chan []*wsconn.Conn, 4*workers), workers: workers,
+		timer:    newTimer(cfg.PingInterval, cfg.AuthTimeout),
 		clients:  map[string]*Client{},
 		users:    map[string]*topic{},
 		groups:   map[string]*topic{},
@@ -136,6 +138,7 @@ func (h *Hub) Add(c *Client) {
 	h.mu.Lock()
 	h.clients[c.ID] = c
 	h.mu.Unlock()
+	h.timer.add(c, h.cfg.AuthTimeout)
 }
 
 // Counts returns the number of clients by state, for the connections gauge.
@@ -174,6 +177,7 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 		}
 	}
 	old := c.identity.Swap(id)
+	h.timer.identityChanged(c, h.cfg.AuthTimeout)
 	if err := h.reindexLocked(c, old, id); err != nil {
 		h.mu.Unlock()
 		return err
@@ -192,6 +196,7 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 		// nothing, and its end is no lifecycle event.
 		h.mu.Lock()
 		if c.identity.CompareAndSwap(id, nil) {
+			h.timer.identityChanged(c, h.cfg.AuthTimeout)
 			if uerr := h.reindexLocked(c, id, nil); uerr != nil {
 				h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", uerr)
 			}
@@ -209,6 +214,7 @@ func (h *Hub) Remove(c *Client) {
 		return
 	}
 	delete(h.clients, c.ID)
+	h.timer.remove(c)
 	if err := h.reindexLocked(c, c.identity.Load(), nil); err != nil {
 		h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", err)
 	}
@@ -501,63 +507,6 @@ func (h *Hub) kick(target string) {
 			h.cfg.Stats.Kicked()
 		}
 	}
-}
-
-// tick is the one timer of all connections: it pings them every
-// PingInterval, drops peers silent for too long, and closes connections
-// whose token expired or who did not authenticate in time.
-func (h *Hub) tick(ctx context.Context) {
-	period := min(h.cfg.PingInterval/4, h.cfg.AuthTimeout/4, time.Second)
-	period = max(period, 5*time.Millisecond)
-	// A peer answers a ping within one period; silence for 1.5 intervals
-	// plus one tick still stays inside the promised 2 intervals.
-	deadAfter := h.cfg.PingInterval * 3 / 2
-	ticker := time.NewTicker(period)
-	defer ticker.Stop()
-	lastPing := time.Now()
-	var batch []*Client
-	var pending []*wsconn.Conn
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-ticker.C:
-			ping := now.Sub(lastPing) >= h.cfg.PingInterval
-			if ping {
-				lastPing = now
-			}
-			batch = h.snapshot(batch[:0])
-			for _, c := range batch {
-				if h.check(c, now, ping, deadAfter) {
-					pending = append(pending, c.Conn)
-				}
-			}
-			h.flush(ctx, pending)
-			clear(batch)
-			clear(pending)
-			pending = pending[:0]
-		}
-	}
-}
-
-// check applies the timer to c and reports whether c has a ping to flush.
-func (h *Hub) check(c *Client, now time.Time, ping bool, deadAfter time.Duration) (flush bool) {
-	id := c.Identity()
-	switch {
-	case now.Sub(c.Conn.LastSeen()) > deadAfter:
-		h.cfg.Stats.DeadPeer()
-		c.Conn.Abort()
-	case !c.Conn.CloseSent().IsZero() && now.Sub(c.Conn.CloseSent()) > wsconn.CloseGrace:
-		// Our close frame went unanswered.
-		c.Conn.Abort()
-	case id == nil && now.Sub(c.created) > h.cfg.AuthTimeout:
-		c.Conn.Close(wsconn.CloseAuthTimeout, "authentication timeout")
-	case id != nil && !id.Expires.IsZero() && now.After(id.Expires):
-		c.Conn.Close(wsconn.CloseTokenExpired, "token expired")
-	case ping:
-		return c.Conn.Ping()
-	}
-	return false
 }
 
 func (h *Hub) snapshot(dst []*Client) []*Client {
