@@ -63,9 +63,12 @@ func (g *Gateway) newSession(nc net.Conn, r *http.Request) (*session, error) {
 	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
 	var conn *wsconn.Conn
 	conn = wsconn.New(nc, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
-		// The writer failed or finished with a close frame: the reader
-		// finds out through the end of input or the close deadline.
-		if !wsconn.IsClosedByUs(err) {
+		// The writer failed, or finished with a close frame: the reader
+		// finds out through the end of input, or the hub's timer aborts
+		// the connection when the peer does not answer in time.
+		if wsconn.IsClosedByUs(err) {
+			g.hub.CloseSent(s.c)
+		} else {
 			conn.Abort()
 		}
 	})
@@ -129,12 +132,17 @@ func (s *session) Readable() {
 		// Marked before arming: once armed, another goroutine may run this.
 		first := !s.armed
 		s.armed = true
-		if err := s.g.cfg.Poller.Arm(s.r.RawConn(), s.pollToken, first); err != nil {
+		readAgain, err := s.g.cfg.Poller.Arm(s.r.RawConn(), s.pollToken, first)
+		if err != nil {
 			// Shutting down (or the socket is gone): nobody would read.
 			s.c.Conn.Abort()
 			s.finish(s.endCode(0))
+			return
 		}
-		return
+		if !readAgain {
+			return
+		}
+		drained = false // bytes came meanwhile
 	}
 }
 

@@ -35,22 +35,18 @@ func newPollSys() (pollSys, error) {
 	return pollSys{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, 256)}, nil
 }
 
-// arm registers fd (or re-arms it) for one readiness event: EPOLLONESHOT,
-// so that one handler at a time reads it; re-arming with MOD checks the
-// socket at once, so bytes that came meanwhile are not missed.
-func (s *pollSys) arm(fd int, token uint64, first bool) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+// add watches fd for token, edge-triggered: an event comes each time bytes
+// arrive (or the socket ends), also while its handler is running, and the
+// registration stays until the socket is closed.
+func (s *pollSys) add(fd int, token uint64) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
 	setToken(&ev, token)
-	op := unix.EPOLL_CTL_MOD
-	if first {
-		op = unix.EPOLL_CTL_ADD
-	}
-	return unix.EpollCtl(s.epfd, op, fd, &ev)
+	return unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
-// wait blocks until sockets are ready and appends their tokens; it fails
-// once the poller is closed.
-func (s *pollSys) wait(dst []uint64) ([]uint64, error) {
+// wait appends the sockets that became ready, blocking until there is one.
+// It returns unix.EBADF once close has been called.
+func (s *pollSys) wait(dst []ready) ([]ready, error) {
 	for {
 		n, err := unix.EpollWait(s.epfd, s.events, -1)
 		if err == unix.EINTR {
@@ -64,14 +60,12 @@ func (s *pollSys) wait(dst []uint64) ([]uint64, error) {
 			if t == stopToken {
 				return dst, unix.EBADF
 			}
-			dst = append(dst, t)
+			dst = append(dst, ready{token: t, end: ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0})
 		}
 		return dst, nil
 	}
 }
 
-// close wakes wait, which then fails. The descriptors stay open until
-// release: closing them under a running EpollWait would be a race.
 func (s *pollSys) close() {
 	one := [8]byte{1}
 	_, _ = unix.Write(s.evfd, one[:])

@@ -10,8 +10,8 @@ type pollSys struct{}
 
 func newPollSys() (pollSys, error) { return pollSys{}, errors.New("needs Linux epoll") }
 
-func (pollSys) arm(int, uint64, bool) error { return errors.New("netpoll: needs Linux epoll") }
-func (pollSys) wait(dst []uint64) ([]uint64, error) {
+func (pollSys) add(int, uint64) error { return errors.New("netpoll: needs Linux epoll") }
+func (pollSys) wait(dst []ready) ([]ready, error) {
 	return dst, errors.New("netpoll: needs Linux epoll")
 }
 func (pollSys) close()   {}

@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// Handler is told, once per Arm, that its socket is readable (or closed).
+// Handler is told that its socket is readable (or closed): once after each
+// Arm that did not report again, when new bytes arrive.
 type Handler interface {
 	Readable()
 }
@@ -38,9 +40,9 @@ type Poller struct {
 	armClosed bool // owned by armMu: Arm refuses
 
 	mu       sync.Mutex
-	handlers map[uint64]Handler // by token; owned by mu
-	next     uint64             // owned by mu: the last token given
-	closed   bool               // owned by mu
+	handlers map[uint64]*registration // by token; owned by mu
+	next     uint64                   // owned by mu: the last token given
+	closed   bool                     // owned by mu
 }
 
 // New returns a poller on epoll, or a portable one where epoll is missing;
@@ -52,7 +54,7 @@ func New() *Poller {
 	}
 	return &Poller{
 		sys: sys, work: make(chan Handler), stopping: make(chan struct{}), stopped: make(chan struct{}),
-		handlers: map[uint64]Handler{},
+		handlers: map[uint64]*registration{},
 	}
 }
 
@@ -60,7 +62,7 @@ func New() *Poller {
 // (what New falls back to without epoll).
 func NewPortable() *Poller {
 	return &Poller{portable: true, work: make(chan Handler), stopping: make(chan struct{}), stopped: make(chan struct{}),
-		handlers: map[uint64]Handler{}}
+		handlers: map[uint64]*registration{}}
 }
 
 // Portable reports whether p parks a goroutine per armed socket.
@@ -89,35 +91,110 @@ func (p *Poller) Run() {
 		}()
 	}
 	defer func() { close(p.work); p.workers.Wait(); p.sys.release() }()
-	var ready []uint64
+	var events []ready
 	for {
 		var err error
-		ready, err = p.sys.wait(ready[:0])
+		events, err = p.sys.wait(events[:0])
 		if err != nil {
 			return // closed
 		}
-		for _, token := range ready {
+		for _, ev := range events {
 			p.mu.Lock()
-			h := p.handlers[token]
+			reg := p.handlers[ev.token]
 			p.mu.Unlock()
-			if h == nil {
+			if reg == nil {
 				continue // forgotten meanwhile
 			}
+			if ev.end {
+				reg.end.Store(true)
+			}
+			if !reg.wake() {
+				continue // forgotten meanwhile, or running: it reads again
+			}
 			select {
-			case p.work <- h:
+			case p.work <- reg.h:
 			default:
-				p.workers.Go(h.Readable) // Run waits for it too
+				p.workers.Go(reg.h.Readable) // Run waits for it too
 			}
 		}
 	}
 }
 
-// Register gives h a token for Arm.
+// ready is an event of the system's poller.
+type ready struct {
+	token uint64
+	end   bool // the peer hung up, or the socket failed
+}
+
+// registration is one socket's handler and where it stands. Its state is
+// the edge between a handler's run and the next (the kernel's ordering of
+// reads and epoll events is invisible to Go's memory model).
+type registration struct {
+	h     Handler      // static
+	state atomic.Int32 // running, idle or again
+	// end is set once the socket has reported its end. A read that came
+	// back short may have left it unseen (the end is seen by the read
+	// after the data), and an edge-triggered poller reports it only once:
+	// from then on the handler always reads again, until it sees it.
+	end atomic.Bool
+}
+
+// States of a registration.
+const (
+	running int32 = iota // the handler runs: an event only marks it again
+	idle                 // armed: the next event calls the handler
+	again                // bytes came while it ran: it must read again
+)
+
+// wake reports whether an event should call the handler; an event for a
+// running handler tells it to read again instead.
+func (r *registration) wake() bool {
+	for {
+		switch s := r.state.Load(); s {
+		case idle:
+			if r.state.CompareAndSwap(idle, running) {
+				return true
+			}
+		case running:
+			if r.state.CompareAndSwap(running, again) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// rest is the end of a handler's run: it reports whether the handler must
+// read again (and stays running) rather than wait for the next event.
+func (r *registration) rest() (readAgain bool) {
+	if r.end.Load() {
+		r.state.Store(running)
+		return true
+	}
+	for {
+		switch s := r.state.Load(); s {
+		case again:
+			if r.state.CompareAndSwap(again, running) {
+				return true
+			}
+		case running:
+			if r.state.CompareAndSwap(running, idle) {
+				return false
+			}
+		default:
+			return false // armed already: a second Arm changes nothing
+		}
+	}
+}
+
+// Register gives h a token for Arm. Until the first Arm, h counts as running
+// (its owner reads first, then arms).
 func (p *Poller) Register(h Handler) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
-	p.handlers[p.next] = h
+	p.handlers[p.next] = &registration{h: h}
 	return p.next
 }
 
@@ -128,34 +205,50 @@ func (p *Poller) Forget(token uint64) {
 	p.mu.Unlock()
 }
 
-// Arm asks for one call of token's handler once rc's socket is readable (at
-// once if it is now); first tells whether rc is armed for the first time.
-// Closing the socket drops its registration.
-func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) error {
+// Arm is the end of a handler's run: it has read all its socket had (until
+// a read found it empty or came back short), and asks to be called when more
+// arrives. After the socket's end, Arm always reports readAgain: the handler
+// reads until it sees the end. first tells whether rc is armed for the first time (bytes waiting
+// by then call the handler at once). When bytes arrived while the handler
+// ran, Arm reports readAgain: the handler must read again (then Arm again)
+// instead of returning. Closing the socket drops its registration.
+//
+// With epoll, the socket is added once, edge-triggered: arming again costs
+// no system call.
+func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) (readAgain bool, err error) {
 	// Held across the system call, so that Close cannot release the epoll
 	// descriptor under it (its number could then be another file's).
 	p.armMu.RLock()
 	defer p.armMu.RUnlock()
 	if p.armClosed {
-		return ErrClosed
+		return false, ErrClosed
 	}
-	// What the caller did before arming must happen before its handler
-	// runs elsewhere; the kernel's ordering of epoll_ctl and the event is
-	// invisible to Go's memory model, so Run's lookup under mu is the edge.
 	p.mu.Lock()
-	p.mu.Unlock() //nolint:staticcheck // an empty critical section, on purpose
+	reg := p.handlers[token]
+	p.mu.Unlock()
+	if reg == nil {
+		return false, nil // forgotten: nobody is to be called
+	}
 	if p.portable {
+		reg.rest()
 		go p.park(rc, token)
-		return nil
+		return false, nil
 	}
-	var armErr error
-	if err := rc.Control(func(fd uintptr) { armErr = p.sys.arm(int(fd), token, first) }); err != nil {
-		return fmt.Errorf("netpoll: %w", err)
+	if !first {
+		return reg.rest(), nil
 	}
-	if armErr != nil {
-		return fmt.Errorf("netpoll: %w", armErr)
+	// No event can come before the socket is added: the handler rests
+	// first, and bytes already waiting then call it at once.
+	reg.rest()
+	var addErr error
+	if err := rc.Control(func(fd uintptr) { addErr = p.sys.add(int(fd), token) }); err != nil {
+		addErr = err
 	}
-	return nil
+	if addErr != nil {
+		reg.state.Store(running) // never added: no event can have woken it
+		return false, fmt.Errorf("netpoll: %w", addErr)
+	}
+	return false, nil
 }
 
 // Close stops Run and waits for it (so Run must have been started). Sockets
@@ -189,9 +282,9 @@ func (p *Poller) park(rc syscall.RawConn, token uint64) {
 		return err != unix.EAGAIN && err != unix.EINTR
 	}) // an error (the socket closed) is the handler's to find
 	p.mu.Lock()
-	h := p.handlers[token]
+	reg := p.handlers[token]
 	p.mu.Unlock()
-	if h != nil {
-		h.Readable()
+	if reg != nil && reg.wake() {
+		reg.h.Readable()
 	}
 }

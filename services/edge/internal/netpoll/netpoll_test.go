@@ -140,12 +140,15 @@ func (f *fixture) pair() (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// arm arms c's socket for token and fails the test if Arm does.
-func (f *fixture) arm(c *net.TCPConn, token uint64, first bool) {
+// arm arms c's socket for token, fails the test if Arm does, and returns
+// Arm's readAgain.
+func (f *fixture) arm(c *net.TCPConn, token uint64, first bool) bool {
 	f.t.Helper()
-	if err := f.p.Arm(rawConn(f.t, c), token, first); err != nil {
+	readAgain, err := f.p.Arm(rawConn(f.t, c), token, first)
+	if err != nil {
 		f.t.Fatalf("Arm(first=%v): %v", first, err)
 	}
+	return readAgain
 }
 
 // watch registers a recorder for c's socket and arms it for the first time.
@@ -255,7 +258,7 @@ func TestRegisterGivesDistinctNonZeroTokens(t *testing.T) {
 }
 
 // One Arm, one call: bytes arriving after the call do not call the handler
-// again until it is re-armed (EPOLLONESHOT).
+// again while it has not armed again.
 func TestArmCallsOnceWhenBytesArrive(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -284,10 +287,9 @@ func TestArmCallsOnceWhenBytesArrive(t *testing.T) {
 	}
 }
 
-// Arming a socket that already holds bytes calls the handler at once,
-// both the first time (EPOLL_CTL_ADD) and when re-armed without reading
-// (EPOLL_CTL_MOD): nothing that came while unarmed is missed.
-func TestArmWithBytesWaitingCallsAtOnce(t *testing.T) {
+// Arming a socket for the first time while it already holds bytes calls
+// the handler at once: nothing that came before is missed.
+func TestFirstArmWithBytesWaitingCallsAtOnce(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			f := newFixture(t, mode.portable)
@@ -295,12 +297,83 @@ func TestArmWithBytesWaitingCallsAtOnce(t *testing.T) {
 			write(t, c, "waiting")
 			waitBuffered(t, s, len("waiting"))
 
-			r, token := f.watch(s, nil)
+			r, _ := f.watch(s, nil)
 			waitCall(t, r, "handler armed (ADD) with bytes waiting")
-			f.arm(s, token, false)
-			waitCall(t, r, "handler re-armed (MOD) with bytes still waiting")
-			if n := r.count(); n != 2 {
-				t.Fatalf("called %d times for two Arms", n)
+			f.close()
+			if n := r.count(); n != 1 {
+				t.Fatalf("called %d times for one Arm", n)
+			}
+		})
+	}
+}
+
+// Bytes that arrive while the handler runs are not missed: with epoll,
+// Arm tells the handler to read again; the portable poller calls it again.
+func TestBytesArrivingWhileRunningAreNotMissed(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			f := newFixture(t, mode.portable)
+			c, s := f.pair()
+			r, token := f.watch(s, nil)
+			write(t, c, "a")
+			waitCall(t, r, "handler after bytes arrived")
+			drain(t, s)
+			write(t, c, "b") // while the handler has not armed again
+			waitBuffered(t, s, 1)
+			f.barrier()
+			readAgain := f.arm(s, token, false)
+			if mode.portable {
+				if readAgain {
+					t.Fatal("the portable poller told the handler to read again")
+				}
+				waitCall(t, r, "portable handler called again")
+				return
+			}
+			if !readAgain {
+				t.Fatal("Arm did not tell the handler to read again after bytes arrived")
+			}
+			// Reading again, and arming once the socket is empty, waits.
+			drain(t, s)
+			if f.arm(s, token, false) {
+				t.Fatal("Arm told the handler to read again with nothing new")
+			}
+			f.barrier()
+			if n := r.count(); n != 1 {
+				t.Fatalf("%d calls, want 1", n)
+			}
+			write(t, c, "c")
+			waitCall(t, r, "handler after new bytes")
+		})
+	}
+}
+
+// A peer that sends its last bytes and hangs up at once is not missed by a
+// handler that read the bytes with one short read (which does not show the
+// end) and arms again: with epoll, Arm tells it to read again until it sees
+// the end; the portable poller calls it again.
+func TestEndArrivingWithDataIsNotMissed(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			f := newFixture(t, mode.portable)
+			c, s := f.pair()
+			write(t, c, "last words")
+			c.Close()
+			r, token := f.watch(s, nil)
+			waitCall(t, r, "handler after the last bytes and the end")
+			buf := make([]byte, 64)
+			var n int
+			if err := rawConn(t, s).Control(func(fd uintptr) { n, _ = unix.Read(int(fd), buf) }); err != nil || n != len("last words") {
+				t.Fatalf("short read: %d bytes, %v", n, err)
+			}
+			for i := range 3 {
+				readAgain := f.arm(s, token, false)
+				if mode.portable {
+					waitCall(t, r, "portable handler called again at the end")
+					return
+				}
+				if !readAgain {
+					t.Fatalf("arm %d after the end: not told to read again", i+1)
+				}
 			}
 		})
 	}
@@ -578,10 +651,10 @@ func TestCloseStopsRun(t *testing.T) {
 			}
 			wg.Wait()
 			waitOn(t, f.runDone, "Run returns after Close")
-			if err := f.p.Arm(rawConn(t, s), token, false); !errors.Is(err, ErrClosed) {
+			if _, err := f.p.Arm(rawConn(t, s), token, false); !errors.Is(err, ErrClosed) {
 				t.Fatalf("Arm after Close: %v, want ErrClosed", err)
 			}
-			if err := f.p.Arm(rawConn(t, s), f.p.Register(r), true); !errors.Is(err, ErrClosed) {
+			if _, err := f.p.Arm(rawConn(t, s), f.p.Register(r), true); !errors.Is(err, ErrClosed) {
 				t.Fatalf("first Arm after Close: %v, want ErrClosed", err)
 			}
 			f.p.Close()

@@ -113,8 +113,9 @@ func (r *Reader) Fill() (bool, error) {
 
 // Drained reports whether the last Fill took everything the socket had (or
 // found it empty). Right after that Fill, a poller armed once Next has taken
-// what was read misses nothing (epoll checks the socket when armed), so no
-// read to see the socket empty is needed. It says nothing about later bytes.
+// what was read misses nothing (an edge-triggered epoll reports every arrival
+// after the event that started the read), so no read to see the socket empty
+// is needed. It says nothing about later bytes.
 func (r *Reader) Drained() bool { return r.drained }
 
 // tryFill is Fill's read: one attempt, never a wait.
