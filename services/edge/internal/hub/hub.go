@@ -69,6 +69,9 @@ type Hub struct {
 	flushes chan []*wsconn.Conn // static
 	workers int                 // static: number of flush workers
 	timer   *timer              // static
+	// payload is deliver's encoding buffer, owned by the route goroutine:
+	// a message is encoded there, then framed in one allocation.
+	payload []byte
 
 	mu       sync.RWMutex
 	clients  map[string]*Client // by Client.ID; owned by mu
@@ -361,6 +364,9 @@ func flushAll(conns []*wsconn.Conn) {
 	}
 }
 
+// maxKeptPayload is the largest encoding buffer deliver keeps for the next message.
+const maxKeptPayload = 64 << 10
+
 var serverClose = wsconn.TextFrame(wire.AppendServerFrame(nil, wire.ActionClose, nil, nil))
 
 // deliver queues m for the connections it targets and returns, appended to
@@ -393,7 +399,11 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsco
 		h.cfg.Logger.DebugContext(ctx, "outbound message refused", "subject", m.Subject, "err", err)
 		return pending
 	}
-	d := delivery{frame: wsconn.TextFrame(wire.AppendServerFrame(nil, out.Action, out.Details, out.Ref)), at: at, s: h.cfg.Stats, pending: pending}
+	h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
+	d := delivery{frame: wsconn.TextFrame(h.payload), at: at, s: h.cfg.Stats, pending: pending}
+	if cap(h.payload) > maxKeptPayload {
+		h.payload = nil // a rare large message does not keep its buffer
+	}
 	if span != nil {
 		span.SetName("ws deliver " + out.Action)
 		defer func() { span.SetAttributes(attribute.Int("wsgate.recipients", d.sent)) }()
