@@ -3,16 +3,24 @@
 package netpoll
 
 import (
+	"os"
+	"syscall"
+
 	"golang.org/x/sys/unix"
 )
 
-// pollSys is an epoll instance plus an eventfd that wakes it to stop.
+// pollSys is an epoll instance. Its own descriptor is watched by Go's
+// runtime poller (an epoll descriptor is readable while events are ready), so
+// that waiting for events parks a goroutine, not a thread in a system call:
+// a wake-up costs what any network read's does.
 type pollSys struct {
-	epfd, evfd int
-	events     []unix.EpollEvent
+	epfd   int
+	file   *os.File        // epfd, as a file of Go's poller; closing it stops wait
+	rc     syscall.RawConn // file's
+	events []unix.EpollEvent
 }
 
-// stopToken marks the eventfd's events; handler tokens start at 1.
+// stopToken is no handler's: tokens start at 1.
 const stopToken = 0
 
 func newPollSys() (pollSys, error) {
@@ -20,19 +28,17 @@ func newPollSys() (pollSys, error) {
 	if err != nil {
 		return pollSys{}, err
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return pollSys{}, err
+	}
+	file := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := file.SyscallConn()
 	if err != nil {
-		unix.Close(epfd)
+		file.Close()
 		return pollSys{}, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, stopToken)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(evfd)
-		unix.Close(epfd)
-		return pollSys{}, err
-	}
-	return pollSys{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, 256)}, nil
+	return pollSys{epfd: epfd, file: file, rc: rc, events: make([]unix.EpollEvent, 256)}, nil
 }
 
 // add watches fd for token, edge-triggered: an event comes each time bytes
@@ -44,38 +50,42 @@ func (s *pollSys) add(fd int, token uint64) error {
 	return unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
-// wait appends the sockets that became ready, blocking until there is one.
-// It returns unix.EBADF once close has been called.
+// wait appends the sockets that became ready, parking until there is one.
+// It returns an error once close has been called.
 func (s *pollSys) wait(dst []ready) ([]ready, error) {
-	for {
-		n, err := unix.EpollWait(s.epfd, s.events, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return dst, err
-		}
-		for _, ev := range s.events[:n] {
-			t := token(&ev)
-			if t == stopToken {
-				return dst, unix.EBADF
+	var werr error
+	err := s.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), s.events, 0)
+			if err == unix.EINTR {
+				continue
 			}
-			dst = append(dst, ready{token: t, end: ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0})
+			if err != nil {
+				werr = err
+				return true
+			}
+			for _, ev := range s.events[:n] {
+				dst = append(dst, ready{token: token(&ev), end: ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0})
+			}
+			// Go's poller reports the descriptor edge-triggered: take
+			// every ready event before parking again.
+			if n < len(s.events) {
+				return len(dst) > 0
+			}
 		}
-		return dst, nil
+	})
+	if err == nil {
+		err = werr
 	}
+	return dst, err
 }
 
-func (s *pollSys) close() {
-	one := [8]byte{1}
-	_, _ = unix.Write(s.evfd, one[:])
-}
+// close wakes wait, which fails from then on, and closes the descriptor
+// once nothing uses it.
+func (s *pollSys) close() { _ = s.file.Close() }
 
-// release closes the descriptors, once wait has returned for good.
-func (s *pollSys) release() {
-	unix.Close(s.evfd)
-	unix.Close(s.epfd)
-}
+// release is called once wait has returned for good: close did all.
+func (s *pollSys) release() {}
 
 func setToken(ev *unix.EpollEvent, t uint64) {
 	ev.Fd = int32(uint32(t))

@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Handler is told that its socket is readable (or closed): once after each
-// Arm that did not report again, when new bytes arrive.
+// Handler is told that its socket is readable (or has ended). After an Arm,
+// it is called once when bytes arrive; it is never called while it runs.
 type Handler interface {
 	Readable()
 }
@@ -109,7 +109,7 @@ func (p *Poller) Run() {
 				reg.end.Store(true)
 			}
 			if !reg.wake() {
-				continue // forgotten meanwhile, or running: it reads again
+				continue // running: Arm tells it to read again
 			}
 			select {
 			case p.work <- reg.h:
@@ -205,16 +205,16 @@ func (p *Poller) Forget(token uint64) {
 	p.mu.Unlock()
 }
 
-// Arm is the end of a handler's run: it has read all its socket had (until
-// a read found it empty or came back short), and asks to be called when more
-// arrives. After the socket's end, Arm always reports readAgain: the handler
-// reads until it sees the end. first tells whether rc is armed for the first time (bytes waiting
-// by then call the handler at once). When bytes arrived while the handler
-// ran, Arm reports readAgain: the handler must read again (then Arm again)
-// instead of returning. Closing the socket drops its registration.
+// Arm is the end of a handler's run: the handler has read all its socket had
+// (until a read found it empty or came back short) and asks to be called when
+// more arrives. first tells whether rc is armed for the first time; bytes
+// already waiting then call the handler at once. Arm reports readAgain when
+// bytes arrived while the handler ran, or once the socket has reported its
+// end: the handler must then read again (and Arm again) instead of returning.
+// Closing the socket drops its registration.
 //
-// With epoll, the socket is added once, edge-triggered: arming again costs
-// no system call.
+// With epoll the socket is added once, edge-triggered: arming it again is an
+// atomic state change, not a system call.
 func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) (readAgain bool, err error) {
 	// Held across the system call, so that Close cannot release the epoll
 	// descriptor under it (its number could then be another file's).
