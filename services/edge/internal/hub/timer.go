@@ -52,8 +52,13 @@ type timer struct {
 	due   deadlines   // owned by mu
 }
 
+// maxTick is the longest tick. Shorter ticks would spread pings thinner
+// still, but each ping's answer would then wake the edge (and the client) on
+// its own: at a tenth of a second, idle CPU per connection rose by half.
+const maxTick = time.Second
+
 func newTimer(pingInterval, authTimeout time.Duration) *timer {
-	period := max(min(pingInterval/4, authTimeout/4, time.Second), 5*time.Millisecond)
+	period := max(min(pingInterval/4, authTimeout/4, maxTick), 5*time.Millisecond)
 	slots := max(1, int((pingInterval+period/2)/period))
 	return &timer{period: period, slots: slots, round: make([][]*Client, slots)}
 }
@@ -219,7 +224,9 @@ func (h *Hub) tick(ctx context.Context) {
 					pending = append(pending, c.Conn)
 				}
 			}
-			h.flush(ctx, pending)
+			// Written here, not shared with the flush workers: a tick's
+			// pings take one core at most, never the router's.
+			flushAll(pending)
 			clear(visit)
 			clear(due)
 			clear(pending)
