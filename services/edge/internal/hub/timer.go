@@ -26,7 +26,7 @@ import (
 const (
 	deadlineNone  uint8 = iota
 	deadlineAuth        // not authenticated within AuthTimeout: close 4408
-	deadlineExp         // the identity's token expired: close 4401
+	deadlineExp         // the identity's token expired: close 4001
 	deadlineClose       // our close frame went unanswered: abort
 )
 
@@ -192,10 +192,12 @@ func (h *Hub) CloseSent(c *Client) { h.timer.closeSent(c) }
 func (h *Hub) tick(ctx context.Context) {
 	t := h.timer
 	// A client is visited once per round. A peer that answers the ping of
-	// one visit has been heard from within a round (plus a tick of jitter)
-	// at the next; a dead one is dropped at the visit after that, within
-	// two rounds of its last sign of life.
-	deadAfter := time.Duration(t.slots)*t.period + t.period
+	// one visit has been heard from within a round at the next; a dead one
+	// is dropped at the visit after that, about two rounds after its last
+	// sign of life. The margin over a round forgives a visit made late by a
+	// stalled machine (5 s at the default interval).
+	round := time.Duration(t.slots) * t.period
+	deadAfter := round + max(t.period, round/4)
 	ticker := time.NewTicker(t.period)
 	defer ticker.Stop()
 	start := time.Now()
