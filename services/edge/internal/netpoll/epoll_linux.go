@@ -20,9 +20,6 @@ type pollSys struct {
 	events []unix.EpollEvent
 }
 
-// stopToken is no handler's: tokens start at 1.
-const stopToken = 0
-
 func newPollSys() (pollSys, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {

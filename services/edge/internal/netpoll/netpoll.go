@@ -188,6 +188,9 @@ func (r *registration) rest() (readAgain bool) {
 	}
 }
 
+// noToken is no handler's token: Register starts at 1.
+const noToken = 0
+
 // Register gives h a token for Arm. Until the first Arm, h counts as running
 // (its owner reads first, then arms).
 func (p *Poller) Register(h Handler) uint64 {

@@ -250,7 +250,7 @@ func TestRegisterGivesDistinctNonZeroTokens(t *testing.T) {
 	seen := map[uint64]bool{}
 	for range 100 {
 		token := f.p.Register(newRecorder(nil))
-		if token == stopToken || seen[token] {
+		if token == noToken || seen[token] {
 			t.Fatalf("token %d: zero (the stop token) or given twice", token)
 		}
 		seen[token] = true
