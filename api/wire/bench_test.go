@@ -45,21 +45,40 @@ func BenchmarkParseClientFrame(b *testing.B) {
 	}
 }
 
-// BenchmarkEnvelopeEncode marshals an envelope as the edge's session.publish
-// builds it.
+// envelopeOf is an envelope as the edge's session.publish builds it.
+func envelopeOf(n int) wire.Envelope {
+	return wire.Envelope{
+		Action: "chat/message", Details: detailsOf(n), Ref: json.RawMessage(`"req-17"`),
+		User: "user-4242", Session: "sess-9f8e7d", Groups: []string{"staff", "room-lobby-42"}, Language: "en",
+		Connection: "edge-7c9d.k3j2h1-1a2b", Edge: "edge-7c9d", IP: "203.0.113.7",
+		UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+		TS:        time.Date(2026, 11, 25, 21, 53, 55, 123456789, time.UTC),
+	}
+}
+
+// BenchmarkEnvelopeEncode encodes an envelope as the edge publishes it.
 func BenchmarkEnvelopeEncode(b *testing.B) {
 	for _, s := range sizes {
-		env := wire.Envelope{
-			Action: "chat/message", Details: detailsOf(s.n), Ref: json.RawMessage(`"req-17"`),
-			User: "user-4242", Session: "sess-9f8e7d", Groups: []string{"staff", "room-lobby-42"}, Language: "en",
-			Connection: "edge-7c9d.k3j2h1-1a2b", Edge: "edge-7c9d", IP: "203.0.113.7",
-			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-			TS:        time.Date(2026, 11, 25, 21, 53, 55, 123456789, time.UTC),
-		}
+		env := envelopeOf(s.n)
 		b.Run(s.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := json.Marshal(&env); err != nil {
+				_ = wire.AppendEnvelope(make([]byte, 0, 384+len(env.Details)), &env)
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeEnvelope decodes an envelope as the dispatcher receives it.
+func BenchmarkDecodeEnvelope(b *testing.B) {
+	for _, s := range sizes {
+		env := envelopeOf(s.n)
+		data := wire.AppendEnvelope(nil, &env)
+		b.Run(s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := wire.DecodeEnvelope(data); err != nil {
 					b.Fatal(err)
 				}
 			}

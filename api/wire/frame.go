@@ -47,6 +47,14 @@ func ParseClientFrame(data []byte) (ClientFrame, error) {
 	if !utf8.Valid(data) {
 		return ClientFrame{}, fmt.Errorf("%w: not valid UTF-8", ErrBadFrame)
 	}
+	if f, ok := parseClientFrameFast(data); ok {
+		return f, nil
+	}
+	return parseClientFrameJSON(data)
+}
+
+// parseClientFrameJSON is ParseClientFrame by encoding/json, for any input.
+func parseClientFrameJSON(data []byte) (ClientFrame, error) {
 	var parts []json.RawMessage
 	if err := json.Unmarshal(data, &parts); err != nil {
 		return ClientFrame{}, fmt.Errorf("%w: not a JSON array", ErrBadFrame)
@@ -76,6 +84,67 @@ func ParseClientFrame(data []byte) (ClientFrame, error) {
 	return f, nil
 }
 
+// parseClientFrameFast is ParseClientFrame for the usual frame: a plain
+// action, no deeply nested details. It gives up (ok false) on anything else,
+// valid or not, and ParseClientFrame's encoding/json path decides. Details
+// and ref are copied out of data, which the caller may reuse.
+func parseClientFrameFast(data []byte) (f ClientFrame, ok bool) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return f, false
+	}
+	i = skipSpace(data, i+1)
+	if i >= len(data) || data[i] != '"' {
+		return f, false
+	}
+	end, escaped := scanString(data, i)
+	if end < 0 || escaped {
+		return f, false
+	}
+	action := data[i+1 : end-1]
+	if !validToken(action, MaxActionLen, actionChars) {
+		return f, false
+	}
+	var details, ref []byte
+	// elem scans the array element after the comma at data[i].
+	elem := func() []byte {
+		start := skipSpace(data, i+1)
+		if end := scanValue(data, start, 0); end > 0 {
+			i = skipSpace(data, end)
+			return data[start:end]
+		}
+		i = len(data)
+		return nil
+	}
+	if i = skipSpace(data, end); i < len(data) && data[i] == ',' {
+		details = elem()
+		if i < len(data) && data[i] == ',' {
+			ref = elem()
+		}
+	}
+	if i >= len(data) || data[i] != ']' || skipSpace(data, i+1) != len(data) {
+		return f, false
+	}
+	if ValidateRef(ref) != nil {
+		return f, false
+	}
+	if string(ref) == "null" {
+		ref = nil
+	}
+	f.Action = string(action)
+	buf := make([]byte, 0, len(details)+len(ref))
+	f.Details = null
+	if details != nil {
+		buf = append(buf, details...)
+		f.Details = buf[:len(details):len(details)]
+	}
+	if ref != nil {
+		buf = append(buf, ref...)
+		f.Ref = buf[len(buf)-len(ref):]
+	}
+	return f, true
+}
+
 // ValidateRef reports whether ref is a JSON string of at most MaxRefLen
 // characters or a JSON integer. A nil or null ref is valid (absent).
 func ValidateRef(ref json.RawMessage) error {
@@ -84,6 +153,12 @@ func ValidateRef(ref json.RawMessage) error {
 		return nil
 	}
 	if ref[0] == '"' {
+		if end, escaped := scanString(ref, 0); end == len(ref) && !escaped && utf8.Valid(ref) {
+			if utf8.RuneCount(ref)-2 > MaxRefLen {
+				return fmt.Errorf("ref is longer than %d characters", MaxRefLen)
+			}
+			return nil
+		}
 		var s string
 		if err := json.Unmarshal(ref, &s); err != nil {
 			return errors.New("ref is not a valid JSON string")
@@ -92,6 +167,10 @@ func ValidateRef(ref json.RawMessage) error {
 			return fmt.Errorf("ref is longer than %d characters", MaxRefLen)
 		}
 		return nil
+	}
+	// ParseInt alone would take "+1" and "007", which are not JSON.
+	if scanNumber(ref, 0) != len(ref) || bytes.ContainsAny(ref, ".eE") {
+		return errors.New("ref must be a string or an integer")
 	}
 	if _, err := strconv.ParseInt(string(ref), 10, 64); err != nil {
 		return errors.New("ref must be a string or an integer")

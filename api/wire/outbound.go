@@ -34,13 +34,60 @@ type Filter struct {
 }
 
 // DecodeOutbound decodes and validates an outbound message. A null ref is
-// returned as absent.
+// returned as absent. Details and Ref may share data's memory.
 func DecodeOutbound(data []byte) (Outbound, error) {
 	// Details go to clients verbatim in text frames: one publish with invalid
 	// UTF-8 to <prefix>.send.all would make every browser fail its connection.
 	if !utf8.Valid(data) {
 		return Outbound{}, fmt.Errorf("%w: not valid UTF-8", ErrBadOutbound)
 	}
+	if m, ok := decodeOutboundFast(data); ok {
+		return m, nil
+	}
+	return decodeOutboundJSON(data)
+}
+
+// Fields of Outbound, for fieldSet.
+const (
+	outAction = iota
+	outDetails
+	outRef
+	outFilter
+)
+
+// decodeOutboundFast is DecodeOutbound for the usual message: plain keys
+// and action, no filter. It gives up (ok false) on anything else, valid or
+// not, and encoding/json decides.
+func decodeOutboundFast(data []byte) (m Outbound, ok bool) {
+	var seen fieldSet
+	ok = eachMember(data, func(key, value []byte) bool {
+		switch {
+		case asciiFold(key, "action"):
+			action, isString := plainString(value)
+			m.Action = action
+			return isString && seen.first(outAction)
+		case asciiFold(key, "details"):
+			m.Details = value
+			return seen.first(outDetails)
+		case asciiFold(key, "ref"):
+			m.Ref = value
+			return seen.first(outRef)
+		case asciiFold(key, "filter"):
+			return string(value) == "null" && seen.first(outFilter)
+		}
+		return true // encoding/json ignores unknown keys too
+	})
+	if !ok || ValidateOutboundAction(m.Action) != nil || ValidateRef(m.Ref) != nil {
+		return Outbound{}, false
+	}
+	if string(m.Ref) == "null" {
+		m.Ref = nil
+	}
+	return m, true
+}
+
+// decodeOutboundJSON is DecodeOutbound by encoding/json, for any input.
+func decodeOutboundJSON(data []byte) (Outbound, error) {
 	var m Outbound
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Outbound{}, fmt.Errorf("%w: %w", ErrBadOutbound, err)
@@ -67,4 +114,28 @@ func ValidateOutboundAction(action string) error {
 		return ValidateAction(base)
 	}
 	return ValidateAction(action)
+}
+
+// AppendOutbound appends the JSON encoding of m to dst: what json.Marshal
+// gives, without its reflection. m.Details and m.Ref must be valid JSON;
+// empty ones are left out.
+func AppendOutbound(dst []byte, m *Outbound) []byte {
+	dst = append(dst, `{"action":`...)
+	dst = appendString(dst, m.Action)
+	if len(m.Details) > 0 {
+		dst = append(dst, `,"details":`...)
+		dst = append(dst, m.Details...)
+	}
+	if len(m.Ref) > 0 {
+		dst = append(dst, `,"ref":`...)
+		dst = append(dst, m.Ref...)
+	}
+	if m.Filter != nil {
+		dst = append(dst, `,"filter":{"property":`...)
+		dst = appendString(dst, m.Filter.Property)
+		dst = append(dst, `,"value":`...)
+		dst = appendString(dst, m.Filter.Value)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
 }

@@ -70,3 +70,16 @@ func validate(s string, max int, allowed *[256]bool, sentinel error, set string)
 	}
 	return nil
 }
+
+// validToken is validate for bytes, without the reason.
+func validToken(s []byte, max int, allowed *[256]bool) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for _, c := range s {
+		if !allowed[c] {
+			return false
+		}
+	}
+	return true
+}

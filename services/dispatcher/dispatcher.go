@@ -331,10 +331,11 @@ func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, 
 // decode parses an inbound envelope and checks what the dispatcher relies on:
 // the action it was published for, and a connection and ref it can reply to.
 func (d *Dispatcher) decode(action string, data []byte) (*Message, error) {
-	m := &Message{sender: d.sender}
-	if err := json.Unmarshal(data, &m.Envelope); err != nil {
-		return nil, fmt.Errorf("not an envelope: %w", err)
+	env, err := wire.DecodeEnvelope(data)
+	if err != nil {
+		return nil, err
 	}
+	m := &Message{Envelope: env, sender: d.sender}
 	if m.Action != action {
 		return nil, fmt.Errorf("action %q does not match the subject", m.Action)
 	}

@@ -221,22 +221,24 @@ func encode(action string, details any, ref json.RawMessage, f *wire.Filter) ([]
 	if err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(wire.Outbound{Action: action, Details: raw, Ref: ref, Filter: f})
-	if err != nil {
-		// Only an invalid json.RawMessage passed as details gets here.
-		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
-	}
-	return data, nil
+	return wire.AppendOutbound(nil, &wire.Outbound{Action: action, Details: raw, Ref: ref, Filter: f}), nil
 }
 
-// encodeDetails marshals details; json.RawMessage passes through and nil
-// stays absent.
+// encodeDetails marshals details; json.RawMessage is checked and
+// compacted, as json.Marshal would, and nil stays absent.
 func encodeDetails(details any) (json.RawMessage, error) {
 	switch d := details.(type) {
 	case nil:
 		return nil, nil
 	case json.RawMessage:
-		return d, nil
+		if len(d) == 0 {
+			return nil, nil
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, d); err != nil {
+			return nil, fmt.Errorf("%w: details: %w", ErrEncode, err)
+		}
+		return b.Bytes(), nil
 	}
 	raw, err := json.Marshal(details)
 	if err != nil {
