@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge"
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
@@ -241,6 +242,47 @@ func BenchmarkEdgeUnicast(b *testing.B) {
 		}
 		s.got.expect(1)
 		if err := s.nc.Publish(subjects[rng.IntN(users)], benchOutbound); err != nil {
+			b.Fatal(err)
+		}
+		s.got.wait(b, timer)
+	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkEdgeEcho: one op is a client's frame in and its reply out, as in
+// an echo round trip, with a plain NATS subscriber in the dispatcher's place
+// (it decodes the envelope and publishes the reply on ws.send.conn.<conn>).
+func BenchmarkEdgeEcho(b *testing.B) {
+	b.Setenv("EDGE_RATE_LIMIT", "0") // one client sends as fast as it is answered
+	s := startBenchStack(b, 1)
+	sub, err := s.nc.Subscribe("ws.in.echo", func(m *nats.Msg) {
+		env, err := wire.DecodeEnvelope(m.Data)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		out := wire.AppendOutbound(nil, &wire.Outbound{Action: env.Action, Details: env.Details, Ref: env.Ref})
+		if err := s.nc.Publish("ws.send.conn."+env.Connection, out); err != nil {
+			b.Error(err)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := s.nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	frame := []byte(`["echo",{"room":"lobby-42","text":"hello there, how is everyone doing today?"},17]`)
+	timer := time.NewTimer(edgetest.Timeout)
+	b.ReportAllocs()
+	var cpu0 time.Duration
+	for b.Loop() {
+		if cpu0 == 0 {
+			cpu0 = cpuTime(b)
+		}
+		s.got.expect(1)
+		if err := s.clients[0].WriteMessage(websocket.TextMessage, frame); err != nil {
 			b.Fatal(err)
 		}
 		s.got.wait(b, timer)

@@ -72,6 +72,7 @@ type Gateway struct {
 	verifier *auth.Verifier // static
 	upgrader websocket.Upgrader
 	boot     string // static: random prefix of this process's connection ids
+	tracing  bool   // static: cfg.Tracer records spans (it is not a no-op)
 
 	seq      atomic.Uint64 // connection counter
 	reserved atomic.Int64  // connections admitted, for MaxConnections
@@ -88,13 +89,15 @@ func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gatewa
 	if cfg.Stats == nil {
 		cfg.Stats = stats.New(nil, nil)
 	}
+	_, noop := cfg.Tracer.(tracenoop.Tracer)
+	tracing := cfg.Tracer != nil && !noop
 	if cfg.Tracer == nil {
 		cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
 	if cfg.Poller == nil {
 		cfg.Poller = netpoll.NewPortable() // arms without Run
 	}
-	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID()}
+	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID(), tracing: tracing}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   readBufferSize,

@@ -485,12 +485,16 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 		Header:  nats.Header{wire.HeaderMsgID: []string{s.c.Connection + "." + strconv.FormatUint(s.msgSeq, 36)}},
 	}
 	// The trace of a client's message starts here; its context travels in
-	// the NATS headers to the handler and back with the reply.
-	ctx, span := s.g.cfg.Tracer.Start(context.Background(), "ws receive "+action,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attribute.String("wsgate.connection", s.c.Connection), attribute.String("wsgate.user", id.User)))
+	// the NATS headers to the handler and back with the reply. Without
+	// tracing, none of it is built (a no-op span still costs allocations).
+	ctx, span := context.Background(), trace.SpanFromContext(context.Background())
+	if s.g.tracing {
+		ctx, span = s.g.cfg.Tracer.Start(ctx, "ws receive "+action,
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("wsgate.connection", s.c.Connection), attribute.String("wsgate.user", id.User)))
+		propagation.TraceContext{}.Inject(ctx, telemetry.NATSHeader(msg.Header))
+	}
 	defer span.End()
-	propagation.TraceContext{}.Inject(ctx, telemetry.NATSHeader(msg.Header))
 	if err := s.g.nc.PublishMsg(msg); err != nil {
 		span.RecordError(err)
 		s.g.cfg.Stats.PublishFailed()

@@ -18,6 +18,12 @@ type pollSys struct {
 	file   *os.File        // epfd, as a file of Go's poller; closing it stops wait
 	rc     syscall.RawConn // file's
 	events []unix.EpollEvent
+
+	// What wait's callback appends to and fails with. The callback is made
+	// once: a closure made per wait would cost three allocations each time.
+	collected []ready
+	werr      error
+	collectFn func(fd uintptr) bool
 }
 
 func newPollSys() (pollSys, error) {
@@ -50,31 +56,39 @@ func (s *pollSys) add(fd int, token uint64) error {
 // wait appends the sockets that became ready, parking until there is one.
 // It returns an error once close has been called.
 func (s *pollSys) wait(dst []ready) ([]ready, error) {
-	var werr error
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err := unix.EpollWait(int(fd), s.events, 0)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				werr = err
-				return true
-			}
-			for _, ev := range s.events[:n] {
-				dst = append(dst, ready{token: token(&ev), end: ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0})
-			}
-			// Go's poller reports the descriptor edge-triggered: take
-			// every ready event before parking again.
-			if n < len(s.events) {
-				return len(dst) > 0
-			}
-		}
-	})
+	if s.collectFn == nil {
+		s.collectFn = s.collect
+	}
+	s.collected, s.werr = dst, nil
+	err := s.rc.Read(s.collectFn)
+	dst, s.collected = s.collected, nil
 	if err == nil {
-		err = werr
+		err = s.werr
 	}
 	return dst, err
+}
+
+// collect is wait's callback: it takes the ready events, and says whether
+// there were any (false parks until the descriptor is readable).
+func (s *pollSys) collect(fd uintptr) bool {
+	for {
+		n, err := unix.EpollWait(int(fd), s.events, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			s.werr = err
+			return true
+		}
+		for _, ev := range s.events[:n] {
+			s.collected = append(s.collected, ready{token: token(&ev), end: ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0})
+		}
+		// Go's poller reports the descriptor edge-triggered: take
+		// every ready event before parking again.
+		if n < len(s.events) {
+			return len(s.collected) > 0
+		}
+	}
 }
 
 // close wakes wait, which fails from then on, and closes the descriptor
