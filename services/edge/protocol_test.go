@@ -1,12 +1,18 @@
 package edge_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsgate/wsgate/api/schemacheck"
 	"github.com/wsgate/wsgate/services/edge/edgetest"
@@ -61,6 +67,109 @@ func TestInbound_EnvelopeIdentityComesFromTheToken(t *testing.T) {
 			if d := env["details"].(map[string]any); d["user"] != "admin" {
 				t.Fatalf("details were altered: %v", d)
 			}
+		}
+	}
+}
+
+// TestInbound_PublishFailureAnswers503: when the edge cannot publish a
+// client's frame to NATS, the client is answered
+// ["<action>:error",[503,"not delivered: messaging is unavailable"],<ref>],
+// and the connection stays open. While NATS is away nats.go buffers
+// publishes (8 MiB, natsconn's reconnect buffer), so frames near the size
+// limit are sent until that buffer is full and the publish fails. Every frame
+// is then either answered 503 or delivered once NATS is back, never both and
+// never neither. A plain subscriber could miss what the edge flushes as soon
+// as it reconnects, so a JetStream stream, kept on disk across the restart
+// and recovered before the server takes clients, records it.
+func TestInbound_PublishFailureAnswers503(t *testing.T) {
+	const (
+		maxFrame  = 64 << 10 // EDGE_MAX_MESSAGE_BYTES below
+		maxFrames = 400      // 25 MiB: well past the 8 MiB buffer
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), edgetest.Timeout)
+	defer cancel()
+	store := t.TempDir()
+	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: store})
+	addr := ns.Addr().(*net.TCPAddr)
+	js, err := jetstream.New(edgetest.Connect(t, ns.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "uploads", Subjects: []string{"ws.in.upload"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	e := startEdge(t, ns, map[string]string{"EDGE_MAX_MESSAGE_BYTES": strconv.Itoa(maxFrame), "EDGE_RATE_LIMIT": "0"})
+	c := e.dial(t, map[string]any{"sub": "alice"})
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	edgetest.Eventually(t, "edge not ready without NATS", func() bool { return e.status("/readyz") == http.StatusServiceUnavailable })
+
+	// Each upload is followed by a ping with the same ref: the pong says the
+	// upload was taken (buffered), an error before it says it was not.
+	details := strings.Repeat("x", maxFrame-32)
+	failed := 0
+	for ref := 1; failed == 0; ref++ {
+		if ref > maxFrames {
+			t.Fatalf("no publish failure after %d frames of %d bytes while NATS was down", maxFrames, maxFrame)
+		}
+		c.SendRaw(fmt.Appendf(nil, `["upload",%q,%d]`, details, ref))
+		c.Send("Client/ping", nil, ref)
+		f := c.Next()
+		if f.Action == "upload:error" {
+			want := fmt.Sprintf(`["upload:error",[503,"not delivered: messaging is unavailable"],%d]`, ref)
+			if string(f.Raw) != want {
+				t.Fatalf("got %s, want %s", f, want)
+			}
+			failed = ref
+			f = c.Next()
+		}
+		if f.Action != "Server/pong" || string(f.Ref) != strconv.Itoa(ref) {
+			t.Fatalf("got %s, want the pong of ref %d", f, ref)
+		}
+	}
+	buffered := failed - 1
+	t.Logf("%d frames buffered, frame %d answered 503", buffered, failed)
+	if v := e.metricSum(t, "wsgate_edge_nats_publish_errors_total"); v != 1 {
+		t.Fatalf("wsgate_edge_nats_publish_errors_total %v, want 1", v)
+	}
+	select {
+	case <-c.Done():
+		t.Fatal("the connection ended after the failed publish")
+	default:
+	}
+
+	ns2 := edgetest.RunNATSWith(t, &natsserver.Options{Host: addr.IP.String(), Port: addr.Port, JetStream: true, StoreDir: store})
+	edgetest.Eventually(t, "edge ready again", func() bool { return e.status("/readyz") == http.StatusOK })
+	js, err = jetstream.New(edgetest.Connect(t, ns2.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "uploads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored uint64
+	edgetest.Eventually(t, "buffered frames stored", func() bool {
+		info, err := stream.Info(ctx)
+		if err == nil {
+			stored = info.State.Msgs
+		}
+		return stored >= uint64(buffered)
+	})
+	if stored != uint64(buffered) {
+		t.Fatalf("%d frames reached NATS, want the %d buffered ones", stored, buffered)
+	}
+	for seq := uint64(1); seq <= stored; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env struct {
+			Ref int `json:"ref"`
+		}
+		if err := json.Unmarshal(m.Data, &env); err != nil || env.Ref != int(seq) {
+			t.Fatalf("message %d has ref %d (%v), want %d", seq, env.Ref, err, seq)
 		}
 	}
 }
