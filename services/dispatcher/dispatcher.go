@@ -42,6 +42,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
@@ -85,6 +86,7 @@ type Dispatcher struct {
 	subjects wire.Subjects // static after construction
 	sender   *Sender       // static after construction
 	log      *slog.Logger  // static after construction
+	tracing  bool          // static: opts.Tracer records spans (it is not a no-op)
 
 	// sem bounds the handlers in flight: a NATS callback takes a slot before
 	// it starts a handler goroutine, which gives it back when done. Drain
@@ -121,7 +123,9 @@ func New(nc *nats.Conn, opts ...Option) (*Dispatcher, error) {
 			return nil, err
 		}
 	}
+	_, noop := o.Tracer.(tracenoop.Tracer)
 	return &Dispatcher{
+		tracing:  !noop,
 		nc:       nc,
 		opts:     o,
 		subjects: wire.NewSubjects(o.Prefix),
@@ -357,10 +361,19 @@ func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Mes
 		d.inFlight.Add(-1)
 		<-d.sem
 	}()
-	ctx, span := d.opts.Tracer.Start(remoteSpan(ctx, m.header), "dispatcher handle "+action, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("wsgate.connection", m.Connection), attribute.String("wsgate.user", m.User)))
+	// Without tracing no span is built (a no-op one still costs
+	// allocations); the edge's trace context, if any, still reaches the
+	// handler and the reply.
+	ctx = remoteSpan(ctx, m.header)
+	span := trace.SpanFromContext(ctx)
+	if d.tracing {
+		ctx, span = d.opts.Tracer.Start(ctx, "dispatcher handle "+action, trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("wsgate.connection", m.Connection), attribute.String("wsgate.user", m.User)))
+	}
 	defer span.End()
-	m.trace = trace.ContextWithSpanContext(context.Background(), span.SpanContext())
+	if sc := span.SpanContext(); sc.IsValid() {
+		m.trace = trace.ContextWithSpanContext(context.Background(), sc)
+	}
 	start := time.Now()
 	panicked, err := d.call(ctx, h, m)
 	took := time.Since(start)
