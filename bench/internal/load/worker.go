@@ -6,17 +6,17 @@
 package load
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/bench/internal/hist"
 	"github.com/wsgate/wsgate/bench/internal/proto"
@@ -85,18 +85,6 @@ func (c *Counters) Add(o Counters) {
 	}
 }
 
-type conn struct {
-	ws  *websocket.Conn
-	wmu sync.Mutex // one writer at a time: requests and pongs
-}
-
-func (c *conn) write(data []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
-	return c.ws.WriteMessage(websocket.TextMessage, data)
-}
-
 // Worker holds one job's connections.
 type Worker struct {
 	job    Job          // static
@@ -109,14 +97,16 @@ type Worker struct {
 	closing                            atomic.Bool
 
 	mu      sync.Mutex
-	conns   []*conn  // owned by mu: connections that completed the handshake
-	senders []*conn  // owned by mu: those of tab 0
+	senders []*conn  // owned by mu: connections of tab 0 handed to a loop
 	samples []string // owned by mu: the first few error messages
 
-	readers sync.WaitGroup
+	loops     []*loop        // static: they read every open connection
+	opening   sync.WaitGroup // serve goroutines
+	closeOnce sync.Once
 }
 
-// NewWorker checks job and returns a worker for it.
+// NewWorker checks job and returns a worker for it, its event loops
+// running: Close stops them.
 func NewWorker(job Job) (*Worker, error) {
 	f, err := proto.ForGateway(job.Gateway)
 	if err != nil {
@@ -130,7 +120,17 @@ func NewWorker(job Job) (*Worker, error) {
 	if job.RampRate <= 0 {
 		job.RampRate = 1000
 	}
-	return &Worker{job: job, framer: f, hist: hist.New()}, nil
+	w := &Worker{job: job, framer: f, hist: hist.New()}
+	for range runtime.GOMAXPROCS(0) {
+		l, err := newLoop(w)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		w.loops = append(w.loops, l)
+		go l.run() // owned by w: Close stops it and waits
+	}
+	return w, nil
 }
 
 func (w *Worker) sample(err error) {
@@ -184,141 +184,204 @@ func (w *Worker) Ramp(ctx context.Context) {
 			break
 		}
 		pending.Add(1)
-		w.readers.Add(1)
-		go w.serve(w.job.First+k, func() { <-sem; pending.Done() })
+		w.opening.Add(1)
+		go w.serve(w.job.First+k, w.loops[k%len(w.loops)], func() { <-sem; pending.Done() })
 	}
 	pending.Wait()
 }
 
-func (w *Worker) dialer(i int) *websocket.Dialer {
-	d := &websocket.Dialer{
-		HandshakeTimeout: handshakeTimeout,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  1024,
-	}
-	nd := &net.Dialer{Timeout: dialTimeout}
+func (w *Worker) dialer(i int) *net.Dialer {
+	d := &net.Dialer{Timeout: dialTimeout}
 	if n := len(w.job.LocalIPs); n > 0 {
-		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(w.job.LocalIPs[i%n])}
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(w.job.LocalIPs[i%n])}
 	}
-	d.NetDialContext = nd.DialContext
 	return d
 }
 
-// serve dials connection i, completes its handshake (then calls ready),
-// and reads until the connection ends.
-func (w *Worker) serve(i int, ready func()) {
-	defer w.readers.Done()
+// serve dials connection i, completes its handshake and hands it to loop
+// l, which reads it until it ends; then it calls ready.
+func (w *Worker) serve(i int, l *loop, ready func()) {
+	defer w.opening.Done()
+	// Called last, so that the ramp's end sees every connection counted and
+	// every sender listed.
+	defer ready()
 	c, err := w.open(i)
 	if err != nil {
 		w.failed.Add(1)
 		w.sample(fmt.Errorf("conn %d: %w", i, err))
-		ready()
 		return
 	}
-	// Counted before ready, so that the ramp's end sees every connection.
 	w.opened.Add(1)
 	w.connected.Add(1)
-	ready()
-	err = w.read(c)
+	// Messages that came with the handshake's last read are handled before
+	// the loop reads more: it is told only of bytes still in the socket.
+	if len(c.in) > 0 {
+		if err := newReceiver(w).feed(c, nil); err != nil {
+			c.close()
+			w.ended(c, err)
+			return
+		}
+	}
+	if err := l.add(c); err != nil {
+		c.close()
+		w.ended(c, err)
+		return
+	}
+	if i%w.job.Tabs == 0 {
+		w.mu.Lock()
+		w.senders = append(w.senders, c)
+		w.mu.Unlock()
+	}
+}
+
+// ended accounts for the end of an open connection, which err ended.
+func (w *Worker) ended(c *conn, err error) {
 	w.connected.Add(-1)
 	if !w.closing.Load() {
 		w.dropped.Add(1)
-		w.sample(fmt.Errorf("conn %d dropped: %w", i, err))
+		w.sample(fmt.Errorf("conn %d dropped: %w", c.id, err))
 	}
 }
 
+// open dials connection i and completes its WebSocket and gateway
+// handshakes.
 func (w *Worker) open(i int) (*conn, error) {
-	tabs := w.job.Tabs
-	user := User(i, tabs)
-	token, err := w.framer.Token(w.job.Secret, user, time.Now().Add(tokenLifetime))
+	token, err := w.framer.Token(w.job.Secret, User(i, w.job.Tabs), time.Now().Add(tokenLifetime))
 	if err != nil {
 		return nil, err
 	}
-	base := w.job.URLs[(i%tabs)%len(w.job.URLs)]
-	url, hdr := w.framer.Dial(base, token)
-	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout+handshakeTimeout)
-	defer cancel()
-	ws, resp, err := w.dialer(i).DialContext(ctx, url, hdr)
+	raw, hdr := w.framer.Dial(w.job.URLs[(i%w.job.Tabs)%len(w.job.URLs)], token)
+	u, err := url.Parse(raw)
 	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("dial: %w (HTTP %d)", err, resp.StatusCode)
-		}
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if u.Scheme != "ws" {
+		return nil, fmt.Errorf("url %s: only ws:// is supported", raw)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	nc, err := w.dialer(i).Dial("tcp", addr)
+	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	c := &conn{ws: ws}
-	if hello := w.framer.Hello(token); hello != nil {
-		if err := c.write(hello); err != nil {
-			_ = ws.Close()
-			return nil, fmt.Errorf("handshake: %w", err)
-		}
+	return w.handshake(i, nc, u, hdr, token)
+}
+
+// handshake upgrades nc, sends the gateway's hello and waits for its
+// acceptance or refusal. nc serves the handshake, for its read deadlines,
+// and is closed then: the connection holds a duplicate of its socket.
+// Messages after the acceptance stay in the connection's parser.
+func (w *Worker) handshake(i int, nc net.Conn, u *url.URL, hdr http.Header, token string) (*conn, error) {
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	rest, err := upgrade(nc, u, hdr)
+	if err != nil {
+		return nil, err
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	for {
-		_, frame, err := ws.ReadMessage()
-		if err != nil {
-			_ = ws.Close()
-			return nil, fmt.Errorf("handshake: %w", err)
-		}
-		var ok bool
-		var refusal []byte
-		w.framer.Decode(frame, func(m proto.Msg) {
-			switch m.Kind {
-			case proto.KindAuthOK:
-				ok = true
-			case proto.KindError:
-				refusal = append(refusal, m.Body...)
-			}
-		})
-		if refusal != nil {
-			_ = ws.Close()
-			return nil, fmt.Errorf("handshake refused: %s", refusal)
-		}
-		if ok {
-			break
-		}
+	fd, err := dupSocket(nc)
+	if err != nil {
+		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	_ = ws.SetReadDeadline(time.Time{})
-	w.mu.Lock()
-	w.conns = append(w.conns, c)
-	if i%tabs == 0 {
-		w.senders = append(w.senders, c)
+	c := &conn{id: i, fd: fd}
+	if err := w.authenticate(c, nc, rest, token); err != nil {
+		c.close()
+		return nil, err
 	}
-	w.mu.Unlock()
 	return c, nil
 }
 
-// read is the connection's read loop; it returns the error that ended it.
-func (w *Worker) read(c *conn) error {
-	var buf bytes.Buffer
-	for {
-		_, r, err := c.ws.NextReader()
+// authenticate sends the gateway's hello on c and reads nc, starting with
+// rest, until the gateway accepts or refuses.
+func (w *Worker) authenticate(c *conn, nc net.Conn, rest []byte, token string) error {
+	if hello := w.framer.Hello(token); hello != nil {
+		if err := c.write(opText, hello); err != nil {
+			return fmt.Errorf("handshake: %w", err)
+		}
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	var accepted bool
+	var refusal []byte
+	decoded := func(m proto.Msg) {
+		switch m.Kind {
+		case proto.KindAuthOK:
+			accepted = true
+		case proto.KindError:
+			refusal = append(refusal, m.Body...)
+		}
+	}
+	// Stop at the message that decides: later ones are the loop's to count.
+	decide := func(msg []byte) bool {
+		w.framer.Decode(msg, decoded)
+		return !accepted && refusal == nil
+	}
+	buf := make([]byte, 4096)
+	for data := rest; ; {
+		if err := c.feed(data, decide); err != nil {
+			return fmt.Errorf("handshake: %w", err)
+		}
+		if refusal != nil {
+			return fmt.Errorf("handshake refused: %s", refusal)
+		}
+		if accepted {
+			return nil
+		}
+		n, err := nc.Read(buf)
 		if err != nil {
-			return err
+			return fmt.Errorf("handshake: %w", err)
 		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
-			return err
+		data = buf[:n]
+	}
+}
+
+// receiver handles the messages of a reader's reads exactly as the load
+// tool counts them. A loop keeps one, its callbacks bound once, so that a
+// message costs no allocation.
+type receiver struct {
+	w         *Worker
+	c         *conn // the connection being read
+	now       int64 // Unix ns of the read: the arrival of its messages
+	onMessage func(msg []byte) bool
+	onDecoded func(proto.Msg)
+}
+
+func newReceiver(w *Worker) *receiver {
+	r := &receiver{w: w}
+	r.onMessage = r.message
+	r.onDecoded = r.decoded
+	return r
+}
+
+// feed hands data, one read of c, to c's parser.
+func (r *receiver) feed(c *conn, data []byte) error {
+	r.c, r.now = c, time.Now().UnixNano()
+	return c.feed(data, r.onMessage)
+}
+
+func (r *receiver) message(msg []byte) bool {
+	r.w.framer.Decode(msg, r.onDecoded)
+	return true
+}
+
+func (r *receiver) decoded(m proto.Msg) {
+	w := r.w
+	switch m.Kind {
+	case proto.KindData, proto.KindReply:
+		if ts, _, ok := proto.ParsePayload(m.Body); ok {
+			w.hist.Record((r.now - ts) / 1000)
+			w.received.Add(1)
+			w.lastRecv.Store(r.now)
 		}
-		now := time.Now().UnixNano()
-		w.framer.Decode(buf.Bytes(), func(m proto.Msg) {
-			switch m.Kind {
-			case proto.KindData, proto.KindReply:
-				if ts, _, ok := proto.ParsePayload(m.Body); ok {
-					w.hist.Record((now - ts) / 1000)
-					w.received.Add(1)
-					w.lastRecv.Store(now)
-				}
-			case proto.KindError:
+	case proto.KindError:
+		w.errs.Add(1)
+		w.sample(fmt.Errorf("server sent %s", m.Body))
+	case proto.KindPing:
+		if p := w.framer.Pong(); p != nil {
+			if err := r.c.write(opText, p); err != nil {
 				w.errs.Add(1)
-				w.sample(fmt.Errorf("server sent %s", m.Body))
-			case proto.KindPing:
-				if p := w.framer.Pong(); p != nil {
-					if err := c.write(p); err != nil {
-						w.errs.Add(1)
-					}
-				}
 			}
-		})
+		}
 	}
 }
 
@@ -355,7 +418,7 @@ func (w *Worker) Send(ctx context.Context) {
 				seq := seqBase + sent
 				payload = proto.AppendPayload(payload[:0], time.Now().UnixNano(), seq, w.job.Size)
 				frame = w.framer.AppendRequest(frame[:0], w.job.Method, seq, payload)
-				if err := c.write(frame); err != nil {
+				if err := c.write(opText, frame); err != nil {
 					w.errs.Add(1)
 					continue
 				}
@@ -365,14 +428,18 @@ func (w *Worker) Send(ctx context.Context) {
 	}
 }
 
-// Close ends every connection at once and waits for their readers.
+// Close ends every connection at once and returns when the event loops
+// have stopped and every dial in progress has ended.
 func (w *Worker) Close() {
-	w.closing.Store(true)
-	w.mu.Lock()
-	conns := w.conns
-	w.mu.Unlock()
-	for _, c := range conns {
-		_ = c.ws.NetConn().Close()
-	}
-	w.readers.Wait()
+	w.closeOnce.Do(func() {
+		w.closing.Store(true)
+		for _, l := range w.loops {
+			l.stop()
+		}
+		// A handshake that completes now finds its loop closed and ends.
+		w.opening.Wait()
+		for _, l := range w.loops {
+			l.close()
+		}
+	})
 }
