@@ -310,10 +310,30 @@ func (h *Hub) route(ctx context.Context) {
 			return
 		case m := <-h.inbox:
 			pending = h.deliver(m, time.Now(), pending[:0])
+			pending = h.deliverWaiting(pending)
 			h.flush(ctx, pending)
 			clear(pending)
 		}
 	}
+}
+
+// maxBatch bounds the messages routed before their frames are written.
+const maxBatch = 64
+
+// deliverWaiting queues the messages that arrived while the last one was
+// routed (at most maxBatch-1), before anything is written: a connection
+// that several of them target then gets them in one write. When messages
+// come slower than they are routed there are none, and nothing waits.
+func (h *Hub) deliverWaiting(pending []*wsconn.Conn) []*wsconn.Conn {
+	for range maxBatch - 1 {
+		select {
+		case m := <-h.inbox:
+			pending = h.deliver(m, time.Now(), pending)
+		default:
+			return pending
+		}
+	}
+	return pending
 }
 
 // inlineFlush: fan-outs up to this many connections are written by the
