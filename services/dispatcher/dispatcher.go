@@ -4,7 +4,9 @@
 // An edge publishes every client frame as an envelope on <prefix>.in.<action>.
 // A Dispatcher subscribes to the actions it has handlers for, in one NATS
 // queue group, so that however many replicas run, each message is handled
-// once. A handler gets a *Message and answers with Message.Reply, or reaches
+// once. Every subscription delivers into one channel, from which
+// Concurrency workers run the handlers (so a message costs no goroutine of
+// its own). A handler gets a *Message and answers with Message.Reply, or reaches
 // any user, group, session or everyone with a Sender:
 //
 //	d, err := dispatcher.New(nc)
@@ -52,6 +54,12 @@ import (
 // subscriptions when Start's ctx has no deadline of its own.
 const flushTimeout = 5 * time.Second
 
+// inboxSize is the capacity of the channel every subscription delivers into:
+// the messages waiting for a free worker. Beyond it NATS drops messages and
+// reports a slow consumer through the connection's error handler; it never
+// blocks the connection's reader.
+const inboxSize = 1 << 16
+
 // Handler handles the messages of one action. A returned error becomes an
 // error reply to the client (see the package documentation).
 type Handler interface {
@@ -88,12 +96,8 @@ type Dispatcher struct {
 	log      *slog.Logger  // static after construction
 	tracing  bool          // static: opts.Tracer records spans (it is not a no-op)
 
-	// sem bounds the handlers in flight: a NATS callback takes a slot before
-	// it starts a handler goroutine, which gives it back when done. Drain
-	// takes every slot to know that all handlers have finished.
-	sem chan struct{}
-	// stop is closed when Drain gives up, so that NATS callbacks waiting for
-	// a slot return instead of starting handlers.
+	// stop is closed when Drain gives up, so that the workers drop the
+	// messages still waiting instead of handling them.
 	stop     chan struct{}
 	inFlight atomic.Int64 // handlers running now, for InFlight
 
@@ -102,13 +106,15 @@ type Dispatcher struct {
 	handlers map[string]Handler // frozen once started
 	prefixes map[string]Handler // frozen once started; see HandlePrefix
 	subs     []subscription     // set by Start, taken by Drain
+	inbox    chan *nats.Msg     // every subscription delivers here; set by Start, closed by Drain
+	idle     <-chan struct{}    // closed when every worker has exited; set by Start
 	cancel   context.CancelFunc // cancels the handlers' context; set by Start
 }
 
 // subscription is one action's queue subscription.
 type subscription struct {
 	sub  *nats.Subscription
-	done chan struct{} // closed when sub's delivery goroutine has exited
+	done chan struct{} // closed once sub delivers no more
 }
 
 // New returns a Dispatcher on nc with the default Options changed by opts.
@@ -131,7 +137,6 @@ func New(nc *nats.Conn, opts ...Option) (*Dispatcher, error) {
 		subjects: wire.NewSubjects(o.Prefix),
 		sender:   NewSender(nc, o.Prefix),
 		log:      o.Logger,
-		sem:      make(chan struct{}, o.Concurrency),
 		stop:     make(chan struct{}),
 		handlers: make(map[string]Handler),
 		prefixes: make(map[string]Handler),
@@ -195,24 +200,34 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return ErrNoHandlers
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	subs := make([]subscription, 0, len(d.handlers))
+	plan := d.plan(hctx)
+	routes := make(map[string]nats.MsgHandler, len(plan))
+	for _, p := range plan {
+		routes[p.subject] = p.cb
+	}
+	inbox := make(chan *nats.Msg, inboxSize)
+	idle := d.startWorkers(inbox, routes)
+	subs := make([]subscription, 0, len(plan))
 	fail := func(err error) error {
 		for _, s := range subs {
 			_ = s.sub.Unsubscribe() // best effort: the error being returned matters more
 		}
+		// Nothing delivers any more: the workers handle what came in and exit.
+		close(inbox)
 		cancel()
 		return err
 	}
-	for _, p := range d.plan(hctx) {
-		// Default pending limits apply: messages waiting for a handler slot
-		// are buffered by the client, and beyond the limits NATS reports a
-		// slow consumer through the connection's error handler.
-		sub, err := d.nc.QueueSubscribe(p.subject, p.queue, p.cb)
+	for _, p := range plan {
+		sub, err := d.nc.ChanQueueSubscribe(p.subject, p.queue, inbox)
 		if err != nil {
 			return fail(fmt.Errorf("dispatcher: subscribe %s: %w", p.subject, err))
 		}
 		done := make(chan struct{})
-		sub.SetClosedHandler(func(string) { close(done) })
+		closeDone := sync.OnceFunc(func() { close(done) })
+		sub.SetClosedHandler(func(string) { closeDone() })
+		if !sub.IsValid() {
+			closeDone() // closed before the handler was set
+		}
 		subs = append(subs, subscription{sub: sub, done: done})
 	}
 	fctx := ctx
@@ -224,8 +239,26 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err := d.nc.FlushWithContext(fctx); err != nil {
 		return fail(fmt.Errorf("dispatcher: confirm subscriptions: %w", err))
 	}
-	d.subs, d.cancel, d.state = subs, cancel, stateStarted
+	d.subs, d.inbox, d.idle, d.cancel, d.state = subs, inbox, idle, cancel, stateStarted
 	return nil
+}
+
+// startWorkers starts Concurrency workers that run the handler of each
+// message of inbox, found by its subscription's subject in routes, until
+// inbox is closed and empty. The returned channel is closed when they all
+// have exited.
+func (d *Dispatcher) startWorkers(inbox <-chan *nats.Msg, routes map[string]nats.MsgHandler) <-chan struct{} {
+	var wg sync.WaitGroup
+	for range d.opts.Concurrency {
+		wg.Go(func() {
+			for msg := range inbox {
+				routes[msg.Sub.Subject](msg)
+			}
+		})
+	}
+	idle := make(chan struct{})
+	go func() { wg.Wait(); close(idle) }()
+	return idle
 }
 
 // Drain stops the dispatcher: it drains the subscriptions (messages already
@@ -238,8 +271,8 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 	d.mu.Lock()
 	prev := d.state
 	d.state = stateClosed
-	subs, cancel := d.subs, d.cancel
-	d.subs = nil
+	subs, inbox, idle, cancel := d.subs, d.inbox, d.idle, d.cancel
+	d.subs, d.inbox = nil, nil
 	d.mu.Unlock()
 	if prev != stateStarted {
 		return nil
@@ -248,7 +281,7 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 
 	for _, s := range subs {
 		// An error means the subscription or the connection is already
-		// closed: the delivery goroutine exits by itself, closing done.
+		// closed, which has closed done or will.
 		if err := s.sub.Drain(); err != nil {
 			d.log.Debug("subscription drain", "subject", s.sub.Subject, "err", err)
 		}
@@ -257,26 +290,29 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 		select {
 		case <-s.done:
 		case <-ctx.Done():
-			return d.abort(ctx, subs)
+			return d.abort(ctx, subs, inbox)
 		}
 	}
-	// No callback runs any more, so nothing takes a slot but us: holding
-	// them all means every handler has returned.
-	for range cap(d.sem) {
-		select {
-		case d.sem <- struct{}{}:
-		case <-ctx.Done():
-			return d.abort(ctx, subs)
-		}
+	// No subscription delivers any more: the workers handle what is left
+	// and exit, and then every handler has returned.
+	close(inbox)
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return d.abort(ctx, nil, nil)
 	}
-	return nil
 }
 
-// abort ends a Drain whose ctx is done; the caller cancels the handlers.
-func (d *Dispatcher) abort(ctx context.Context, subs []subscription) error {
+// abort ends a Drain whose ctx is done; the caller cancels the handlers. It
+// unsubscribes subs and closes inbox unless they are nil (already done).
+func (d *Dispatcher) abort(ctx context.Context, subs []subscription, inbox chan *nats.Msg) error {
 	close(d.stop)
 	for _, s := range subs {
 		_ = s.sub.Unsubscribe() // fails only if already closed, which is the goal
+	}
+	if inbox != nil {
+		close(inbox) // the workers drop what is left and exit
 	}
 	d.log.Warn("dispatcher drain gave up; cancelling handlers", "in_flight", d.InFlight(), "err", ctx.Err())
 	return fmt.Errorf("dispatcher: drain: %w", ctx.Err())
@@ -293,15 +329,20 @@ func (d *Dispatcher) checkIdle() error {
 	return nil
 }
 
-// callback returns the NATS callback of action. It runs on the
-// subscription's own goroutine, one message at a time.
+// callback returns the route of action's messages; it runs on a worker.
 func (d *Dispatcher) callback(ctx context.Context, action string, h Handler) nats.MsgHandler {
 	return func(msg *nats.Msg) { d.receive(ctx, msg, action, h) }
 }
 
-// receive hands msg, published for action, to h on a goroutine of its own;
-// it runs on a subscription's goroutine.
+// receive runs h on msg, published for action; it runs on a worker.
 func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, h Handler) {
+	select {
+	case <-d.stop:
+		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped a message after drain gave up",
+			"subject", msg.Subject)
+		return
+	default:
+	}
 	m, err := d.decode(action, msg.Data)
 	if err != nil {
 		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped an invalid envelope", "subject", msg.Subject, "err", err)
@@ -311,25 +352,9 @@ func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, 
 		return
 	}
 	m.header = msg.Header
-	select {
-	case <-d.stop:
-		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped a message after drain gave up",
-			"action", action, "connection", m.Connection)
-		return
-	default:
-	}
-	// Waiting here for a slot is the back-pressure: while every slot is
-	// busy this subscription's goroutine waits, and NATS buffers the
-	// messages behind it, so goroutines stay bounded by Concurrency.
-	select {
-	case d.sem <- struct{}{}:
-	case <-d.stop:
-		d.log.WarnContext(remoteSpan(ctx, msg.Header), "dropped a message after drain gave up",
-			"action", action, "connection", m.Connection)
-		return
-	}
 	d.inFlight.Add(1)
-	go d.serve(ctx, action, h, m)
+	defer d.inFlight.Add(-1)
+	d.serve(ctx, action, h, m)
 }
 
 // decode parses an inbound envelope and checks what the dispatcher relies on:
@@ -355,12 +380,8 @@ func (d *Dispatcher) decode(action string, data []byte) (*Message, error) {
 	return m, nil
 }
 
-// serve runs one handler on its own goroutine, which holds a slot of sem.
+// serve runs one handler and answers its error, if any.
 func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Message) {
-	defer func() {
-		d.inFlight.Add(-1)
-		<-d.sem
-	}()
 	// Without tracing no span is built (a no-op one still costs
 	// allocations); the edge's trace context, if any, still reaches the
 	// handler and the reply.
