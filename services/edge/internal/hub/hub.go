@@ -309,7 +309,7 @@ func (h *Hub) route(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-h.inbox:
-			pending = h.deliver(m, time.Now(), pending[:0])
+			pending, _ = h.deliver(m, time.Now(), pending[:0])
 			pending = h.deliverWaiting(pending)
 			h.flush(ctx, pending)
 			clear(pending)
@@ -320,15 +320,28 @@ func (h *Hub) route(ctx context.Context) {
 // maxBatch bounds the messages routed before their frames are written.
 const maxBatch = 64
 
+// spreadBatch: once this many connections wait to be written, a waiting
+// message that shares none of them ends the batch (see deliverWaiting).
+const spreadBatch = 8
+
 // deliverWaiting queues the messages that arrived while the last one was
 // routed (at most maxBatch-1), before anything is written: a connection
-// that several of them target then gets them in one write. When messages
-// come slower than they are routed there are none, and nothing waits.
+// that several of them target then gets them in one write. Batching pays
+// only while the messages share their recipients (a broadcast's backlog);
+// messages to different connections (unicasts, replies) gain nothing from
+// waiting for each other, so the batch ends once spreadBatch connections
+// wait and a message shares none of its recipients with them. When messages come slower than they are
+// routed there are none, and nothing waits.
 func (h *Hub) deliverWaiting(pending []*wsconn.Conn) []*wsconn.Conn {
 	for range maxBatch - 1 {
 		select {
 		case m := <-h.inbox:
-			pending = h.deliver(m, time.Now(), pending)
+			before := len(pending)
+			var targeted int
+			pending, targeted = h.deliver(m, time.Now(), pending)
+			if added := len(pending) - before; added > 0 && added == targeted && len(pending) >= spreadBatch {
+				return pending // m shared no recipient with the batch
+			}
 		default:
 			return pending
 		}
@@ -390,19 +403,20 @@ const maxKeptPayload = 64 << 10
 var serverClose = wsconn.TextFrame(wire.AppendServerFrame(nil, wire.ActionClose, nil, nil))
 
 // deliver queues m for the connections it targets and returns, appended to
-// pending, those whose writing the caller must flush.
-func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsconn.Conn {
+// pending, those whose writing the caller must flush, and how many
+// connections it targeted.
+func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsconn.Conn, int) {
 	rest, ok := strings.CutPrefix(m.Subject, h.cfg.Subjects.Prefix+".")
 	if !ok {
-		return pending
+		return pending, 0
 	}
 	if ctl, ok := strings.CutPrefix(rest, "ctl.close."); ok {
 		h.kick(ctl)
-		return pending
+		return pending, 0
 	}
 	target, ok := strings.CutPrefix(rest, "send.")
 	if !ok {
-		return pending
+		return pending, 0
 	}
 	ctx := context.Background()
 	var span trace.Span
@@ -417,7 +431,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsco
 	if err != nil {
 		h.cfg.Stats.BadOutbound()
 		h.cfg.Logger.DebugContext(ctx, "outbound message refused", "subject", m.Subject, "err", err)
-		return pending
+		return pending, 0
 	}
 	h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
 	d := delivery{frame: wsconn.TextFrame(h.payload), at: at, s: h.cfg.Stats, pending: pending}
@@ -448,7 +462,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsco
 	case "filter":
 		if out.Filter == nil {
 			h.cfg.Stats.BadOutbound()
-			return pending
+			return pending, 0
 		}
 		for _, c := range h.clients {
 			if id := c.Identity(); id != nil {
@@ -469,7 +483,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) []*wsco
 			d.to(c)
 		}
 	}
-	return d.pending
+	return d.pending, d.sent
 }
 
 // delivery queues one frame, built once, for many clients.
