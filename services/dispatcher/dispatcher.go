@@ -55,10 +55,12 @@ import (
 const flushTimeout = 5 * time.Second
 
 // inboxSize is the capacity of the channel every subscription delivers into:
-// the messages waiting for a free worker. Beyond it NATS drops messages and
-// reports a slow consumer through the connection's error handler; it never
-// blocks the connection's reader.
-const inboxSize = 1 << 16
+// the messages waiting for a free worker, as many as NATS lets one
+// subscription hold by default. Beyond it NATS drops messages and reports a
+// slow consumer through the connection's error handler; it never blocks the
+// connection's reader. The channel's memory is touched only as far as a
+// backlog reaches.
+const inboxSize = nats.DefaultSubPendingMsgsLimit
 
 // Handler handles the messages of one action. A returned error becomes an
 // error reply to the client (see the package documentation).

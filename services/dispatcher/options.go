@@ -101,8 +101,9 @@ func WithQueue(name string) Option {
 
 // WithConcurrency sets how many handlers may run at once (default
 // DefaultConcurrency): the number of workers Start starts. When all are
-// busy, up to 65,536 further messages wait for one; beyond that NATS drops
-// them and reports a slow consumer.
+// busy, up to 524,288 further messages (NATS's default pending limit of a
+// subscription) wait for one; beyond that NATS drops them and reports a slow
+// consumer.
 func WithConcurrency(n int) Option {
 	return func(o *Options) error {
 		if n < 1 {
