@@ -350,14 +350,22 @@ func (h *Hub) deliverWaiting(pending []*wsconn.Conn) []*wsconn.Conn {
 }
 
 // inlineFlush: fan-outs up to this many connections are written by the
-// router itself; larger ones are shared with the flush workers.
+// router itself, unless the router is behind; larger ones are shared with
+// the flush workers.
 const inlineFlush = 64
 
+// behind: the router is behind when this many messages wait in the inbox.
+const behind = maxBatch
+
 // flush writes the queues of conns, none of which blocks: a socket that is
-// full gets a writer goroutine of its own. Large sets are split between this
-// goroutine and the flush workers, so that every core writes.
+// full gets a writer goroutine of its own. Large sets, and any set while the
+// router is behind, are split between this goroutine and the flush workers,
+// so that every core writes: when messages to different connections
+// (unicasts, replies) come faster than one goroutine writes them, one by
+// one, the writing is shared. Below that, sharing would cost a wake-up for
+// no gain.
 func (h *Hub) flush(ctx context.Context, conns []*wsconn.Conn) {
-	if len(conns) > inlineFlush && h.workers > 1 {
+	if h.workers > 1 && (len(conns) > inlineFlush || len(conns) > 1 && len(h.inbox) >= behind) {
 		share := (len(conns) + h.workers - 1) / h.workers
 		for len(conns) > share {
 			select {
