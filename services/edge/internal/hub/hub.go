@@ -330,8 +330,9 @@ const spreadBatch = 8
 // only while the messages share their recipients (a broadcast's backlog);
 // messages to different connections (unicasts, replies) gain nothing from
 // waiting for each other, so the batch ends once spreadBatch connections
-// wait and a message shares none of its recipients with them. When messages come slower than they are
-// routed there are none, and nothing waits.
+// wait and a message shares none of its recipients with them. When
+// messages come slower than they are routed there are none, and nothing
+// waits.
 func (h *Hub) deliverWaiting(pending []*wsconn.Conn) []*wsconn.Conn {
 	for range maxBatch - 1 {
 		select {
