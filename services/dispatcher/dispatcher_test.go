@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -287,6 +288,34 @@ func TestConcurrencyBoundIsRespected(t *testing.T) {
 	}
 	if p := peak.Load(); p != limit {
 		t.Fatalf("at most %d handlers ran at once, want exactly %d", p, limit)
+	}
+}
+
+func TestMessagesCostNoGoroutineOfTheirOwn(t *testing.T) {
+	const limit, n = 4, 200
+	release := make(chan struct{})
+	h := start(t, func(d *dispatcher.Dispatcher) {
+		handle(t, d, "slow", func(context.Context, *dispatcher.Message) error {
+			<-release
+			return nil
+		})
+	}, dispatcher.WithConcurrency(limit))
+	before := runtime.NumGoroutine()
+	for range n {
+		h.send(t, natstest.Envelope("slow", nil))
+	}
+	natstest.CheckFor(t, natstest.Wait, 5*time.Millisecond, func() error {
+		if c := h.d.InFlight(); c != limit {
+			return fmt.Errorf("%d in flight, want %d", c, limit)
+		}
+		return nil
+	})
+	if g := runtime.NumGoroutine(); g > before {
+		t.Errorf("%d goroutines with %d handlers running and %d messages waiting, %d before any message", g, limit, n-limit, before)
+	}
+	close(release)
+	for range n {
+		h.waitHandled(t)
 	}
 }
 
