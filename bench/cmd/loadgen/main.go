@@ -100,11 +100,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
 	fs.StringVar(&cfg.Label, "label", "", "free text stored in the record")
 	timeout := fs.Duration("timeout", 10*time.Minute, "hard limit of the whole run")
+	godebug := fs.String("godebug", sysmonPace, "GODEBUG setting added to every process the run starts (servers of either gateway, workers); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *godebug != "" {
+		// Inherited by every child: the stack's servers and the workers.
+		if err := os.Setenv("GODEBUG", addSetting(os.Getenv("GODEBUG"), *godebug)); err != nil {
+			return err
+		}
 	}
 	cfg.URLs = urls
 	for _, p := range pids {
@@ -216,4 +223,30 @@ func commandLine(args []string) string {
 		parts = append(parts, a)
 	}
 	return strings.Join(parts, " ")
+}
+
+// sysmonPace keeps the Go runtime's monitor thread (sysmon) at its slow pace
+// in every process of a run, as wsgate's images do (services/*/Dockerfile).
+// A process that goes idle between bursts (every server here, at thousands
+// of messages a second) otherwise has sysmon sleep until the next system
+// call, then poll every 20 µs again: on the 2-core VM of docs/PERFORMANCE.md
+// that took 10-20 % of each process's CPU, and as much from its latency.
+// With schedtrace set sysmon never sleeps that deeply, so it backs off to
+// one check per 10 ms; a period of 24.8 days means no trace is printed
+// (except one line at start on a host up longer than that).
+const sysmonPace = "schedtrace=2147483647"
+
+// addSetting adds setting (key=value) to a GODEBUG list unless the list
+// already sets its key.
+func addSetting(list, setting string) string {
+	key, _, _ := strings.Cut(setting, "=")
+	for _, s := range strings.Split(list, ",") {
+		if k, _, _ := strings.Cut(s, "="); k == key {
+			return list
+		}
+	}
+	if list == "" {
+		return setting
+	}
+	return list + "," + setting
 }
