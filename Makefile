@@ -18,7 +18,7 @@ build:
 
 ## run: NATS (embedded), one edge and one dispatcher in one process, demo page URL printed
 run: build
-	./$(BIN)/wsgate-dev
+	GODEBUG=$${GODEBUG:+$$GODEBUG,}schedtrace=2147483647 ./$(BIN)/wsgate-dev
 
 ## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test),
 ## a short fuzz run, static builds
