@@ -230,9 +230,9 @@ func commandLine(args []string) string {
 // A process that goes idle between bursts (every server here, at thousands
 // of messages a second) otherwise has sysmon sleep until the next system
 // call, then poll every 20 µs again: on the 2-core VM of docs/PERFORMANCE.md
-// that took 10-20 % of each process's CPU, and as much from its latency.
-// With schedtrace set sysmon never sleeps that deeply, so it backs off to
-// one check per 10 ms; a period of 24.8 days means no trace is printed
+// that took 10-20 % of each process's CPU, and the tail latency rose with
+// it. With schedtrace set sysmon never sleeps that deeply, so it backs off
+// to one check per 10 ms; a period of 24.8 days means no trace is printed
 // (except one line at start on a host up longer than that).
 const sysmonPace = "schedtrace=2147483647"
 
