@@ -90,6 +90,17 @@ func (h *harness) send(t *testing.T, env wire.Envelope) {
 	natstest.Publish(t, h.edge, prefixOf(nil), env)
 }
 
+// waitInFlight waits until exactly n handlers are running.
+func (h *harness) waitInFlight(t *testing.T, n int) {
+	t.Helper()
+	natstest.CheckFor(t, natstest.Wait, 5*time.Millisecond, func() error {
+		if c := h.d.InFlight(); c != n {
+			return fmt.Errorf("%d in flight, want %d", c, n)
+		}
+		return nil
+	})
+}
+
 // waitHandled waits until the next handler has finished (error reply sent).
 func (h *harness) waitHandled(t *testing.T) handled {
 	t.Helper()
@@ -276,12 +287,7 @@ func TestConcurrencyBoundIsRespected(t *testing.T) {
 	for range n {
 		h.send(t, natstest.Envelope("slow", nil))
 	}
-	natstest.CheckFor(t, natstest.Wait, 5*time.Millisecond, func() error {
-		if c := h.d.InFlight(); c != limit {
-			return fmt.Errorf("%d in flight, want %d", c, limit)
-		}
-		return nil
-	})
+	h.waitInFlight(t, limit)
 	close(release)
 	for range n {
 		h.waitHandled(t)
@@ -304,12 +310,7 @@ func TestMessagesCostNoGoroutineOfTheirOwn(t *testing.T) {
 	for range n {
 		h.send(t, natstest.Envelope("slow", nil))
 	}
-	natstest.CheckFor(t, natstest.Wait, 5*time.Millisecond, func() error {
-		if c := h.d.InFlight(); c != limit {
-			return fmt.Errorf("%d in flight, want %d", c, limit)
-		}
-		return nil
-	})
+	h.waitInFlight(t, limit)
 	if g := runtime.NumGoroutine(); g > before {
 		t.Errorf("%d goroutines with %d handlers running and %d messages waiting, %d before any message", g, limit, n-limit, before)
 	}
