@@ -141,6 +141,10 @@ func TestInbound_PublishFailureAnswers503(t *testing.T) {
 
 	ns2 := edgetest.RunNATSWith(t, &natsserver.Options{Host: addr.IP.String(), Port: addr.Port, JetStream: true, StoreDir: store})
 	edgetest.Eventually(t, "edge ready again", func() bool { return e.status("/readyz") == http.StatusOK })
+	// Reading the buffered frames back gets a deadline of its own: under the
+	// race detector on a busy machine, the part before can take most of one.
+	ctx, cancel = context.WithTimeout(context.Background(), edgetest.Timeout)
+	defer cancel()
 	js, err = jetstream.New(edgetest.Connect(t, ns2.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
