@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,9 @@ type Hub struct {
 	flushes chan []*wsconn.Conn // static
 	workers int                 // static: number of flush workers
 	timer   *timer              // static
+	// routed counts the routing batches, for the timer to tell whether
+	// deliveries flow.
+	routed atomic.Uint64
 	// payload is deliver's encoding buffer, owned by the route goroutine:
 	// a message is encoded there, then framed in one allocation.
 	payload []byte
@@ -313,6 +317,7 @@ func (h *Hub) route(ctx context.Context) {
 			pending = h.deliverWaiting(pending)
 			h.flush(ctx, pending)
 			clear(pending)
+			h.routed.Add(1)
 		}
 	}
 }

@@ -205,6 +205,7 @@ func (h *Hub) tick(ctx context.Context) {
 	var visit []*Client
 	var due []expired
 	var pending []*wsconn.Conn
+	routed := h.routed.Load()
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,20 +222,85 @@ func (h *Hub) tick(ctx context.Context) {
 			for _, e := range due {
 				h.expire(e, now)
 			}
-			for _, c := range visit {
-				if h.visit(c, now, deadAfter) {
-					pending = append(pending, c.Conn)
-				}
-			}
-			// Written here, not shared with the flush workers: a tick's
-			// pings take one core at most, never the router's.
-			flushAll(pending)
+			r := h.routed.Load()
+			busy := r != routed
+			routed = r
+			var ok bool
+			pending, ok = h.ping(ctx, visit, now, deadAfter, pingChunkSize(len(visit), t.period, busy), pingPause, pending)
 			clear(visit)
 			clear(due)
-			clear(pending)
-			pending = pending[:0]
+			if !ok {
+				return
+			}
 		}
 	}
+}
+
+// While deliveries flow, a tick's pings go out a chunk at a time with a
+// pause between chunks, so that the pongs (and on a machine shared with the
+// peers, their work) come in small waves between deliveries rather than in
+// one wave that delays every message of that moment: at 12,000 messages a
+// second to 10,000 connections, the 99th percentile of delivery went from
+// 4.1-5.9 ms to 3.0-4.0 ms (four pairs of runs of the load tool). An edge
+// that routed nothing since the last tick sends them at once: one wave of
+// pongs costs less CPU than many (with waves on an idle edge, its CPU per
+// connection rose by 7-60 % in three pairs). The pauses of a tick take at
+// most a quarter of its period: larger ticks get larger chunks.
+const (
+	pingChunk = 32
+	pingPause = time.Millisecond
+)
+
+// pingChunkSize is the size of the chunks of a tick visiting n clients;
+// busy tells whether deliveries flow.
+func pingChunkSize(n int, period time.Duration, busy bool) int {
+	if !busy {
+		return max(1, n)
+	}
+	pauses := max(1, int(period/4/pingPause))
+	return max(pingChunk, (n+pauses-1)/pauses)
+}
+
+// ping visits the clients chunk at a time, pausing between chunks; it
+// returns pending emptied for reuse, and false if ctx ended meanwhile. A
+// ping is queued just before its chunk is written: a client waiting for
+// its turn keeps no claim on its connection's writing, so a delivery
+// meanwhile goes out at once.
+func (h *Hub) ping(ctx context.Context, visit []*Client, now time.Time, deadAfter time.Duration, chunk int, pause time.Duration, pending []*wsconn.Conn) ([]*wsconn.Conn, bool) {
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	for len(visit) > 0 {
+		part := visit[:min(chunk, len(visit))]
+		visit = visit[len(part):]
+		for _, c := range part {
+			if h.visit(c, now, deadAfter) {
+				pending = append(pending, c.Conn)
+			}
+		}
+		// Written here, not shared with the flush workers: a tick's
+		// pings take one core at most, never the router's.
+		flushAll(pending)
+		clear(pending)
+		pending = pending[:0]
+		if len(visit) == 0 {
+			break
+		}
+		if wait == nil {
+			wait = time.NewTimer(pause)
+		} else {
+			wait.Reset(pause)
+		}
+		select {
+		case <-ctx.Done():
+			return pending, false
+		case <-wait.C:
+		}
+	}
+	return pending, true
 }
 
 // expire acts on a deadline that came due.

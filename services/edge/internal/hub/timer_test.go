@@ -1,7 +1,10 @@
 package hub
 
 import (
+	"bufio"
+	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -121,6 +124,133 @@ func TestTimer_DeadlinesComeDueInOrderAndOnlyOnce(t *testing.T) {
 			if got[i].c != w.c || got[i].kind != w.kind {
 				t.Fatalf("at +%v: due client %s kind %d, want %s kind %d", step.at, got[i].c.ID, got[i].kind, w.c.ID, w.kind)
 			}
+		}
+	}
+}
+
+// frameSeen is a frame a test peer received: its opcode, and when.
+type frameSeen struct {
+	op byte
+	at time.Time
+}
+
+// readFrames reads the unmasked, unfragmented small frames the edge writes
+// to peer and sends each one on seen, until the socket ends.
+func readFrames(peer net.Conn, seen chan<- frameSeen) {
+	defer close(seen)
+	r := bufio.NewReader(peer)
+	for {
+		var head [2]byte
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			return
+		}
+		if _, err := r.Discard(int(head[1] & 0x7f)); err != nil {
+			return
+		}
+		seen <- frameSeen{op: head[0] & 0x0f, at: time.Now()}
+	}
+}
+
+func TestTick_PingsGoOutInChunksAndDeliveriesDoNotWaitForThem(t *testing.T) {
+	const chunk, chunks, pause = 4, 3, 50 * time.Millisecond
+	const opText, opPing = 0x1, 0x9
+	h := New(nil, Config{PingInterval: 20 * time.Second, AuthTimeout: 10 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var visit []*Client
+	var seen []chan frameSeen
+	for i := range chunk * chunks {
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		server, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := wsconn.New(server, 16, h.cfg.Stats, func(error) {})
+		defer conn.Abort()
+		visit = append(visit, NewClient(conn, "e1", strconv.Itoa(i), "127.0.0.1", "", ""))
+		ch := make(chan frameSeen, 4)
+		seen = append(seen, ch)
+		go readFrames(peer, ch)
+	}
+	next := func(i int) frameSeen {
+		t.Helper()
+		select {
+		case f := <-seen[i]:
+			return f
+		case <-time.After(10 * time.Second):
+			t.Fatalf("client %d received nothing", i)
+			return frameSeen{}
+		}
+	}
+
+	pinged := make(chan bool, 1)
+	go func() {
+		_, ok := h.ping(t.Context(), visit, time.Now(), time.Hour, chunk, pause, nil)
+		pinged <- ok
+	}()
+	first := next(0)
+	if first.op != opPing {
+		t.Fatalf("first client received opcode %#x, want a ping", first.op)
+	}
+	// The first chunk is out; the last one waits two pauses. A delivery to
+	// a client of the last chunk goes out now, ahead of its ping.
+	last := visit[len(visit)-1].Conn
+	if flush, err := last.Queue(wsconn.TextFrame([]byte(`["news",1]`)), time.Now()); err != nil {
+		t.Fatal(err)
+	} else if flush {
+		last.Flush()
+	}
+	if !<-pinged {
+		t.Fatal("ping stopped early")
+	}
+	if f := next(len(visit) - 1); f.op != opText {
+		t.Fatalf("last client received opcode %#x first, want the delivery: it waited for its ping", f.op)
+	}
+	for i := range visit {
+		f := first
+		if i > 0 {
+			f = next(i)
+		}
+		if f.op != opPing {
+			t.Fatalf("client %d received opcode %#x, want a ping", i, f.op)
+		}
+		// Chunk k goes out after k pauses (half of it allows for the
+		// peers' reading).
+		if i/chunk > 0 {
+			if gap := f.at.Sub(first.at); gap < time.Duration(i/chunk)*pause/2 {
+				t.Errorf("client %d (chunk %d) pinged %v after the first, want at least %v", i, i/chunk, gap, time.Duration(i/chunk)*pause/2)
+			}
+		}
+	}
+}
+
+func TestTick_PingChunksOnlyWhileDeliveriesFlow(t *testing.T) {
+	for _, tc := range []struct {
+		clients int
+		period  time.Duration
+		busy    bool
+		want    int
+	}{
+		{750, time.Second, false, 750}, // idle: one wave
+		{0, time.Second, false, 1},
+		{0, time.Second, true, pingChunk},
+		{750, time.Second, true, pingChunk},         // 15,000 clients, 20 s interval: 24 chunks
+		{100_000, time.Second, true, 100_000 / 250}, // 250 pauses of 1 ms
+		{1000, 5 * time.Millisecond, true, 1000},    // a tick too short to pause in: one chunk
+	} {
+		got := pingChunkSize(tc.clients, tc.period, tc.busy)
+		if got != tc.want {
+			t.Errorf("%d clients, ticks of %v, busy %v: chunks of %d, want %d", tc.clients, tc.period, tc.busy, got, tc.want)
+		}
+		if pauses := (tc.clients+got-1)/got - 1; pauses > 0 && time.Duration(pauses)*pingPause > tc.period/4 {
+			t.Errorf("%d clients, ticks of %v: %d pauses of %v take more than a quarter of the tick", tc.clients, tc.period, pauses, pingPause)
 		}
 	}
 }
