@@ -72,7 +72,7 @@ images:
 
 ## bench: wsgate and Centrifugo v6.9.1 side by side under load (~20 min on 2 cores) -> docs/PERFORMANCE.md
 bench: build
-	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall ./cmd/floor
 	test -x bench/.bin/centrifugo || GOBIN=$(CURDIR)/bench/.bin $(GO) install github.com/centrifugal/centrifugo/v6@v6.9.1
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md
 

@@ -181,6 +181,57 @@ func sets(name string) ([]spec, error) {
 
 var gateways = []string{"wsgate", "centrifugo"}
 
+// floorArgs are the arguments of bench/.bin/floor for a set: the machine's
+// floor under its broadcast scenario (none for the smoke set).
+var floorArgs = map[string][]string{
+	"standard": {"-conns", "10000", "-readers", "2", "-writers", "2", "-rate", "5", "-messages", "50"},
+	"reduced":  {"-conns", "2000", "-readers", "1", "-writers", "2", "-rate", "5", "-messages", "50"},
+}
+
+// floorRecord is what benchall reads of floor's JSON record.
+type floorRecord struct {
+	Conns    int     `json:"conns"`
+	Received uint64  `json:"received"`
+	Expected uint64  `json:"expected"`
+	P50      float64 `json:"p50_ms"`
+	P90      float64 `json:"p90_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+	WriteMs  float64 `json:"write_ms"`
+	WakeupUs float64 `json:"wakeup_us"`
+	Command  string  `json:"command"`
+}
+
+// floor runs bench/.bin/floor runs times and returns its records.
+func (r *runner) floor(ctx context.Context, bin string, args []string, runs int) ([]floorRecord, []string) {
+	var recs []floorRecord
+	var errs []string
+	for range runs {
+		r.n++
+		base := fmt.Sprintf("%02d-floor", r.n)
+		out := filepath.Join(r.results, base+".json")
+		cmd := exec.CommandContext(ctx, bin, append(slices.Clone(args), "-json", out)...)
+		start := time.Now()
+		summary, err := cmd.CombinedOutput()
+		fmt.Fprintf(r.log, "%-40s %5.0fs  %s", base, time.Since(start).Seconds(), summary)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v: %s", base, err, strings.TrimSpace(string(summary))))
+			continue
+		}
+		data, err := os.ReadFile(out)
+		var rec floorRecord
+		if err == nil {
+			err = json.Unmarshal(data, &rec)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", base, err))
+			continue
+		}
+		recs = append(recs, rec)
+	}
+	return recs, errs
+}
+
 type runner struct {
 	bin     string
 	results string
@@ -278,7 +329,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		keep := strings.Split(*only, ",")
 		specs = slices.DeleteFunc(specs, func(s spec) bool { return !slices.Contains(keep, s.name) })
 	}
-	for _, p := range []string{*loadgen, filepath.Join(filepath.Dir(*loadgen), "natsd"), filepath.Join(filepath.Dir(*loadgen), "centrifugo"), "bin/edge", "bin/dispatcher"} {
+	floorBin := filepath.Join(filepath.Dir(*loadgen), "floor")
+	for _, p := range []string{*loadgen, filepath.Join(filepath.Dir(*loadgen), "natsd"), filepath.Join(filepath.Dir(*loadgen), "centrifugo"), floorBin, "bin/edge", "bin/dispatcher"} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/PERFORMANCE.md)", p)
 		}
@@ -328,13 +380,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	var floors []floorRecord
+	var floorErrs []string
+	if fa, ok := floorArgs[*set]; ok && *only == "" {
+		floors, floorErrs = r.floor(ctx, floorBin, fa, *runs)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
 	env.elapsed = time.Since(started)
 	env.loadAfter = loadavg()
 	var microOut string
 	if *micro {
 		microOut = microBenchmarks(ctx)
 	}
-	doc := render(*set, *runs, *only, *out, specs, cells, env, microOut, r.results)
+	doc := render(*set, *runs, *only, *out, specs, cells, floors, floorErrs, env, microOut, r.results)
 	if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
 		return err
 	}
@@ -480,7 +540,7 @@ func ratio(w, c float64, better string) string {
 	return fmt.Sprintf("%.2f×%s", q, tag)
 }
 
-func render(set string, runs int, only, out string, specs []spec, cells map[string]map[string]*cell, env machine, micro, rawDir string) string {
+func render(set string, runs int, only, out string, specs []spec, cells map[string]map[string]*cell, floors []floorRecord, floorErrs []string, env machine, micro, rawDir string) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("# Performance: wsgate and Centrifugo side by side\n\n")
@@ -521,6 +581,7 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 			w("| %s | %s | %s | %s | %s |\n", s.name, m.name, fw, fc, ratio(vw, vc, m.better))
 		}
 	}
+	renderFloor(w, floors, floorErrs)
 	w("\n## What each scenario does, and the command of every figure\n\n")
 	w("Every figure above comes from the command below for its scenario and gateway, run from the repository root (`-json out.json` writes the full record: all percentiles, /proc samples of each server process before, after the ramp and after the run, error samples).\n\n")
 	for _, s := range specs {
@@ -561,6 +622,40 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 	}
 	w(howTo)
 	return b.String()
+}
+
+// renderFloor writes the machine's floor: what raw TCP allows a broadcast,
+// and the price of a timer.
+func renderFloor(w func(string, ...any), floors []floorRecord, errs []string) {
+	if len(floors) == 0 && len(errs) == 0 {
+		return
+	}
+	w("\n## The machine's floor\n\n")
+	if len(floors) > 0 {
+		f := floors[0]
+		med := func(get func(floorRecord) float64) string {
+			var v []float64
+			for _, r := range floors {
+				v = append(v, get(r))
+			}
+			return fmtNum(median(v))
+		}
+		w("What this machine allows before any gateway runs, measured in the same set (medians of %d runs of `%s`): "+
+			"each message is written to %d loopback TCP sockets by 2 goroutines (as the edge's flush workers write), and read by reader processes with one epoll loop each (as the load tool's workers read); "+
+			"no WebSocket framing, no NATS, no routing. A broadcast to as many connections cannot reach them sooner than this here, whichever gateway sends it: compare the broadcast rows above.\n\n",
+			len(floors), f.Command, f.Conns)
+		w("| figure | value |\n|---|---:|\n")
+		w("| raw TCP fan-out to %d sockets, latency p50 (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.P50 }))
+		w("| raw TCP fan-out to %d sockets, latency p90 (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.P90 }))
+		w("| raw TCP fan-out to %d sockets, latency p99 (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.P99 }))
+		w("| raw TCP fan-out to %d sockets, latency max (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.Max }))
+		w("| time to write one message to all %d (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.WriteMs }))
+		w("| CPU of one wake-up of a Go process that only sleeps 10 ms at a time (µs) | %s |\n\n", med(func(r floorRecord) float64 { return r.WakeupUs }))
+		w("The last row is the price of a timer on this machine. Every idle server pays it: an idle wsgate edge and its NATS server each wake their runtime's monitor 100 times a second (see the `GODEBUG` condition above), besides their own timers, so the idle CPU figures above are mostly such wake-ups and the pings' system calls.\n")
+	}
+	for _, e := range errs {
+		w("\n- failed run: %s\n", e)
+	}
 }
 
 func cellVal(c *cell, m metric) float64 {
@@ -604,7 +699,7 @@ const stepNote = "A step search is one pass per gateway, and on two cores shared
 const howTo = "## How to reproduce\n\n" +
 	"```sh\n" +
 	"make build                                               # bin/edge, bin/dispatcher\n" +
-	"(cd bench && GOWORK=off go build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall)\n" +
+	"(cd bench && GOWORK=off go build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall ./cmd/floor)\n" +
 	"GOBIN=$PWD/bench/.bin go install github.com/centrifugal/centrifugo/v6@v6.9.1   # never committed (bench/.gitignore)\n" +
 	"ulimit -n $(ulimit -Hn)\n" +
 	"bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md            # what make bench does\n" +
