@@ -236,8 +236,6 @@ var floorArgs = map[string][]string{
 // floorRecord is what benchall reads of floor's JSON record.
 type floorRecord struct {
 	Conns    int     `json:"conns"`
-	Received uint64  `json:"received"`
-	Expected uint64  `json:"expected"`
 	P50      float64 `json:"p50_ms"`
 	P90      float64 `json:"p90_ms"`
 	P99      float64 `json:"p99_ms"`
