@@ -190,6 +190,7 @@ type rendered struct {
 	serviceAccounts []*corev1.ServiceAccount
 	ingresses       []*networkingv1.Ingress
 	serviceMonitors []map[string]any
+	prometheusRules []map[string]any
 	docs            map[string]string // kind/name -> manifest text
 	notes           string
 }
@@ -325,6 +326,10 @@ func (r *rendered) add(t *testing.T, doc string) {
 		var m map[string]any
 		decode(&m)
 		r.serviceMonitors = append(r.serviceMonitors, m)
+	case "PrometheusRule":
+		var m map[string]any
+		decode(&m)
+		r.prometheusRules = append(r.prometheusRules, m)
 	default:
 		t.Errorf("unexpected kind %s (%s)", meta.Kind, meta.APIVersion)
 	}

@@ -121,6 +121,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			return nil, err
 		}
 	}
+	if err := natsconn.ObserveConnected(s.tel.Meter, "wsgate.edge.nats.connected", s.nc); err != nil {
+		return nil, fmt.Errorf("edge: nats gauge: %w", err)
+	}
 	subjects := wire.NewSubjects(cfg.Prefix)
 	s.hub = hub.New(s.nc, hub.Config{
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval, MaxPerUser: cfg.MaxPerUser,
@@ -153,6 +156,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		return nil
 	})
+	if err := s.probe.Observe(s.tel.Meter, "wsgate.edge.ready"); err != nil {
+		return nil, fmt.Errorf("edge: ready gauge: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, s.gateway)
 	client := jsclient.Handler(cfg.Path)

@@ -161,6 +161,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 
 	counts := newCounters(tel.Meter)
+	if err := natsconn.ObserveConnected(tel.Meter, "wsgate.dispatcher.nats.connected", nc); err != nil {
+		closeConn()
+		return fmt.Errorf("dispatcher: nats gauge: %w", err)
+	}
 	d, err := dispatcher.New(nc,
 		dispatcher.WithQueue(cfg.Queue),
 		dispatcher.WithConcurrency(cfg.Concurrency),
@@ -217,6 +221,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		}
 		return nil
 	})
+	if err := probe.Observe(tel.Meter, "wsgate.dispatcher.ready"); err != nil {
+		closeConn()
+		return fmt.Errorf("dispatcher: ready gauge: %w", err)
+	}
 	mux := http.NewServeMux()
 	probe.Register(mux)
 	mux.Handle("GET /metrics", tel.MetricsHandler())

@@ -192,6 +192,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.cfg.Stats.Refused("handshake")
 		return // the upgrader has answered with the HTTP error
 	}
+	g.cfg.Stats.Opened()
 	// From here on the connection is read and written by wsconn; the
 	// library's Conn, buffers included, is left to the collector.
 	s, err := g.newSession(ws.NetConn(), r)

@@ -38,6 +38,7 @@ type Stats struct {
 	deadPeers      metric.Int64Counter
 	badOutbound    metric.Int64Counter
 	natsReconnects metric.Int64Counter
+	opened         metric.Int64Counter
 
 	closeAttrs sync.Map // close code → metric.AddOption, built once per code
 }
@@ -72,11 +73,12 @@ func New(meter metric.Meter, conns Connections) *Stats {
 		deadPeers:      m(meter.Int64Counter("wsgate.edge.dead_peers", metric.WithDescription("Connections dropped because the peer stopped answering pings."))),
 		badOutbound:    m(meter.Int64Counter("wsgate.edge.outbound.invalid", metric.WithDescription("Outbound NATS messages refused as invalid."))),
 		natsReconnects: m(meter.Int64Counter("wsgate.edge.nats.reconnects", metric.WithDescription("Reconnections to NATS."))),
+		opened:         m(meter.Int64Counter("wsgate.edge.connections.opened", metric.WithDescription("WebSocket upgrades accepted."))),
 	}
 	// Counters without attributes exist from the start, at 0, so that
 	// dashboards and alerts see them before the first event.
 	for _, c := range []metric.Int64Counter{s.publishErrors, s.slowConsumers, s.badFrames, s.rateLimited,
-		s.kicks, s.deadPeers, s.badOutbound, s.natsReconnects} {
+		s.kicks, s.deadPeers, s.badOutbound, s.natsReconnects, s.opened} {
 		c.Add(ctx, 0)
 	}
 	frames := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.frames", metric.WithDescription("Frames between clients and this edge, by direction.")))
@@ -161,6 +163,9 @@ func (s *Stats) DeadPeer() { s.deadPeers.Add(ctx, 1) }
 
 // BadOutbound counts an outbound message refused as invalid.
 func (s *Stats) BadOutbound() { s.badOutbound.Add(ctx, 1) }
+
+// Opened counts one accepted WebSocket upgrade.
+func (s *Stats) Opened() { s.opened.Add(ctx, 1) }
 
 // NATSReconnected counts a reconnection to NATS.
 func (s *Stats) NATSReconnected() { s.natsReconnects.Add(ctx, 1) }
