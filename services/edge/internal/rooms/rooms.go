@@ -98,8 +98,9 @@ type Service struct {
 	stop    sync.Once
 	started time.Time // static after Start
 
-	mu    sync.Mutex
-	peers map[string]time.Time // live edges by id, when last heard; owned by mu
+	mu      sync.Mutex
+	peers   map[string]time.Time // live edges by id, when last heard; owned by mu
+	closing bool                 // Stop began: no new coordinator; owned by mu
 }
 
 // New returns the service; Start subscribes, Run serves.
@@ -173,9 +174,18 @@ func (s *Service) announce(a announcement) {
 }
 
 // Stop says goodbye and unsubscribes: call it once the edge holds no
-// connection. Coordinations under way finish first.
+// connection, while Run still runs. Coordinations under way finish first
+// (this edge still applies changes meanwhile).
 func (s *Service) Stop() {
 	s.stop.Do(func() {
+		for _, sub := range s.subs {
+			if sub.Queue == Queue { // join and leave: no new request
+				_ = sub.Unsubscribe()
+			}
+		}
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
 		s.wg.Wait()
 		s.announce(announcement{Bye: true})
 		for _, sub := range s.subs {
@@ -216,7 +226,17 @@ func (s *Service) ctlLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			}
-			s.wg.Add(1)
+			s.mu.Lock()
+			closing := s.closing
+			if !closing {
+				s.wg.Add(1)
+			}
+			s.mu.Unlock()
+			if closing {
+				<-s.sem
+				s.answer(m, wire.ControlAnswer{Error: &wire.ControlError{Code: 503, Message: "edge is shutting down; retry"}})
+				continue
+			}
 			go func() {
 				defer func() { <-s.sem; s.wg.Done() }()
 				s.coordinate(m)
