@@ -149,9 +149,11 @@ func TestJoin_UserSessionConnAcrossEdges(t *testing.T) {
 	waitSubs(t, ns, "ws.send.user.alice", 0)
 	back2 := e2.dial(t, map[string]any{"sub": "alice", "sid": "a1"})
 	back1 := e1.dial(t, map[string]any{"sub": "alice", "sid": "a3"})
-	all = []*edgetest.Client{back1, back2, bob1, bob2, carol}
-	expectGroup(t, nc, "room-r", []*edgetest.Client{back1, back2}, others(back1, back2))
-	expectGroup(t, nc, "room-s", []*edgetest.Client{back2}, others(back2))
+	// A second tab where the edge already knows alice's joins (no load).
+	back3 := e2.dial(t, map[string]any{"sub": "alice", "sid": "a1"})
+	all = []*edgetest.Client{back1, back2, back3, bob1, bob2, carol}
+	expectGroup(t, nc, "room-r", []*edgetest.Client{back1, back2, back3}, others(back1, back2, back3))
+	expectGroup(t, nc, "room-s", []*edgetest.Client{back2, back3}, others(back2, back3))
 
 	if got := e1.metricSum(t, "wsgate_edge_joins_total") + e2.metricSum(t, "wsgate_edge_joins_total"); got != 5 {
 		t.Errorf("joins counted %v, want 5", got)

@@ -204,7 +204,9 @@ func (h *Hub) setStoredLocked(kind, key string, rev uint64, groups []string) (in
 
 // loadStored reads the stored joins of id's user and session for c, which
 // Authenticate has already indexed: a join stored after the load reaches c
-// through SetStored, one stored before is in what Load returns.
+// through SetStored, one stored before is in what Load returns. A target
+// this edge already has an entry for is not read again: the entry is kept
+// current by SetStored for as long as a local connection belongs to it.
 func (h *Hub) loadStored(ctx context.Context, c *Client, id *auth.Identity) error {
 	if h.cfg.Memberships == nil || id.User == "" {
 		return nil
@@ -213,13 +215,18 @@ func (h *Hub) loadStored(ctx context.Context, c *Client, id *auth.Identity) erro
 		if t.key == "" {
 			continue
 		}
+		h.mu.RLock()
+		known := h.stored[t] != nil
+		h.mu.RUnlock()
+		if known {
+			continue
+		}
 		rev, groups, err := h.cfg.Memberships.Load(ctx, t.kind, t.key)
 		if err != nil {
 			return fmt.Errorf("%w: load joined groups: %w", ErrUnavailable, err)
 		}
-		if rev == 0 {
-			continue // nothing stored
-		}
+		// Recorded even when nothing is stored (rev 0), so that the
+		// user's next tab here need not ask.
 		if _, err := h.SetStored(t.kind, t.key, rev, groups); err != nil {
 			return err
 		}
