@@ -39,6 +39,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
@@ -72,6 +73,8 @@ type Members interface {
 	// Confirm returns once the NATS server has every subscription made.
 	Confirm(ctx context.Context) error
 }
+
+var _ Members = (*hub.Hub)(nil)
 
 // Config is what the service needs.
 type Config struct {

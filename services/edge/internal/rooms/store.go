@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
 )
 
 // MaxStored is how many joined groups one user or session may hold; a join
@@ -160,9 +161,7 @@ func (s *Store) Change(ctx context.Context, kind, key string, groups []string, j
 	return 0, nil, fmt.Errorf("rooms: store %s: too many concurrent changes", k)
 }
 
-var _ interface {
-	Load(context.Context, string, string) (uint64, []string, error)
-} = (*Store)(nil)
+var _ hub.Loader = (*Store)(nil)
 
 // validKind reports whether kind is a join target kind.
 func validKind(kind string) bool {
