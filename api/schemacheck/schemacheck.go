@@ -22,6 +22,8 @@ const (
 	Outbound        = "outbound.json"
 	CalloutRequest  = "callout-request.json"
 	CalloutResponse = "callout-response.json"
+	Membership      = "membership.json"
+	ControlAnswer   = "control-answer.json"
 )
 
 // Checker holds every compiled schema.

@@ -24,6 +24,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
+	"github.com/wsgate/wsgate/services/edge/internal/rooms"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 	"github.com/wsgate/wsgate/services/internal/health"
@@ -77,6 +78,7 @@ type Server struct {
 
 	probe   *health.Probe
 	hub     *hub.Hub
+	rooms   *rooms.Service
 	poller  *netpoll.Poller
 	gateway *gateway.Gateway
 	http    *http.Server
@@ -125,9 +127,20 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("edge: nats gauge: %w", err)
 	}
 	subjects := wire.NewSubjects(cfg.Prefix)
-	s.hub = hub.New(s.nc, hub.Config{
+	var members *rooms.Store
+	hcfg := hub.Config{
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval, MaxPerUser: cfg.MaxPerUser,
 		AuthTimeout: cfg.AuthTimeout, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+	}
+	if cfg.PresenceOn() {
+		if members, err = rooms.NewStore(s.nc, cfg.MembersBucket, cfg.Presence == "file"); err != nil {
+			return nil, err
+		}
+		hcfg.Memberships = members
+	}
+	s.hub = hub.New(s.nc, hcfg)
+	s.rooms = rooms.New(s.nc, s.hub, rooms.Config{
+		EdgeID: cfg.ID, Subjects: subjects, Store: members, Logger: log, Meter: s.tel.Meter,
 	})
 	var ask *callout.Client
 	if cfg.CalloutSubject != "" {
@@ -210,9 +223,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
+	// Announced before the first connection is accepted (package rooms).
+	if err := s.rooms.Start(hubCtx); err != nil {
+		stopHub()
+		return err
+	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
+	go func() { defer wg.Done(); s.rooms.Run(hubCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.poller.Run() }()
 
@@ -250,6 +269,7 @@ func (s *Server) shutdown() {
 		s.hub.AbortAll()
 		_ = s.gateway.Wait(context.Background())
 	}
+	s.rooms.Stop()
 	s.hub.Stop()
 	if s.ownNC {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)

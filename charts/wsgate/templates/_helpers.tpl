@@ -208,6 +208,8 @@ Environment shared by both components (ConfigMap data), as YAML.
 {{- include "wsgate.validate" . }}
 {{- $env := dict "NATS_URL" .Values.nats.url "WS_SUBJECT_PREFIX" .Values.subjectPrefix "LOG_LEVEL" .Values.log.level "LOG_FORMAT" .Values.log.format }}
 {{- with .Values.nats.user }}{{ $_ := set $env "NATS_USER" . }}{{ end }}
+{{- $_ := set $env "WS_PRESENCE" .Values.presence.mode }}
+{{- $_ := set $env "WS_MEMBERS_BUCKET" .Values.presence.membersBucket }}
 {{- $keys := include "wsgate.secretKeys" . | fromYaml }}
 {{- $files := include "wsgate.secretFiles" . | fromYaml }}
 {{- $dir := include "wsgate.secretMountPath" . }}

@@ -93,11 +93,13 @@ func New(cfg Config) (*API, error) {
 	return a, nil
 }
 
-// Register mounts POST /v1/send and POST /v1/close on mux, behind the bearer
-// keys.
+// Register mounts POST /v1/send, /v1/close, /v1/join and /v1/leave on mux,
+// behind the bearer keys.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle(PathSend, Only(http.MethodPost, a.Authorize(http.HandlerFunc(a.serveSend))))
 	mux.Handle(PathClose, Only(http.MethodPost, a.Authorize(http.HandlerFunc(a.serveClose))))
+	mux.Handle(PathJoin, Only(http.MethodPost, a.Authorize(http.HandlerFunc(a.serveJoin))))
+	mux.Handle(PathLeave, Only(http.MethodPost, a.Authorize(http.HandlerFunc(a.serveLeave))))
 }
 
 // Authorize lets through the requests that carry one of the keys as

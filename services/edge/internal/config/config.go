@@ -53,7 +53,14 @@ type Config struct {
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+
+	// Rooms and presence (DESIGN §9).
+	Presence      string `envconfig:"WS_PRESENCE" default:"off" desc:"off, memory or file: store joined groups (and presence) in NATS KV with that storage; off: a join applies only to the connections open at that moment"`
+	MembersBucket string `envconfig:"WS_MEMBERS_BUCKET" default:"wsgate_members" desc:"NATS KV bucket of the joined groups of users and sessions (WS_PRESENCE on)"`
 }
+
+// PresenceOn reports whether WS_PRESENCE stores memberships and presence.
+func (c *Config) PresenceOn() bool { return c.Presence == "memory" || c.Presence == "file" }
 
 // Load reads the configuration from the environment and checks it.
 func Load() (Config, error) {
@@ -93,6 +100,14 @@ func (c *Config) Normalize() error {
 		if err := validSubject(c.CalloutSubject); err != nil {
 			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
 		}
+	}
+	switch c.Presence {
+	case "", "off", "memory", "file":
+	default:
+		return fmt.Errorf("WS_PRESENCE: %q is not off, memory or file", c.Presence)
+	}
+	if c.PresenceOn() && !validBucket(c.MembersBucket) {
+		return fmt.Errorf("WS_MEMBERS_BUCKET: %q is not a bucket name (A-Z a-z 0-9 _ -)", c.MembersBucket)
 	}
 	positive := []struct {
 		name string
@@ -149,4 +164,17 @@ func validSubject(s string) error {
 		}
 	}
 	return nil
+}
+
+// validBucket accepts a NATS KV bucket name.
+func validBucket(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -26,6 +26,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		"EDGE_ID":            "edge.1",
 		"EDGE_PATH":          "ws",
 		"WS_SUBJECT_PREFIX":  "a>b",
+		"WS_PRESENCE":        "on",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -37,6 +38,14 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 			}
 		})
 	}
+	t.Run("WS_MEMBERS_BUCKET", func(t *testing.T) {
+		t.Setenv("EDGE_JWT_SECRET", "s")
+		t.Setenv("WS_PRESENCE", "memory")
+		t.Setenv("WS_MEMBERS_BUCKET", "a.b")
+		if _, err := config.Load(); err == nil || !strings.Contains(err.Error(), "WS_MEMBERS_BUCKET") {
+			t.Fatalf("error %v", err)
+		}
+	})
 	t.Run("no key", func(t *testing.T) {
 		t.Setenv("EDGE_JWT_SECRET", "")
 		if _, err := config.Load(); err == nil || !strings.Contains(err.Error(), "EDGE_JWT_SECRET") {

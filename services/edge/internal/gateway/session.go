@@ -473,7 +473,7 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 	}
 	env := wire.Envelope{
 		Action: action, Details: details, Ref: ref,
-		User: id.User, Session: id.Session, Groups: id.Groups, Language: id.Language,
+		User: id.User, Session: id.Session, Groups: s.c.Groups(), Language: id.Language,
 		Connection: s.c.Connection, Edge: s.g.cfg.EdgeID,
 		IP: s.c.IP, UserAgent: s.c.UserAgent, TS: time.Now().UTC(),
 	}

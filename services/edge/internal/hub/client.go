@@ -20,6 +20,9 @@ type Client struct {
 
 	identity atomic.Pointer[auth.Identity] // nil while not authenticated
 	timer    timerState                    // owned by the hub's timer
+
+	groups atomic.Pointer[[]string] // token ∪ joined groups; written under Hub.mu (joined.go)
+	own    []string                 // groups joined by this connection alone; owned by Hub.mu
 }
 
 // NewClient returns a client that is not authenticated yet.

@@ -44,6 +44,9 @@ type Config struct {
 	Logger       *slog.Logger
 	Stats        *stats.Stats
 	Tracer       trace.Tracer // nil: no tracing
+	// Memberships loads the stored joins of a user or session before a
+	// connection's ok (DESIGN §9); nil when they are not stored.
+	Memberships Loader
 }
 
 // topic is one user, group or session with its local connections and the
@@ -82,6 +85,7 @@ type Hub struct {
 	users    map[string]*topic  // owned by mu
 	groups   map[string]*topic  // owned by mu
 	sessions map[string]*topic  // owned by mu
+	stored   map[target]*stored // joins stored for a local user or session; owned by mu (joined.go)
 	perm     []*nats.Subscription
 }
 
@@ -105,6 +109,7 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 		users:    map[string]*topic{},
 		groups:   map[string]*topic{},
 		sessions: map[string]*topic{},
+		stored:   map[target]*stored{},
 	}
 }
 
@@ -191,7 +196,9 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 	}
 	h.mu.Unlock()
 	var err error
-	if !h.nc.IsConnected() {
+	if lerr := h.loadStored(ctx, c, id); lerr != nil {
+		err = lerr
+	} else if !h.nc.IsConnected() {
 		// NATS replays the subscriptions when it is back, but nobody can
 		// confirm them now: the promise of the ok frame cannot be kept.
 		err = ErrUnavailable
@@ -222,9 +229,11 @@ func (h *Hub) Remove(c *Client) {
 	}
 	delete(h.clients, c.ID)
 	h.timer.remove(c)
+	groups := c.Groups()
 	if err := h.reindexLocked(c, c.identity.Load(), nil); err != nil {
 		h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", err)
 	}
+	c.setGroups(groups) // for its Client/disconnection envelope
 }
 
 // reindexLocked moves c from the topics of old to those of id (either may be nil).
@@ -243,16 +252,20 @@ func (h *Hub) reindexLocked(c *Client, old, id *auth.Identity) error {
 			}
 		}
 	}
-	var wasUser, isUser, wasSession, isSession, wasGroups, isGroups []string
+	var wasUser, isUser, wasSession, isSession []string
 	if old != nil {
-		wasUser, wasSession, wasGroups = nonEmpty(old.User), nonEmpty(old.Session), old.Groups
+		wasUser, wasSession = nonEmpty(old.User), nonEmpty(old.Session)
 	}
 	if id != nil {
-		isUser, isSession, isGroups = nonEmpty(id.User), nonEmpty(id.Session), id.Groups
+		isUser, isSession = nonEmpty(id.User), nonEmpty(id.Session)
 	}
 	move(h.users, wasUser, isUser, s.SendUser)
-	move(h.groups, wasGroups, isGroups, s.SendGroup)
 	move(h.sessions, wasSession, isSession, s.SendSession)
+	h.forgetStoredLocked(old)
+	// Groups: the token's and the joined ones (joined.go).
+	wasGroups, isGroups := c.Groups(), h.groupsLocked(c, id)
+	move(h.groups, wasGroups, isGroups, s.SendGroup)
+	c.setGroups(isGroups)
 	return errors.Join(errs...)
 }
 

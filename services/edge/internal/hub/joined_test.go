@@ -1,0 +1,120 @@
+package hub
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/auth"
+)
+
+// joinedHub is a hub on a real NATS server with clients authenticated as
+// ids.
+func joinedHub(t *testing.T, ids ...*auth.Identity) (*Hub, []*Client) {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	h := New(nc, Config{EdgeID: "e1", Subjects: wire.NewSubjects(""), PingInterval: time.Second, AuthTimeout: time.Second})
+	var clients []*Client
+	for i, id := range ids {
+		c := newTestClient(i, time.Now())
+		h.Add(c)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := h.Authenticate(ctx, c, id)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	return h, clients
+}
+
+func groupsOf(c *Client) string { return strings.Join(c.Groups(), ",") }
+
+// TestSetStored_NewestRevisionWins: a stored set older than the one an edge
+// has changes nothing, so an apply message and a connection's load may
+// arrive in any order. Fails when setStoredLocked's revision check goes.
+func TestSetStored_NewestRevisionWins(t *testing.T) {
+	h, cs := joinedHub(t, &auth.Identity{User: "u", Session: "s", Groups: []string{"t"}})
+	c := cs[0]
+	if _, err := h.SetStored(wire.KindUser, "u", 5, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h.SetStored(wire.KindUser, "u", 3, []string{"b"}); n != 1 || err != nil {
+		t.Fatalf("stale set: %d %v", n, err)
+	}
+	if got := groupsOf(c); got != "t,a" {
+		t.Fatalf("groups %q after a stale set, want t,a", got)
+	}
+	if _, err := h.SetStored(wire.KindSession, "s", 7, []string{"b", "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := groupsOf(c); got != "t,a,b" {
+		t.Fatalf("groups %q, want t,a,b", got)
+	}
+	// Nobody of that user here: nothing is kept.
+	if n, _ := h.SetStored(wire.KindUser, "other", 9, []string{"x"}); n != 0 || len(h.stored) != 2 {
+		t.Fatalf("stored %d entries for an absent user (n=%d)", len(h.stored), n)
+	}
+	h.Remove(c)
+	if len(h.stored) != 0 || len(h.groups) != 0 {
+		t.Fatalf("after the last connection: %d stored, %d group topics", len(h.stored), len(h.groups))
+	}
+	if got := groupsOf(c); got != "t,a,b" {
+		t.Fatalf("a removed client's groups %q, want its last ones for its disconnection event", got)
+	}
+}
+
+// TestJoin_SubscriptionsStayReferenceCounted: a group joined by two
+// connections is one subscription until both left; token groups stay.
+func TestJoin_SubscriptionsStayReferenceCounted(t *testing.T) {
+	h, cs := joinedHub(t,
+		&auth.Identity{User: "u", Groups: []string{"t"}},
+		&auth.Identity{User: "v", Groups: []string{"t"}})
+	for _, c := range cs {
+		if n, err := h.Join(wire.KindConn, c.ID, []string{"g", "t"}, true); n != 1 || err != nil {
+			t.Fatalf("join: %d %v", n, err)
+		}
+	}
+	sub := h.groups["g"].sub
+	if len(h.groups["g"].clients) != 2 || h.cfg.Stats.Subscriptions.Load() != 4 { // u, v, t, g
+		t.Fatalf("g has %d clients, %d subscriptions", len(h.groups["g"].clients), h.cfg.Stats.Subscriptions.Load())
+	}
+	if _, err := h.Join(wire.KindConn, cs[0].ID, []string{"g", "t"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if h.groups["g"].sub != sub || !sub.IsValid() {
+		t.Fatal("the group's subscription changed while a member was left")
+	}
+	if got := groupsOf(cs[0]); got != "t" {
+		t.Fatalf("groups %q after leaving, want the token's t", got)
+	}
+	if _, err := h.Join(wire.KindUser, "v", []string{"g"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if h.groups["g"] != nil || sub.IsValid() || !slices.Equal(cs[1].Groups(), []string{"t"}) {
+		t.Fatal("the group is still subscribed after its last member left")
+	}
+	for _, c := range cs {
+		h.Remove(c)
+	}
+}
