@@ -154,7 +154,7 @@ func gobwasCloseOK(payload []byte) bool {
 	code, reason := ws.ParseCloseFrameData(payload)
 	switch {
 	case code >= 1012 && code <= 1014:
-		return true
+		code = ws.StatusNormalClosure // judged as a known code: the reason still counts
 	case code >= 5000:
 		return false
 	}
