@@ -484,7 +484,7 @@ type abClient struct {
 	mu        sync.Mutex
 	events    []abEvent
 	gotClose  bool // the server's close frame arrived
-	closeCode int  // its code (0: none in the frame)
+	closeCode int  // its code (-1: none in the frame)
 	closedAt  time.Time
 	droppedAt time.Time // the server ended the TCP connection
 	closedBy  string    // "me" or "server": who sent the first close frame
@@ -579,7 +579,7 @@ func (c *abClient) read(br *bufio.Reader) {
 		case wsconn.OpPong:
 			c.events = append(c.events, pong(string(payload)))
 		case wsconn.OpClose:
-			c.gotClose, c.closedAt = true, time.Now()
+			c.gotClose, c.closedAt, c.closeCode = true, time.Now(), -1
 			if len(payload) >= 2 {
 				c.closeCode = int(binary.BigEndian.Uint16(payload))
 			}
@@ -762,7 +762,7 @@ func (c *abClient) play(cs abCase) (behavior, closeBehavior, why string) {
 		}
 	case cs.requireClean && !wasClean:
 		closeBehavior, why = abUnclean, why+"; the spec requires the connection to be closed cleanly here"
-	case c.gotClose && c.closeCode != 0 && !slices.Contains(cs.codes, c.closeCode):
+	case c.gotClose && c.closeCode >= 0 && !slices.Contains(cs.codes, c.closeCode):
 		closeBehavior, why = abWrongCode, why+fmt.Sprintf("; close code %d, want %v or empty", c.closeCode, cs.codes)
 		if cs.wrongCodeFatal {
 			behavior = abFailed
