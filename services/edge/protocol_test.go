@@ -192,33 +192,28 @@ func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
 	// messages fail the connection at once: TestWebSocketProtocolViolations.)
 	cases := []struct {
 		name, frame, reason string
-		binary              bool
 	}{
-		{"not json", `{oops`, "not a JSON array", false},
-		{"object", `{"action":"x"}`, "not a JSON array", false},
-		{"empty array", `[]`, "want [action, details]", false},
-		{"four elements", `["a",1,2,3]`, "want [action, details]", false},
-		{"action not a string", `[1,2]`, "action is not a string", false},
-		{"empty action", `["",1]`, "wire: invalid action: empty", false},
-		{"dot in action", `["a.b",1]`, "is not one of", false},
-		{"star in action", `["a*",1]`, "is not one of", false},
-		{"gt in action", `["a>",1]`, "is not one of", false},
-		{"space in action", `["a b",1]`, "is not one of", false},
-		{"control char in action", `["a\u0001",1]`, "is not one of", false},
-		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128", false},
-		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer", false},
-		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64", false},
-		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer", false},
+		{"not json", `{oops`, "not a JSON array"},
+		{"object", `{"action":"x"}`, "not a JSON array"},
+		{"empty array", `[]`, "want [action, details]"},
+		{"four elements", `["a",1,2,3]`, "want [action, details]"},
+		{"action not a string", `[1,2]`, "action is not a string"},
+		{"empty action", `["",1]`, "wire: invalid action: empty"},
+		{"dot in action", `["a.b",1]`, "is not one of"},
+		{"star in action", `["a*",1]`, "is not one of"},
+		{"gt in action", `["a>",1]`, "is not one of"},
+		{"space in action", `["a b",1]`, "is not one of"},
+		{"control char in action", `["a\u0001",1]`, "is not one of"},
+		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128"},
+		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer"},
+		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64"},
+		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, map[string]any{"sub": "alice"})
 			send := func() {
-				kind := websocket.TextMessage
-				if tc.binary {
-					kind = websocket.BinaryMessage
-				}
-				if err := c.WS.WriteMessage(kind, []byte(tc.frame)); err != nil {
+				if err := c.WS.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {
 					t.Fatal(err)
 				}
 			}
