@@ -263,7 +263,7 @@ func (s *Server) shutdown() {
 	if err := s.http.Shutdown(ctx); err != nil {
 		s.log.Warn("http shutdown", "err", err)
 	}
-	s.hub.CloseAll(ctx, wsconn.CloseRestart, "edge is restarting", s.cfg.DrainTimeout)
+	s.hub.CloseAll(ctx, wire.CloseRestart, "edge is restarting", s.cfg.DrainTimeout)
 	if err := s.gateway.Wait(ctx); err != nil {
 		s.log.Warn("connections did not close in time; aborting them", "left", s.hub.Len())
 		s.hub.AbortAll()

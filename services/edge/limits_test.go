@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
@@ -82,8 +83,8 @@ func TestClose_UnansweredCloseFrameAbortedAfterGrace(t *testing.T) {
 	}
 	mute.ExpectOK()
 	publish(t, nc, "ws.ctl.close.user.mute", "")
-	if code, _ := mute.WaitClose(); code != wsconn.CloseNormal {
-		t.Fatalf("close code %d, want %d", code, wsconn.CloseNormal)
+	if code, _ := mute.WaitClose(); code != wire.CloseNormal {
+		t.Fatalf("close code %d, want %d", code, wire.CloseNormal)
 	}
 	closed := time.Now()
 	// What follows the close frame is the end of the stream, once the grace is over.

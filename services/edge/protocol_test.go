@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -186,37 +187,33 @@ func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// Frames that are valid WebSocket text but not wsgate frames: the
+	// application-level rule of DESIGN §2. (Invalid UTF-8 and binary
+	// messages fail the connection at once: TestWebSocketProtocolViolations.)
 	cases := []struct {
 		name, frame, reason string
-		binary              bool
 	}{
-		{"not json", `{oops`, "not a JSON array", false},
-		{"invalid UTF-8", "[\"a\",\"\xff\"]", "not valid UTF-8", false},
-		{"binary frame", `["a",1]`, "binary frames are not accepted", true},
-		{"object", `{"action":"x"}`, "not a JSON array", false},
-		{"empty array", `[]`, "want [action, details]", false},
-		{"four elements", `["a",1,2,3]`, "want [action, details]", false},
-		{"action not a string", `[1,2]`, "action is not a string", false},
-		{"empty action", `["",1]`, "wire: invalid action: empty", false},
-		{"dot in action", `["a.b",1]`, "is not one of", false},
-		{"star in action", `["a*",1]`, "is not one of", false},
-		{"gt in action", `["a>",1]`, "is not one of", false},
-		{"space in action", `["a b",1]`, "is not one of", false},
-		{"control char in action", `["a\u0001",1]`, "is not one of", false},
-		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128", false},
-		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer", false},
-		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64", false},
-		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer", false},
+		{"not json", `{oops`, "not a JSON array"},
+		{"object", `{"action":"x"}`, "not a JSON array"},
+		{"empty array", `[]`, "want [action, details]"},
+		{"four elements", `["a",1,2,3]`, "want [action, details]"},
+		{"action not a string", `[1,2]`, "action is not a string"},
+		{"empty action", `["",1]`, "wire: invalid action: empty"},
+		{"dot in action", `["a.b",1]`, "is not one of"},
+		{"star in action", `["a*",1]`, "is not one of"},
+		{"gt in action", `["a>",1]`, "is not one of"},
+		{"space in action", `["a b",1]`, "is not one of"},
+		{"control char in action", `["a\u0001",1]`, "is not one of"},
+		{"long action", `["` + strings.Repeat("a", 129) + `",1]`, "longer than 128"},
+		{"object ref", `["a",1,{"x":1}]`, "ref must be a string or an integer"},
+		{"long ref", `["a",1,"` + strings.Repeat("r", 65) + `"]`, "ref is longer than 64"},
+		{"float ref", `["a",1,1.5]`, "ref must be a string or an integer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, map[string]any{"sub": "alice"})
 			send := func() {
-				kind := websocket.TextMessage
-				if tc.binary {
-					kind = websocket.BinaryMessage
-				}
-				if err := c.WS.WriteMessage(kind, []byte(tc.frame)); err != nil {
+				if err := c.WS.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -276,12 +273,20 @@ func TestOversizedFrame_Closes1009(t *testing.T) {
 	}
 }
 
-// TestWebSocketProtocolViolations_Close1008: frames that break RFC 6455
-// (written raw under a real handshake) close the connection with 1008, and
-// nothing in them is handled.
-func TestWebSocketProtocolViolations_Close1008(t *testing.T) {
+// TestWebSocketProtocolViolations: frames that break RFC 6455 (written raw
+// under a real handshake) fail the connection at once with the code DESIGN
+// §2 gives them — 1002 for protocol errors, 1007 for text that is not UTF-8,
+// 1003 for a binary message — and nothing in or after them is handled: a
+// valid frame sent right behind the bad one reaches neither NATS nor an
+// answer.
+func TestWebSocketProtocolViolations(t *testing.T) {
 	ns := edgetest.RunNATS(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
 	e := startEdge(t, ns, nil)
+	in := subscribe(t, nc, "ws.in.after")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	masked := func(b0 byte, payload []byte) []byte {
 		key := [4]byte{1, 2, 3, 4}
 		f := []byte{b0, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
@@ -290,27 +295,51 @@ func TestWebSocketProtocolViolations_Close1008(t *testing.T) {
 		}
 		return f
 	}
+	closeOf := func(code int, reason string) []byte {
+		return masked(0x88, append([]byte{byte(code >> 8), byte(code)}, reason...))
+	}
+	after := masked(0x81, []byte(`["after",1]`))
 	for _, tc := range []struct {
 		name  string
 		frame []byte
+		code  int
 	}{
-		{"unmasked text frame", append([]byte{0x81, 7}, `["a",1]`...)},
-		{"reserved bit", masked(0x80|0x40|0x1, []byte(`["a",1]`))},
-		{"unknown opcode", masked(0x80|0x3, []byte("x"))},
-		{"fragmented ping", masked(0x9, nil)},
-		{"continuation without a message", masked(0x80, []byte("x"))},
-		{"close frame of one byte", masked(0x88, []byte{3})},
-		{"close code 999", masked(0x88, []byte{0x03, 0xE7})},
-		{"close code 1005 on the wire", masked(0x88, []byte{0x03, 0xED})},
+		{"unmasked text frame", append([]byte{0x81, 7}, `["a",1]`...), 1002},
+		{"reserved bit", masked(0x80|0x40|0x1, []byte(`["a",1]`)), 1002},
+		{"unknown data opcode", masked(0x80|0x3, []byte("x")), 1002},
+		{"unknown control opcode", masked(0x80|0xB, nil), 1002},
+		{"fragmented ping", masked(0x9, nil), 1002},
+		{"ping of 126 bytes", append([]byte{0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0}, make([]byte, 126)...), 1002},
+		{"continuation without a message", masked(0x80, []byte("x")), 1002},
+		{"new message inside a fragmented one", append(masked(0x1, []byte(`["a",`)), masked(0x81, []byte(`["b",1]`))...), 1002},
+		{"close frame of one byte", masked(0x88, []byte{3}), 1002},
+		{"close frame of 126 bytes", append([]byte{0x88, 0x80 | 126, 0, 126, 0, 0, 0, 0, 0x03, 0xE8}, bytes.Repeat([]byte("r"), 124)...), 1002},
+		{"close code 0", closeOf(0, ""), 1002},
+		{"close code 999", closeOf(999, ""), 1002},
+		{"close code 1004", closeOf(1004, ""), 1002},
+		{"close code 1005 on the wire", closeOf(1005, ""), 1002},
+		{"close code 1006 on the wire", closeOf(1006, ""), 1002},
+		{"close code 1015", closeOf(1015, ""), 1002},
+		{"close code 1016", closeOf(1016, ""), 1002},
+		{"close code 1100", closeOf(1100, ""), 1002},
+		{"close code 2000", closeOf(2000, ""), 1002},
+		{"close code 2999", closeOf(2999, ""), 1002},
+		{"close reason not UTF-8", closeOf(1000, "\xff"), 1002},
+		{"binary message", masked(0x82, []byte(`["a",1]`)), 1003},
+		{"text not UTF-8", masked(0x81, []byte("[\"a\",\"\xff\"]")), 1007},
+		{"text not UTF-8 in the first fragment", masked(0x1, []byte("[\"a\",\"\xed\xa0\x80")), 1007},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, map[string]any{"sub": "alice"})
-			if _, err := c.WS.UnderlyingConn().Write(tc.frame); err != nil {
+			if _, err := c.WS.UnderlyingConn().Write(append(tc.frame, after...)); err != nil {
 				t.Fatal(err)
 			}
-			if code, _ := c.WaitClose(); code != 1008 {
-				t.Fatalf("close code %d, want 1008", code)
+			if code, _ := c.WaitClose(); code != tc.code {
+				t.Fatalf("close code %d, want %d", code, tc.code)
 			}
 		})
+	}
+	if m, err := in.NextMsg(0); err == nil {
+		t.Fatalf("a frame after a violation was handled: %s", m.Data)
 	}
 }

@@ -152,14 +152,18 @@ func (s *session) readAvailable() (code int, ended bool) {
 	conn := s.c.Conn
 	for {
 		m, ok, err := s.r.Next()
+		// Invalid input fails the connection (RFC 6455 §7.1.7): our close
+		// frame goes out, then the socket is closed, and nothing after the
+		// violating frame is read.
 		switch {
 		case errors.Is(err, wsconn.ErrTooLarge):
-			s.close(wsconn.CloseTooLarge, "message too big")
-			continue // the close handshake, or its deadline, ends it
+			return s.fail(wire.CloseTooLarge, "message too big"), true
+		case errors.Is(err, wsconn.ErrInvalidUTF8):
+			s.g.cfg.Stats.BadFrame()
+			return s.fail(wire.CloseInvalidUTF8, "text is not valid UTF-8"), true
 		case errors.Is(err, wsconn.ErrProtocol):
 			s.g.cfg.Stats.BadFrame()
-			s.close(wsconn.ClosePolicy, strings.TrimPrefix(err.Error(), "wsconn: "))
-			continue
+			return s.fail(wire.CloseProtocolError, strings.TrimPrefix(err.Error(), "wsconn: ")), true
 		case err != nil:
 			return s.endCode(0), true
 		case !ok:
@@ -175,8 +179,8 @@ func (s *session) readAvailable() (code int, ended bool) {
 		case wsconn.OpClose:
 			peer, valid := wsconn.ParseClose(m.Data)
 			if !valid {
-				s.close(wsconn.ClosePolicy, "bad close frame")
-				return s.endCode(0), true
+				s.g.cfg.Stats.BadFrame()
+				return s.fail(wire.CloseProtocolError, "bad close frame"), true
 			}
 			// Our close frame first and this the answer, or the peer's
 			// first and we answer it.
@@ -193,8 +197,8 @@ func (s *session) readAvailable() (code int, ended bool) {
 		}
 		s.g.cfg.Stats.Read(len(m.Data))
 		if m.Op != wsconn.OpText {
-			s.bad("binary frames are not accepted")
-			continue
+			s.g.cfg.Stats.BadFrame()
+			return s.fail(wire.CloseUnsupportedData, "binary messages are not accepted"), true
 		}
 		s.handle(m.Data)
 	}
@@ -209,7 +213,14 @@ func (s *session) endCode(peer int) int {
 	if peer != 0 {
 		return peer
 	}
-	return wsconn.CloseAbnormal
+	return wire.CloseAbnormal
+}
+
+// fail queues a close frame for invalid input and returns the code the
+// connection ends with (ours, unless a close was already under way).
+func (s *session) fail(code int, reason string) int {
+	s.close(code, reason)
+	return s.endCode(0)
 }
 
 // finish tears the connection down and publishes its end.

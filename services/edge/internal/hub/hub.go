@@ -574,7 +574,7 @@ func (h *Hub) kick(target string) {
 	h.mu.RUnlock()
 	for _, c := range victims {
 		_ = c.Conn.Send(serverClose)
-		if c.Conn.Close(wsconn.CloseNormal, "closed by server") {
+		if c.Conn.Close(wire.CloseNormal, "closed by server") {
 			h.cfg.Stats.Kicked()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
 
@@ -311,11 +312,11 @@ func (h *Hub) expire(e expired, now time.Time) {
 		c.Conn.Abort()
 	case deadlineAuth:
 		if c.Identity() == nil {
-			c.Conn.Close(wsconn.CloseAuthTimeout, "authentication timeout")
+			c.Conn.Close(wire.CloseAuthTimeout, "authentication timeout")
 		}
 	case deadlineExp:
 		if id := c.Identity(); id != nil && !id.Expires.IsZero() && !now.Before(id.Expires) {
-			c.Conn.Close(wsconn.CloseTokenExpired, "token expired")
+			c.Conn.Close(wire.CloseTokenExpired, "token expired")
 		}
 	}
 }

@@ -3,6 +3,8 @@ package wsconn
 import (
 	"encoding/binary"
 	"unicode/utf8"
+
+	"github.com/wsgate/wsgate/api/wire"
 )
 
 // Opcodes of RFC 6455 §5.2 the edge sends.
@@ -25,10 +27,10 @@ func TextFrame(payload []byte) []byte {
 	return append(appendHeader(make([]byte, 0, 10+len(payload)), opText, len(payload)), payload...)
 }
 
-// CloseFrame returns a close frame with code and reason; CloseNoStatus
+// CloseFrame returns a close frame with code and reason; wire.CloseNoStatus
 // gives an empty one. The reason is cut, at a rune boundary, to fit.
 func CloseFrame(code int, reason string) []byte {
-	if code == CloseNoStatus {
+	if code == wire.CloseNoStatus {
 		return controlFrame(opClose, nil)
 	}
 	if len(reason) > maxControlPayload-2 {

@@ -7,12 +7,13 @@ import (
 	"io"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzReader writes arbitrary bytes to one end of a socket pair, all at once
 // (chunk 0) or chunk bytes per write (more for long inputs) read in step,
-// and reads them with a Reader of the given limit. Properties: no panic; errors are ErrProtocol or
-// ErrTooLarge at most once, then io.EOF; no text or binary message exceeds
+// and reads them with a Reader of the given limit. Properties: no panic; errors are ErrProtocol,
+// ErrTooLarge or ErrInvalidUTF8 at most once, then io.EOF; no text or binary message exceeds
 // the limit; and messages and the error are exactly those of refParse, a
 // plain reading of RFC 6455 §5.
 func FuzzReader(f *testing.F) {
@@ -89,8 +90,10 @@ func FuzzReader(f *testing.F) {
 
 // refParse reads in as RFC 6455 §5 has it, as plainly as it can be written:
 // every check of a frame's header before its payload, limit on whole
-// messages. It returns the messages and what ended the input: io.EOF (also
-// inside a frame), ErrProtocol or ErrTooLarge.
+// messages, text checked for UTF-8 as far as it has come (a text message so
+// far must be a prefix of valid UTF-8). It returns the messages and what
+// ended the input: io.EOF (also inside a frame), ErrProtocol, ErrTooLarge or
+// ErrInvalidUTF8.
 func refParse(in []byte, limit int) ([]Message, error) {
 	var msgs []Message
 	var frag []byte
@@ -129,7 +132,17 @@ func refParse(in []byte, limit int) ([]Message, error) {
 		case data && uint64(len(frag))+n > uint64(limit):
 			return msgs, ErrTooLarge
 		}
+		text := op == OpText || op == OpContinuation && fragOp == OpText
 		if uint64(len(in)) < uint64(hdr)+4+n {
+			if text && len(in) > hdr+4 {
+				part := bytes.Clone(in[hdr+4:])
+				for i := range part {
+					part[i] ^= in[hdr+i%4]
+				}
+				if !validUTF8Prefix(append(bytes.Clone(frag), part...)) {
+					return msgs, ErrInvalidUTF8
+				}
+			}
 			return msgs, io.EOF
 		}
 		key, payload := in[hdr:hdr+4], bytes.Clone(in[hdr+4:hdr+4+int(n)])
@@ -145,12 +158,33 @@ func refParse(in []byte, limit int) ([]Message, error) {
 			fragOp, frag = op, nil
 		}
 		frag = append(frag, payload...)
+		if text && (!validUTF8Prefix(frag) || fin && !utf8.Valid(frag)) {
+			return msgs, ErrInvalidUTF8
+		}
 		fragging = !fin
 		if fin {
 			msgs = append(msgs, Message{Op: fragOp, Data: frag})
 			frag = nil
 		}
 	}
+}
+
+// validUTF8Prefix reports whether some bytes appended to s make it valid
+// UTF-8. Only the byte after a lead byte is narrowed (E0, ED, F0, F4), so
+// trying every continuation byte there and 80 after it covers every case.
+func validUTF8Prefix(s []byte) bool {
+	if utf8.Valid(s) {
+		return true
+	}
+	for more := 1; more <= 3; more++ {
+		for b := 0x80; b <= 0xBF; b++ {
+			tail := append([]byte{byte(b)}, bytes.Repeat([]byte{0x80}, more-1)...)
+			if utf8.Valid(append(bytes.Clone(s), tail...)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TestRefParse checks the reference against the hand-written reader cases,

@@ -130,7 +130,7 @@ func closePayload(code int, reason string) []byte {
 // readAll reads r until the connection ends, calling Wait whenever Next
 // needs more bytes, and returns every message (payloads copied: control
 // frames share the reader's buffer) and every error, io.EOF last. An error
-// other than ErrProtocol, ErrTooLarge and io.EOF fails the test.
+// other than ErrProtocol, ErrTooLarge, ErrInvalidUTF8 and io.EOF fails the test.
 func readAll(t testing.TB, r *Reader) (msgs []Message, errs []error) {
 	t.Helper()
 	for {
@@ -145,7 +145,7 @@ func readAll(t testing.TB, r *Reader) (msgs []Message, errs []error) {
 				t.Fatalf("Next after io.EOF: ok=%v err=%v, want io.EOF again", ok, again)
 			}
 			return msgs, append(errs, err)
-		case errors.Is(err, ErrProtocol), errors.Is(err, ErrTooLarge):
+		case errors.Is(err, ErrProtocol), errors.Is(err, ErrTooLarge), errors.Is(err, ErrInvalidUTF8):
 			errs = append(errs, err)
 		case err != nil:
 			t.Fatalf("Next: unexpected error %v", err)

@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/api/wire"
 )
 
 // Opcodes of the frames a client sends (RFC 6455 §5.2).
@@ -25,10 +27,14 @@ const (
 
 // Errors that end reading; the caller answers with the close code named.
 var (
-	// ErrProtocol: the peer broke RFC 6455 (close 1008).
+	// ErrProtocol: the peer broke RFC 6455 (close 1002).
 	ErrProtocol = errors.New("wsconn: protocol violation")
 	// ErrTooLarge: a message exceeds the limit (close 1009).
 	ErrTooLarge = errors.New("wsconn: message too big")
+	// ErrInvalidUTF8: a text message is not valid UTF-8 (close 1007). It
+	// is found as soon as the invalid byte arrives, inside a frame or a
+	// fragmented message as well (RFC 6455 §8.1).
+	ErrInvalidUTF8 = errors.New("wsconn: text is not valid UTF-8")
 )
 
 // readBufferSize is the size of the pooled buffers reads go into. A buffer
@@ -64,8 +70,10 @@ type Reader struct {
 	frag     []byte  // a fragmented message so far
 	fragOp   byte    // its opcode
 	fragging bool
-	err      error // the end of input (io.EOF or the read error): Next returns it once all before it is taken
-	discard  bool  // after a protocol error: input is read and dropped
+	checked  int       // payload bytes of the text frame at r already unmasked and checked
+	text     utf8State // the text message so far: how its last rune ends
+	err      error     // the end of input (io.EOF or the read error): Next returns it once all before it is taken
+	discard  bool      // after a protocol error: input is read and dropped
 }
 
 // NewReader reads from nc, which must be a TCP (or Unix) connection,
@@ -152,8 +160,8 @@ func (r *Reader) tryRead(fd uintptr) bool {
 
 // Next returns the next message from what Fill read; ok is false when it
 // needs more bytes (then Fill). A protocol violation or a message over the
-// limit returns ErrProtocol or ErrTooLarge once; after it, input is dropped
-// until the connection ends. io.EOF means the peer closed the socket.
+// limit returns ErrProtocol, ErrTooLarge or ErrInvalidUTF8 once; after it,
+// input is dropped until the connection ends. io.EOF means the peer closed the socket.
 func (r *Reader) Next() (m Message, ok bool, err error) {
 	for {
 		if r.discard {
@@ -163,7 +171,7 @@ func (r *Reader) Next() (m Message, ok bool, err error) {
 			m, need, err := r.parse()
 			if err != nil {
 				r.discard = true
-				r.frag = nil
+				r.frag, r.checked = nil, 0
 				return Message{}, false, err
 			}
 			if need == 0 {
@@ -259,14 +267,27 @@ func (r *Reader) parse() (m Message, need int, err error) {
 		return Message{}, 0, ErrTooLarge
 	}
 	total := hdr + 4 + int(n)
+	text := op == OpText || op == OpContinuation && r.fragOp == OpText
 	if len(b) < total {
+		// A text frame is checked as far as it has come: invalid UTF-8
+		// fails the connection before the rest of the frame arrives.
+		if text && len(b) > hdr+4 {
+			if err := r.checkText(b[hdr:hdr+4], b[hdr+4:], false); err != nil {
+				return Message{}, 0, err
+			}
+		}
 		return Message{}, total, nil
 	}
 	key := b[hdr : hdr+4]
 	payload := b[hdr+4 : total]
-	for i := range payload {
-		payload[i] ^= key[i&3]
+	if text {
+		if err := r.checkText(key, payload, fin); err != nil {
+			return Message{}, 0, err
+		}
+	} else {
+		unmask(payload, key, 0)
 	}
+	r.checked = 0
 	r.r += total
 	switch {
 	case op >= OpClose:
@@ -286,12 +307,33 @@ func (r *Reader) parse() (m Message, need int, err error) {
 	return m, 0, nil
 }
 
+// checkText unmasks the payload bytes of a text frame not yet checked
+// (those from r.checked on) and checks that the message so far is valid
+// UTF-8, or a prefix of it while the message is not complete (last).
+func (r *Reader) checkText(key, payload []byte, last bool) error {
+	fresh := payload[r.checked:]
+	unmask(fresh, key, r.checked)
+	r.checked = len(payload)
+	var ok bool
+	if r.text, ok = r.text.next(fresh); !ok || last && r.text != utf8Complete {
+		return ErrInvalidUTF8
+	}
+	return nil
+}
+
+// unmask applies the masking key to p, the payload bytes from offset on.
+func unmask(p, key []byte, offset int) {
+	for i := range p {
+		p[i] ^= key[(offset+i)&3]
+	}
+}
+
 // ParseClose reads a close frame's payload: its code (CloseNoStatus when it
 // has none) and whether it is well formed (RFC 6455 §5.5.1, §7.4).
 func ParseClose(payload []byte) (code int, ok bool) {
 	switch {
 	case len(payload) == 0:
-		return CloseNoStatus, true
+		return wire.CloseNoStatus, true
 	case len(payload) == 1:
 		return 0, false
 	}
@@ -303,7 +345,7 @@ func ParseClose(payload []byte) (code int, ok bool) {
 	case code >= 3000 && code <= 4999:
 		return code, true
 	case code >= 1000 && code <= 1014:
-		return code, code != 1004 && code != CloseNoStatus && code != 1006
+		return code, code != 1004 && code != wire.CloseNoStatus && code != wire.CloseAbnormal
 	}
 	return code, false
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/api/wire"
 )
 
 // readerLimit is the message limit of the reader tests: three pooled
@@ -22,7 +24,7 @@ type readerCase struct {
 	in        []byte
 	limit     int       // 0: readerLimit
 	want      []Message // in order
-	wantErr   error     // ErrProtocol or ErrTooLarge, before io.EOF; nil: io.EOF alone
+	wantErr   error     // ErrProtocol, ErrTooLarge or ErrInvalidUTF8, before io.EOF; nil: io.EOF alone
 	wholeOnly bool      // too long to feed one byte at a time
 }
 
@@ -83,11 +85,33 @@ func readerCases() []readerCase {
 		{name: "message before the violation, nothing after", in: cat(text("ok"), unmasked, text("after")),
 			want: []Message{{OpText, []byte("ok")}}, wantErr: ErrProtocol},
 
+		// UTF-8: text is checked as it arrives; binary is not.
+		{name: "text of every rune length", in: text("a\u00e9\u20ac\U0001F600"), want: []Message{{OpText, []byte("a\u00e9\u20ac\U0001F600")}}},
+		{name: "text fragmented inside runes", in: cat(clientFrame(false, OpText, []byte("\xe2\x82")), clientFrame(false, OpContinuation, []byte("\xac\xf0\x9f")),
+			clientFrame(true, OpContinuation, []byte("\x98\x80"))), want: []Message{{OpText, []byte("\u20ac\U0001F600")}}},
+		{name: "binary is not UTF-8 checked", in: clientFrame(true, OpBinary, []byte{0xFF}), want: []Message{{OpBinary, []byte{0xFF}}}},
+		{name: "invalid byte", in: cat(text("ok"), text("a\xffb"), text("after")), want: []Message{{OpText, []byte("ok")}}, wantErr: ErrInvalidUTF8},
+		{name: "invalid, frame not complete", in: text("a\xffbcdef")[:8], wantErr: ErrInvalidUTF8},
+		{name: "overlong", in: text("\xc0\xaf"), wantErr: ErrInvalidUTF8},
+		{name: "surrogate", in: text("\xed\xa0\x80"), wantErr: ErrInvalidUTF8},
+		{name: "above U+10FFFF", in: text("\xf4\x90\x80\x80"), wantErr: ErrInvalidUTF8},
+		{name: "rune cut at the end of the message", in: text("a\xe2\x82"), wantErr: ErrInvalidUTF8},
+		{name: "invalid in the first fragment, before the rest",
+			in:      cat(clientFrame(false, OpText, []byte("\xce\xba\xf4\x90")), clientFrame(true, OpContinuation, []byte("x"))),
+			wantErr: ErrInvalidUTF8},
+		{name: "invalid in a middle fragment, a ping before it",
+			in:      cat(clientFrame(false, OpText, []byte("ok")), pingOf(1), clientFrame(false, OpContinuation, []byte("\xed\xa0")), pingOf(2)),
+			want:    []Message{{OpPing, []byte("p")}},
+			wantErr: ErrInvalidUTF8},
+		{name: "fragments end inside a rune", in: cat(clientFrame(false, OpText, []byte("\xe2\x82")), clientFrame(true, OpContinuation, nil)),
+			wantErr: ErrInvalidUTF8},
+
 		// Ends.
 		{name: "end of stream", in: nil},
 		{name: "end inside a header", in: text("hello")[:1]},
 		{name: "end inside a payload", in: text("hello")[:8]},
 		{name: "end inside a fragmented message", in: clientFrame(false, OpText, []byte("a"))},
+		{name: "end inside a rune", in: clientFrame(false, OpText, []byte("\xe2\x82"))},
 	}
 }
 
@@ -247,7 +271,7 @@ func TestParseClose(t *testing.T) {
 		wantCode int
 		wantOK   bool
 	}{
-		{name: "empty", payload: nil, wantCode: CloseNoStatus, wantOK: true},
+		{name: "empty", payload: nil, wantCode: wire.CloseNoStatus, wantOK: true},
 		{name: "code alone", payload: closePayload(1000, ""), wantCode: 1000, wantOK: true},
 		{name: "code and reason", payload: closePayload(1001, "going away"), wantCode: 1001, wantOK: true},
 		{name: "UTF-8 reason", payload: closePayload(4000, "до свидания"), wantCode: 4000, wantOK: true},
@@ -255,7 +279,12 @@ func TestParseClose(t *testing.T) {
 		{name: "3000", payload: closePayload(3000, ""), wantCode: 3000, wantOK: true},
 		{name: "4999", payload: closePayload(4999, ""), wantCode: 4999, wantOK: true},
 		{name: "one byte", payload: []byte{0x03}, wantOK: false},
+		{name: "0", payload: closePayload(0, ""), wantCode: 0},
 		{name: "999", payload: closePayload(999, ""), wantCode: 999},
+		{name: "1012 (IANA)", payload: closePayload(1012, ""), wantCode: 1012, wantOK: true},
+		{name: "1016", payload: closePayload(1016, ""), wantCode: 1016},
+		{name: "1100", payload: closePayload(1100, ""), wantCode: 1100},
+		{name: "2000", payload: closePayload(2000, ""), wantCode: 2000},
 		{name: "1004 reserved", payload: closePayload(1004, ""), wantCode: 1004},
 		{name: "1005 never sent", payload: closePayload(1005, ""), wantCode: 1005},
 		{name: "1006 never sent", payload: closePayload(1006, ""), wantCode: 1006},
@@ -285,7 +314,7 @@ func TestTextFrame(t *testing.T) {
 			t.Errorf("TextFrame of %d bytes: header % x, want % x", n, f[:min(len(f), 10)], want)
 		}
 	}
-	if got := binary.BigEndian.Uint16(CloseFrame(CloseNormal, "")[2:]); got != CloseNormal {
+	if got := binary.BigEndian.Uint16(CloseFrame(wire.CloseNormal, "")[2:]); got != wire.CloseNormal {
 		t.Errorf("CloseFrame code %d", got)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/api/wire"
 )
 
 // Timing of writes and closes.
@@ -28,23 +30,14 @@ const (
 	maxIovecs = 1024
 )
 
-// Close codes of DESIGN.md §2 used by the edge.
+// Close codes the gateway's session still names through this package; the
+// one list is api/wire's (DESIGN.md §2), and these are its values.
 const (
-	CloseNormal       = 1000
-	CloseGoingAway    = 1001
-	ClosePolicy       = 1008
-	CloseNoStatus     = 1005
-	CloseAbnormal     = 1006
-	CloseTooLarge     = 1009
-	CloseInternal     = 1011
-	CloseRestart      = 1012
-	CloseTryLater     = 1013
-	CloseTokenExpired = 4001
-	CloseAuthFailed   = 4401
-	CloseForbidden    = 4403
-	CloseAuthTimeout  = 4408
-	CloseRateLimited  = 4429
-	CloseSlowConsumer = 4500
+	ClosePolicy      = wire.ClosePolicy
+	CloseTryLater    = wire.CloseTryLater
+	CloseAuthFailed  = wire.CloseAuthFailed
+	CloseForbidden   = wire.CloseForbidden
+	CloseRateLimited = wire.CloseRateLimited
 )
 
 // ErrClosed is returned by Send after the connection started closing.
@@ -105,6 +98,7 @@ type Conn struct {
 	flushing  bool          // owned by mu: someone holds the right to write (a flusher or the writer goroutine)
 	closing   bool          // owned by mu: a close frame is queued; nothing more is accepted
 	aborted   bool          // owned by mu: the socket is torn down; no writer may start
+	stopped   bool          // owned by mu: writing ended for good (the close frame is out, or a write failed)
 	closeCode int           // owned by mu: the code of that close frame
 	idle      chan struct{} // owned by mu: made by Linger, closed when writing stops
 	writers   sync.WaitGroup
@@ -178,7 +172,7 @@ func (c *Conn) push(it item) (flush bool, err error) {
 	if len(c.queue) >= c.maxQueue {
 		clear(c.queue)
 		c.queue = c.queue[:0]
-		flush = c.closeLocked(CloseSlowConsumer, "slow consumer")
+		flush = c.closeLocked(wire.CloseSlowConsumer, "slow consumer")
 		// A writer is likely blocked on a peer that does not read: cut its
 		// current write short instead of waiting out WriteWait.
 		_ = c.nc.SetWriteDeadline(time.Now().Add(CloseGrace))
@@ -418,6 +412,7 @@ func (c *Conn) fail(err error) {
 	clear(c.queue)
 	c.queue = c.queue[:0]
 	c.closing = true
+	c.stopped = true
 	c.wakeLingerLocked()
 	c.mu.Unlock()
 	// The right to write is never given back: nobody writes after this.
@@ -428,10 +423,12 @@ func (c *Conn) fail(err error) {
 
 // Linger waits, at most d, until everything queued has been written (or
 // writing has failed): a close frame queued last, say, is out before the
-// owner tears the connection down.
+// owner tears the connection down. Once the close frame is out it returns at
+// once: then nothing is left to write (RFC 6455 §7.1.1 has the server close
+// the TCP connection right after the closing handshake).
 func (c *Conn) Linger(d time.Duration) {
 	c.mu.Lock()
-	if !c.flushing || c.aborted {
+	if !c.flushing || c.aborted || c.stopped {
 		c.mu.Unlock()
 		return
 	}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/api/wire"
 )
 
 // testConn is a Conn on the server end of a pair, with what it reported.
@@ -134,7 +136,7 @@ func TestConnWritesInOrder(t *testing.T) {
 				frames = append(frames, TextFrame(p))
 			}
 			tc.write(t, c, frames)
-			if !c.Close(CloseNormal, "done") {
+			if !c.Close(wire.CloseNormal, "done") {
 				t.Fatal("Close did not count")
 			}
 			if err := c.endErr(t); !IsClosedByUs(err) {
@@ -195,7 +197,7 @@ func TestConnControlFrames(t *testing.T) {
 	if err := c.Send(TextFrame([]byte("two"))); err != nil {
 		t.Fatal(err)
 	}
-	c.Close(CloseNoStatus, "")
+	c.Close(wire.CloseNoStatus, "")
 	c.endErr(t)
 	c.Abort()
 	want := []serverFrame{
@@ -229,13 +231,13 @@ func TestConnClose(t *testing.T) {
 		reason     string
 		wantReason string
 	}{
-		{name: "code and reason", code: CloseNormal, reason: "bye", wantReason: "bye"},
-		{name: "no status", code: CloseNoStatus, reason: "ignored"},
-		{name: "reason of 123 bytes", code: CloseGoingAway, reason: strings.Repeat("r", 123), wantReason: strings.Repeat("r", 123)},
-		{name: "reason of 124 bytes", code: CloseGoingAway, reason: strings.Repeat("r", 124), wantReason: strings.Repeat("r", 123)},
-		{name: "2-byte rune across the cut", code: ClosePolicy, reason: strings.Repeat("r", 122) + "éé", wantReason: strings.Repeat("r", 122)},
-		{name: "3-byte rune across the cut", code: ClosePolicy, reason: strings.Repeat("r", 121) + "€", wantReason: strings.Repeat("r", 121)},
-		{name: "runes up to the cut", code: CloseSlowConsumer, reason: strings.Repeat("é", 70), wantReason: strings.Repeat("é", 61)},
+		{name: "code and reason", code: wire.CloseNormal, reason: "bye", wantReason: "bye"},
+		{name: "no status", code: wire.CloseNoStatus, reason: "ignored"},
+		{name: "reason of 123 bytes", code: wire.CloseGoingAway, reason: strings.Repeat("r", 123), wantReason: strings.Repeat("r", 123)},
+		{name: "reason of 124 bytes", code: wire.CloseGoingAway, reason: strings.Repeat("r", 124), wantReason: strings.Repeat("r", 123)},
+		{name: "2-byte rune across the cut", code: wire.ClosePolicy, reason: strings.Repeat("r", 122) + "éé", wantReason: strings.Repeat("r", 122)},
+		{name: "3-byte rune across the cut", code: wire.ClosePolicy, reason: strings.Repeat("r", 121) + "€", wantReason: strings.Repeat("r", 121)},
+		{name: "runes up to the cut", code: wire.CloseSlowConsumer, reason: strings.Repeat("é", 70), wantReason: strings.Repeat("é", 61)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,7 +250,7 @@ func TestConnClose(t *testing.T) {
 			if !c.Close(tc.code, tc.reason) {
 				t.Fatal("first Close did not count")
 			}
-			if c.Close(CloseInternal, "again") {
+			if c.Close(wire.CloseInternal, "again") {
 				t.Error("second Close counted")
 			}
 			if code := c.CloseCode(); code != tc.code {
@@ -261,7 +263,7 @@ func TestConnClose(t *testing.T) {
 			c.Abort()
 			fs := <-got
 			payload := []byte{}
-			if tc.code != CloseNoStatus {
+			if tc.code != wire.CloseNoStatus {
 				payload = closePayload(tc.code, tc.wantReason)
 			}
 			checkFrames(t, fs, []serverFrame{{true, opText, []byte("before")}, {true, opClose, payload}})
@@ -270,6 +272,38 @@ func TestConnClose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConnLingerEndsWithTheCloseFrame: once the close frame is written,
+// Linger returns at once, whatever its bound: the owner closes the socket
+// right after the closing handshake (RFC 6455 §7.1.1) instead of waiting out
+// the grace. Linger also returns at once when nothing is queued, and waits
+// while a frame is still to be written.
+func TestConnLingerEndsWithTheCloseFrame(t *testing.T) {
+	server, client := tcpPair(t)
+	c := newTestConn(t, server, 16)
+	lingered := func() <-chan struct{} {
+		done := make(chan struct{})
+		go func() { c.Linger(time.Hour); close(done) }()
+		return done
+	}
+	select {
+	case <-lingered():
+	case <-time.After(testTimeout):
+		t.Fatal("Linger with nothing queued did not return")
+	}
+	got := collect(t, client)
+	c.Close(wire.CloseNormal, "bye")
+	if err := c.endErr(t); !IsClosedByUs(err) {
+		t.Fatalf("writing ended with %v, want the close frame sent", err)
+	}
+	select {
+	case <-lingered():
+	case <-time.After(testTimeout):
+		t.Fatal("Linger did not return although the close frame is out")
+	}
+	c.Abort()
+	checkFrames(t, <-got, []serverFrame{{true, opClose, closePayload(wire.CloseNormal, "bye")}})
 }
 
 // checkClosed checks that c takes nothing more.
@@ -323,11 +357,11 @@ func TestConnSlowConsumer(t *testing.T) {
 			if !errors.Is(overflow, ErrQueueFull) {
 				t.Fatalf("after %d frames of 64 KiB: %v, want ErrQueueFull", sent, overflow)
 			}
-			if code := c.CloseCode(); code != CloseSlowConsumer {
-				t.Errorf("CloseCode %d, want %d", code, CloseSlowConsumer)
+			if code := c.CloseCode(); code != wire.CloseSlowConsumer {
+				t.Errorf("CloseCode %d, want %d", code, wire.CloseSlowConsumer)
 			}
 			checkClosed(t, c)
-			if c.Close(CloseNormal, "") {
+			if c.Close(wire.CloseNormal, "") {
 				t.Error("Close after the overflow counted")
 			}
 
@@ -348,7 +382,7 @@ func TestConnSlowConsumer(t *testing.T) {
 			if len(fs) == 0 || fs[len(fs)-1].op != opClose {
 				t.Fatalf("peer got %v, want frames then a close frame", fs)
 			}
-			want := closePayload(CloseSlowConsumer, "slow consumer")
+			want := closePayload(wire.CloseSlowConsumer, "slow consumer")
 			if last := fs[len(fs)-1]; !bytes.Equal(last.payload, want) {
 				t.Errorf("close frame %v, want payload % x", last, want)
 			}
@@ -470,7 +504,7 @@ func TestConnOverGorilla(t *testing.T) {
 		t.Fatalf("Queue: %v, %v", flush, err)
 	}
 	c.Flush()
-	c.Close(CloseTokenExpired, "token expired")
+	c.Close(wire.CloseTokenExpired, "token expired")
 	for _, want := range [][]byte{[]byte("sent"), large} {
 		_, data, err := ws.ReadMessage()
 		if err != nil || !bytes.Equal(data, want) {
@@ -479,7 +513,7 @@ func TestConnOverGorilla(t *testing.T) {
 	}
 	_, _, err = ws.ReadMessage()
 	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != CloseTokenExpired || ce.Text != "token expired" {
+	if !errors.As(err, &ce) || ce.Code != wire.CloseTokenExpired || ce.Text != "token expired" {
 		t.Fatalf("client read %v, want close 4001 token expired", err)
 	}
 	if got := <-pongs; got != "ping" {
@@ -487,7 +521,7 @@ func TestConnOverGorilla(t *testing.T) {
 	}
 	// gorilla answers the close frame with its own, as a browser does.
 	got := nextMessage(t, r)
-	if code, ok := ParseClose(got.Data); got.Op != OpClose || !ok || code != CloseTokenExpired {
+	if code, ok := ParseClose(got.Data); got.Op != OpClose || !ok || code != wire.CloseTokenExpired {
 		t.Fatalf("read %v, want the close frame answered with 4001", got)
 	}
 	ws.Close()
