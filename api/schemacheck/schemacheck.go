@@ -22,6 +22,10 @@ const (
 	Outbound        = "outbound.json"
 	CalloutRequest  = "callout-request.json"
 	CalloutResponse = "callout-response.json"
+	PresenceUser    = "presence-user.json"
+	PresenceGroup   = "presence-group.json"
+	PresenceError   = "presence-error.json"
+	PresenceConn    = "presence-conn.json"
 )
 
 // Checker holds every compiled schema.
