@@ -24,10 +24,12 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
+	"github.com/wsgate/wsgate/services/edge/internal/presence"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 	"github.com/wsgate/wsgate/services/internal/health"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
@@ -39,6 +41,10 @@ func LoadConfig() (Config, error) { return config.Load() }
 
 // shutdownMargin is added to the drain window for the last closes to finish.
 const shutdownMargin = wsconn.CloseGrace + time.Second
+
+// presenceStartTimeout bounds opening the presence bucket and taking the
+// lease at start, and finishing the presence writes at shutdown.
+const presenceStartTimeout = 10 * time.Second
 
 // Option changes how New builds a Server.
 type Option func(*Server)
@@ -81,6 +87,9 @@ type Server struct {
 	gateway *gateway.Gateway
 	http    *http.Server
 	ln      net.Listener
+
+	// presence records connections in the presence bucket (nil: WS_PRESENCE=off).
+	presence *presence.Writer
 }
 
 // New builds an edge from cfg; it connects to NATS (in the background when
@@ -139,6 +148,22 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if s.poller.Portable() {
 		log.Info("no epoll: one parked goroutine per idle connection")
 	}
+	var rec gateway.Presence
+	if cfg.Presence != presencekv.Off {
+		s.presence, err = presence.New(s.nc, presence.Config{
+			EdgeID: cfg.ID, Subjects: subjects, Bucket: cfg.PresenceBucket, Mode: cfg.Presence,
+			Lease: cfg.PresenceLease, Logger: log, Meter: s.tel.Meter,
+			// The dispatchers reaped this edge's connections: they
+			// reconnect (1012) and are recorded again.
+			OnLeaseLost: func() {
+				s.hub.CloseAll(context.Background(), wsconn.CloseRestart, "presence lease lost", 0)
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		rec = s.presence
+	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
 		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
@@ -146,6 +171,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		Presence: rec,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
@@ -203,6 +229,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.hub.Start(); err != nil {
 		return err
 	}
+	if s.presence != nil {
+		pctx, cancel := context.WithTimeout(ctx, presenceStartTimeout)
+		err := s.presence.Start(pctx)
+		cancel()
+		if err != nil {
+			s.hub.Stop()
+			return fmt.Errorf("WS_PRESENCE: %w", err)
+		}
+	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -243,6 +278,12 @@ func (s *Server) shutdown() {
 		s.log.Warn("connections did not close in time; aborting them", "left", s.hub.Len())
 		s.hub.AbortAll()
 		_ = s.gateway.Wait(context.Background())
+	}
+	if s.presence != nil {
+		// Every connection has ended: its record goes, then the lease.
+		pctx, pcancel := context.WithTimeout(context.Background(), presenceStartTimeout)
+		s.presence.Close(pctx)
+		pcancel()
 	}
 	s.hub.Stop()
 	if s.ownNC {

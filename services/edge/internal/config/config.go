@@ -14,6 +14,7 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
@@ -53,6 +54,10 @@ type Config struct {
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+
+	Presence       string        `envconfig:"WS_PRESENCE" default:"off" desc:"presence and stored memberships in NATS KV: off, memory or file (JetStream storage)"`
+	PresenceBucket string        `envconfig:"WS_PRESENCE_BUCKET" default:"wsgate_presence" desc:"NATS KV bucket of presence: edge leases, connections, online users"`
+	PresenceLease  time.Duration `envconfig:"WS_PRESENCE_LEASE" default:"10s" desc:"TTL of an edge's presence lease, renewed every third of it; a dead edge's connections leave presence within it"`
 }
 
 // Load reads the configuration from the environment and checks it.
@@ -93,6 +98,21 @@ func (c *Config) Normalize() error {
 		if err := validSubject(c.CalloutSubject); err != nil {
 			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
 		}
+	}
+	if c.Presence == "" {
+		c.Presence = presencekv.Off
+	}
+	if c.PresenceBucket == "" {
+		c.PresenceBucket = presencekv.DefaultBucket
+	}
+	if err := presencekv.ValidateBucket(c.PresenceBucket); err != nil {
+		return fmt.Errorf("WS_PRESENCE_BUCKET: %w", err)
+	}
+	if err := presencekv.Validate(c.Presence); err != nil {
+		return fmt.Errorf("WS_PRESENCE: %w", err)
+	}
+	if c.Presence != presencekv.Off && c.PresenceLease < time.Second {
+		return errors.New("WS_PRESENCE_LEASE: at least 1s (the least TTL NATS keeps)")
 	}
 	positive := []struct {
 		name string
