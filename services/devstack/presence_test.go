@@ -48,7 +48,7 @@ func presenceDispatcher(t *testing.T, natsURL string, grace time.Duration) *proc
 	return p
 }
 
-// events records the lifecycle events published on ws.in.Client/>.
+// events records the lifecycle events published on ws.in.Client/*.
 type events struct {
 	mu  sync.Mutex
 	all []event
@@ -69,7 +69,10 @@ func recordEvents(t *testing.T, nc *nats.Conn) *events {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = nc.Subscribe("ws.in.Client/>", func(m *nats.Msg) {
+	_, err = nc.Subscribe("ws.in.>", func(m *nats.Msg) {
+		if !strings.HasPrefix(m.Subject, "ws.in.Client/") {
+			return
+		}
 		if err := check.Check(schemacheck.Envelope, m.Data); err != nil {
 			t.Errorf("%s: %v", m.Data, err)
 		}
@@ -425,7 +428,9 @@ func TestPresence_EdgeKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := testLease + testGrace + slack
-	isEnd := func(e event) bool { return e.action == wire.ActionDisconnection && strings.HasPrefix(e.connection, "edge1.") }
+	isEnd := func(e event) bool {
+		return e.action == wire.ActionDisconnection && strings.HasPrefix(e.connection, "edge1.")
+	}
 	isOffline := func(e event) bool { return e.action == wire.ActionOffline }
 	for ev.count(isEnd) < conns || ev.count(isOffline) < users-survive {
 		if time.Since(killed) > deadline {
