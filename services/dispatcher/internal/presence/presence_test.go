@@ -1,0 +1,163 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/api/schemacheck"
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/natstest"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func runJetStream(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(natstest.Wait) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+func startService(t *testing.T, nc *nats.Conn, cfg Config) *Service {
+	t.Helper()
+	cfg.Prefix, cfg.Queue = "ws", "q"
+	if cfg.Bucket == "" {
+		cfg.Bucket = "p"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Wait)
+	defer cancel()
+	s, err := Start(ctx, nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func request(t *testing.T, nc *nats.Conn, subject, payload, schema string, into any) {
+	t.Helper()
+	m, err := nc.Request(subject, []byte(payload), natstest.Wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Check(t, schema, m.Data)
+	if err := json.Unmarshal(m.Data, into); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPresenceOff_Answers503: with WS_PRESENCE=off every request is
+// answered {"error": {"code": 503}}, and a bad id 400.
+// Fails when Start subscribes nothing with presence off.
+func TestPresenceOff_Answers503(t *testing.T) {
+	ns := natstest.RunServer(t)
+	nc := natstest.Connect(t, ns)
+	startService(t, nc, Config{Mode: presencekv.Off})
+	for _, subject := range []string{"ws.presence.user.42", "ws.presence.group.room-5"} {
+		var e wire.PresenceError
+		request(t, nc, subject, "", schemacheck.PresenceError, &e)
+		if e.Error.Code != 503 {
+			t.Fatalf("%s: %+v", subject, e)
+		}
+	}
+}
+
+// put writes a presence key as an edge would.
+func put(t *testing.T, kv jetstream.KeyValue, key string, v any) uint64 {
+	t.Helper()
+	data, _ := json.Marshal(v)
+	rev, err := kv.Put(context.Background(), key, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+// TestOffline_OnceWithTwoReplicasAndNotWhileConnected: two replicas watch
+// users online (user.<u> exists) with no connection; exactly one fires each
+// Client/offline after the grace (escaped ids too); a user with a
+// connection stays online. Fails when goOffline purges without LastRevision
+// (both replicas win), or the index does not count a user's connections.
+func TestOffline_OnceWithTwoReplicasAndNotWhileConnected(t *testing.T) {
+	ns := runJetStream(t)
+	nc := natstest.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offline atomic.Int32
+	if _, err := nc.Subscribe("ws.in."+wire.ActionOffline, func(m *nats.Msg) {
+		natstest.Check(t, schemacheck.Envelope, m.Data)
+		offline.Add(1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	now := time.Now().UTC()
+	put(t, kv, wire.PresenceEdgeKey("e1"), wire.PresenceLease{Epoch: "x", Since: now})
+	put(t, kv, wire.PresenceConnKey("e1", "c1"), wire.PresenceConn{User: "bob", Groups: []string{"g"}, Connection: "e1.c1", Edge: "e1", Epoch: "x", Since: now})
+	put(t, kv, wire.PresenceUserKey("bob"), wire.PresenceUserState{User: "bob", Connection: "e1.c1", Since: now})
+	put(t, kv, wire.PresenceUserKey("a@b"), wire.PresenceUserState{User: "a@b", Connection: "e1.c0", Since: now})
+	const grace = 500 * time.Millisecond
+	startService(t, nc, Config{Mode: presencekv.Memory, Grace: grace})
+	startService(t, nc, Config{Mode: presencekv.Memory, Grace: grace})
+
+	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
+		if _, err := kv.Get(ctx, wire.PresenceUserKey("a@b")); err == nil {
+			return errNotYet
+		}
+		return nil
+	})
+	var g wire.PresenceGroupAnswer
+	request(t, nc, "ws.presence.group.g", "", schemacheck.PresenceGroup, &g)
+	if g.Users != 1 || g.Connections != 1 {
+		t.Fatalf("group g: %+v", g)
+	}
+	// bob, with a connection, stays; a@b's offline fired once: a third
+	// user's offline, later, bounds the wait for a duplicate.
+	put(t, kv, wire.PresenceUserKey("zed"), wire.PresenceUserState{User: "zed", Connection: "e1.c9", Since: now})
+	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
+		if offline.Load() < 2 {
+			return errNotYet
+		}
+		return nil
+	})
+	if n := offline.Load(); n != 2 {
+		t.Fatalf("%d Client/offline for 2 users", n)
+	}
+	if _, err := kv.Get(ctx, wire.PresenceUserKey("bob")); err != nil {
+		t.Fatalf("bob, connected, went offline: %v", err)
+	}
+}
+
+var errNotYet = errors.New("not yet")
+
+func TestUnescapeReversesKeyID(t *testing.T) {
+	for _, id := range []string{"42", "a@b+c~d:e=f", "=40", "x=", "=4"} {
+		if got := unescape(wire.PresenceKeyID(id)); got != id {
+			t.Errorf("%q: got %q", id, got)
+		}
+	}
+}
