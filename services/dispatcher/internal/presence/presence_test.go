@@ -161,3 +161,69 @@ func TestUnescapeReversesKeyID(t *testing.T) {
 		}
 	}
 }
+
+// TestTransitionsAreCompareAndSet: two replicas that decided on the same
+// revision both try to reap a connection and to take a user offline; each
+// event goes out once. Fails when reap or goOffline purge without
+// jetstream.LastRevision.
+func TestTransitionsAreCompareAndSet(t *testing.T) {
+	ns := runJetStream(t)
+	nc := natstest.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends, offline, marker atomic.Int32
+	if _, err := nc.Subscribe("ws.in.*", func(m *nats.Msg) {
+		natstest.Check(t, schemacheck.Envelope, m.Data)
+		env, _ := wire.DecodeEnvelope(m.Data)
+		switch {
+		case env.User == "m":
+			marker.Add(1)
+		case env.Action == wire.ActionDisconnection:
+			ends.Add(1)
+		case env.Action == wire.ActionOffline:
+			offline.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := wire.PresenceConn{User: "bob", Groups: []string{}, Connection: "e1.c1", Edge: "e1", Epoch: "x", Since: time.Now().UTC()}
+	connRev := put(t, kv, wire.PresenceConnKey("e1", "c1"), rec)
+	userRev := put(t, kv, wire.PresenceUserKey("bob"), wire.PresenceUserState{User: "bob", Connection: "e1.c1"})
+	a := startService(t, nc, Config{Mode: presencekv.Memory, Grace: time.Hour})
+	b := startService(t, nc, Config{Mode: presencekv.Memory, Grace: time.Hour})
+	for _, s := range []*Service{a, b} {
+		s.reap(ctx, &conn{}, wire.PresenceConnKey("e1", "c1"), connRev, rec)
+		s.goOffline(ctx, &user{}, "bob", userRev, rec)
+	}
+	_ = nc.Flush()
+	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
+		if ends.Load() < 1 || offline.Load() < 1 {
+			return errNotYet
+		}
+		return nil
+	})
+	// A marker published after them bounds the wait for duplicates.
+	if err := nc.Publish("ws.in."+wire.ActionOffline, mustEnvelope(t)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
+		if marker.Load() < 1 {
+			return errNotYet
+		}
+		return nil
+	})
+	if ends.Load() != 1 || offline.Load() != 1 {
+		t.Fatalf("%d Client/disconnection, %d Client/offline; want 1 and 1", ends.Load(), offline.Load())
+	}
+}
+
+func mustEnvelope(t *testing.T) []byte {
+	t.Helper()
+	env := wire.Envelope{Action: wire.ActionOffline, Details: json.RawMessage(`{"user":"m"}`), User: "m", Groups: []string{},
+		Connection: "e1.m", Edge: "e1", TS: time.Now().UTC()}
+	return wire.AppendEnvelope(nil, &env)
+}
