@@ -131,6 +131,19 @@ func (x *index) applyLease(key string, e jetstream.KeyValueEntry, deleted bool) 
 	}
 }
 
+// expire ends the lease epoch of edge id, when it is still the one the
+// index holds, as its expiry marker would have.
+func (x *index) expire(id, epoch string) {
+	ed := x.edges[id]
+	if ed == nil || ed.epoch != epoch {
+		return
+	}
+	ed.epoch = ""
+	for c := range x.byEdge[id] {
+		x.judge(c)
+	}
+}
+
 // judge puts c among the orphans when its edge holds no lease of its epoch.
 // Before the initial values are loaded nothing is judged: a lease comes
 // after its connections in the stream.

@@ -51,6 +51,11 @@ const (
 	opTimeout = 5 * time.Second
 	// maxTick bounds the period of the reap and offline checks.
 	maxTick = 250 * time.Millisecond
+	// resyncEvery is how often the leases the index holds live are read
+	// back from the bucket: a replica cut off from NATS longer than the
+	// markers live (presencekv.MarkerTTL) missed the expiry of a dead
+	// edge's lease, and learns it here.
+	resyncEvery = 30 * time.Second
 )
 
 // Config is what the presence service needs.
@@ -215,11 +220,16 @@ func (s *Service) tick(ctx context.Context) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	defer close(s.tasks)
+	lastResync := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(lastResync) >= resyncEvery {
+			lastResync = time.Now()
+			s.resync(ctx)
 		}
 		for _, task := range s.due(time.Now()) {
 			select {
@@ -228,6 +238,30 @@ func (s *Service) tick(ctx context.Context) {
 				return
 			}
 		}
+	}
+}
+
+// resync reads back every lease the index holds live; one that is gone
+// from the bucket expired unseen, and its edge's connections are reaped.
+func (s *Service) resync(ctx context.Context) {
+	s.mu.Lock()
+	live := map[string]string{}
+	for id, ed := range s.x.edges {
+		if ed.epoch != "" {
+			live[id] = ed.epoch
+		}
+	}
+	s.mu.Unlock()
+	for id, epoch := range live {
+		gctx, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err := s.kv.Get(gctx, wire.PresenceEdgeKey(id))
+		cancel()
+		if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue // there, or the bucket cannot tell now
+		}
+		s.mu.Lock()
+		s.x.expire(id, epoch)
+		s.mu.Unlock()
 	}
 }
 

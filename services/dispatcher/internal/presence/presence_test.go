@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/goleak"
 
 	"github.com/wsgate/wsgate/api/schemacheck"
@@ -226,4 +228,56 @@ func mustEnvelope(t *testing.T) []byte {
 	env := wire.Envelope{Action: wire.ActionOffline, Details: json.RawMessage(`{"user":"m"}`), User: "m", Groups: []string{},
 		Connection: "e1.m", Edge: "e1", TS: time.Now().UTC()}
 	return wire.AppendEnvelope(nil, &env)
+}
+
+// TestResync_ReapsAnEdgeWhoseExpiryWasMissed: the index holds a live lease
+// for an edge whose key is gone from the bucket (a replica that missed the
+// expiry marker); resync finds out and the connection's reap is due, with
+// one Client/disconnection 1006. Fails when resync skips a missing key.
+func TestResync_ReapsAnEdgeWhoseExpiryWasMissed(t *testing.T) {
+	ns := runJetStream(t)
+	nc := natstest.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends atomic.Int32
+	if _, err := nc.Subscribe("ws.in."+wire.ActionDisconnection, func(m *nats.Msg) {
+		natstest.Check(t, schemacheck.Envelope, m.Data)
+		ends.Add(1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	rec := wire.PresenceConn{User: "bob", Groups: []string{}, Connection: "e1.c1", Edge: "e1", Epoch: "x", Since: time.Now().UTC()}
+	put(t, kv, wire.PresenceConnKey("e1", "c1"), rec)
+	// A replica without its goroutines: the index is fed by hand, as if
+	// the lease's put had been seen and its expiry missed.
+	s := &Service{cfg: Config{Grace: time.Hour, Logger: slog.New(slog.DiscardHandler)}, subj: wire.NewSubjects("ws"), nc: nc, kv: kv, x: newIndex()}
+	s.cfg.Meter = noop.NewMeterProvider().Meter("")
+	s.metrics()
+	s.x.edges["e1"] = &edge{epoch: "x"}
+	e, err := kv.Get(ctx, wire.PresenceConnKey("e1", "c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.x.apply(e, time.Now())
+	s.x.markLoaded()
+	if tasks := s.due(time.Now()); len(tasks) != 0 {
+		t.Fatalf("%d tasks due before the resync", len(tasks))
+	}
+	s.resync(ctx)
+	tasks := s.due(time.Now())
+	if len(tasks) != 1 {
+		t.Fatalf("%d tasks due after the resync, want the reap", len(tasks))
+	}
+	tasks[0](ctx)
+	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
+		if ends.Load() != 1 {
+			return errNotYet
+		}
+		return nil
+	})
 }
