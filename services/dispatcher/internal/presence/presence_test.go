@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -277,6 +278,26 @@ func TestResync_ReapsAnEdgeWhoseExpiryWasMissed(t *testing.T) {
 	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
 		if ends.Load() != 1 {
 			return errNotYet
+		}
+		return nil
+	})
+}
+
+// TestEmptyBucket_LoadsAndAnswers: a replica started before any edge (an
+// empty bucket) finishes loading and answers. Fails when the index waits
+// for entries to mark itself loaded.
+func TestEmptyBucket_LoadsAndAnswers(t *testing.T) {
+	ns := runJetStream(t)
+	nc := natstest.Connect(t, ns)
+	startService(t, nc, Config{Mode: presencekv.Memory, Bucket: "empty", Grace: time.Second})
+	natstest.CheckFor(t, natstest.Wait, 20*time.Millisecond, func() error {
+		m, err := nc.Request("ws.presence.user.ann", nil, natstest.Wait)
+		if err != nil {
+			return err
+		}
+		var a wire.PresenceUserAnswer
+		if err := json.Unmarshal(m.Data, &a); err != nil || a.User != "ann" || a.Online {
+			return fmt.Errorf("answer %s", m.Data)
 		}
 		return nil
 	})
