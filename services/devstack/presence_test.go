@@ -547,3 +547,17 @@ func TestPresence_RestartedEdgeDoesNotResurrect(t *testing.T) {
 		t.Fatalf("bob: %+v", a)
 	}
 }
+
+// TestWsgateDev_PresenceOn: `make run` with WS_PRESENCE=memory (the dev
+// stack's embedded NATS has JetStream) records a connection and answers for it.
+// Fails when the embedded NATS runs without JetStream (wsgate-dev exits).
+func TestWsgateDev_PresenceOn(t *testing.T) {
+	text := startWsgateDev(t, "WS_PRESENCE=memory")
+	wsURL := bannerField(t, text, `WebSocket\s+(\S+)`)
+	natsURL := bannerField(t, text, `NATS\s+(nats://\S+)`)
+	tok := bannerField(t, text, `token \(user 42, 24 h\):\n\s+(\S+)`)
+	c := edgetest.Dial(t, wsURL, http.Header(bearer(tok)))
+	c.ExpectOK()
+	nc := edgetest.Connect(t, natsURL)
+	edgetest.Eventually(t, "user 42 online", func() bool { return userPresence(t, nc, "42").Online })
+}
