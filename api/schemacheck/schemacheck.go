@@ -24,6 +24,10 @@ const (
 	CalloutResponse = "callout-response.json"
 	Membership      = "membership.json"
 	ControlAnswer   = "control-answer.json"
+	PresenceUser    = "presence-user.json"
+	PresenceGroup   = "presence-group.json"
+	PresenceError   = "presence-error.json"
+	PresenceConn    = "presence-conn.json"
 )
 
 // Checker holds every compiled schema.

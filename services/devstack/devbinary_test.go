@@ -19,10 +19,10 @@ import (
 
 // startWsgateDev runs bin/wsgate-dev as `make run` does, stops it with
 // SIGTERM when the test ends, and returns the banner it printed.
-func startWsgateDev(t *testing.T) string {
+func startWsgateDev(t *testing.T, env ...string) string {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "wsgate-dev"), "-nats-port", "-1", "-edge", "127.0.0.1:0", "-dispatcher", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms")
+	cmd.Env = append(append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms"), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -74,7 +75,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(*Stack)) 
 	if cfg.Edge.JWTSecret == "" {
 		return errors.New("EDGE_JWT_SECRET: the dev stack needs an HMAC secret to mint tokens")
 	}
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: cfg.NATSHost, Port: cfg.NATSPort, NoSigs: true, NoLog: true})
+	// JetStream is on for what needs it (WS_PRESENCE); its store lives as
+	// long as the stack.
+	store, err := os.MkdirTemp("", "wsgate-dev-jetstream-")
+	if err != nil {
+		return fmt.Errorf("nats server: %w", err)
+	}
+	defer os.RemoveAll(store)
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: cfg.NATSHost, Port: cfg.NATSPort, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: store})
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
 	}

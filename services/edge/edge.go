@@ -24,11 +24,13 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
+	"github.com/wsgate/wsgate/services/edge/internal/presence"
 	"github.com/wsgate/wsgate/services/edge/internal/rooms"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 	"github.com/wsgate/wsgate/services/internal/health"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
@@ -40,6 +42,10 @@ func LoadConfig() (Config, error) { return config.Load() }
 
 // shutdownMargin is added to the drain window for the last closes to finish.
 const shutdownMargin = wsconn.CloseGrace + time.Second
+
+// presenceStartTimeout bounds opening the presence bucket and taking the
+// lease at start, and finishing the presence writes at shutdown.
+const presenceStartTimeout = 10 * time.Second
 
 // Option changes how New builds a Server.
 type Option func(*Server)
@@ -83,6 +89,9 @@ type Server struct {
 	gateway *gateway.Gateway
 	http    *http.Server
 	ln      net.Listener
+
+	// presence records connections in the presence bucket (nil: WS_PRESENCE=off).
+	presence *presence.Writer
 }
 
 // New builds an edge from cfg; it connects to NATS (in the background when
@@ -138,6 +147,13 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		hcfg.Memberships = members
 	}
+	// Presence records a connection's groups: a join or leave rewrites
+	// its record (s.presence is set below, before any connection).
+	hcfg.GroupsChanged = func(c *hub.Client) {
+		if s.presence != nil {
+			s.presence.Changed(c)
+		}
+	}
 	s.hub = hub.New(s.nc, hcfg)
 	s.rooms = rooms.New(s.nc, s.hub, rooms.Config{
 		EdgeID: cfg.ID, Subjects: subjects, Store: members, Logger: log, Meter: s.tel.Meter,
@@ -155,6 +171,22 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if s.poller.Portable() {
 		log.Info("no epoll: one parked goroutine per idle connection")
 	}
+	var rec gateway.Presence
+	if cfg.Presence != presencekv.Off {
+		s.presence, err = presence.New(s.nc, presence.Config{
+			EdgeID: cfg.ID, Subjects: subjects, Bucket: cfg.PresenceBucket, Mode: cfg.Presence,
+			Lease: cfg.PresenceLease, Logger: log, Meter: s.tel.Meter,
+			// The dispatchers reaped this edge's connections: they
+			// reconnect (1012) and are recorded again.
+			OnLeaseLost: func() {
+				s.hub.CloseAll(context.Background(), wire.CloseRestart, "presence lease lost", 0)
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		rec = s.presence
+	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
 		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
@@ -162,6 +194,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		Presence: rec,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
@@ -222,6 +255,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.hub.Start(); err != nil {
 		return err
 	}
+	if s.presence != nil {
+		pctx, cancel := context.WithTimeout(ctx, presenceStartTimeout)
+		err := s.presence.Start(pctx)
+		cancel()
+		if err != nil {
+			s.hub.Stop()
+			return fmt.Errorf("WS_PRESENCE: %w", err)
+		}
+	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	// Announced before the first connection is accepted (package rooms).
 	if err := s.rooms.Start(hubCtx); err != nil {
@@ -270,6 +312,12 @@ func (s *Server) shutdown() {
 		_ = s.gateway.Wait(context.Background())
 	}
 	s.rooms.Stop()
+	if s.presence != nil {
+		// Every connection has ended: its record goes, then the lease.
+		pctx, pcancel := context.WithTimeout(context.Background(), presenceStartTimeout)
+		s.presence.Close(pctx)
+		pcancel()
+	}
 	s.hub.Stop()
 	if s.ownNC {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -208,8 +208,13 @@ Environment shared by both components (ConfigMap data), as YAML.
 {{- include "wsgate.validate" . }}
 {{- $env := dict "NATS_URL" .Values.nats.url "WS_SUBJECT_PREFIX" .Values.subjectPrefix "LOG_LEVEL" .Values.log.level "LOG_FORMAT" .Values.log.format }}
 {{- with .Values.nats.user }}{{ $_ := set $env "NATS_USER" . }}{{ end }}
-{{- $_ := set $env "WS_PRESENCE" .Values.presence.mode }}
-{{- $_ := set $env "WS_MEMBERS_BUCKET" .Values.presence.membersBucket }}
+{{- with .Values.presence }}
+{{- $_ := set $env "WS_PRESENCE" .mode }}
+{{- $_ := set $env "WS_MEMBERS_BUCKET" .membersBucket }}
+{{- $_ := set $env "WS_PRESENCE_BUCKET" .bucket }}
+{{- $_ := set $env "WS_PRESENCE_LEASE" .lease }}
+{{- $_ := set $env "WS_PRESENCE_GRACE" .grace }}
+{{- end }}
 {{- $keys := include "wsgate.secretKeys" . | fromYaml }}
 {{- $files := include "wsgate.secretFiles" . | fromYaml }}
 {{- $dir := include "wsgate.secretMountPath" . }}

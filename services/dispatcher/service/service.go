@@ -211,6 +211,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	counts.prepare(tel.Meter, d)
 
+	pres, err := startPresence(ctx, nc, cfg, log, tel.Meter)
+	if err != nil {
+		closeConn()
+		return err
+	}
+	defer pres.Close()
+
 	var subscribed atomic.Bool
 	probe := health.New(func() error {
 		switch {
@@ -287,6 +294,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if err := d.Drain(dctx); err != nil {
 		errs = append(errs, err)
 	}
+	pres.Close()
 	if ownConn {
 		if err := natsconn.Drain(dctx, nc); err != nil {
 			errs = append(errs, err)

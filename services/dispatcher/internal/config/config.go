@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/kelseyhightower/envconfig"
@@ -15,6 +16,7 @@ import (
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
@@ -35,6 +37,10 @@ type Config struct {
 	APIMaxBody   int64  `envconfig:"DISPATCHER_API_MAX_BODY" default:"1048576" desc:"largest request body of the HTTP send API, in bytes (0: 1 MiB); larger gets 413"`
 	RoutesFile   string `envconfig:"DISPATCHER_ROUTES_FILE" desc:"YAML (.yaml, .yml) or JSON (.json) file of HTTP routes: actions or action prefixes POSTed to backend URLs"`
 	RoutesSecret string `envconfig:"DISPATCHER_ROUTES_SECRET" secret:"true" desc:"shared secret of the X-Wsgate-Signature HMAC-SHA256 on requests to route backends, at least 16 characters; required with DISPATCHER_ROUTES_FILE"`
+
+	Presence       string        `envconfig:"WS_PRESENCE" default:"off" desc:"presence and stored memberships in NATS KV: off, memory or file (JetStream storage); the same on every edge and dispatcher"`
+	PresenceBucket string        `envconfig:"WS_PRESENCE_BUCKET" default:"wsgate_presence" desc:"NATS KV bucket of presence: edge leases, connections, online users"`
+	PresenceGrace  time.Duration `envconfig:"WS_PRESENCE_GRACE" default:"5s" desc:"a user with no connection anywhere for this long gets Client/offline (a page reload within it emits neither offline nor online)"`
 }
 
 // MinSecretLen is the shortest API key or routes secret accepted: shorter
@@ -82,6 +88,9 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 {
 		return fmt.Errorf("DISPATCHER_CONCURRENCY: must be at least 1, got %d", c.Concurrency)
 	}
+	if err := c.validatePresence(); err != nil {
+		return err
+	}
 	if err := c.validateIntegration(); err != nil {
 		return err
 	}
@@ -118,6 +127,27 @@ func (c Config) validateIntegration() error {
 		return errors.New("DISPATCHER_ROUTES_SECRET: required with DISPATCHER_ROUTES_FILE, to sign the requests to the backends")
 	case c.RoutesFile != "" && len(c.RoutesSecret) < MinSecretLen:
 		return fmt.Errorf("DISPATCHER_ROUTES_SECRET: shorter than %d characters", MinSecretLen)
+	}
+	return nil
+}
+
+// validatePresence checks WS_PRESENCE and its settings; empty values (a
+// Config built in code) mean the defaults.
+func (c Config) validatePresence() error {
+	mode := c.Presence
+	if mode == "" {
+		mode = presencekv.Off
+	}
+	if err := presencekv.Validate(mode); err != nil {
+		return fmt.Errorf("WS_PRESENCE: %w", err)
+	}
+	if c.PresenceBucket != "" {
+		if err := presencekv.ValidateBucket(c.PresenceBucket); err != nil {
+			return fmt.Errorf("WS_PRESENCE_BUCKET: %w", err)
+		}
+	}
+	if c.PresenceGrace < 0 {
+		return fmt.Errorf("WS_PRESENCE_GRACE: must not be negative, got %s", c.PresenceGrace)
 	}
 	return nil
 }

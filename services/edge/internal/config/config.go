@@ -14,6 +14,7 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
 
@@ -55,8 +56,10 @@ type Config struct {
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
 
 	// Rooms and presence (DESIGN §9).
-	Presence      string `envconfig:"WS_PRESENCE" default:"off" desc:"off, memory or file: store joined groups (and presence) in NATS KV with that storage; off: a join applies only to the connections open at that moment"`
-	MembersBucket string `envconfig:"WS_MEMBERS_BUCKET" default:"wsgate_members" desc:"NATS KV bucket of the joined groups of users and sessions (WS_PRESENCE on)"`
+	Presence       string        `envconfig:"WS_PRESENCE" default:"off" desc:"off, memory or file: joined groups and presence in NATS KV with that JetStream storage; off: a join applies only to the connections open at that moment, presence requests are answered 503"`
+	MembersBucket  string        `envconfig:"WS_MEMBERS_BUCKET" default:"wsgate_members" desc:"NATS KV bucket of the joined groups of users and sessions (WS_PRESENCE on)"`
+	PresenceBucket string        `envconfig:"WS_PRESENCE_BUCKET" default:"wsgate_presence" desc:"NATS KV bucket of presence: edge leases, connections, online users"`
+	PresenceLease  time.Duration `envconfig:"WS_PRESENCE_LEASE" default:"10s" desc:"TTL of an edge's presence lease, renewed every third of it; a dead edge's connections leave presence within it"`
 }
 
 // PresenceOn reports whether WS_PRESENCE stores memberships and presence.
@@ -101,10 +104,20 @@ func (c *Config) Normalize() error {
 			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
 		}
 	}
-	switch c.Presence {
-	case "", "off", "memory", "file":
-	default:
-		return fmt.Errorf("WS_PRESENCE: %q is not off, memory or file", c.Presence)
+	if c.Presence == "" {
+		c.Presence = presencekv.Off
+	}
+	if c.PresenceBucket == "" {
+		c.PresenceBucket = presencekv.DefaultBucket
+	}
+	if err := presencekv.ValidateBucket(c.PresenceBucket); err != nil {
+		return fmt.Errorf("WS_PRESENCE_BUCKET: %w", err)
+	}
+	if err := presencekv.Validate(c.Presence); err != nil {
+		return fmt.Errorf("WS_PRESENCE: %w", err)
+	}
+	if c.Presence != presencekv.Off && c.PresenceLease < time.Second {
+		return errors.New("WS_PRESENCE_LEASE: at least 1s (the least TTL NATS keeps)")
 	}
 	if c.PresenceOn() && !validBucket(c.MembersBucket) {
 		return fmt.Errorf("WS_MEMBERS_BUCKET: %q is not a bucket name (A-Z a-z 0-9 _ -)", c.MembersBucket)

@@ -62,6 +62,8 @@ type Config struct {
 	Logger *slog.Logger
 	Stats  *stats.Stats
 	Tracer trace.Tracer // nil: no tracing
+	// Presence, when set, records connections of users (WS_PRESENCE).
+	Presence Presence
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.

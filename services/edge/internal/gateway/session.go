@@ -240,9 +240,14 @@ func (s *session) finish(code int) {
 	conn.Wait()
 	_ = s.nc.Close()
 	g.cfg.Stats.Closed(code)
-	if s.c.Identity() != nil {
+	if id := s.c.Identity(); id != nil {
 		details, _ := json.Marshal(map[string]int{"code": code})
-		s.publish(wire.ActionDisconnection, details, nil)
+		ended := func() { _ = s.publish(wire.ActionDisconnection, details, nil) }
+		if p := g.cfg.Presence; p != nil && id.User != "" {
+			p.Remove(s.c, ended)
+		} else {
+			ended()
+		}
 	}
 	g.conns.Done()
 	g.reserved.Add(-1)
@@ -384,6 +389,9 @@ func (s *session) admit(id *auth.Identity) {
 	}
 	s.send(okFrame)
 	_ = s.publish(wire.ActionAuthentication, nil, nil)
+	if p := s.g.cfg.Presence; p != nil && id.User != "" {
+		p.Add(s.c)
+	}
 }
 
 // renew replaces the identity of a live connection with a fresh token's,
@@ -403,6 +411,8 @@ func (s *session) renew(token string) {
 	defer cancel()
 	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
 		s.g.cfg.Logger.Warn("renew connection identity", "conn", s.c.Connection, "err", err)
+	} else if p := s.g.cfg.Presence; p != nil {
+		p.Changed(s.c)
 	}
 	s.send(okFrame)
 }

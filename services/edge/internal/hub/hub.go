@@ -47,6 +47,10 @@ type Config struct {
 	// Memberships loads the stored joins of a user or session before a
 	// connection's ok (DESIGN §9); nil when they are not stored.
 	Memberships Loader
+	// GroupsChanged is told, outside the hub's lock, of each connection
+	// whose groups a join or leave changed (presence records them); nil:
+	// nobody is.
+	GroupsChanged func(*Client)
 }
 
 // topic is one user, group or session with its local connections and the

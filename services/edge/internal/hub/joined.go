@@ -92,22 +92,37 @@ func (h *Hub) groupsLocked(c *Client, id *auth.Identity) []string {
 	return gs
 }
 
-// regroupLocked brings c's group topics in line with its groups.
-func (h *Hub) regroupLocked(c *Client) error {
-	var errs []error
+// regroupLocked brings c's group topics in line with its groups, adds
+// their errors to errs, and returns changed with c appended when its groups
+// changed.
+func (h *Hub) regroupLocked(c *Client, changed []*Client, errs *[]error) []*Client {
 	was, is := c.Groups(), h.groupsLocked(c, c.identity.Load())
 	for _, g := range was {
 		if !slices.Contains(is, g) {
-			errs = append(errs, h.leaveLocked(h.groups, g, c))
+			*errs = append(*errs, h.leaveLocked(h.groups, g, c))
 		}
 	}
 	for _, g := range is {
 		if !slices.Contains(was, g) {
-			errs = append(errs, h.joinLocked(h.groups, g, c, h.cfg.Subjects.SendGroup))
+			*errs = append(*errs, h.joinLocked(h.groups, g, c, h.cfg.Subjects.SendGroup))
 		}
 	}
 	c.setGroups(is)
-	return errors.Join(errs...)
+	if !slices.Equal(was, is) {
+		changed = append(changed, c)
+	}
+	return changed
+}
+
+// groupsChanged tells GroupsChanged of each connection of changed; the
+// caller holds no lock.
+func (h *Hub) groupsChanged(changed []*Client) {
+	if h.cfg.GroupsChanged == nil {
+		return
+	}
+	for _, c := range changed {
+		h.cfg.GroupsChanged(c)
+	}
 }
 
 // forgetStoredLocked drops the stored entries of old's user and session
@@ -156,8 +171,9 @@ func (h *Hub) clientsLocked(kind, key string) []*Client {
 // change is in force once Confirm returns.
 func (h *Hub) Join(kind, key string, groups []string, join bool) (int, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	var errs []error
+	var changed []*Client
+	defer func() { h.mu.Unlock(); h.groupsChanged(changed) }()
 	clients := h.clientsLocked(kind, key)
 	for _, c := range clients {
 		if join {
@@ -169,7 +185,7 @@ func (h *Hub) Join(kind, key string, groups []string, join bool) (int, error) {
 		} else {
 			c.own = slices.DeleteFunc(slices.Clone(c.own), func(g string) bool { return slices.Contains(groups, g) })
 		}
-		errs = append(errs, h.regroupLocked(c))
+		changed = h.regroupLocked(c, changed, &errs)
 	}
 	return len(clients), errors.Join(errs...)
 }
@@ -181,11 +197,12 @@ func (h *Hub) Join(kind, key string, groups []string, join bool) (int, error) {
 // connection loads the store.
 func (h *Hub) SetStored(kind, key string, rev uint64, groups []string) (int, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.setStoredLocked(kind, key, rev, groups)
+	var changed []*Client
+	defer func() { h.mu.Unlock(); h.groupsChanged(changed) }()
+	return h.setStoredLocked(kind, key, rev, groups, &changed)
 }
 
-func (h *Hub) setStoredLocked(kind, key string, rev uint64, groups []string) (int, error) {
+func (h *Hub) setStoredLocked(kind, key string, rev uint64, groups []string, changed *[]*Client) (int, error) {
 	clients := h.clientsLocked(kind, key)
 	if len(clients) == 0 {
 		return 0, nil
@@ -197,7 +214,7 @@ func (h *Hub) setStoredLocked(kind, key string, rev uint64, groups []string) (in
 	h.stored[t] = &stored{rev: rev, groups: slices.Clone(groups)}
 	var errs []error
 	for _, c := range clients {
-		errs = append(errs, h.regroupLocked(c))
+		*changed = h.regroupLocked(c, *changed, &errs)
 	}
 	return len(clients), errors.Join(errs...)
 }

@@ -1,0 +1,17 @@
+package gateway
+
+import "github.com/wsgate/wsgate/services/edge/internal/hub"
+
+// Presence records the authenticated connections of users in the shared
+// presence (DESIGN.md §9); the gateway tells it when one starts, changes
+// identity and ends.
+type Presence interface {
+	// Add records c, just authenticated with a user.
+	Add(c *hub.Client)
+	// Changed updates c's record after a renewal changed its identity.
+	Changed(c *hub.Client)
+	// Remove deletes c's record and then calls ended, which publishes the
+	// connection's end, unless the record was reaped (and the end
+	// published) by a dispatcher first.
+	Remove(c *hub.Client, ended func())
+}

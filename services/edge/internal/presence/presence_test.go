@@ -1,0 +1,174 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/edgetest"
+	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/internal/presencekv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type fixture struct {
+	nc  *nats.Conn
+	hub *hub.Hub
+	kv  jetstream.KeyValue
+	w   *Writer
+}
+
+func start(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
+	nc := edgetest.Connect(t, ns.ClientURL())
+	subjects := wire.NewSubjects("")
+	cfg.EdgeID, cfg.Subjects, cfg.Bucket, cfg.Mode = "e1", subjects, "presence_test", presencekv.Memory
+	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, nil))
+	w, err := New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), edgetest.Timeout)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), edgetest.Timeout)
+		defer cancel()
+		w.Close(ctx)
+	})
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, "presence_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{nc: nc, hub: hub.New(nc, hub.Config{EdgeID: "e1", Subjects: subjects, AuthTimeout: time.Minute}), kv: kv, w: w}
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// client returns an authenticated hub client of user.
+func (f *fixture) client(t *testing.T, id, user string) *hub.Client {
+	t.Helper()
+	c := hub.NewClient(nil, "e1", id, "127.0.0.1", "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), edgetest.Timeout)
+	defer cancel()
+	if err := f.hub.Authenticate(ctx, c, &auth.Identity{User: user, Groups: []string{"g"}}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (f *fixture) get(t *testing.T, key string) (jetstream.KeyValueEntry, bool) {
+	t.Helper()
+	e, err := f.kv.Get(context.Background(), key)
+	if err != nil {
+		return nil, false
+	}
+	return e, true
+}
+
+// TestWriter_RecordsConnectionsAndFiresOnlineOnce: two connections of one
+// user are recorded under the lease's epoch; only the first fires
+// Client/online; removing them deletes their records and publishes each end.
+// Fails when touchUser fires online without winning the Create, or Remove
+// skips ended for a record it deleted itself.
+func TestWriter_RecordsConnectionsAndFiresOnlineOnce(t *testing.T) {
+	f := start(t, Config{Lease: 2 * time.Second})
+	var online atomic.Int32
+	if _, err := f.nc.Subscribe("ws.in."+wire.ActionOnline, func(*nats.Msg) { online.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.nc.Flush()
+	a, b := f.client(t, "c1", "ann"), f.client(t, "c2", "ann")
+	f.w.Add(a)
+	f.w.Add(b)
+	edgetest.Eventually(t, "both records", func() bool {
+		_, ok1 := f.get(t, "conn.e1.c1")
+		_, ok2 := f.get(t, "conn.e1.c2")
+		return ok1 && ok2
+	})
+	e, _ := f.get(t, "conn.e1.c1")
+	var rec wire.PresenceConn
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Epoch != f.w.Epoch() || rec.User != "ann" || rec.Connection != "e1.c1" {
+		t.Fatalf("record %s (%v), epoch %s", e.Value(), err, f.w.Epoch())
+	}
+	edgetest.Eventually(t, "one online", func() bool { return online.Load() == 1 })
+	var ended atomic.Int32
+	f.w.Remove(a, func() { ended.Add(1) })
+	f.w.Remove(b, func() { ended.Add(1) })
+	edgetest.Eventually(t, "both ends", func() bool { return ended.Load() == 2 })
+	if _, ok := f.get(t, "conn.e1.c1"); ok {
+		t.Fatal("c1's record is left")
+	}
+	if n := online.Load(); n != 1 {
+		t.Fatalf("%d Client/online", n)
+	}
+}
+
+// TestWriter_LostLeaseStartsNewEpochAndSkipsReapedEnds: the lease key is
+// purged as a dispatcher's reap leaves things after an expiry; the writer
+// notices at its next renewal, takes a new epoch and calls OnLeaseLost; a
+// connection whose record was reaped does not publish its end again.
+// Fails when the renewal is not a compare-and-set (WithExpectLastSequence-
+// PerSubject), or Remove ignores the revision mismatch.
+func TestWriter_LostLeaseStartsNewEpochAndSkipsReapedEnds(t *testing.T) {
+	var lost atomic.Int32
+	f := start(t, Config{Lease: 1500 * time.Millisecond, OnLeaseLost: func() { lost.Add(1) }})
+	a := f.client(t, "c1", "ann")
+	f.w.Add(a)
+	edgetest.Eventually(t, "record", func() bool { _, ok := f.get(t, "conn.e1.c1"); return ok })
+	first := f.w.Epoch()
+	ctx := context.Background()
+	if err := f.kv.Purge(ctx, "edge.e1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kv.Purge(ctx, "conn.e1.c1"); err != nil {
+		t.Fatal(err)
+	}
+	edgetest.Eventually(t, "lease lost", func() bool { return lost.Load() == 1 })
+	if f.w.Epoch() == first {
+		t.Fatal("same epoch after the loss")
+	}
+	e, ok := f.get(t, "edge.e1")
+	var l wire.PresenceLease
+	if !ok || json.Unmarshal(e.Value(), &l) != nil || l.Epoch != f.w.Epoch() {
+		t.Fatalf("lease after the loss: %v", e)
+	}
+	ended := make(chan struct{}, 1)
+	f.w.Remove(a, func() { ended <- struct{}{} })
+	b := f.client(t, "c2", "bob")
+	f.w.Add(b)
+	done := make(chan struct{})
+	f.w.Remove(b, func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(edgetest.Timeout):
+		t.Fatal("b's end not published")
+	}
+	ctx, cancel := context.WithTimeout(ctx, edgetest.Timeout)
+	defer cancel()
+	f.w.Close(ctx) // every queued operation is done
+	select {
+	case <-ended:
+		t.Fatal("a's end published after its record was reaped")
+	default:
+	}
+}
