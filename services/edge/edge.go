@@ -103,6 +103,18 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		s.tel = t
 	}
+	srv, err := s.build()
+	if err != nil {
+		s.release()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// build is the part of New after telemetry: when it fails, New releases
+// what was set up.
+func (s *Server) build() (*Server, error) {
+	cfg, log := s.cfg, s.log
 	verifier, err := auth.NewVerifier(auth.Config{
 		Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKeyFile,
 		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
@@ -172,6 +184,22 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
+// release closes what the server owns that Serve's shutdown would have
+// closed, for a server that never served: its NATS connection and its
+// telemetry (each when the server set it up itself).
+func (s *Server) release() {
+	if s.ownNC && s.nc != nil {
+		s.nc.Close()
+	}
+	if s.ownTel && s.tel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.tel.Shutdown(ctx); err != nil {
+			s.log.Warn("telemetry shutdown", "err", err)
+		}
+	}
+}
+
 // Listen binds EDGE_ADDR; Addr is known afterwards.
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
@@ -201,6 +229,11 @@ func (s *Server) Run(ctx context.Context) error {
 // EDGE_DRAIN_TIMEOUT, NATS drained.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.hub.Start(); err != nil {
+		s.hub.Stop() // the subjects subscribed before the failure
+		_ = s.ln.Close()
+		go s.poller.Run() // Close stops Run and waits for it: then the epoll descriptor is released
+		s.poller.Close()
+		s.release()
 		return err
 	}
 	hubCtx, stopHub := context.WithCancel(context.Background())

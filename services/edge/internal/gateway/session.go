@@ -391,7 +391,14 @@ func (s *session) renew(token string) {
 	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
 	defer cancel()
 	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
+		// The subscriptions of the new identity are not confirmed, so ok
+		// would break its promise (DESIGN §2, §4). The connection keeps
+		// the identity it had, whose subscriptions stand, and the client
+		// may renew again.
+		s.g.cfg.Stats.AuthFailed("renew_unavailable")
 		s.g.cfg.Logger.Warn("renew connection identity", "conn", s.c.Connection, "err", err)
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "renewal not confirmed: messaging is unavailable, try again later"))
+		return
 	}
 	s.send(okFrame)
 }

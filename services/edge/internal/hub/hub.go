@@ -198,13 +198,14 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 	} else if ferr := h.nc.FlushWithContext(ctx); ferr != nil {
 		err = fmt.Errorf("hub: confirm subscriptions: %w", ferr)
 	}
-	if err != nil && old == nil {
+	if err != nil {
 		// A connection that was not authenticated stays so: it receives
-		// nothing, and its end is no lifecycle event.
+		// nothing, and its end is no lifecycle event. A renewal that could
+		// not be confirmed leaves the identity it had, with its expiry.
 		h.mu.Lock()
-		if c.identity.CompareAndSwap(id, nil) {
+		if c.identity.CompareAndSwap(id, old) {
 			h.timer.identityChanged(c, h.cfg.AuthTimeout)
-			if uerr := h.reindexLocked(c, id, nil); uerr != nil {
+			if uerr := h.reindexLocked(c, id, old); uerr != nil {
 				h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", uerr)
 			}
 		}
