@@ -97,11 +97,11 @@ func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
 	return req
 }
 
-// serve starts the connection; token is the upgrade's, if any.
+// serve starts the connection, which the gateway has registered with the
+// hub; token is the upgrade's, if any.
 func (s *session) serve(token string) {
-	s.g.hub.Add(s.c)
 	s.pollToken = s.g.cfg.Poller.Register(s)
-	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
+	if s.c.Conn.CloseCode() == 0 && (token != "" || (s.callout != nil && len(s.callout.Cookies) > 0)) {
 		s.authenticate(token)
 	}
 	s.Readable()
