@@ -157,6 +157,7 @@ func (s *Server) build() (*Server, error) {
 		MaxMessageBytes: cfg.MaxMessageBytes, SendQueue: cfg.SendQueue,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
+		AuthConcurrency: cfg.AuthConcurrency, AuthQueue: cfg.AuthQueue,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {

@@ -55,6 +55,10 @@ type Config struct {
 	RateBurst        int
 	MaxConnections   int
 	HandshakeTimeout time.Duration
+	// AuthConcurrency bounds the authentications in progress (0: no
+	// bound); AuthQueue bounds those waiting for one to end.
+	AuthConcurrency int
+	AuthQueue       int
 	// Callout, when set, identifies connections whose token the verifier
 	// cannot check (or that have only cookies) by asking the application.
 	Callout *callout.Client
@@ -75,6 +79,7 @@ type Gateway struct {
 	boot     string // static: random prefix of this process's connection ids
 	tracing  bool   // static: cfg.Tracer records spans (it is not a no-op)
 
+	auths    *authBudget   // static
 	seq      atomic.Uint64 // connection counter
 	reserved atomic.Int64  // connections admitted, for MaxConnections
 	draining atomic.Bool
@@ -103,7 +108,8 @@ func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gatewa
 	if cfg.Poller == nil {
 		cfg.Poller = netpoll.NewPortable() // arms without Run
 	}
-	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID(), tracing: tracing}
+	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID(), tracing: tracing,
+		auths: newAuthBudget(cfg.AuthConcurrency, cfg.AuthQueue)}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   readBufferSize,

@@ -317,6 +317,10 @@ func (s *session) onAuthentication(f wire.ClientFrame) {
 			s.authFail(auth.KindMissing, "token is missing")
 			return
 		}
+		if !s.acquireAuth() {
+			return
+		}
+		defer s.g.auths.release()
 		s.admit(&auth.Identity{Groups: []string{}, Language: s.language("")})
 	case current == nil:
 		s.authenticate(token)
@@ -344,6 +348,10 @@ func tokenOf(details json.RawMessage) (string, error) {
 var okFrame = wire.ServerFrame(wire.ActionAuthentication, "ok")
 
 func (s *session) authenticate(token string) {
+	if !s.acquireAuth() {
+		return
+	}
+	defer s.g.auths.release()
 	id, err := s.identify(token)
 	if err != nil {
 		s.refuse(err)
@@ -378,6 +386,10 @@ func (s *session) admit(id *auth.Identity) {
 // renew replaces the identity of a live connection with a fresh token's,
 // which must name the same user.
 func (s *session) renew(token string) {
+	if !s.acquireAuth() {
+		return
+	}
+	defer s.g.auths.release()
 	id, err := s.identify(token)
 	if err != nil {
 		s.refuse(err)
@@ -401,6 +413,21 @@ func (s *session) renew(token string) {
 		return
 	}
 	s.send(okFrame)
+}
+
+// acquireAuth takes a slot of the authentication budget; when even its
+// queue is full, it answers 503 and reports false. A connection not yet
+// authenticated is then closed 1013; a renewing one keeps its identity.
+func (s *session) acquireAuth() bool {
+	if s.g.auths.acquire() {
+		return true
+	}
+	s.g.cfg.Stats.AuthFailed("overloaded")
+	s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "edge is busy authenticating, try again later"))
+	if s.c.Identity() == nil {
+		s.close(wsconn.CloseTryLater, "edge is busy")
+	}
+	return false
 }
 
 // identify turns a token (or, through the callout, the upgrade's cookies)
