@@ -74,8 +74,8 @@ func raiseFileLimit(t *testing.T) uint64 {
 // stormRTTBound meanwhile.
 func TestStorm_ClientsAuthenticateWithinBoundedGoroutinesAndLatency(t *testing.T) {
 	n := *stormClients
-	if files := raiseFileLimit(t); files < uint64(2*n+1000) {
-		t.Fatalf("open files limited to %d: %d clients need %d", files, n, 2*n+1000)
+	if files := raiseFileLimit(t); files < uint64(2*n+200) {
+		t.Fatalf("open files limited to %d: %d clients need %d", files, n, 2*n+200)
 	}
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	key := signingKey{"k1", jwt.SigningMethodEdDSA, priv}
