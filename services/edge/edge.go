@@ -103,17 +103,16 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		s.tel = t
 	}
-	srv, err := s.build()
-	if err != nil {
+	if err := s.build(); err != nil {
 		s.release()
 		return nil, err
 	}
-	return srv, nil
+	return s, nil
 }
 
 // build is the part of New after telemetry: when it fails, New releases
 // what was set up.
-func (s *Server) build() (*Server, error) {
+func (s *Server) build() error {
 	cfg, log := s.cfg, s.log
 	verifier, err := auth.NewVerifier(auth.Config{
 		Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKeyFile,
@@ -122,7 +121,7 @@ func (s *Server) build() (*Server, error) {
 		Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
 	if s.nc == nil {
@@ -130,7 +129,7 @@ func (s *Server) build() (*Server, error) {
 			Reconnected: s.stats.NATSReconnected,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 	subjects := wire.NewSubjects(cfg.Prefix)
@@ -182,7 +181,7 @@ func (s *Server) build() (*Server, error) {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return s, nil
+	return nil
 }
 
 // release closes what the server owns that Serve's shutdown would have
