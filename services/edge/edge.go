@@ -114,6 +114,17 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		s.tel = t
 	}
+	if err := s.build(); err != nil {
+		s.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// build is the part of New after telemetry: when it fails, New releases
+// what was set up.
+func (s *Server) build() error {
+	cfg, log := s.cfg, s.log
 	verifier, err := auth.NewVerifier(auth.Config{
 		Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKeyFile,
 		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
@@ -121,7 +132,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
 	if s.nc == nil {
@@ -129,11 +140,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			Reconnected: s.stats.NATSReconnected,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := natsconn.ObserveConnected(s.tel.Meter, "wsgate.edge.nats.connected", s.nc); err != nil {
-		return nil, fmt.Errorf("edge: nats gauge: %w", err)
+		return fmt.Errorf("edge: nats gauge: %w", err)
 	}
 	subjects := wire.NewSubjects(cfg.Prefix)
 	var members *rooms.Store
@@ -143,7 +154,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	}
 	if cfg.PresenceOn() {
 		if members, err = rooms.NewStore(s.nc, cfg.MembersBucket, cfg.Presence == "file"); err != nil {
-			return nil, err
+			return err
 		}
 		hcfg.Memberships = members
 	}
@@ -183,7 +194,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			},
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rec = s.presence
 	}
@@ -193,6 +204,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		MaxMessageBytes: cfg.MaxMessageBytes, SendQueue: cfg.SendQueue,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
+		AuthConcurrency: cfg.AuthConcurrency, AuthQueue: cfg.AuthQueue,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 		Presence: rec,
 	}, s.hub, s.nc, verifier)
@@ -203,7 +215,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		return nil
 	})
 	if err := s.probe.Observe(s.tel.Meter, "wsgate.edge.ready"); err != nil {
-		return nil, fmt.Errorf("edge: ready gauge: %w", err)
+		return fmt.Errorf("edge: ready gauge: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, s.gateway)
@@ -221,7 +233,23 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return s, nil
+	return nil
+}
+
+// release closes what the server owns that Serve's shutdown would have
+// closed, for a server that never served: its NATS connection and its
+// telemetry (each when the server set it up itself).
+func (s *Server) release() {
+	if s.ownNC && s.nc != nil {
+		s.nc.Close()
+	}
+	if s.ownTel && s.tel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.tel.Shutdown(ctx); err != nil {
+			s.log.Warn("telemetry shutdown", "err", err)
+		}
+	}
 }
 
 // Listen binds EDGE_ADDR; Addr is known afterwards.
@@ -253,6 +281,11 @@ func (s *Server) Run(ctx context.Context) error {
 // EDGE_DRAIN_TIMEOUT, NATS drained.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.hub.Start(); err != nil {
+		s.hub.Stop() // the subjects subscribed before the failure
+		_ = s.ln.Close()
+		go s.poller.Run() // Close stops Run and waits for it: then the epoll descriptor is released
+		s.poller.Close()
+		s.release()
 		return err
 	}
 	if s.presence != nil {

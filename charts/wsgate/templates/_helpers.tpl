@@ -261,6 +261,8 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_RATE_BURST" (printf "%d" (int64 $e.rateLimit.burst)) }}
 {{- $_ := set $env "EDGE_MAX_CONNECTIONS" (printf "%d" (int64 $e.maxConnections)) }}
 {{- $_ := set $env "EDGE_MAX_CONNECTIONS_PER_USER" (printf "%d" (int64 $e.maxConnectionsPerUser)) }}
+{{- $_ := set $env "EDGE_AUTH_CONCURRENCY" (printf "%d" (int64 $e.authConcurrency)) }}
+{{- $_ := set $env "EDGE_AUTH_QUEUE" (printf "%d" (int64 $e.authQueue)) }}
 {{- $_ := set $env "EDGE_DRAIN_TIMEOUT" (printf "%ds" (int64 $e.drainTimeout)) }}
 {{- range $name, $value := $e.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
 {{- toYaml $env }}

@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // maxJWKSBytes bounds a JWKS document.
@@ -32,12 +34,17 @@ type JWKS struct {
 	refresh     time.Duration // static
 	minInterval time.Duration // static
 	log         *slog.Logger  // static
+	flight      singleflight.Group
 
 	mu        sync.Mutex
 	keys      map[string]jwk // by kid; owned by mu
 	fetched   time.Time      // last successful fetch; owned by mu
 	attempted time.Time      // last fetch attempt; owned by mu
+	fetching  bool           // a fetch is in flight; owned by mu
 }
+
+// jwksFetchTimeout bounds one fetch of the key set, whoever waits for it.
+const jwksFetchTimeout = 5 * time.Second
 
 type jwk struct {
 	key crypto.PublicKey
@@ -50,33 +57,61 @@ func NewJWKS(url string, refresh, minInterval time.Duration, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &JWKS{
-		url: url, client: &http.Client{Timeout: 5 * time.Second},
+		url: url, client: &http.Client{Timeout: jwksFetchTimeout},
 		refresh: refresh, minInterval: minInterval, log: log, keys: map[string]jwk{},
 	}
 }
 
 // Key returns the key with kid (any key when kid is empty and the set has
-// exactly one) and the algorithm it is pinned to.
+// exactly one) and the algorithm it is pinned to. When the set must be
+// fetched, concurrent callers share one fetch, made outside the lock (so
+// that tokens whose keys are known do not wait for it) and bounded by
+// jwksFetchTimeout; each caller waits for it at most until ctx is done.
 func (s *JWKS) Key(ctx context.Context, kid string) (crypto.PublicKey, string, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := time.Now()
 	k, ok := s.lookup(kid)
 	stale := now.Sub(s.fetched) > s.refresh
-	if (!ok || stale) && now.Sub(s.attempted) >= s.minInterval {
-		// Fetching under the lock makes concurrent misses wait for one
-		// fetch instead of each starting their own.
-		s.attempted = now
-		if err := s.fetch(ctx); err != nil {
-			s.log.Warn("jwks fetch failed", "url", s.url, "err", err)
-		} else {
-			k, ok = s.lookup(kid)
+	var fetched <-chan singleflight.Result
+	if (!ok || stale) && (s.fetching || now.Sub(s.attempted) >= s.minInterval) {
+		if !s.fetching {
+			s.attempted, s.fetching = now, true
 		}
+		// Joined under the lock: the flight clears fetching under it
+		// before it ends, so a caller that saw it set joins that flight.
+		fetched = s.flight.DoChan("", s.refetch)
+	}
+	s.mu.Unlock()
+	if fetched != nil {
+		select {
+		case <-fetched:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		k, ok = s.lookup(kid)
+		s.mu.Unlock()
 	}
 	if !ok {
 		return nil, "", fail(KindUnknownKey, "token key id is not known")
 	}
 	return k.key, k.alg, nil
+}
+
+// refetch is the one fetch in flight.
+func (s *JWKS) refetch() (any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTimeout)
+	defer cancel()
+	keys, err := s.fetch(ctx)
+	if err != nil {
+		s.log.Warn("jwks fetch failed", "url", s.url, "err", err)
+	}
+	s.mu.Lock()
+	if err == nil {
+		s.keys, s.fetched = keys, time.Now()
+	}
+	s.fetching = false
+	s.mu.Unlock()
+	return nil, err
 }
 
 func (s *JWKS) lookup(kid string) (jwk, bool) {
@@ -89,24 +124,25 @@ func (s *JWKS) lookup(kid string) (jwk, bool) {
 	return k, ok
 }
 
-func (s *JWKS) fetch(ctx context.Context) error {
+// fetch gets and parses the key set; it takes no lock.
+func (s *JWKS) fetch(ctx context.Context) (map[string]jwk, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d", resp.StatusCode)
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJWKSBytes)).Decode(&doc); err != nil {
-		return fmt.Errorf("decode: %w", err)
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	keys := make(map[string]jwk, len(doc.Keys))
 	for _, raw := range doc.Keys {
@@ -118,10 +154,9 @@ func (s *JWKS) fetch(ctx context.Context) error {
 		keys[kid] = k
 	}
 	if len(keys) == 0 {
-		return errors.New("no usable key")
+		return nil, errors.New("no usable key")
 	}
-	s.keys, s.fetched = keys, time.Now()
-	return nil
+	return keys, nil
 }
 
 // parseJWK reads one signing key of RFC 7517/7518/8037.

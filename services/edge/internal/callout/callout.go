@@ -7,17 +7,17 @@
 package callout
 
 import (
-	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
@@ -51,26 +51,16 @@ type Config struct {
 
 // Client asks the application. It is safe for concurrent use.
 type Client struct {
-	nc  *nats.Conn // static
-	cfg Config     // static
-
-	mu      sync.Mutex
-	entries map[[32]byte]*list.Element // owned by mu; values are *entry
-	lru     *list.List                 // owned by mu; front = most recent
-	flights map[[32]byte]*flight       // owned by mu: requests in progress
+	nc     *nats.Conn                   // static
+	cfg    Config                       // static
+	cache  *lru.Cache[[32]byte, *entry] // static; nil: no cache
+	flight singleflight.Group           // asks in progress, by credential
 }
 
 type entry struct {
-	key     [32]byte
 	id      *auth.Identity
 	refusal *Refusal
 	until   time.Time
-}
-
-type flight struct {
-	done chan struct{}
-	id   *auth.Identity
-	err  error
 }
 
 // New returns a client asking on cfg.Subject over nc.
@@ -78,39 +68,40 @@ func New(nc *nats.Conn, cfg Config) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Client{nc: nc, cfg: cfg, entries: map[[32]byte]*list.Element{}, lru: list.New(), flights: map[[32]byte]*flight{}}
+	c := &Client{nc: nc, cfg: cfg}
+	if cfg.CacheSize > 0 && cfg.CacheTTL > 0 {
+		c.cache, _ = lru.New[[32]byte, *entry](cfg.CacheSize) // fails only on a size <= 0
+	}
+	return c
 }
 
 // Identify returns the identity the application gives req's credentials,
 // a *Refusal, or ErrUnavailable. The identity's Language may be empty.
+// Concurrent asks for one credential share one request, bounded by the
+// configured timeout whoever waits; each caller waits at most until ctx is
+// done.
 func (c *Client) Identify(ctx context.Context, req *wire.CalloutRequest) (*auth.Identity, error) {
 	key := credentialKey(req)
-	c.mu.Lock()
-	if id, err, ok := c.cachedLocked(key); ok {
-		c.mu.Unlock()
+	if id, err, ok := c.cached(key); ok {
 		return id, err
 	}
-	if f, ok := c.flights[key]; ok {
-		c.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.id, f.err
-		case <-ctx.Done():
-			return nil, ErrUnavailable
+	done := c.flight.DoChan(string(key[:]), func() (any, error) {
+		// A flight that ended between the look-up above and this one
+		// has filled the cache.
+		if id, err, ok := c.cached(key); ok {
+			return id, err
 		}
+		id, err := c.ask(req)
+		c.store(key, id, err)
+		return id, err
+	})
+	select {
+	case r := <-done:
+		id, _ := r.Val.(*auth.Identity)
+		return id, r.Err
+	case <-ctx.Done():
+		return nil, ErrUnavailable
 	}
-	f := &flight{done: make(chan struct{})}
-	c.flights[key] = f
-	c.mu.Unlock()
-
-	f.id, f.err = c.ask(ctx, req)
-
-	c.mu.Lock()
-	delete(c.flights, key)
-	c.storeLocked(key, f.id, f.err)
-	c.mu.Unlock()
-	close(f.done)
-	return f.id, f.err
 }
 
 // credentialKey is what identifies a credential: the token and the cookies.
@@ -125,29 +116,29 @@ func credentialKey(req *wire.CalloutRequest) [32]byte {
 	return k
 }
 
-func (c *Client) cachedLocked(key [32]byte) (*auth.Identity, error, bool) {
-	el, ok := c.entries[key]
+func (c *Client) cached(key [32]byte) (*auth.Identity, error, bool) {
+	if c.cache == nil {
+		return nil, nil, false
+	}
+	e, ok := c.cache.Get(key)
 	if !ok {
 		return nil, nil, false
 	}
-	e := el.Value.(*entry)
 	if time.Now().After(e.until) {
-		c.lru.Remove(el)
-		delete(c.entries, key)
+		c.cache.Remove(key)
 		return nil, nil, false
 	}
-	c.lru.MoveToFront(el)
 	if e.refusal != nil {
 		return nil, e.refusal, true
 	}
 	return e.id, nil, true
 }
 
-func (c *Client) storeLocked(key [32]byte, id *auth.Identity, err error) {
-	if c.cfg.CacheSize <= 0 || c.cfg.CacheTTL <= 0 {
+func (c *Client) store(key [32]byte, id *auth.Identity, err error) {
+	if c.cache == nil {
 		return
 	}
-	e := &entry{key: key, until: time.Now().Add(c.cfg.CacheTTL)}
+	e := &entry{until: time.Now().Add(c.cfg.CacheTTL)}
 	var refusal *Refusal
 	switch {
 	case errors.As(err, &refusal):
@@ -161,23 +152,17 @@ func (c *Client) storeLocked(key [32]byte, id *auth.Identity, err error) {
 			e.until = id.Expires
 		}
 	}
-	if el, ok := c.entries[key]; ok {
-		c.lru.Remove(el)
-	}
-	c.entries[key] = c.lru.PushFront(e)
-	for c.lru.Len() > c.cfg.CacheSize {
-		oldest := c.lru.Back()
-		c.lru.Remove(oldest)
-		delete(c.entries, oldest.Value.(*entry).key)
-	}
+	c.cache.Add(key, e)
 }
 
-func (c *Client) ask(ctx context.Context, req *wire.CalloutRequest) (*auth.Identity, error) {
+// ask makes one request; it is shared by every caller waiting for the
+// credential, so its deadline is its own, not one caller's.
+func (c *Client) ask(req *wire.CalloutRequest) (*auth.Identity, error) {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("callout: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(ctx, c.cfg.Subject, data)
 	if err != nil {

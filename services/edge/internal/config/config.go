@@ -54,6 +54,8 @@ type Config struct {
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+	AuthConcurrency  int           `envconfig:"EDGE_AUTH_CONCURRENCY" default:"512" desc:"authentications (token check or callout, then subscription confirmation) in progress at once (0 = unlimited)"`
+	AuthQueue        int           `envconfig:"EDGE_AUTH_QUEUE" default:"8192" desc:"authentications waiting for one of EDGE_AUTH_CONCURRENCY; beyond, the connection is answered 503 and closed 1013 (try later)"`
 
 	// Rooms and presence (DESIGN §9).
 	Presence       string        `envconfig:"WS_PRESENCE" default:"off" desc:"off, memory or file: joined groups and presence in NATS KV with that JetStream storage; off: a join applies only to the connections open at that moment, presence requests are answered 503"`
@@ -141,6 +143,8 @@ func (c *Config) Normalize() error {
 		{"EDGE_DRAIN_TIMEOUT", c.DrainTimeout >= 0},
 		{"EDGE_HANDSHAKE_TIMEOUT", c.HandshakeTimeout > 0},
 		{"EDGE_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 1024},
+		{"EDGE_AUTH_CONCURRENCY", c.AuthConcurrency >= 0},
+		{"EDGE_AUTH_QUEUE", c.AuthQueue >= 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

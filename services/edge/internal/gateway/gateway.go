@@ -54,6 +54,10 @@ type Config struct {
 	RateBurst        int
 	MaxConnections   int
 	HandshakeTimeout time.Duration
+	// AuthConcurrency bounds the authentications in progress (0: no
+	// bound); AuthQueue bounds those waiting for one to end.
+	AuthConcurrency int
+	AuthQueue       int
 	// Callout, when set, identifies connections whose token the verifier
 	// cannot check (or that have only cookies) by asking the application.
 	Callout *callout.Client
@@ -76,10 +80,16 @@ type Gateway struct {
 	boot     string // static: random prefix of this process's connection ids
 	tracing  bool   // static: cfg.Tracer records spans (it is not a no-op)
 
+	auths    *authBudget   // static
 	seq      atomic.Uint64 // connection counter
 	reserved atomic.Int64  // connections admitted, for MaxConnections
 	draining atomic.Bool
 	conns    sync.WaitGroup // one per connection being served
+	// admitMu orders each upgraded connection's registration with the hub
+	// against Drain: a connection registered before Drain is in the hub
+	// when shutdown closes them all; one that comes after is closed 1012
+	// by the gateway itself.
+	admitMu sync.Mutex
 }
 
 // New returns a gateway; verifier may have no keys when only anonymous
@@ -99,7 +109,8 @@ func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gatewa
 	if cfg.Poller == nil {
 		cfg.Poller = netpoll.NewPortable() // arms without Run
 	}
-	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID(), tracing: tracing}
+	g := &Gateway{cfg: cfg, hub: h, nc: nc, verifier: verifier, boot: bootID(), tracing: tracing,
+		auths: newAuthBudget(cfg.AuthConcurrency, cfg.AuthQueue)}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   readBufferSize,
@@ -143,8 +154,30 @@ func originChecker(allowed []string) func(*http.Request) bool {
 	}
 }
 
-// Drain makes the gateway refuse new connections with 503.
-func (g *Gateway) Drain() { g.draining.Store(true) }
+// Drain makes the gateway refuse new connections with 503. When it returns,
+// every connection upgraded before is registered with the hub, and those
+// still in their upgrade are closed 1012 as soon as it completes.
+func (g *Gateway) Drain() {
+	g.admitMu.Lock()
+	g.draining.Store(true)
+	g.admitMu.Unlock()
+}
+
+// register adds a freshly upgraded connection to the hub, unless the edge
+// is draining: then it is registered and closed 1012 at once, as the drain
+// would have closed it had it come a moment earlier. It reports whether the
+// connection may go on.
+func (g *Gateway) register(s *session) bool {
+	g.admitMu.Lock()
+	defer g.admitMu.Unlock()
+	g.hub.Add(s.c)
+	if g.draining.Load() {
+		g.cfg.Stats.Refused("draining")
+		s.close(wire.CloseRestart, "edge is restarting")
+		return false
+	}
+	return true
+}
 
 // Wait waits until every connection's handler has returned or ctx is done.
 func (g *Gateway) Wait(ctx context.Context) error {
@@ -205,5 +238,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reserved.Add(-1)
 		return
 	}
-	go s.serve(auth.TokenFromRequest(r, g.cfg.AuthCookie)) // s.finish ends it
+	token := ""
+	if g.register(s) {
+		token = auth.TokenFromRequest(r, g.cfg.AuthCookie)
+	}
+	go s.serve(token) // s.finish ends it
 }

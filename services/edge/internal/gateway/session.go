@@ -97,11 +97,11 @@ func calloutRequest(edgeID string, r *http.Request) *wire.CalloutRequest {
 	return req
 }
 
-// serve starts the connection; token is the upgrade's, if any.
+// serve starts the connection, which the gateway has registered with the
+// hub; token is the upgrade's, if any.
 func (s *session) serve(token string) {
-	s.g.hub.Add(s.c)
 	s.pollToken = s.g.cfg.Poller.Register(s)
-	if token != "" || (s.callout != nil && len(s.callout.Cookies) > 0) {
+	if s.c.Conn.CloseCode() == 0 && (token != "" || (s.callout != nil && len(s.callout.Cookies) > 0)) {
 		s.authenticate(token)
 	}
 	s.Readable()
@@ -302,7 +302,7 @@ func (s *session) allow() bool {
 	case s.drops == 1:
 		s.clientError(wire.CodeTooManyRequests, "rate limit exceeded: frames are being dropped")
 	case s.drops > s.g.cfg.RateBurst:
-		s.close(wsconn.CloseRateLimited, "rate limit exceeded")
+		s.close(wire.CloseRateLimited, "rate limit exceeded")
 	}
 	return false
 }
@@ -313,7 +313,7 @@ func (s *session) bad(reason string) {
 	s.g.cfg.Stats.BadFrame()
 	now := time.Now()
 	if !s.lastBad.IsZero() && now.Sub(s.lastBad) < badFrameWindow {
-		s.close(wsconn.ClosePolicy, reason)
+		s.close(wire.ClosePolicy, reason)
 		return
 	}
 	s.lastBad = now
@@ -333,6 +333,10 @@ func (s *session) onAuthentication(f wire.ClientFrame) {
 			s.authFail(auth.KindMissing, "token is missing")
 			return
 		}
+		if !s.acquireAuth() {
+			return
+		}
+		defer s.g.auths.release()
 		s.admit(&auth.Identity{Groups: []string{}, Language: s.language("")})
 	case current == nil:
 		s.authenticate(token)
@@ -360,6 +364,10 @@ func tokenOf(details json.RawMessage) (string, error) {
 var okFrame = wire.ServerFrame(wire.ActionAuthentication, "ok")
 
 func (s *session) authenticate(token string) {
+	if !s.acquireAuth() {
+		return
+	}
+	defer s.g.auths.release()
 	id, err := s.identify(token)
 	if err != nil {
 		s.refuse(err)
@@ -378,13 +386,13 @@ func (s *session) admit(id *auth.Identity) {
 	if errors.Is(err, hub.ErrUserLimit) {
 		s.g.cfg.Stats.AuthFailed("user_limit")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeTooManyRequests, "too many connections for this user"))
-		s.close(wsconn.CloseTryLater, "too many connections for this user")
+		s.close(wire.CloseTryLater, "too many connections for this user")
 		return
 	}
 	if err != nil {
 		s.g.cfg.Logger.Error("authenticate connection", "conn", s.c.Connection, "user", id.User, "err", err)
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "messaging is unavailable, try again later"))
-		s.close(wsconn.CloseTryLater, "messaging is unavailable")
+		s.close(wire.CloseTryLater, "messaging is unavailable")
 		return
 	}
 	s.send(okFrame)
@@ -397,6 +405,10 @@ func (s *session) admit(id *auth.Identity) {
 // renew replaces the identity of a live connection with a fresh token's,
 // which must name the same user.
 func (s *session) renew(token string) {
+	if !s.acquireAuth() {
+		return
+	}
+	defer s.g.auths.release()
 	id, err := s.identify(token)
 	if err != nil {
 		s.refuse(err)
@@ -410,11 +422,34 @@ func (s *session) renew(token string) {
 	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
 	defer cancel()
 	if err := s.g.hub.Authenticate(ctx, s.c, id); err != nil {
+		// The subscriptions of the new identity are not confirmed, so ok
+		// would break its promise (DESIGN §2, §4). The connection keeps
+		// the identity it had, whose subscriptions stand, and the client
+		// may renew again.
+		s.g.cfg.Stats.AuthFailed("renew_unavailable")
 		s.g.cfg.Logger.Warn("renew connection identity", "conn", s.c.Connection, "err", err)
-	} else if p := s.g.cfg.Presence; p != nil {
+		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "renewal not confirmed: messaging is unavailable, try again later"))
+		return
+	}
+	if p := s.g.cfg.Presence; p != nil {
 		p.Changed(s.c)
 	}
 	s.send(okFrame)
+}
+
+// acquireAuth takes a slot of the authentication budget; when even its
+// queue is full, it answers 503 and reports false. A connection not yet
+// authenticated is then closed 1013; a renewing one keeps its identity.
+func (s *session) acquireAuth() bool {
+	if s.g.auths.acquire() {
+		return true
+	}
+	s.g.cfg.Stats.AuthFailed("overloaded")
+	s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "edge is busy authenticating, try again later"))
+	if s.c.Identity() == nil {
+		s.close(wire.CloseTryLater, "edge is busy")
+	}
+	return false
 }
 
 // identify turns a token (or, through the callout, the upgrade's cookies)
@@ -440,15 +475,15 @@ func (s *session) refuse(err error) {
 	case errors.Is(err, callout.ErrUnavailable), errors.As(err, &refusal) && refusal.Code >= 500:
 		s.g.cfg.Stats.AuthFailed("callout_unavailable")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "identity service unavailable, try again later"))
-		s.close(wsconn.CloseTryLater, "identity service unavailable")
+		s.close(wire.CloseTryLater, "identity service unavailable")
 	case errors.As(err, &refusal) && refusal.Code == wire.CodeForbidden:
 		s.g.cfg.Stats.AuthFailed("callout_forbidden")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), refusal.Code, refusal.Message))
-		s.close(wsconn.CloseForbidden, refusal.Message)
+		s.close(wire.CloseForbidden, refusal.Message)
 	case errors.As(err, &refusal):
 		s.g.cfg.Stats.AuthFailed("callout_refused")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), refusal.Code, refusal.Message))
-		s.close(wsconn.CloseAuthFailed, refusal.Message)
+		s.close(wire.CloseAuthFailed, refusal.Message)
 	case errors.As(err, &ae):
 		s.authFail(ae.Kind, ae.Reason)
 	default:
@@ -459,7 +494,7 @@ func (s *session) refuse(err error) {
 func (s *session) authFail(kind, reason string) {
 	s.g.cfg.Stats.AuthFailed(kind)
 	s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnauthorized, reason))
-	s.close(wsconn.CloseAuthFailed, reason)
+	s.close(wire.CloseAuthFailed, reason)
 }
 
 // localized returns a copy of id (identities may be shared by a cache) with

@@ -136,16 +136,24 @@ func (h *Hub) Start() error {
 }
 
 // Run routes messages, flushes connections and runs the shared timer until
-// ctx is done.
+// ctx is done. It is called once.
 func (h *Hub) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(2 + h.workers)
-	go func() { defer wg.Done(); h.route(ctx) }()
-	go func() { defer wg.Done(); h.tick(ctx) }()
+	var workers sync.WaitGroup
 	for range h.workers {
-		go func() { defer wg.Done(); h.flushLoop(ctx) }()
+		workers.Go(h.flushLoop)
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// The router alone hands shares to the workers: once it has
+		// returned none can come, and the workers stop after writing
+		// every share they were given. Were the workers to stop on ctx
+		// too, a share handed over after they looked would be stranded.
+		defer close(h.flushes)
+		h.route(ctx)
+	})
+	wg.Go(func() { h.tick(ctx) })
 	wg.Wait()
+	workers.Wait()
 }
 
 // Add registers a client that is not authenticated yet: it receives nothing
@@ -209,13 +217,14 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 	} else if ferr := h.nc.FlushWithContext(ctx); ferr != nil {
 		err = fmt.Errorf("hub: confirm subscriptions: %w", ferr)
 	}
-	if err != nil && old == nil {
+	if err != nil {
 		// A connection that was not authenticated stays so: it receives
-		// nothing, and its end is no lifecycle event.
+		// nothing, and its end is no lifecycle event. A renewal that could
+		// not be confirmed leaves the identity it had, with its expiry.
 		h.mu.Lock()
-		if c.identity.CompareAndSwap(id, nil) {
+		if c.identity.CompareAndSwap(id, old) {
 			h.timer.identityChanged(c, h.cfg.AuthTimeout)
-			if uerr := h.reindexLocked(c, id, nil); uerr != nil {
+			if uerr := h.reindexLocked(c, id, old); uerr != nil {
 				h.cfg.Logger.Warn("unsubscribe failed", "conn", c.ID, "err", uerr)
 			}
 		}
@@ -332,7 +341,7 @@ func (h *Hub) route(ctx context.Context) {
 		case m := <-h.inbox:
 			pending, _ = h.deliver(m, time.Now(), pending[:0])
 			pending = h.deliverWaiting(pending)
-			h.flush(ctx, pending)
+			h.flush(pending)
 			clear(pending)
 			h.routed.Add(1)
 		}
@@ -386,39 +395,24 @@ const behind = maxBatch
 // so that every core writes: when messages to different connections
 // (unicasts, replies) come faster than one goroutine writes them, one by
 // one, the writing is shared. Below that, sharing would cost a wake-up for
-// no gain.
-func (h *Hub) flush(ctx context.Context, conns []*wsconn.Conn) {
+// no gain. Only the router calls it (see Run).
+func (h *Hub) flush(conns []*wsconn.Conn) {
 	if h.workers > 1 && (len(conns) > inlineFlush || len(conns) > 1 && len(h.inbox) >= behind) {
 		share := (len(conns) + h.workers - 1) / h.workers
 		for len(conns) > share {
-			select {
-			case h.flushes <- append([]*wsconn.Conn(nil), conns[len(conns)-share:]...):
-				conns = conns[:len(conns)-share]
-			case <-ctx.Done():
-				share = len(conns) // the workers are stopping: write them all here
-			}
+			h.flushes <- append([]*wsconn.Conn(nil), conns[len(conns)-share:]...)
+			conns = conns[:len(conns)-share]
 		}
 	}
 	flushAll(conns)
 }
 
-// flushLoop is a flush worker. It finishes the shares it was given before it
-// stops, so that no connection is left holding a right to write nobody uses.
-func (h *Hub) flushLoop(ctx context.Context) {
-	for {
-		select {
-		case conns := <-h.flushes:
-			flushAll(conns)
-		case <-ctx.Done():
-			for {
-				select {
-				case conns := <-h.flushes:
-					flushAll(conns)
-				default:
-					return
-				}
-			}
-		}
+// flushLoop is a flush worker. It stops when the router has returned and
+// every share is written, so that no connection is left holding a right to
+// write nobody uses.
+func (h *Hub) flushLoop() {
+	for conns := range h.flushes {
+		flushAll(conns)
 	}
 }
 

@@ -123,11 +123,32 @@ func (s *Stats) Read(bytes int) {
 	s.BytesIn.Add(uint64(bytes))
 }
 
+// labelledCloses are the close codes that get their own value of the closes
+// counter's code label: those DESIGN §2 defines, and 1005, which RFC 6455
+// reserves for a close frame without a code (what a browser's close() sends).
+// A peer may send any code of 3000–4999; were each its own label, one client
+// could create thousands of time series on every edge.
+var labelledCloses = map[int]bool{
+	1000: true, 1001: true, 1002: true, 1003: true, 1005: true, 1006: true, 1007: true,
+	1008: true, 1009: true, 1011: true, 1012: true, 1013: true,
+	4001: true, 4401: true, 4403: true, 4408: true, 4429: true, 4500: true,
+}
+
+// otherClose is the code label of every close code not in labelledCloses.
+const otherClose = "other"
+
 // Closed counts a connection closed with code.
 func (s *Stats) Closed(code int) {
+	if !labelledCloses[code] {
+		code = 0 // the key of otherClose in closeAttrs
+	}
 	opt, ok := s.closeAttrs.Load(code)
 	if !ok {
-		opt, _ = s.closeAttrs.LoadOrStore(code, metric.WithAttributes(attribute.String("code", strconv.Itoa(code))))
+		label := otherClose
+		if code != 0 {
+			label = strconv.Itoa(code)
+		}
+		opt, _ = s.closeAttrs.LoadOrStore(code, metric.WithAttributes(attribute.String("code", label)))
 	}
 	s.closes.Add(ctx, 1, opt.(metric.AddOption))
 }

@@ -30,16 +30,6 @@ const (
 	maxIovecs = 1024
 )
 
-// Close codes the gateway's session still names through this package; the
-// one list is api/wire's (DESIGN.md §2), and these are its values.
-const (
-	ClosePolicy      = wire.ClosePolicy
-	CloseTryLater    = wire.CloseTryLater
-	CloseAuthFailed  = wire.CloseAuthFailed
-	CloseForbidden   = wire.CloseForbidden
-	CloseRateLimited = wire.CloseRateLimited
-)
-
 // ErrClosed is returned by Send after the connection started closing.
 var ErrClosed = errors.New("wsconn: connection is closing")
 

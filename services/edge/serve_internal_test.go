@@ -1,0 +1,57 @@
+package edge
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
+)
+
+// TestServe_HubStartFailureReleasesOwnNATS: when the hub cannot subscribe,
+// Serve also closes the NATS connection the server opened itself (its
+// reader and flusher goroutines would otherwise run on). The hub is given a
+// closed connection of its own so that Start fails while the server's
+// connection is live.
+func TestServe_HubStartFailureReleasesOwnNATS(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	cfg := Config{Addr: "127.0.0.1:0", Path: "/ws", ID: "e1", JWTSecret: "test-secret-0123456789"}
+	cfg.URL = ns.ClientURL()
+	cfg.AuthTimeout, cfg.CalloutTimeout, cfg.JWKSRefresh = time.Second, time.Second, time.Second
+	cfg.MaxMessageBytes, cfg.SendQueue, cfg.PingInterval = 1024, 8, time.Second
+	cfg.HandshakeTimeout, cfg.MaxHeaderBytes = time.Second, 4096
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	s.hub = hub.New(closed, hub.Config{EdgeID: cfg.ID, Subjects: wire.NewSubjects("ws")})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(context.Background()); err == nil {
+		t.Fatal("Serve succeeded")
+	}
+	if !s.nc.IsClosed() {
+		t.Fatal("the server's own NATS connection is still open")
+	}
+}
