@@ -17,12 +17,13 @@ import (
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
 
-// startWsgateDev runs bin/wsgate-dev as `make run` does, stops it with
-// SIGTERM when the test ends, and returns the banner it printed.
-func startWsgateDev(t *testing.T) string {
+// startWsgateDev runs bin/wsgate-dev as `make run` does, with env added to
+// the test's environment, stops it with SIGTERM when the test ends, and
+// returns the banner it printed.
+func startWsgateDev(t *testing.T, env ...string) string {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "wsgate-dev"), "-nats-port", "-1", "-edge", "127.0.0.1:0", "-dispatcher", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms")
+	cmd.Env = append(os.Environ(), append([]string{"LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms"}, env...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

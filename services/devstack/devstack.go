@@ -47,7 +47,10 @@ type Stack struct {
 	EdgeURL       string // http://host:port of the edge (demo page at /)
 	WSURL         string
 	DispatcherURL string
-	secret        []byte
+	// APIKey is a key of the dispatcher's HTTP send API; empty when the
+	// API is off (DISPATCHER_API_KEYS empty).
+	APIKey string
+	secret []byte
 }
 
 // Token mints a token for user, valid for ttl.
@@ -90,6 +93,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(*Stack)) 
 	defer nc.Close()
 
 	stack := &Stack{NATSURL: ns.ClientURL(), secret: []byte(cfg.Edge.JWTSecret)}
+	if keys := cfg.Dispatcher.APIKeyList(); len(keys) > 0 {
+		stack.APIKey = keys[0]
+	}
 	site, _ := fs.Sub(demo, "demo")
 	edgeSrv, err := edge.New(cfg.Edge, log.With("service", "edge"),
 		edge.WithNATS(nc),
