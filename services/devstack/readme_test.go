@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -142,6 +143,69 @@ func TestREADME_HTTPAPIExamplesAgainstMakeRun(t *testing.T) {
 			c.ExpectOK()
 		default:
 			t.Fatalf("README example neither sends nor closes: %s", cmd)
+		}
+	}
+}
+
+// TestREADME_NATSPubExamplesAgainstMakeRun runs every `nats pub` of
+// README.md's ```sh blocks as written, with the real NATS CLI, against
+// bin/wsgate-dev (NATS_URL is the banner's NATS; `make run` listens on the
+// CLI's default, 4222). Each must do what it says to a connection of user
+// 42: a ws.send.* publish delivers its message, a ws.ctl.close.* one closes
+// it. The CLI's sub, reply and req recipes run in TestNATSCLI_DebuggingRecipes.
+func TestREADME_NATSPubExamplesAgainstMakeRun(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		need(t, "no bash in PATH (Debian: apt-get install bash)")
+	}
+	cmds := shellCommands(t, "nats pub ")
+	if len(cmds) < 3 {
+		t.Fatalf("README.md has %d `nats pub` examples in ```sh blocks, want at least 3", len(cmds))
+	}
+	bin := natsCLI(t)
+	banner := startWsgateDev(t)
+	wsURL := bannerField(t, banner, `WebSocket\s+(\S+)`)
+	natsURL := bannerField(t, banner, `NATS\s+(nats://\S+)`)
+	secret := bannerField(t, banner, `dev secret\s+(\S+)`)
+	dial := func() *edgetest.Client {
+		c := edgetest.Dial(t, wsURL, http.Header(bearer(edgetest.Token(t, secret, map[string]any{"sub": "42"}))))
+		c.ExpectOK()
+		return c
+	}
+	c := dial()
+	env := append(os.Environ(), "NATS_URL="+natsURL, "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	pub := regexp.MustCompile(`^nats pub (\S+) '([^']*)'`)
+	for _, cmd := range cmds {
+		m := pub.FindStringSubmatch(cmd)
+		if m == nil {
+			t.Fatalf("README example is not `nats pub <subject> '<payload>'`: %s", cmd)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), edgetest.Timeout)
+		sh := exec.CommandContext(ctx, "bash", "-c", cmd)
+		sh.Env = env
+		out, err := sh.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, out)
+		}
+		switch subject := m[1]; {
+		case subject == "ws.send.user.42" || subject == "ws.send.all":
+			var msg struct {
+				Action  string
+				Details json.RawMessage
+			}
+			if err := json.Unmarshal([]byte(m[2]), &msg); err != nil {
+				t.Fatalf("%s: payload: %v", cmd, err)
+			}
+			if f := c.Expect(msg.Action); string(f.Details) != string(msg.Details) {
+				t.Fatalf("%s\ndelivered %s", cmd, f)
+			}
+		case subject == "ws.ctl.close.user.42":
+			if code, _ := c.WaitClose(); code == abnormalClosure {
+				t.Fatalf("%s\nended the connection without a close frame", cmd)
+			}
+			c = dial()
+		default:
+			t.Fatalf("README example publishes to %s; the test knows what ws.send.user.42, ws.send.all and ws.ctl.close.user.42 do", subject)
 		}
 	}
 }
