@@ -89,6 +89,10 @@ wsgate dev stack is up (Ctrl-C stops it)
   API key       %s
 `, s.DispatcherURL, s.APIKey)
 	}
+	if s.DevRoute != "" {
+		fmt.Fprintf(w, `  HTTP route    %s -> %s/dev/route-backend   (DISPATCHER_ROUTES_SECRET signs it)
+`, s.DevRoute, s.EdgeURL)
+	}
 	origins := "none: only pages served by the edge itself (EDGE_ALLOWED_ORIGINS is empty)"
 	if len(edgeCfg.AllowedOrigins) > 0 {
 		origins = strings.Join(edgeCfg.AllowedOrigins, ",") + "   (EDGE_ALLOWED_ORIGINS)"
@@ -102,6 +106,10 @@ http://localhost:3000) gets HTTP 403 on /ws until that origin is allowed:
 Try it:
   websocat '%s?token=%s'     then send ["hello","Hello, world!"]
 `, origins, s.WSURL, tok)
+	if s.DevRoute != "" {
+		fmt.Fprintf(w, `  (and send ["%s","hi"]: the dispatcher POSTs it to the dev backend, whose answer comes back)
+`, s.DevRoute)
+	}
 	if s.APIKey != "" {
 		fmt.Fprintf(w, `  curl -X POST %s/v1/send -H 'Authorization: Bearer %s' -d '%s'
   export DISPATCHER=%s KEY=%s     # for the README's HTTP send API examples
