@@ -112,7 +112,7 @@ Try it:
 	}
 	if s.APIKey != "" {
 		fmt.Fprintf(w, `  curl -X POST %s/v1/send -H 'Authorization: Bearer %s' -d '%s'
-  export DISPATCHER=%s KEY=%s     # for the README's HTTP send API examples
+  export DISPATCHER=%s KEY=%s     # for the README's HTTP API examples (send, close, routes)
 `, s.DispatcherURL, s.APIKey, sendExample, s.DispatcherURL, s.APIKey)
 	}
 	fmt.Fprintf(w, `  nats --server %s pub ws.send.user.42 '{"action":"hello","details":"Hello from the CLI"}'
