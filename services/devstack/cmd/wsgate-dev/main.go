@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,8 +34,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("wsgate-dev", flag.ContinueOnError)
 	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (-1: any free port)")
 	edgeAddr := fs.String("edge", "127.0.0.1:8080", "listen address of the edge (demo page, /ws, /client.js)")
-	dispatcherAddr := fs.String("dispatcher", "127.0.0.1:8081", "listen address of the dispatcher's probes and metrics")
+	dispatcherAddr := fs.String("dispatcher", "127.0.0.1:8081", "listen address of the dispatcher's probes, metrics and HTTP send API")
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintln(out, "Usage of wsgate-dev (make run): NATS, an edge and a dispatcher in one process.")
+		fs.PrintDefaults()
+		fmt.Fprintln(out, "\nSettings it turns on (environment variables; one already set wins):")
+		for _, s := range devstack.Defaults(devstack.Listen{Edge: *edgeAddr, Dispatcher: *dispatcherAddr}) {
+			fmt.Fprintf(out, "  %-26s %s\n", s.Name, s.Why)
+		}
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is the answer
+		}
 		return err
 	}
 	// The dev stack's own defaults (devstack.Defaults); any variable
