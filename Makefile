@@ -6,7 +6,7 @@ TEST_TIMEOUT ?= 15m
 VERSION    ?= 0.1.0
 IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test vet fmt-check test-go fuzz fuzz-short test-chart image-contexts images bench microbench clean
+.PHONY: all build run test deps vet fmt-check test-go skipped fuzz fuzz-short test-chart image-contexts images bench microbench clean
 
 all: build
 
@@ -20,9 +20,24 @@ build:
 run: build
 	GODEBUG=$${GODEBUG:+$$GODEBUG,}schedtrace=2147483647 ./$(BIN)/wsgate-dev
 
-## test: formatting, vet, every Go test with -race (the JS client's node tests run inside go test),
-## a short fuzz run, static builds
-test: fmt-check vet test-go fuzz-short test-chart build image-contexts
+## test: the tools the tests need (deps), formatting, vet, every Go test with -race (the JS client's
+## node tests and the browser tests run inside go test), a short fuzz run, static builds; it ends with
+## a loud list of the tests that skipped for want of a tool, and the command that installs it
+test: deps fmt-check vet test-go fuzz-short test-chart build image-contexts skipped
+
+# Where make test notes the tools .ci/deps could not install, and where the tests append their skips
+# (WSGATE_SKIP_LOG): go test shows a skip only with -v, so `skipped` lists them at the end.
+MISSING  := $(CURDIR)/$(BIN)/.test-missing
+SKIP_LOG := $(CURDIR)/$(BIN)/.test-skipped
+
+## deps: Node.js, Chromium, curl and gcc, installed with apt-get when missing and running as root
+## (INSTALL_DEPS=0: never install); what is still missing is listed at the end of make test
+deps:
+	@.ci/deps $(MISSING)
+
+## skipped: the list of what make test could not run, and how to install what it needs (silent when none)
+skipped:
+	@.ci/skipped $(MISSING) $(SKIP_LOG)
 
 fmt-check:
 	@out=$$(gofmt -l api services clients charts bench 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -31,7 +46,8 @@ vet:
 	$(GO) vet $(PKGS)
 
 test-go:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@mkdir -p $(BIN) && rm -f $(SKIP_LOG)
+	WSGATE_SKIP_LOG=$(SKIP_LOG) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) || { .ci/skipped $(MISSING) $(SKIP_LOG); exit 1; }
 
 ## fuzz: every Fuzz target of FUZZ_PKGS for FUZZTIME inputs each, one at a time (go test -fuzz takes
 ## one target per run); a failure stops make and leaves the input in <pkg>/testdata/fuzz/<target>/.

@@ -52,9 +52,36 @@ const (
 	dispatcherService = "../services/dispatcher/service/service.go"
 )
 
-// kubeVersion is the cluster the chart is rendered for: the oldest it
-// supports (lifecycle.preStop.sleep is on by default from 1.30).
-var kubeVersion = &chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+// kube130 is the first Kubernetes with the preStop sleep action on by
+// default; the tests that are about anything else render for it.
+var kube130 = &chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+
+// kubeVersions are the clusters every lint and render is checked for: nil is
+// Helm's default capabilities, what `helm template` and `helm lint` use
+// without --kube-version (v1.20 in the SDK; release binaries may default to a
+// newer one), and 1.30, as `--kube-version 1.30` gives.
+var kubeVersions = []struct {
+	name    string
+	version *chartutil.KubeVersion
+}{
+	{"helm-default", nil},
+	{"kube-1.30", kube130},
+}
+
+// sleepActionIn reports whether Kubernetes v has the built-in preStop sleep
+// action (beta and on by default from 1.30); nil is Helm's default version.
+func sleepActionIn(t *testing.T, v *chartutil.KubeVersion) bool {
+	t.Helper()
+	if v == nil {
+		v = &chartutil.DefaultCapabilities.KubeVersion
+	}
+	major, err1 := strconv.Atoi(v.Major)
+	minor, err2 := strconv.Atoi(strings.TrimSuffix(v.Minor, "+"))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("kube version %+v: %v %v", v, err1, err2)
+	}
+	return major > 1 || major == 1 && minor >= 30
+}
 
 // secretEnv are the variables that carry a secret themselves; they must
 // come from a secretKeyRef, never from a literal value or a ConfigMap.
@@ -181,6 +208,7 @@ func (v *chartValues) inlineSecrets() []string {
 // rendered is one render of the chart, decoded into typed objects.
 type rendered struct {
 	values          chartValues
+	sleepAction     bool                          // the cluster rendered for has the preStop sleep action
 	deployments     map[string]*appsv1.Deployment // by component
 	services        map[string]*corev1.Service    // by component
 	hpas            map[string]*autoscalingv2.HorizontalPodAutoscaler
@@ -205,9 +233,17 @@ func loadChart(t *testing.T) *chart.Chart {
 	return c
 }
 
-// renderChart renders the chart like `helm template` (client only, no
-// cluster) and returns the error of a failed render (schema, fail, required).
+// renderChart renders the chart for Kubernetes 1.30 like `helm template
+// --kube-version 1.30` (client only, no cluster) and returns the error of a
+// failed render (schema, fail, required).
 func renderChart(t *testing.T, vals map[string]any) (*rendered, error) {
+	t.Helper()
+	return renderChartFor(t, vals, kube130)
+}
+
+// renderChartFor renders the chart for Kubernetes kv; nil renders with
+// Helm's default capabilities, as `helm template` without --kube-version.
+func renderChartFor(t *testing.T, vals map[string]any, kv *chartutil.KubeVersion) (*rendered, error) {
 	t.Helper()
 	chrt := loadChart(t)
 	merged, err := chartutil.CoalesceValues(chrt, copyMap(vals))
@@ -222,7 +258,7 @@ func renderChart(t *testing.T, vals map[string]any) (*rendered, error) {
 	install.IncludeCRDs = true
 	install.ReleaseName = releaseName
 	install.Namespace = namespace
-	install.KubeVersion = kubeVersion
+	install.KubeVersion = kv
 	rel, err := install.Run(chrt, copyMap(vals))
 	if err != nil {
 		return nil, err
@@ -235,6 +271,7 @@ func renderChart(t *testing.T, vals map[string]any) (*rendered, error) {
 		configMaps:  map[string]*corev1.ConfigMap{},
 		docs:        map[string]string{},
 		notes:       rel.Info.Notes,
+		sleepAction: sleepActionIn(t, kv),
 	}
 	raw, err := json.Marshal(merged.AsMap())
 	if err != nil {
@@ -363,43 +400,68 @@ func (r *rendered) container(t *testing.T, component string) *corev1.Container {
 }
 
 // TestLint runs the checks of `helm lint --strict`: no error and no warning,
-// for the defaults and every values file.
+// for the defaults and every values file, with Helm's default capabilities
+// (plain `helm lint`) and with Kubernetes 1.30.
 func TestLint(t *testing.T) {
-	for _, f := range valuesFiles(t) {
-		t.Run(f.name, func(t *testing.T) {
-			linter := lint.AllWithKubeVersion(chartDir, readValues(t, f), namespace, kubeVersion)
-			for _, m := range linter.Messages {
-				if m.Severity >= support.WarningSev {
-					t.Errorf("lint: %s", m)
-				} else {
-					t.Logf("lint: %s", m)
+	constraint := loadChart(t).Metadata.KubeVersion
+	for _, kv := range kubeVersions {
+		version := chartutil.DefaultCapabilities.KubeVersion.String()
+		if kv.version != nil {
+			version = kv.version.String()
+		}
+		// What `helm template` and `helm install` check first (and Helm 4's
+		// lint): a kubeVersion constraint refusing the version.
+		if constraint != "" && !chartutil.IsCompatibleRange(constraint, version) {
+			t.Errorf("%s: Chart.yaml's kubeVersion %q refuses Kubernetes %s", kv.name, constraint, version)
+		}
+		for _, f := range valuesFiles(t) {
+			t.Run(kv.name+"/"+f.name, func(t *testing.T) {
+				linter := lint.AllWithKubeVersion(chartDir, readValues(t, f), namespace, kv.version)
+				for _, m := range linter.Messages {
+					if m.Severity >= support.WarningSev {
+						t.Errorf("lint: %s", m)
+					} else {
+						t.Logf("lint: %s", m)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
-// TestRenderInvariants renders every values file and checks the rules every
-// rendering must keep (STYLE.md rule 13 and the issue's list).
+// TestRenderInvariants renders every values file, with Helm's default
+// capabilities (plain `helm template`) and for Kubernetes 1.30, and checks
+// the rules every rendering must keep (STYLE.md rule 13 and the issue's list).
 func TestRenderInvariants(t *testing.T) {
 	dispatcherDrain := dispatcherDrainTimeout(t)
 	known := envExampleNames(t)
-	for _, f := range valuesFiles(t) {
-		t.Run(f.name, func(t *testing.T) {
-			r := mustRender(t, readValues(t, f))
-			for _, c := range components {
-				t.Run(c, func(t *testing.T) {
-					checkPod(t, r, c, dispatcherDrain)
-					checkOptionalObjects(t, r, c)
-					checkEnvNames(t, r, c, known)
-				})
-			}
-			checkSecrets(t, r)
-			checkIngress(t, r)
-			checkServiceMonitors(t, r)
-			checkServiceAccount(t, r)
+	for _, kv := range kubeVersions {
+		for _, f := range valuesFiles(t) {
+			t.Run(kv.name+"/"+f.name, func(t *testing.T) {
+				r, err := renderChartFor(t, readValues(t, f), kv.version)
+				if err != nil {
+					t.Fatalf("render: %v", err)
+				}
+				checkRender(t, r, dispatcherDrain, known)
+			})
+		}
+	}
+}
+
+// checkRender checks one rendering against the rules every rendering must keep.
+func checkRender(t *testing.T, r *rendered, dispatcherDrain time.Duration, known []string) {
+	t.Helper()
+	for _, c := range components {
+		t.Run(c, func(t *testing.T) {
+			checkPod(t, r, c, dispatcherDrain)
+			checkOptionalObjects(t, r, c)
+			checkEnvNames(t, r, c, known)
 		})
 	}
+	checkSecrets(t, r)
+	checkIngress(t, r)
+	checkServiceMonitors(t, r)
+	checkServiceAccount(t, r)
 }
 
 // checkPod checks one component's Deployment and pod template.
@@ -465,8 +527,13 @@ func checkPod(t *testing.T, r *rendered, component string, dispatcherDrain time.
 			preStop = time.Duration(h.Sleep.Seconds) * time.Second
 		}
 	}
-	if want := time.Duration(vals.PreStopSleepSeconds) * time.Second; preStop != want {
-		t.Errorf("preStop sleep %v, values say %v", preStop, want)
+	want := time.Duration(vals.PreStopSleepSeconds) * time.Second
+	if !r.sleepAction {
+		want = 0 // no sleep action on this cluster: no hook at all
+	}
+	if preStop != want || (want == 0) != (c.Lifecycle == nil) {
+		t.Errorf("preStop sleep %v (lifecycle %+v), want %v (values say %ds, sleep action on the cluster: %v)",
+			preStop, c.Lifecycle, want, vals.PreStopSleepSeconds, r.sleepAction)
 	}
 	drain := dispatcherDrain
 	if component == "edge" {
@@ -1081,6 +1148,67 @@ func TestGracePeriodFollowsDrainTimeout(t *testing.T) {
 				t.Errorf("preStop hook %+v with preStopSleepSeconds %d", hook, tc.preStop)
 			}
 		})
+	}
+}
+
+// TestPreStopFollowsKubeVersion checks that the chart renders for clusters
+// without the preStop sleep action (Helm's default capabilities among them:
+// no kubeVersion constraint refuses them), gives them no hook and a grace
+// period without the sleep, and says so in NOTES; 1.30 and later, managed
+// clusters' pre-release versions included, get the sleep.
+func TestPreStopFollowsKubeVersion(t *testing.T) {
+	kv := func(version, minor string) *chartutil.KubeVersion {
+		return &chartutil.KubeVersion{Version: version, Major: "1", Minor: minor}
+	}
+	const note = "has no built-in preStop"
+	for _, tc := range []struct {
+		name  string
+		kube  *chartutil.KubeVersion
+		sleep bool
+	}{
+		{"helm default", nil, false},
+		{"1.29", kv("v1.29.9", "29"), false},
+		{"1.30", kube130, true},
+		{"1.30 eks", kv("v1.30.4-eks-a737599", "30"), true},
+		{"1.33 gke", kv("v1.33.2-gke.1240000", "33"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := renderChartFor(t, nil, tc.kube)
+			if err != nil {
+				t.Fatalf("render: %v", err)
+			}
+			for _, c := range components {
+				vals := r.values.component(c)
+				hook := r.container(t, c).Lifecycle
+				if got := hook != nil && hook.PreStop != nil && hook.PreStop.Sleep != nil; got != tc.sleep {
+					t.Errorf("%s: preStop sleep hook %v, want %v: %+v", c, got, tc.sleep, hook)
+				}
+				drain := 20 // service.DrainTimeout, checked against the source by TestRenderInvariants
+				if c == "edge" {
+					drain = vals.DrainTimeout
+				}
+				want := int64(drain + vals.TerminationGraceMarginSeconds)
+				if tc.sleep {
+					want += int64(vals.PreStopSleepSeconds)
+				}
+				if got := *r.deployments[c].Spec.Template.Spec.TerminationGracePeriodSeconds; got != want {
+					t.Errorf("%s: terminationGracePeriodSeconds %d, want %d", c, got, want)
+				}
+			}
+			if got := strings.Contains(r.notes, note); got == tc.sleep {
+				t.Errorf("NOTES say the cluster lacks the sleep action: %v, want %v:\n%s", got, !tc.sleep, r.notes)
+			}
+		})
+	}
+	// Without a sleep asked for, an old cluster loses nothing: no note.
+	r, err := renderChartFor(t, map[string]any{
+		"edge": map[string]any{"preStopSleepSeconds": 0}, "dispatcher": map[string]any{"preStopSleepSeconds": 0},
+	}, nil)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	if strings.Contains(r.notes, "preStop") {
+		t.Errorf("NOTES mention preStop although no sleep is asked for:\n%s", r.notes)
 	}
 }
 

@@ -301,12 +301,14 @@ func (p *tcpProxy) close() {
 // ---- the browser -------------------------------------------------------------
 
 // need skips the test for a missing tool, or fails it under CI=true, where
-// .ci/run installs every tool the tests need.
+// .ci/run installs every tool the tests need. The skip is also recorded for
+// make test's closing list (recordSkip).
 func need(t *testing.T, reason string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s (CI=true: .ci/run should have installed it)", reason)
 	}
+	recordSkip(t, reason)
 	t.Skip("skipped: " + reason)
 }
 

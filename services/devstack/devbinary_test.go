@@ -17,12 +17,13 @@ import (
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
 
-// startWsgateDev runs bin/wsgate-dev as `make run` does, stops it with
-// SIGTERM when the test ends, and returns the banner it printed.
+// startWsgateDev runs bin/wsgate-dev as `make run` does, with env added to
+// the test's environment, stops it with SIGTERM when the test ends, and
+// returns the banner it printed.
 func startWsgateDev(t *testing.T, env ...string) string {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "wsgate-dev"), "-nats-port", "-1", "-edge", "127.0.0.1:0", "-dispatcher", "127.0.0.1:0")
-	cmd.Env = append(append(os.Environ(), "LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms"), env...)
+	cmd.Env = append(os.Environ(), append([]string{"LOG_LEVEL=warn", "EDGE_DRAIN_TIMEOUT=200ms"}, env...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -137,5 +138,26 @@ func TestWsgateDev_MakeRunStack(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad user name answered %d", resp.StatusCode)
+	}
+}
+
+// TestWsgateDev_DevRouteRoundTrip sends the action `make run` routes over
+// HTTP: the dispatcher POSTs the signed envelope to the dev stack's backend,
+// which checks the signature, and its answer reaches the client as a reply.
+func TestWsgateDev_DevRouteRoundTrip(t *testing.T) {
+	text := startWsgateDev(t)
+	if want := "HTTP route    dev/route -> "; !strings.Contains(text, want) {
+		t.Errorf("banner lacks %q:\n%s", want, text)
+	}
+	c := edgetest.Dial(t, bannerField(t, text, `WebSocket\s+(\S+)`), http.Header(bearer(bannerField(t, text, `token \(user 42, 24 h\):\n\s+(\S+)`))))
+	c.ExpectOK()
+	c.Send("dev/route", "hi", 7)
+	f := c.Expect("dev/route")
+	var d struct {
+		Backend, User string
+		Received      string
+	}
+	if err := json.Unmarshal(f.Details, &d); err != nil || d.Received != "hi" || d.User != "42" || d.Backend == "" || string(f.Ref) != "7" {
+		t.Fatalf("reply %s (%v), want the dev backend's answer to user 42's hi with ref 7", f, err)
 	}
 }

@@ -48,7 +48,14 @@ type Stack struct {
 	EdgeURL       string // http://host:port of the edge (demo page at /)
 	WSURL         string
 	DispatcherURL string
-	secret        []byte
+	// APIKey is a key of the dispatcher's HTTP send API; empty when the
+	// API is off (DISPATCHER_API_KEYS empty).
+	APIKey string
+	// DevRoute is the action routed over HTTP to the dev stack's own
+	// backend (DevRouteAction); empty when DISPATCHER_ROUTES_FILE names the
+	// application's routes or DISPATCHER_ROUTES_SECRET is empty.
+	DevRoute string
+	secret   []byte
 }
 
 // Token mints a token for user, valid for ttl.
@@ -99,12 +106,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(*Stack)) 
 	defer nc.Close()
 
 	stack := &Stack{NATSURL: ns.ClientURL(), secret: []byte(cfg.Edge.JWTSecret)}
+	if keys := cfg.Dispatcher.APIKeyList(); len(keys) > 0 {
+		stack.APIKey = keys[0]
+	}
 	site, _ := fs.Sub(demo, "demo")
-	edgeSrv, err := edge.New(cfg.Edge, log.With("service", "edge"),
+	edgeOpts := []edge.Option{
 		edge.WithNATS(nc),
 		edge.WithHandler("POST /dev/token", tokenHandler(stack.secret, cfg.Edge.Path)),
 		edge.WithHandler("/", http.FileServerFS(site)),
-	)
+	}
+	var routesDir string // where the dev route's file goes; "" without the dev route
+	if cfg.Dispatcher.RoutesFile == "" && cfg.Dispatcher.RoutesSecret != "" {
+		if routesDir, err = os.MkdirTemp("", "wsgate-dev-routes-"); err != nil {
+			return fmt.Errorf("dev routes: %w", err)
+		}
+		defer os.RemoveAll(routesDir)
+		stack.DevRoute = DevRouteAction
+		edgeOpts = append(edgeOpts, edge.WithHandler("POST "+devRoutePath, devRouteBackend([]byte(cfg.Dispatcher.RoutesSecret))))
+	}
+	edgeSrv, err := edge.New(cfg.Edge, log.With("service", "edge"), edgeOpts...)
 	if err != nil {
 		return err
 	}
@@ -122,7 +142,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(*Stack)) 
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		errs <- service.Run(ctx, cfg.Dispatcher, log.With("service", "dispatcher"),
+		dcfg := cfg.Dispatcher
+		if routesDir != "" {
+			// The route's URL is the edge's, known only now.
+			path, err := writeDevRoutes(routesDir, stack.EdgeURL)
+			if err != nil {
+				errs <- err
+				return
+			}
+			dcfg.RoutesFile = path
+		}
+		errs <- service.Run(ctx, dcfg, log.With("service", "dispatcher"),
 			service.WithConn(nc), service.OnListen(func(a net.Addr) { dispatcherUp <- a }))
 	}()
 	go func() { defer wg.Done(); errs <- edgeSrv.Serve(ctx) }()

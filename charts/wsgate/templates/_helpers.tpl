@@ -115,6 +115,28 @@ in seconds (tests check the chart against the Go constant).
 {{- define "wsgate.dispatcherShutdownSeconds" -}}20{{- end }}
 
 {{/*
+Kubernetes versions with the built-in preStop sleep action (beta and on by
+default from 1.30; the images have no shell for "exec: sleep"). "-0" admits
+the pre-release suffixes of managed clusters (v1.30.4-eks-..., -gke.).
+*/}}
+{{- define "wsgate.preStopSleepKubeVersions" -}}>=1.30.0-0{{- end }}
+
+{{/*
+Seconds of preStop sleep one component gets on the target cluster: its
+preStopSleepSeconds where the sleep action exists, else 0 (no hook: an older
+cluster sends SIGTERM at once and the pod stops accepting while Endpoints
+still list it for a moment; clients refused then reconnect). Argument:
+dict "root" $ "component" "edge"|"dispatcher".
+*/}}
+{{- define "wsgate.preStopSleepSeconds" -}}
+{{- if semverCompare (include "wsgate.preStopSleepKubeVersions" .root) .root.Capabilities.KubeVersion.Version -}}
+{{- int (index .root.Values .component).preStopSleepSeconds -}}
+{{- else -}}
+0
+{{- end -}}
+{{- end }}
+
+{{/*
 The secrets in use, as YAML: item -> key in the Secret named by
 wsgate.secretName. Items: jwtSecret, jwtPublicKey, natsCredentials,
 natsNkeySeed, natsPassword, natsToken, dispatcherApiKeys,

@@ -5,13 +5,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,21 +34,27 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("wsgate-dev", flag.ContinueOnError)
 	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (-1: any free port)")
 	edgeAddr := fs.String("edge", "127.0.0.1:8080", "listen address of the edge (demo page, /ws, /client.js)")
-	dispatcherAddr := fs.String("dispatcher", "127.0.0.1:8081", "listen address of the dispatcher's probes and metrics")
+	dispatcherAddr := fs.String("dispatcher", "127.0.0.1:8081", "listen address of the dispatcher's probes, metrics and HTTP send API")
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintln(out, "Usage of wsgate-dev (make run): NATS, an edge and a dispatcher in one process.")
+		fs.PrintDefaults()
+		fmt.Fprintln(out, "\nSettings it turns on (environment variables; one already set wins):")
+		for _, s := range devstack.Defaults(devstack.Listen{Edge: *edgeAddr, Dispatcher: *dispatcherAddr}) {
+			fmt.Fprintf(out, "  %-26s %s\n", s.Name, s.Why)
+		}
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is the answer
+		}
 		return err
 	}
-	// The dev stack's own defaults; any variable already set wins.
-	defaults := map[string]string{
-		"EDGE_ADDR": *edgeAddr, "DISPATCHER_ADDR": *dispatcherAddr,
-		"EDGE_ID": "dev", "LOG_FORMAT": "text", "EDGE_JWT_SECRET": randomSecret(),
-	}
-	for k, v := range defaults {
-		if _, set := os.LookupEnv(k); !set {
-			if err := os.Setenv(k, v); err != nil {
-				return err
-			}
-		}
+	// The dev stack's own defaults (devstack.Defaults); any variable
+	// already set wins.
+	defaults := devstack.Defaults(devstack.Listen{Edge: *edgeAddr, Dispatcher: *dispatcherAddr})
+	if err := devstack.Apply(defaults, os.LookupEnv, os.Setenv); err != nil {
+		return err
 	}
 	edgeCfg, err := edge.LoadConfig()
 	if err != nil {
@@ -69,7 +75,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintln(stdout, "token:", err)
 			return
 		}
-		fmt.Fprintf(stdout, `
+		banner(stdout, s, edgeCfg, tok)
+	})
+}
+
+// sendExample is the body of the banner's curl line: the README's first
+// HTTP send API example.
+const sendExample = `{"target":"user","id":"42","action":"hello","details":"hi"}`
+
+// banner prints what is running and a command to try each feature with.
+func banner(w io.Writer, s *devstack.Stack, edgeCfg edge.Config, tok string) {
+	fmt.Fprintf(w, `
 wsgate dev stack is up (Ctrl-C stops it)
 
   demo page     %s/
@@ -80,18 +96,39 @@ wsgate dev stack is up (Ctrl-C stops it)
   dev secret    %s   (EDGE_JWT_SECRET, HS256)
   token (user 42, 24 h):
     %s
+`, s.EdgeURL, s.WSURL, s.EdgeURL, s.NATSURL, s.DispatcherURL, edgeCfg.JWTSecret, tok)
+	if s.APIKey != "" {
+		fmt.Fprintf(w, `  send API      %s/v1/send, /v1/close   (DISPATCHER_API_KEYS, a new dev key each start)
+  API key       %s
+`, s.DispatcherURL, s.APIKey)
+	}
+	if s.DevRoute != "" {
+		fmt.Fprintf(w, `  HTTP route    %s -> %s/dev/route-backend   (DISPATCHER_ROUTES_SECRET signs it)
+`, s.DevRoute, s.EdgeURL)
+	}
+	origins := "none: only pages served by the edge itself (EDGE_ALLOWED_ORIGINS is empty)"
+	if len(edgeCfg.AllowedOrigins) > 0 {
+		origins = strings.Join(edgeCfg.AllowedOrigins, ",") + "   (EDGE_ALLOWED_ORIGINS)"
+	}
+	fmt.Fprintf(w, `  other origins %s
+
+A page served from another origin (your application's own site, e.g.
+http://localhost:3000) gets HTTP 403 on /ws until that origin is allowed:
+  EDGE_ALLOWED_ORIGINS=http://localhost:3000 make run      (comma-separated; * allows any)
 
 Try it:
   websocat '%s?token=%s'     then send ["hello","Hello, world!"]
-  nats --server %s pub ws.send.user.42 '{"action":"hello","details":"Hello from the CLI"}'
+`, origins, s.WSURL, tok)
+	if s.DevRoute != "" {
+		fmt.Fprintf(w, `  (and send ["%s","hi"]: the dispatcher POSTs it to the dev backend, whose answer comes back)
+`, s.DevRoute)
+	}
+	if s.APIKey != "" {
+		fmt.Fprintf(w, `  curl -X POST %s/v1/send -H 'Authorization: Bearer %s' -d '%s'
+  export DISPATCHER=%s KEY=%s     # for the README's HTTP API examples (send, close, routes)
+`, s.DispatcherURL, s.APIKey, sendExample, s.DispatcherURL, s.APIKey)
+	}
+	fmt.Fprintf(w, `  nats --server %s pub ws.send.user.42 '{"action":"hello","details":"Hello from the CLI"}'
   nats --server %s sub 'ws.in.>'
-`, s.EdgeURL, s.WSURL, s.EdgeURL, s.NATSURL, s.DispatcherURL, edgeCfg.JWTSecret, tok,
-			s.WSURL, tok, s.NATSURL, s.NATSURL)
-	})
-}
-
-func randomSecret() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+`, s.NATSURL, s.NATSURL)
 }
