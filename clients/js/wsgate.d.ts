@@ -13,6 +13,22 @@ export type ErrorCallback = (code: number, message: string, ...rest: any[]) => v
 /** Connection state, see {@link WsgateClient.state}. */
 export type ClientState = "connecting" | "authenticated" | "reconnecting" | "closed";
 
+/**
+ * The phase of the client's state machine, see {@link WsgateClient.phase}:
+ * `token` (waiting for getToken before opening), `opening`, `authenticating`
+ * (open, waiting for `ok`), `live`, `recovering` (live, while missed messages
+ * arrive), `backoff` (waiting before the next attempt), `closed` (for good).
+ */
+export type ClientPhase = "token" | "opening" | "authenticating" | "live" | "recovering" | "backoff" | "closed";
+
+/** A frame the client discarded without sending it (see the `dropped` event). */
+export interface DroppedFrame {
+  action: string;
+  details: JSONValue;
+  /** The ref of a request (its promise was rejected with 503). */
+  ref?: string;
+}
+
 export interface ClientOptions {
   /**
    * WebSocket URL; http(s) is turned into ws(s) and relative URLs are resolved
@@ -40,14 +56,27 @@ export interface ClientOptions {
   backoffBase?: number;
   /** Cap of the reconnect backoff bound, ms. Default 30000. */
   backoffMax?: number;
+  /**
+   * A connection must stay authenticated this long before the backoff starts
+   * again from its first step (a connection closed sooner, e.g. kicked with
+   * 4429 right after `ok`, keeps backing off), ms. Default 10000.
+   */
+  stableAfter?: number;
   /** Interval of `Client/ping` frames while authenticated, ms. Default 25000. */
   pingInterval?: number;
   /** Wait for `Server/pong` before closing the socket (code 4000) and reconnecting, ms. Default 10000. */
   pongTimeout?: number;
   /** Renew a long-lived JWT this long before its `exp`, ms. Default 30000. */
   refreshBefore?: number;
-  /** Random source in [0, 1) for the backoff jitter and request refs (tests). Default `Math.random`. */
+  /** Random source in [0, 1) for the backoff jitter (tests). Default `Math.random`. Refs and ids use `crypto.getRandomValues`. */
   random?: () => number;
+  /**
+   * Whose events tell the client that the page woke up: `online`/`offline` on
+   * it and `visibilitychange`/`resume` on its `document` (checks the link and
+   * the token's exp at once, and cuts a reconnect delay short unless the
+   * server asked to slow down). Default `globalThis` in a browser.
+   */
+  window?: EventTarget & { document?: EventTarget & { visibilityState?: string } };
 }
 
 /** Error rejecting `request()` promises. */
@@ -71,23 +100,39 @@ export interface ClientEvents {
   authenticated: {};
   /**
    * The socket closed. `willReconnect` false means the client stopped for good
-   * (close() was called, close code 4401 or 4403, an authentication error, or a
-   * `Server/close` kick); otherwise a `reconnecting` event follows.
-   * A heartbeat timeout is reported as code 4000, reason "heartbeat timeout".
+   * (close() was called, a close code in FINAL_CLOSE_CODES (4401, 4403), 4001
+   * with a fixed token and no getToken, or a `Server/close` kick); otherwise a
+   * `reconnecting` event follows. A heartbeat timeout is reported as code 4000,
+   * reason "heartbeat timeout".
    */
   close: { code: number; reason: string; willReconnect: boolean };
-  /** A reconnect is scheduled: `attempt` counts from 1 since the last authentication, `delay` in ms. */
+  /** A reconnect is scheduled: `attempt` counts from 1 since the last stable connection, `delay` in ms. */
   reconnecting: { attempt: number; delay: number };
   /**
-   * Something went wrong. `fatal: true` comes with close codes 4401 / 4403 and
-   * authentication errors (`code` is then the server's error code, e.g. 401,
-   * and `closeCode` the close code), and when the WebSocket cannot be created.
-   * Non-fatal: `Client/error` frames from the edge (the client sent a bad
-   * frame), a failing getToken, a callback that threw (`error` holds it).
+   * Something went wrong. `fatal: true` comes with a final close (`code` is the
+   * server's error code from `Client/authentication:error` when one came,
+   * e.g. 401, else the close code; `closeCode` is the close code), and when the
+   * WebSocket cannot be created. Non-fatal: `Client/error` frames from the edge
+   * (the client sent a bad frame), a `Client/authentication:error` followed by
+   * a close that reconnects (e.g. 503 then 1013) or answering a renewal, a
+   * failing getToken, a callback that threw (`error` holds it).
    */
   error: { code: number; message: string; fatal: boolean; closeCode?: number; error?: unknown };
-  /** Not an error, but worth knowing: a frame dropped from the full offline queue or after close(), a malformed frame. */
+  /**
+   * Not an error, but worth knowing: a frame dropped from the full offline
+   * queue or after close(), a malformed frame, a reply that came after its
+   * request ended or carries a ref this client never issued (such replies
+   * reach no handler).
+   */
   warning: { message: string; action?: string };
+  /** The state machine moved from `previous` to `state`. */
+  state: { state: ClientPhase; previous: ClientPhase };
+  /**
+   * The client stopped for good with frames it had not sent: they are lost,
+   * and listed here in order. `reason`: "refused by the server", "kicked by
+   * the server", "closed by the client" or "cannot open the WebSocket".
+   */
+  dropped: { reason: string; frames: DroppedFrame[] };
   /** The edge sent `["Server/close", null]`: the connection was closed on purpose; no reconnect. A `close` event follows. */
   kicked: {};
 }
@@ -102,6 +147,8 @@ export type ClientEventName = keyof ClientEvents;
 export interface WsgateClient {
   /** Current connection state. */
   readonly state: ClientState;
+  /** Current phase of the state machine (announced by `state` events). */
+  readonly phase: ClientPhase;
 
   /** Adds callbacks for frames with `action` (success) and `action:error` (error). Either may be omitted. */
   on(action: string, success?: SuccessCallback | null, error?: ErrorCallback | null): this;
@@ -148,6 +195,12 @@ export function installGlobals(win: object, script: HTMLScriptElement | null): v
 
 /** The WebSocket path used when no url is given, as set by the edge that served the file. */
 export const DEFAULT_PATH: string;
+
+/** Close codes after which the client never reconnects (DESIGN.md §2): 4401, 4403. */
+export const FINAL_CLOSE_CODES: readonly number[];
+
+/** Every phase of the state machine, in the order of a first connection. */
+export const PHASES: readonly ClientPhase[];
 
 // Globals set by the classic script /client.js.
 declare global {

@@ -8,11 +8,21 @@
 // statement, at its very end. No dependencies, browsers and Node >= 20.
 //
 // Wire protocol (DESIGN.md §2): every frame is a JSON array text frame,
-// [action, details] or [action, details, ref], in both directions.
+// [action, details] or [action, details, ref] in both directions.
+//
+// Inside, the client is a state machine (see PHASES) that owns the socket,
+// authentication, heartbeat and backoff; each timer belongs to a phase and
+// ends with it. Frames out go through one ordered Outbox, replies come back
+// through a RefRouter, and everything else reaches the on() handlers.
 
 // The edge replaces this line with its configured WebSocket path when it serves
 // the file (jsclient.Handler). Keep it exactly in this form.
 const DEFAULT_PATH = "/ws";
+
+// Close codes after which the client stops for good, whatever it holds: the
+// server refused this client (DESIGN.md §2). Every other code reconnects.
+// Kept on one line: a Go test reads it (jsclient.FinalCloseCodes).
+const FINAL_CLOSE_CODES = [4401, 4403];
 
 const AUTH = "Client/authentication";
 const PING = "Client/ping";
@@ -26,12 +36,30 @@ const ERROR_SUFFIX = ":error";
 // on the second one).
 const ACTION_RE = /^[A-Za-z0-9_\-/:]{1,128}$/;
 
-// Close codes after which reconnecting cannot help: the server said no.
-const FATAL_CLOSE_CODES = new Set([4401, 4403]);
+// How the client answers a close code (DESIGN.md §2); codes not listed
+// reconnect with the usual backoff.
+//   stop:  final, see FINAL_CLOSE_CODES.
+//   token: 4001, the token expired: fetch a fresh one, then reconnect; final
+//          only when the client has a fixed token and no getToken.
+//   slow:  the server asked us to slow down (overloaded, rate limited, slow
+//          consumer) or our frames broke a rule: reconnect, but back off at
+//          least SLOW_ATTEMPT steps, even right after a healthy connection.
 const CLOSE_TOKEN_EXPIRED = 4001;
+const SLOW_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1013, 4429, 4500];
+const SLOW_ATTEMPT = 3;
 // Code we close with when the application heartbeat gets no answer
 // (browsers only let scripts use 1000 and 3000-4999).
 const CLOSE_HEARTBEAT = 4000;
+
+// The phases of a client. "state" events announce every change.
+//   token          waiting for getToken before opening a socket
+//   opening        the socket is being opened
+//   authenticating open, Client/authentication sent, waiting for "ok"
+//   live           authenticated: frames flow, heartbeat and renewal run
+//   recovering     live, while the missed messages announced by Server/recovery arrive
+//   backoff        waiting before the next attempt
+//   closed         stopped for good
+const PHASES = ["token", "opening", "authenticating", "live", "recovering", "backoff", "closed"];
 
 // setTimeout stores delays as a signed 32-bit number of milliseconds; a longer
 // delay fires at once, so long waits are done in steps of at most this.
@@ -42,6 +70,7 @@ const DEFAULTS = {
   requestTimeout: 10000, // ms, default timeout of request()
   backoffBase: 1000, // ms, first reconnect delay bound
   backoffMax: 30000, // ms, cap of the reconnect delay bound
+  stableAfter: 10000, // ms a connection must stay up before the backoff starts again
   pingInterval: 25000, // ms between Client/ping frames while authenticated
   pongTimeout: 10000, // ms to wait for Server/pong before reconnecting
   refreshBefore: 30000, // ms before the token's exp to renew it
@@ -81,31 +110,57 @@ class Client {
 
     this._handlers = new Map(); // action -> [{success, error, once, dead}]
     this._listeners = new Map(); // event -> Set of functions
-    this._queue = []; // [{data, ref}] application frames waiting for "ok"
-    this._pending = new Map(); // ref -> {resolve, reject, timer, sent}
-    // Refs are unique per client, and the random prefix keeps them distinct
-    // between tabs in case a server sends a reply to all tabs of a user.
-    this._refPrefix = Math.floor(this._random() * 36 ** 6).toString(36) + "-";
-    this._refCounter = 0;
+    this._outbox = new Outbox();
+    this._router = new RefRouter();
 
-    this._state = "connecting";
-    this._stopped = false; // close() was called or the server refused us for good
-    this._attempt = 0; // reconnect attempts since the last successful authentication
-    this._generation = 0; // bumped per connection; stale async work compares it
+    this._phase = "token";
+    this._phaseTimers = new Map(); // name -> timeout id, all ended by the next phase
+    this._clientTimers = new Map(); // name -> timeout id, ended by close only (token renewal)
+    this._attempt = 0; // backoff steps since the last stable connection
     this._ws = null;
-    this._authenticated = false; // per connection
-    this._connFlags = {}; // per connection: kicked, authError
-    this._timers = { reconnect: null, ping: null, pong: null, refresh: null };
+    this._conn = 0; // bumped per socket; stale async work compares it
+    this._closing = null; // per connection: {kicked, authError}
     this._needFreshToken = false;
+    this._tokenFetch = null; // the one getToken call in flight
+    this._renewAttempt = 0;
+    this._refreshDue = null; // Date.now() at which the token is to be renewed
+    this._slow = false; // the current backoff follows a "slow" close code
+
+    this._wake = () => this._onWake();
+    this._visibility = () => {
+      const doc = (this._options.window || globalThis).document;
+      if (doc && doc.visibilityState !== "hidden") this._onWake();
+    };
+    this._offline = () => this._probe();
+    this._watchPage(true);
+    this._scheduleRefresh();
 
     // Deferred so that listeners added right after createClient() see
     // every event, including a failure to open the first socket.
     queueMicrotask(() => this._connect());
   }
 
-  /** Current state: "connecting", "authenticated", "reconnecting" or "closed". */
+  /**
+   * Connection state as the seed API knew it: "connecting",
+   * "authenticated", "reconnecting" or "closed". See phase for the detail.
+   */
   get state() {
-    return this._state;
+    switch (this._phase) {
+      case "live":
+      case "recovering":
+        return "authenticated";
+      case "closed":
+        return "closed";
+      case "backoff":
+        return "reconnecting";
+      default:
+        return this._attempt > 0 ? "reconnecting" : "connecting";
+    }
+  }
+
+  /** The state machine's phase: one of PHASES. */
+  get phase() {
+    return this._phase;
   }
 
   // ---- seed API: cs.WebSockets ------------------------------------------
@@ -137,7 +192,7 @@ class Client {
   }
 
   send(action, details) {
-    this._enqueue(encode(action, details, undefined), undefined, action);
+    this._enqueue({ action, data: encode(action, details, undefined), details });
     return this;
   }
 
@@ -150,27 +205,25 @@ class Client {
    * connection or the client goes away before the answer (503).
    */
   request(action, details, options) {
-    const ref = this._refPrefix + ++this._refCounter;
+    const ref = this._router.newRef();
     let data;
     try {
       data = encode(action, details, ref);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (this._stopped) {
+    if (this._phase === "closed") {
       return Promise.reject(new WsgateError(503, "wsgate: client is closed"));
     }
     const timeout = options && typeof options.timeout === "number" ? options.timeout : this._options.requestTimeout;
     return new Promise((resolve, reject) => {
-      const entry = { resolve, reject, timer: null, sent: false };
-      entry.timer = setTimeout(() => {
-        this._pending.delete(ref);
+      const entry = { action, data, details, ref };
+      this._router.wait(ref, resolve, reject, Math.min(timeout, MAX_TIMER_DELAY), () => {
         // Do not send later a request nobody waits for any more.
-        this._queue = this._queue.filter((q) => q.ref !== ref);
-        reject(new WsgateError(408, `wsgate: no reply to ${action} within ${timeout} ms`));
-      }, Math.min(timeout, MAX_TIMER_DELAY));
-      this._pending.set(ref, entry);
-      this._enqueue(data, ref, action);
+        this._outbox.remove(entry);
+        return new WsgateError(408, `wsgate: no reply to ${action} within ${timeout} ms`);
+      });
+      this._enqueue(entry);
     });
   }
 
@@ -190,33 +243,81 @@ class Client {
 
   /** Stops everything: socket, timers, reconnects; rejects pending requests. */
   close() {
-    if (this._state === "closed") return this;
-    this._stop();
-    this._state = "closed";
+    if (this._phase === "closed") return this;
+    this._stop("closed by the client");
     this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
     return this;
+  }
+
+  // ---- the state machine -------------------------------------------------
+
+  // Enters phase: ends the timers of the phase left, then tells listeners.
+  _enter(phase) {
+    const previous = this._phase;
+    for (const id of this._phaseTimers.values()) clearTimeout(id);
+    this._phaseTimers.clear();
+    this._phase = phase;
+    if (previous !== phase) this._emit("state", { state: phase, previous });
+  }
+
+  // Starts a timer that belongs to the current phase: entering any phase
+  // (the same one again included) ends it.
+  _phaseTimer(name, delay, fn) {
+    const old = this._phaseTimers.get(name);
+    if (old !== undefined) clearTimeout(old);
+    const id = setTimeout(() => {
+      if (this._phaseTimers.get(name) !== id) return;
+      this._phaseTimers.delete(name);
+      fn();
+    }, delay);
+    this._phaseTimers.set(name, id);
+  }
+
+  _clearPhaseTimer(name) {
+    const id = this._phaseTimers.get(name);
+    if (id === undefined) return;
+    clearTimeout(id);
+    this._phaseTimers.delete(name);
+  }
+
+  // Starts a timer that lives until close(): token renewal spans connections.
+  _clientTimer(name, delay, fn) {
+    this._clearClientTimer(name);
+    if (this._phase === "closed") return;
+    const id = setTimeout(() => {
+      if (this._clientTimers.get(name) !== id) return;
+      this._clientTimers.delete(name);
+      fn();
+    }, delay);
+    this._clientTimers.set(name, id);
+  }
+
+  _clearClientTimer(name) {
+    const id = this._clientTimers.get(name);
+    if (id === undefined) return;
+    clearTimeout(id);
+    this._clientTimers.delete(name);
   }
 
   // ---- connection lifecycle ----------------------------------------------
 
   async _connect() {
-    if (this._stopped) return;
-    const generation = ++this._generation;
-    this._state = this._attempt > 0 ? "reconnecting" : "connecting";
-    try {
-      // Fetch the token before opening the socket: the edge closes
-      // connections that stay unauthenticated for too long (4408).
-      if (this._getToken && (this._needFreshToken || !this._token || tokenExpired(this._token))) {
-        const token = await this._getToken();
-        if (generation !== this._generation) return;
-        this._token = token || null;
-        this._needFreshToken = false;
+    if (this._phase === "closed") return;
+    this._enter("token");
+    const conn = ++this._conn;
+    // Fetch the token before opening the socket: the edge closes
+    // connections that stay unauthenticated for too long (4408).
+    if (this._getToken && (this._needFreshToken || !this._token || tokenExpired(this._token))) {
+      try {
+        await this._fetchToken();
+      } catch (err) {
+        if (conn !== this._conn || this._phase !== "token") return;
+        this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
+        this._scheduleReconnect(false);
+        return;
       }
-    } catch (err) {
-      if (generation !== this._generation) return;
-      this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
-      this._scheduleReconnect();
-      return;
+      if (conn !== this._conn || this._phase !== "token") return;
+      this._needFreshToken = false; // getToken had its chance
     }
 
     let ws;
@@ -224,17 +325,16 @@ class Client {
       ws = new this._WebSocket(this._url);
     } catch (err) {
       // A malformed URL or a forbidden port: retrying cannot help.
-      this._stop();
-      this._state = "closed";
+      this._stop("cannot open the WebSocket");
       this._emit("error", { code: 0, message: "wsgate: cannot open " + this._url, error: err, fatal: true });
       this._emit("close", { code: 1006, reason: "cannot open the WebSocket", willReconnect: false });
       return;
     }
     this._ws = ws;
-    this._authenticated = false;
-    this._connFlags = { kicked: false, authError: null };
+    this._closing = { kicked: false, authError: null };
+    this._enter("opening");
     ws.onopen = () => this._onOpen(ws);
-    ws.onmessage = (ev) => this._onMessage(ev);
+    ws.onmessage = (ev) => this._onMessage(ws, ev);
     ws.onclose = (ev) => this._onClose(ws, ev.code, ev.reason);
     // An error event is always followed by a close event; handle it there.
     ws.onerror = null;
@@ -242,12 +342,19 @@ class Client {
 
   _onOpen(ws) {
     if (ws !== this._ws) return;
+    this._enter("authenticating");
     this._emit("open", { url: this._url });
+    if (ws !== this._ws) return; // a listener closed the client
     // With null the edge uses the cookie (or token) that came with the upgrade.
-    this._sendNow([AUTH, this._token ? { token: this._token } : null]);
+    this._sendNow([AUTH, this._authDetails()]);
   }
 
-  _onMessage(ev) {
+  _authDetails() {
+    return this._token ? { token: this._token } : null;
+  }
+
+  _onMessage(ws, ev) {
+    if (ws !== this._ws) return;
     let frame;
     try {
       frame = JSON.parse(ev.data);
@@ -261,77 +368,118 @@ class Client {
     }
     const action = frame[0];
     const details = frame.length > 1 ? frame[1] : null;
-    const ref = frame.length > 2 ? frame[2] : undefined;
+    const ref = frame.length > 2 ? frame[2] : null;
 
     switch (action) {
       case AUTH:
-        if (details === "ok") this._onAuthenticated();
+        if (details === "ok") this._onAuthenticated(ws);
         break;
       case AUTH + ERROR_SUFFIX:
-        this._connFlags.authError = details;
+        this._onAuthError(details);
         break;
       case PONG:
-        this._clearTimer("pong");
+        this._clearPhaseTimer("pong");
         break;
       case SERVER_CLOSE:
         // The close that follows must not be answered by a reconnect.
-        this._connFlags.kicked = true;
+        this._closing.kicked = true;
         this._emit("kicked", {});
         break;
       case CLIENT_ERROR:
         this._emit("error", { code: errorCode(details), message: errorMessage(details), fatal: false });
         break;
     }
+    if (ws !== this._ws) return; // a listener closed the client
 
-    if (ref !== undefined && ref !== null && this._pending.has(ref)) {
-      this._settle(ref, action, details);
+    // A frame with a ref is a reply: it goes to its request, or nowhere.
+    if (ref !== null && ref !== undefined) {
+      const late = this._router.settle(ref, action, details);
+      if (late) {
+        this._emit("warning", {
+          message:
+            late === "late"
+              ? "wsgate: ignored a reply that came after its request ended (" + action + ")"
+              : "wsgate: ignored a reply to a request this client did not make (" + action + ")",
+          action,
+        });
+      }
       return;
     }
     this._dispatch(action, details);
   }
 
-  _onAuthenticated() {
-    if (this._authenticated) {
+  _onAuthenticated(ws) {
+    if (this._phase === "live" || this._phase === "recovering") {
       // The answer to a token renewal on this connection.
-      this._scheduleRefresh();
+      this._renewAttempt = 0;
       return;
     }
-    this._authenticated = true;
-    this._attempt = 0;
-    this._state = "authenticated";
-    this._emit("authenticated", {});
-    this._flush();
+    if (this._phase !== "authenticating") return;
+    this._enter("live");
+    this._phaseTimer("stable", this._options.stableAfter, () => {
+      this._attempt = 0;
+    });
     this._schedulePing();
-    this._scheduleRefresh();
+    this._emit("authenticated", {});
+    if (ws !== this._ws) return; // a listener closed the client
+    this._flush();
+  }
+
+  _onAuthError(details) {
+    if (this._phase === "live" || this._phase === "recovering") {
+      // A renewal was refused; the connection goes on until the edge
+      // closes it (4001 at exp, when a fresh token is fetched again).
+      this._emit("error", { code: errorCode(details), message: errorMessage(details), fatal: false });
+      return;
+    }
+    // Whether this stops the client is decided by the close that follows.
+    this._closing.authError = details;
   }
 
   _onClose(ws, code, reason) {
     if (ws !== this._ws) return;
     this._dropConnection();
-    const flags = this._connFlags;
+    const closing = this._closing;
     reason = reason || "";
-    let fatal = null;
-    if (flags.kicked) {
-      fatal = { code, message: "wsgate: the server closed the connection (Server/close)", kicked: true };
-    } else if (FATAL_CLOSE_CODES.has(code) || flags.authError) {
-      fatal = {
-        code: flags.authError ? errorCode(flags.authError) : code,
-        message: flags.authError ? errorMessage(flags.authError) : reason || "wsgate: refused by the server",
-        closeCode: code,
-      };
-    }
-    if (fatal) {
-      this._stop();
-      this._state = "closed";
-      if (!fatal.kicked) {
-        this._emit("error", { code: fatal.code, message: fatal.message, closeCode: fatal.closeCode, fatal: true });
+    const rule = this._closeRule(code, closing);
+    if (rule !== "reconnect" && rule !== "slow") {
+      const authError = closing.authError;
+      this._stop(rule === "kicked" ? "kicked by the server" : "refused by the server");
+      if (rule !== "kicked") {
+        this._emit("error", {
+          code: authError ? errorCode(authError) : code,
+          message: authError ? errorMessage(authError) : reason || "wsgate: refused by the server",
+          closeCode: code,
+          fatal: true,
+        });
       }
       this._emit("close", { code, reason, willReconnect: false });
       return;
     }
     if (code === CLOSE_TOKEN_EXPIRED) this._needFreshToken = true;
+    if (closing.authError) {
+      this._emit("error", {
+        code: errorCode(closing.authError),
+        message: errorMessage(closing.authError),
+        closeCode: code,
+        fatal: false,
+      });
+    }
     this._emit("close", { code, reason, willReconnect: true });
-    this._scheduleReconnect();
+    if (this._phase === "closed") return; // a listener closed the client
+    this._scheduleReconnect(rule === "slow");
+  }
+
+  // The decision table: "reconnect", "slow", "stop" or "kicked".
+  _closeRule(code, closing) {
+    if (closing.kicked) return "kicked";
+    if (FINAL_CLOSE_CODES.includes(code)) return "stop";
+    if (code === CLOSE_TOKEN_EXPIRED) {
+      // A fixed token cannot get younger; a cookie (no token) may have been renewed.
+      return this._token && !this._getToken ? "stop" : "reconnect";
+    }
+    if (SLOW_CLOSE_CODES.includes(code)) return "slow";
+    return "reconnect";
   }
 
   // Detaches the current socket and fails the requests it carried: their
@@ -339,16 +487,10 @@ class Client {
   _dropConnection() {
     const ws = this._ws;
     this._ws = null;
-    this._authenticated = false;
-    this._clearTimer("ping");
-    this._clearTimer("pong");
-    this._clearTimer("refresh");
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     }
-    for (const [ref, entry] of this._pending) {
-      if (entry.sent) this._fail(ref, new WsgateError(503, "wsgate: connection lost before the reply"));
-    }
+    this._router.connectionLost();
     return ws;
   }
 
@@ -365,14 +507,16 @@ class Client {
     this._onClose(ws, code, reason);
   }
 
-  _stop() {
-    this._stopped = true;
-    this._generation++;
-    this._clearTimer("reconnect");
-    for (const ref of [...this._pending.keys()]) {
-      this._fail(ref, new WsgateError(503, "wsgate: client is closed"));
-    }
-    this._queue = [];
+  // Stops for good: every timer, the socket, the pending requests, and the
+  // frames not sent yet (reported in a "dropped" event).
+  _stop(reason) {
+    this._enter("closed");
+    this._conn++;
+    for (const id of this._clientTimers.values()) clearTimeout(id);
+    this._clientTimers.clear();
+    this._watchPage(false);
+    this._router.failAll(new WsgateError(503, "wsgate: client is closed"));
+    const dropped = this._outbox.clear();
     const ws = this._dropConnection();
     if (ws) {
       try {
@@ -381,103 +525,210 @@ class Client {
         // Already closing.
       }
     }
+    if (dropped.length) {
+      this._emit("dropped", { reason, frames: dropped.map((e) => frameOf(e)) });
+    }
   }
 
-  _scheduleReconnect() {
-    if (this._stopped) return;
+  _scheduleReconnect(slow) {
+    if (this._phase === "closed") return;
     // Exponential backoff with full jitter: spreads the reconnects of many
     // clients after an edge goes away.
+    if (slow) this._attempt = Math.max(this._attempt, SLOW_ATTEMPT);
     const bound = Math.min(this._options.backoffMax, this._options.backoffBase * 2 ** this._attempt);
     const delay = Math.floor(this._random() * bound);
     this._attempt++;
-    this._state = "reconnecting";
+    this._slow = slow;
+    this._enter("backoff");
     this._emit("reconnecting", { attempt: this._attempt, delay });
-    this._setTimer("reconnect", delay, () => this._connect());
+    if (this._phase !== "backoff") return; // a listener closed the client
+    this._phaseTimer("reconnect", delay, () => this._connect());
   }
 
-  // ---- heartbeat and token renewal ---------------------------------------
+  // ---- heartbeat ---------------------------------------------------------
 
   _schedulePing() {
-    this._setTimer("ping", this._options.pingInterval, () => {
-      this._sendNow([PING, null]);
-      if (this._timers.pong === null) {
-        this._setTimer("pong", this._options.pongTimeout, () => this._abort(CLOSE_HEARTBEAT, "heartbeat timeout"));
-      }
+    this._phaseTimer("ping", this._options.pingInterval, () => {
+      this._ping();
       this._schedulePing();
     });
   }
 
+  // Sends a ping and expects a pong within pongTimeout.
+  _ping() {
+    this._sendNow([PING, null]);
+    if (!this._phaseTimers.has("pong")) {
+      this._phaseTimer("pong", this._options.pongTimeout, () => this._abort(CLOSE_HEARTBEAT, "heartbeat timeout"));
+    }
+  }
+
+  // Checks the link now rather than at the next ping: after the tab was
+  // hidden or frozen (timers throttled) or the network changed.
+  _probe() {
+    if (this._phase !== "live" && this._phase !== "recovering") return;
+    this._ping();
+    this._schedulePing();
+  }
+
+  // ---- page lifecycle ----------------------------------------------------
+
+  // Watches the page's visibility, freeze/resume and the network (browsers
+  // only; the window option stands in for tests).
+  _watchPage(on) {
+    const win = this._options.window || globalThis;
+    const doc = win && win.document;
+    const method = on ? "addEventListener" : "removeEventListener";
+    if (win && typeof win[method] === "function") {
+      win[method]("online", this._wake);
+      win[method]("offline", this._offline);
+    }
+    if (doc && typeof doc[method] === "function") {
+      doc[method]("visibilitychange", this._visibility);
+      doc[method]("resume", this._wake);
+    }
+  }
+
+  // The tab is visible again, was resumed (even while hidden), or the
+  // network came back: timers may have been throttled or frozen, so look at
+  // everything now.
+  _onWake() {
+    this._checkToken();
+    if (this._phase === "backoff" && !this._slow) {
+      this._connect();
+      return;
+    }
+    this._probe();
+  }
+
+  // ---- token renewal -----------------------------------------------------
+
+  // Calls getToken, one call at a time: concurrent callers share the call.
+  // Resolves true when it gave another token (kept even while disconnected:
+  // the next connection uses it); null means "no token, use the cookie".
+  _fetchToken() {
+    if (this._tokenFetch) return this._tokenFetch;
+    const old = this._token;
+    const p = (async () => {
+      try {
+        const token = (await this._getToken()) || null;
+        if (this._phase === "closed" || token === old) return false;
+        this._token = token;
+        this._needFreshToken = false;
+        this._scheduleRefresh();
+        return true;
+      } finally {
+        this._tokenFetch = null;
+      }
+    })();
+    this._tokenFetch = p;
+    return p;
+  }
+
+  // Plans the renewal of the current token: 30 s before exp for long
+  // tokens, at 80 % of the remaining life for short ones.
   _scheduleRefresh() {
-    this._clearTimer("refresh");
+    this._renewAttempt = 0;
+    this._refreshDue = null;
+    this._clearClientTimer("refresh");
     const exp = tokenExp(this._token);
     if (!this._getToken || exp === null) return;
     const remaining = exp * 1000 - Date.now();
-    // 30 s before exp for long tokens, at 80 % of the remaining life for short ones.
-    const delay = Math.max(0, Math.max(remaining - this._options.refreshBefore, remaining * 0.8));
-    if (delay > MAX_TIMER_DELAY) {
-      this._setTimer("refresh", MAX_TIMER_DELAY, () => this._scheduleRefresh());
-      return;
-    }
-    this._setTimer("refresh", delay, () => this._refreshToken());
+    this._refreshDue = Date.now() + Math.max(0, Math.max(remaining - this._options.refreshBefore, remaining * 0.8));
+    this._refreshAt(this._refreshDue);
   }
 
-  async _refreshToken() {
-    const generation = this._generation;
-    const old = this._token;
-    let token;
-    try {
-      token = await this._getToken();
-    } catch (err) {
-      // Not fatal: if the token does expire the edge closes with 4001 and
-      // we fetch a token again before reconnecting.
-      this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
+  _refreshAt(due) {
+    const delay = Math.max(0, due - Date.now());
+    if (delay > MAX_TIMER_DELAY) {
+      this._clientTimer("refresh", MAX_TIMER_DELAY, () => this._refreshAt(due));
       return;
     }
-    if (generation !== this._generation || !this._authenticated) return;
-    // The same token again would only make us ask again and again until exp.
-    if (!token || token === old) return;
-    this._token = token;
+    this._clientTimer("refresh", delay, () => this._renew());
+  }
+
+  // On wake: a renewal whose timer a frozen or throttled tab held back runs now.
+  _checkToken() {
+    if (this._refreshDue !== null && this._refreshDue <= Date.now() && !this._tokenFetch) {
+      this._clearClientTimer("refresh");
+      this._renew();
+    }
+  }
+
+  async _renew() {
+    const before = this._token;
+    let renewed;
+    try {
+      renewed = await this._fetchToken();
+    } catch (err) {
+      if (this._phase === "closed") return;
+      this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
+      this._retryRenew();
+      return;
+    }
+    if (this._phase === "closed") return;
+    if (!renewed) {
+      this._refreshDue = null; // the same token again: the edge closes with 4001 at exp
+      return;
+    }
     // Renews the identity on the live connection; the edge answers "ok".
-    this._sendNow([AUTH, { token }]);
+    // Off line, the token waits for the next connection.
+    const live = this._phase === "live" || this._phase === "recovering";
+    if (this._token && this._token !== before && live) {
+      this._sendNow([AUTH, { token: this._token }]);
+    }
+  }
+
+  // A failed renewal is tried again with backoff while the token is valid;
+  // after exp the edge closes with 4001 and the reconnect fetches a token.
+  _retryRenew() {
+    const exp = tokenExp(this._token);
+    if (exp === null) return;
+    const remaining = exp * 1000 - Date.now();
+    if (remaining <= 0) return;
+    const bound = Math.min(this._options.backoffMax, this._options.backoffBase * 2 ** this._renewAttempt);
+    this._renewAttempt++;
+    const delay = Math.min(Math.floor(this._random() * bound), remaining);
+    this._clientTimer("refresh", delay, () => this._renew());
   }
 
   // ---- frames out --------------------------------------------------------
 
-  _enqueue(data, ref, action) {
-    if (this._stopped) {
-      this._emit("warning", { message: "wsgate: client is closed, dropped " + action, action });
-      if (ref !== undefined) this._fail(ref, new WsgateError(503, "wsgate: client is closed"));
+  _enqueue(entry) {
+    if (this._phase === "closed") {
+      this._emit("warning", { message: "wsgate: client is closed, dropped " + entry.action, action: entry.action });
+      if (entry.ref !== undefined) this._router.fail(entry.ref, new WsgateError(503, "wsgate: client is closed"));
       return;
     }
+    this._outbox.push(entry);
     // A closing socket silently discards what it is given, so only an open,
     // authenticated one gets frames directly; the rest wait for the next "ok".
-    if (this._authenticated && this._ws.readyState === 1 /* OPEN */ && this._queue.length === 0) {
-      this._write(data, ref);
+    if (this._canWrite() && this._outbox.unsent() === 1) {
+      this._flush();
       return;
     }
-    this._queue.push({ data, ref, action });
-    if (this._queue.length > this._options.queueLimit) {
-      const dropped = this._queue.shift();
+    if (this._outbox.length > this._options.queueLimit) {
+      const dropped = this._outbox.shift();
       this._emit("warning", {
         message: "wsgate: offline queue full, dropped the oldest frame (" + dropped.action + ")",
         action: dropped.action,
       });
       if (dropped.ref !== undefined) {
-        this._fail(dropped.ref, new WsgateError(503, "wsgate: dropped from the full offline queue"));
+        this._router.fail(dropped.ref, new WsgateError(503, "wsgate: dropped from the full offline queue"));
       }
     }
   }
 
-  _flush() {
-    const queue = this._queue;
-    this._queue = [];
-    for (const item of queue) this._write(item.data, item.ref);
+  _canWrite() {
+    const live = this._phase === "live" || this._phase === "recovering";
+    return live && this._ws !== null && this._ws.readyState === 1; /* OPEN */
   }
 
-  _write(data, ref) {
-    this._ws.send(data);
-    const entry = ref !== undefined ? this._pending.get(ref) : undefined;
-    if (entry) entry.sent = true;
+  _flush() {
+    for (const entry of this._outbox.takeUnsent()) {
+      if (!this._canWrite()) return;
+      this._ws.send(entry.data);
+      if (entry.ref !== undefined) this._router.sent(entry.ref);
+    }
   }
 
   _sendNow(frame) {
@@ -523,26 +774,7 @@ class Client {
     }
   }
 
-  _settle(ref, action, details) {
-    const entry = this._pending.get(ref);
-    this._pending.delete(ref);
-    clearTimeout(entry.timer);
-    if (action.endsWith(ERROR_SUFFIX) || action === CLIENT_ERROR) {
-      entry.reject(new WsgateError(errorCode(details), errorMessage(details), details));
-    } else {
-      entry.resolve(details);
-    }
-  }
-
-  _fail(ref, err) {
-    const entry = this._pending.get(ref);
-    if (!entry) return;
-    this._pending.delete(ref);
-    clearTimeout(entry.timer);
-    entry.reject(err);
-  }
-
-  // ---- events and timers -------------------------------------------------
+  // ---- events ------------------------------------------------------------
 
   _emit(event, detail) {
     const set = this._listeners.get(event);
@@ -566,20 +798,121 @@ class Client {
       console.error(err);
     }
   }
+}
 
-  _setTimer(name, delay, fn) {
-    this._clearTimer(name);
-    this._timers[name] = setTimeout(() => {
-      this._timers[name] = null;
-      fn();
-    }, delay);
+// ---- the outbox --------------------------------------------------------------
+
+// Outbox holds, in order, the application frames not written yet. Entries:
+// {action, details, data (the encoded frame), ref?}.
+class Outbox {
+  constructor() {
+    this._entries = [];
   }
 
-  _clearTimer(name) {
-    if (this._timers[name] !== null) {
-      clearTimeout(this._timers[name]);
-      this._timers[name] = null;
+  get length() {
+    return this._entries.length;
+  }
+
+  push(entry) {
+    entry.sent = false;
+    this._entries.push(entry);
+  }
+
+  shift() {
+    return this._entries.shift();
+  }
+
+  remove(entry) {
+    const i = this._entries.indexOf(entry);
+    if (i >= 0) this._entries.splice(i, 1);
+  }
+
+  unsent() {
+    let n = 0;
+    for (const e of this._entries) if (!e.sent) n++;
+    return n;
+  }
+
+  // Returns the entries to write now, in order; a written frame leaves.
+  takeUnsent() {
+    const out = this._entries.filter((e) => !e.sent);
+    this._entries = this._entries.filter((e) => e.sent);
+    return out;
+  }
+
+  // Empties the outbox; returns what was in it.
+  clear() {
+    const all = this._entries;
+    this._entries = [];
+    return all;
+  }
+}
+
+// ---- the ref router ----------------------------------------------------------
+
+// RefRouter gives each request a ref and routes replies: a reply goes to its
+// request only. Refs are random per client (crypto) plus a counter, so a
+// reply meant for another tab of the user is never taken for ours.
+class RefRouter {
+  constructor() {
+    this._prefix = randomId(9) + "-";
+    this._counter = 0;
+    this._pending = new Map(); // ref -> {resolve, reject, timer, sent}
+  }
+
+  newRef() {
+    return this._prefix + (++this._counter).toString(36);
+  }
+
+  // Waits for the reply to ref; onTimeout returns the error to reject with.
+  wait(ref, resolve, reject, timeout, onTimeout) {
+    const entry = { resolve, reject, timer: null, sent: false };
+    entry.timer = setTimeout(() => {
+      this._pending.delete(ref);
+      reject(onTimeout());
+    }, timeout);
+    this._pending.set(ref, entry);
+  }
+
+  sent(ref) {
+    const entry = this._pending.get(ref);
+    if (entry) entry.sent = true;
+  }
+
+  // Settles the request of ref; returns null when it did, "late" for a ref
+  // this client issued whose request has ended, "unknown" for another ref.
+  settle(ref, action, details) {
+    const entry = this._pending.get(ref);
+    if (!entry) {
+      return typeof ref === "string" && ref.startsWith(this._prefix) ? "late" : "unknown";
     }
+    this._pending.delete(ref);
+    clearTimeout(entry.timer);
+    if (action.endsWith(ERROR_SUFFIX) || action === CLIENT_ERROR) {
+      entry.reject(new WsgateError(errorCode(details), errorMessage(details), details));
+    } else {
+      entry.resolve(details);
+    }
+    return null;
+  }
+
+  fail(ref, err) {
+    const entry = this._pending.get(ref);
+    if (!entry) return;
+    this._pending.delete(ref);
+    clearTimeout(entry.timer);
+    entry.reject(err);
+  }
+
+  // Requests written on a lost connection get no reply: fail them.
+  connectionLost() {
+    for (const [ref, entry] of this._pending) {
+      if (entry.sent) this.fail(ref, new WsgateError(503, "wsgate: connection lost before the reply"));
+    }
+  }
+
+  failAll(err) {
+    for (const ref of [...this._pending.keys()]) this.fail(ref, err);
   }
 }
 
@@ -594,6 +927,22 @@ function encode(action, details, ref) {
   // Serialize now: the caller may change the object after send() returns,
   // and an unserializable value should fail in the caller's stack.
   return JSON.stringify(frame);
+}
+
+// The public description of an outbox entry, for "dropped" events.
+function frameOf(entry) {
+  const f = { action: entry.action, details: entry.details === undefined ? null : entry.details };
+  if (entry.ref !== undefined) f.ref = entry.ref;
+  return f;
+}
+
+// Returns n random bytes as hex, from crypto.getRandomValues.
+function randomId(n) {
+  const bytes = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(bytes);
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
 }
 
 // Resolves url against the page (http -> ws, https -> wss); without url in a
@@ -660,4 +1009,4 @@ function installGlobals(win, script) {
   win.cs.WebSockets = createClient({ url: scheme + "//" + src.host + path, token });
 }
 
-export { createClient, installGlobals, WsgateError, DEFAULT_PATH };
+export { createClient, installGlobals, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };

@@ -48,6 +48,7 @@ function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {
     // The Web APIs the client uses; a vm context only has the JS built-ins.
     URL,
     atob,
+    crypto,
     console,
     setTimeout,
     clearTimeout,
