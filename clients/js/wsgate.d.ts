@@ -133,6 +133,14 @@ export interface ClientEvents {
    * the server", "closed by the client" or "cannot open the WebSocket".
    */
   dropped: { reason: string; frames: DroppedFrame[] };
+  /**
+   * After a reconnect that asked to resume the stream (history on, DESIGN.md
+   * §8): `recovered` true means every message missed since the last one
+   * received follows (`count` of them, in order, before live ones);
+   * false means completeness cannot be promised (new `epoch`, or messages
+   * already dropped by the history limits): reload the application's state.
+   */
+  recovered: { recovered: boolean; count: number; epoch: string };
   /** The edge sent `["Server/close", null]`: the connection was closed on purpose; no reconnect. A `close` event follows. */
   kicked: {};
 }

@@ -7,8 +7,9 @@
 // `import.meta`, top-level `await`, and must keep exactly one `export {...}`
 // statement, at its very end. No dependencies, browsers and Node >= 20.
 //
-// Wire protocol (DESIGN.md §2): every frame is a JSON array text frame,
-// [action, details] or [action, details, ref] in both directions.
+// Wire protocol (DESIGN.md §2, §8): every frame is a JSON array text frame,
+// [action, details], [action, details, ref], and from the edge
+// [action, details, ref|null, seq] for a stored message (history on).
 //
 // Inside, the client is a state machine (see PHASES) that owns the socket,
 // authentication, heartbeat and backoff; each timer belongs to a phase and
@@ -29,6 +30,7 @@ const PING = "Client/ping";
 const PONG = "Server/pong";
 const SERVER_CLOSE = "Server/close";
 const CLIENT_ERROR = "Client/error";
+const RECOVERY = "Server/recovery";
 const ERROR_SUFFIX = ":error";
 
 // Same rule the edge enforces; checking it here turns a typo into an
@@ -125,6 +127,12 @@ class Client {
     this._renewAttempt = 0;
     this._refreshDue = null; // Date.now() at which the token is to be renewed
     this._slow = false; // the current backoff follows a "slow" close code
+    // Recovery (DESIGN.md §8): the history stream's epoch and the seq of the
+    // last stored message received; sent as since when reconnecting.
+    this._epoch = null;
+    this._seq = null;
+    this._sinceSent = false; // per connection
+    this._replayLeft = 0; // messages Server/recovery announced that did not arrive yet
 
     this._wake = () => this._onWake();
     this._visibility = () => {
@@ -252,10 +260,14 @@ class Client {
   // ---- the state machine -------------------------------------------------
 
   // Enters phase: ends the timers of the phase left, then tells listeners.
+  // live and recovering are one connection: their timers go on.
   _enter(phase) {
     const previous = this._phase;
-    for (const id of this._phaseTimers.values()) clearTimeout(id);
-    this._phaseTimers.clear();
+    const connected = (p) => p === "live" || p === "recovering";
+    if (!(connected(previous) && connected(phase))) {
+      for (const id of this._phaseTimers.values()) clearTimeout(id);
+      this._phaseTimers.clear();
+    }
     this._phase = phase;
     if (previous !== phase) this._emit("state", { state: phase, previous });
   }
@@ -349,8 +361,14 @@ class Client {
     this._sendNow([AUTH, this._authDetails()]);
   }
 
+  // The first Client/authentication of a connection: the token unless the
+  // upgrade's cookie is to be used, and where to resume the stream.
   _authDetails() {
-    return this._token ? { token: this._token } : null;
+    const details = {};
+    if (this._token) details.token = this._token;
+    this._sinceSent = this._epoch !== null;
+    if (this._sinceSent) details.since = { epoch: this._epoch, seq: this._seq === null ? 0 : this._seq };
+    return Object.keys(details).length ? details : null;
   }
 
   _onMessage(ws, ev) {
@@ -369,6 +387,8 @@ class Client {
     const action = frame[0];
     const details = frame.length > 1 ? frame[1] : null;
     const ref = frame.length > 2 ? frame[2] : null;
+    const seq = frame.length > 3 ? frame[3] : null;
+    if (typeof seq === "number" && !this._position(seq, action)) return;
 
     switch (action) {
       case AUTH:
@@ -387,6 +407,9 @@ class Client {
         break;
       case CLIENT_ERROR:
         this._emit("error", { code: errorCode(details), message: errorMessage(details), fatal: false });
+        break;
+      case RECOVERY:
+        this._onRecovery(details);
         break;
     }
     if (ws !== this._ws) return; // a listener closed the client
@@ -423,6 +446,40 @@ class Client {
     this._emit("authenticated", {});
     if (ws !== this._ws) return; // a listener closed the client
     this._flush();
+  }
+
+  // Server/recovery {epoch, recovered, count}, right after "ok": the
+  // stream's incarnation, and how many missed messages follow.
+  _onRecovery(details) {
+    if (!details || typeof details !== "object" || typeof details.epoch !== "string") {
+      this._emit("warning", { message: "wsgate: ignored a malformed Server/recovery" });
+      return;
+    }
+    // Positions of another incarnation of the stream mean nothing here.
+    if (details.epoch !== this._epoch) this._seq = null;
+    this._epoch = details.epoch;
+    const count = typeof details.count === "number" && details.count > 0 ? details.count : 0;
+    if (this._sinceSent) {
+      this._sinceSent = false;
+      this._emit("recovered", { recovered: details.recovered === true, count, epoch: details.epoch });
+    }
+    if (count > 0 && this._phase === "live") {
+      this._replayLeft = count;
+      this._enter("recovering");
+    }
+  }
+
+  // Takes the seq of a stored message: false for a duplicate (a seq not
+  // past the last one; per connection seq strictly increases, and a
+  // recovery replays only what came after since).
+  _position(seq, action) {
+    if (this._seq !== null && seq <= this._seq) {
+      this._emit("warning", { message: "wsgate: ignored a repeated message (" + action + ", seq " + seq + ")", action });
+      return false;
+    }
+    this._seq = seq;
+    if (this._phase === "recovering" && --this._replayLeft <= 0) this._enter("live");
+    return true;
   }
 
   _onAuthError(details) {
