@@ -27,6 +27,27 @@ export interface DroppedFrame {
   details: JSONValue;
   /** The ref of a request (its promise was rejected with 503). */
   ref?: string;
+  /** The message id of a reliable frame (a `failed` event follows). */
+  id?: string;
+}
+
+/** Options of send(). */
+export interface SendOptions {
+  /**
+   * Deliver at least once (DESIGN.md §8): the frame gets a message id, stays
+   * in the outbox until the edge's `Server/ack` (event `acked`) or
+   * `Server/ack:error` (event `failed`), and is resent with the same id after
+   * a reconnect; the edge recognises a resend by its id.
+   */
+  reliable?: boolean;
+  /** The message id to use with `reliable` (1-64 of `A-Z a-z 0-9 _ -`, unique per user); default 128 random bits. */
+  id?: string;
+}
+
+/** Options of request(). */
+export interface RequestOptions extends SendOptions {
+  /** ms to wait for the reply (408 after it); default the client's requestTimeout. */
+  timeout?: number;
 }
 
 export interface ClientOptions {
@@ -68,6 +89,15 @@ export interface ClientOptions {
   pongTimeout?: number;
   /** Renew a long-lived JWT this long before its `exp`, ms. Default 30000. */
   refreshBefore?: number;
+  /**
+   * Keep unacknowledged reliable frames in storage (one item each) so that
+   * they are resent after a page reload: `true` keys them by the URL, a string
+   * by that name. close() leaves them stored for the next client with the same
+   * key; a final close (refused, kicked) deletes them. Default off.
+   */
+  persist?: boolean | string;
+  /** The Web Storage for `persist`; default `globalThis.localStorage`. */
+  storage?: Pick<Storage, "length" | "key" | "getItem" | "setItem" | "removeItem">;
   /** Random source in [0, 1) for the backoff jitter (tests). Default `Math.random`. Refs and ids use `crypto.getRandomValues`. */
   random?: () => number;
   /**
@@ -141,6 +171,14 @@ export interface ClientEvents {
    * already dropped by the history limits): reload the application's state.
    */
   recovered: { recovered: boolean; count: number; epoch: string };
+  /** The edge stored a reliable frame (`Server/ack`); `durable` false: no inbound stream, published at most once. */
+  acked: { id: string; action: string; details: JSONValue; duplicate: boolean; durable: boolean };
+  /**
+   * A reliable frame will never be acknowledged: `Server/ack:error` (the
+   * server's code, e.g. 503), or dropped (503: full outbox, final close,
+   * sent after the client stopped).
+   */
+  failed: { id: string; action: string; details: JSONValue; code: number; message: string };
   /** The edge sent `["Server/close", null]`: the connection was closed on purpose; no reconnect. A `close` event follows. */
   kicked: {};
 }
@@ -172,15 +210,18 @@ export interface WsgateClient {
    * authenticated. Throws a TypeError for an action that is not 1–128 of
    * `A-Z a-z 0-9 _ - / :`, or for details JSON.stringify cannot encode.
    */
-  send(action: string, details?: JSONValue): this;
+  send(action: string, details?: JSONValue, options?: SendOptions): this;
   /**
    * Sends `[action, details, ref]` and resolves with the details of the reply
    * carrying the same ref (such a reply is not passed to on() callbacks).
    * Rejects with a WsgateError on `action:error` (server code and message),
    * after `timeout` ms (408, default 10000), or when the connection drops
-   * before the reply or the client is closed (503).
+   * before the reply or the client is closed (503). With `reliable` the
+   * frame is `[action, details, ref, id]` and a lost connection does not
+   * reject: it is resent with the same ref and id; `Server/ack:error` rejects
+   * with its code; after a timeout it is still delivered.
    */
-  request<T = any>(action: string, details?: JSONValue, options?: { timeout?: number }): Promise<T>;
+  request<T = any>(action: string, details?: JSONValue, options?: RequestOptions): Promise<T>;
 
   /** Subscribes to a client event. */
   addListener<K extends ClientEventName>(event: K, listener: (detail: ClientEvents[K]) => void): this;

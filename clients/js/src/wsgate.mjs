@@ -9,7 +9,8 @@
 //
 // Wire protocol (DESIGN.md §2, §8): every frame is a JSON array text frame,
 // [action, details], [action, details, ref], and from the edge
-// [action, details, ref|null, seq] for a stored message (history on).
+// [action, details, ref|null, seq] for a stored message (history on), from
+// the client [action, details, ref|null, id] for a reliable send.
 //
 // Inside, the client is a state machine (see PHASES) that owns the socket,
 // authentication, heartbeat and backoff; each timer belongs to a phase and
@@ -31,12 +32,15 @@ const PONG = "Server/pong";
 const SERVER_CLOSE = "Server/close";
 const CLIENT_ERROR = "Client/error";
 const RECOVERY = "Server/recovery";
+const ACK = "Server/ack";
 const ERROR_SUFFIX = ":error";
 
 // Same rule the edge enforces; checking it here turns a typo into an
 // immediate exception instead of a Client/error round trip (and a 1008 close
 // on the second one).
 const ACTION_RE = /^[A-Za-z0-9_\-/:]{1,128}$/;
+// A message id for reliable delivery (DESIGN.md §8).
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 // How the client answers a close code (DESIGN.md §2); codes not listed
 // reconnect with the usual backoff.
@@ -112,7 +116,7 @@ class Client {
 
     this._handlers = new Map(); // action -> [{success, error, once, dead}]
     this._listeners = new Map(); // event -> Set of functions
-    this._outbox = new Outbox();
+    this._outbox = new Outbox(openStore(options, this._url, (message) => this._emit("warning", { message })));
     this._router = new RefRouter();
 
     this._phase = "token";
@@ -199,8 +203,14 @@ class Client {
     return this;
   }
 
-  send(action, details) {
-    this._enqueue({ action, data: encode(action, details, undefined), details });
+  /**
+   * Sends [action, details]; with {reliable: true} (and optionally the id to
+   * use) it sends [action, details, null, id] and keeps the frame until the
+   * edge acknowledges it, resending it after a reconnect.
+   */
+  send(action, details, options) {
+    const id = messageId(options);
+    this._enqueue({ action, details, id, data: encode(action, details, id === undefined ? undefined : null, id) });
     return this;
   }
 
@@ -214,9 +224,10 @@ class Client {
    */
   request(action, details, options) {
     const ref = this._router.newRef();
-    let data;
+    let data, id;
     try {
-      data = encode(action, details, ref);
+      id = messageId(options);
+      data = encode(action, details, ref, id);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -225,10 +236,11 @@ class Client {
     }
     const timeout = options && typeof options.timeout === "number" ? options.timeout : this._options.requestTimeout;
     return new Promise((resolve, reject) => {
-      const entry = { action, data, details, ref };
+      const entry = { action, data, details, ref, id };
       this._router.wait(ref, resolve, reject, Math.min(timeout, MAX_TIMER_DELAY), () => {
-        // Do not send later a request nobody waits for any more.
-        this._outbox.remove(entry);
+        // Do not send later a request nobody waits for any more; a reliable
+        // one is still delivered, only its reply is no longer awaited.
+        if (id === undefined) this._outbox.remove(entry);
         return new WsgateError(408, `wsgate: no reply to ${action} within ${timeout} ms`);
       });
       this._enqueue(entry);
@@ -252,7 +264,7 @@ class Client {
   /** Stops everything: socket, timers, reconnects; rejects pending requests. */
   close() {
     if (this._phase === "closed") return this;
-    this._stop("closed by the client");
+    this._stop("closed by the client", true);
     this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
     return this;
   }
@@ -388,6 +400,11 @@ class Client {
     const details = frame.length > 1 ? frame[1] : null;
     const ref = frame.length > 2 ? frame[2] : null;
     const seq = frame.length > 3 ? frame[3] : null;
+    if (action === ACK || action === ACK + ERROR_SUFFIX) {
+      // The ref position holds the id of a reliable send; not a reply.
+      this._onAck(ref, details, action !== ACK);
+      return;
+    }
     if (typeof seq === "number" && !this._position(seq, action)) return;
 
     switch (action) {
@@ -446,6 +463,30 @@ class Client {
     this._emit("authenticated", {});
     if (ws !== this._ws) return; // a listener closed the client
     this._flush();
+  }
+
+  // ["Server/ack", {duplicate, durable}, id] or ["Server/ack:error",
+  // [code, message], id]: the frame with id is stored (or refused) and
+  // leaves the outbox. An id nothing waits for (a resend acked twice, or
+  // another tab's) is ignored.
+  _onAck(id, details, failed) {
+    const entry = typeof id === "string" ? this._outbox.ack(id) : null;
+    if (!entry) return;
+    if (failed) {
+      const code = errorCode(details);
+      const message = errorMessage(details);
+      if (entry.ref !== undefined) this._router.fail(entry.ref, new WsgateError(code, message, details));
+      this._emit("failed", { id, action: entry.action, details: entry.details, code, message });
+      return;
+    }
+    const d = details && typeof details === "object" ? details : {};
+    this._emit("acked", {
+      id,
+      action: entry.action,
+      details: entry.details,
+      duplicate: d.duplicate === true,
+      durable: d.durable === true,
+    });
   }
 
   // Server/recovery {epoch, recovered, count}, right after "ok": the
@@ -547,6 +588,7 @@ class Client {
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     }
+    this._outbox.connectionLost();
     this._router.connectionLost();
     return ws;
   }
@@ -565,15 +607,17 @@ class Client {
   }
 
   // Stops for good: every timer, the socket, the pending requests, and the
-  // frames not sent yet (reported in a "dropped" event).
-  _stop(reason) {
+  // frames not sent yet (reported in a "dropped" event, and each reliable
+  // one in a "failed" event). keepStored: close() by the application leaves
+  // the persisted reliable frames in storage for the next client.
+  _stop(reason, keepStored) {
     this._enter("closed");
     this._conn++;
     for (const id of this._clientTimers.values()) clearTimeout(id);
     this._clientTimers.clear();
     this._watchPage(false);
     this._router.failAll(new WsgateError(503, "wsgate: client is closed"));
-    const dropped = this._outbox.clear();
+    const dropped = this._outbox.clear(keepStored === true);
     const ws = this._dropConnection();
     if (ws) {
       try {
@@ -584,6 +628,7 @@ class Client {
     }
     if (dropped.length) {
       this._emit("dropped", { reason, frames: dropped.map((e) => frameOf(e)) });
+      for (const e of dropped) if (e.id !== undefined) this._failed(e, 503, "wsgate: " + reason);
     }
   }
 
@@ -754,6 +799,7 @@ class Client {
     if (this._phase === "closed") {
       this._emit("warning", { message: "wsgate: client is closed, dropped " + entry.action, action: entry.action });
       if (entry.ref !== undefined) this._router.fail(entry.ref, new WsgateError(503, "wsgate: client is closed"));
+      if (entry.id !== undefined) this._failed(entry, 503, "wsgate: client is closed");
       return;
     }
     this._outbox.push(entry);
@@ -772,7 +818,12 @@ class Client {
       if (dropped.ref !== undefined) {
         this._router.fail(dropped.ref, new WsgateError(503, "wsgate: dropped from the full offline queue"));
       }
+      if (dropped.id !== undefined) this._failed(dropped, 503, "wsgate: dropped from the full offline queue");
     }
+  }
+
+  _failed(entry, code, message) {
+    this._emit("failed", { id: entry.id, action: entry.action, details: entry.details, code, message });
   }
 
   _canWrite() {
@@ -781,10 +832,12 @@ class Client {
   }
 
   _flush() {
-    for (const entry of this._outbox.takeUnsent()) {
+    for (const entry of this._outbox.unsentEntries()) {
       if (!this._canWrite()) return;
       this._ws.send(entry.data);
-      if (entry.ref !== undefined) this._router.sent(entry.ref);
+      this._outbox.written(entry);
+      // A reliable request is resent after a reconnect: its reply may still come.
+      if (entry.ref !== undefined && entry.id === undefined) this._router.sent(entry.ref);
     }
   }
 
@@ -859,11 +912,21 @@ class Client {
 
 // ---- the outbox --------------------------------------------------------------
 
-// Outbox holds, in order, the application frames not written yet. Entries:
-// {action, details, data (the encoded frame), ref?}.
+// Outbox holds, in order, the application frames not written yet, and the
+// reliable ones (with an id) written but not acknowledged yet: those are
+// written again on the next connection. Entries: {action, details, data
+// (the encoded frame), ref?, id?, sent}. With a store, reliable entries are
+// also kept in storage until acknowledged.
 class Outbox {
-  constructor() {
+  constructor(store) {
     this._entries = [];
+    this._store = store;
+    if (store) {
+      for (const entry of store.load()) {
+        entry.sent = false;
+        this._entries.push(entry);
+      }
+    }
   }
 
   get length() {
@@ -873,15 +936,27 @@ class Outbox {
   push(entry) {
     entry.sent = false;
     this._entries.push(entry);
+    if (this._store && entry.id !== undefined) this._store.put(entry);
   }
 
   shift() {
-    return this._entries.shift();
+    const entry = this._entries.shift();
+    this._forget(entry);
+    return entry;
   }
 
   remove(entry) {
     const i = this._entries.indexOf(entry);
     if (i >= 0) this._entries.splice(i, 1);
+    this._forget(entry);
+  }
+
+  // Removes and returns the entry with id, or null.
+  ack(id) {
+    const entry = this._entries.find((e) => e.id === id);
+    if (!entry) return null;
+    this.remove(entry);
+    return entry;
   }
 
   unsent() {
@@ -890,19 +965,114 @@ class Outbox {
     return n;
   }
 
-  // Returns the entries to write now, in order; a written frame leaves.
-  takeUnsent() {
-    const out = this._entries.filter((e) => !e.sent);
-    this._entries = this._entries.filter((e) => e.sent);
-    return out;
+  unsentEntries() {
+    return this._entries.filter((e) => !e.sent);
   }
 
-  // Empties the outbox; returns what was in it.
-  clear() {
+  // entry went out: a reliable one waits for its ack, any other leaves.
+  written(entry) {
+    if (entry.id !== undefined) entry.sent = true;
+    else this.remove(entry);
+  }
+
+  // The socket is gone: unacknowledged reliable frames go out again.
+  connectionLost() {
+    for (const e of this._entries) e.sent = false;
+  }
+
+  // Empties the outbox; returns what it drops. keepStored: the stored
+  // entries stay in storage and are not returned.
+  clear(keepStored) {
     const all = this._entries;
     this._entries = [];
-    return all;
+    const dropped = [];
+    for (const e of all) {
+      if (keepStored && this._store && e.id !== undefined) continue;
+      this._forget(e);
+      dropped.push(e);
+    }
+    return dropped;
   }
+
+  _forget(entry) {
+    if (this._store && entry && entry.id !== undefined) this._store.delete(entry);
+  }
+}
+
+// Store keeps reliable frames in a Web Storage (localStorage), one item per
+// frame, so that tabs sharing it never overwrite each other's frames: two
+// tabs that load the same frame both send it, and the edge recognises the
+// resend by its id (Server/ack duplicate: true).
+class Store {
+  constructor(storage, prefix, warn) {
+    this._storage = storage;
+    this._prefix = prefix;
+    this._warn = warn;
+    this._n = 0;
+  }
+
+  put(entry) {
+    const record = { action: entry.action, details: entry.details === undefined ? null : entry.details };
+    record.id = entry.id;
+    record.t = Date.now();
+    record.n = ++this._n;
+    try {
+      this._storage.setItem(this._prefix + entry.id, JSON.stringify(record));
+    } catch (err) {
+      this._warn("wsgate: cannot persist a reliable frame (" + entry.action + "): " + err);
+    }
+  }
+
+  delete(entry) {
+    try {
+      this._storage.removeItem(this._prefix + entry.id);
+    } catch {
+      // Storage gone: nothing left to delete.
+    }
+  }
+
+  // Returns the stored frames, oldest first, as outbox entries. A stored
+  // request is sent as a plain reliable frame: nobody waits for its reply.
+  load() {
+    const records = [];
+    try {
+      for (let i = 0; i < this._storage.length; i++) {
+        const key = this._storage.key(i);
+        if (key === null || !key.startsWith(this._prefix)) continue;
+        try {
+          records.push(JSON.parse(this._storage.getItem(key)));
+        } catch {
+          this._warn("wsgate: ignored an unreadable persisted frame " + key);
+        }
+      }
+    } catch (err) {
+      this._warn("wsgate: cannot read the persisted frames: " + err);
+      return [];
+    }
+    records.sort((a, b) => a.t - b.t || a.n - b.n);
+    const entries = [];
+    for (const r of records) {
+      try {
+        entries.push({ action: r.action, details: r.details, id: r.id, data: encode(r.action, r.details, null, r.id) });
+      } catch {
+        this._warn("wsgate: ignored an invalid persisted frame " + JSON.stringify(r.action));
+      }
+    }
+    return entries;
+  }
+}
+
+// The store for the persist option (true: keyed by the URL; a string: that
+// name), or null. storage defaults to localStorage.
+function openStore(options, url, warn) {
+  if (!options.persist) return null;
+  const storage = options.storage || globalThis.localStorage;
+  if (!storage || typeof storage.setItem !== "function") {
+    warn("wsgate: persist needs localStorage (or the storage option); the outbox is kept in memory only");
+    return null;
+  }
+  const name = typeof options.persist === "string" ? options.persist : url;
+  return new Store(storage, "wsgate:outbox:" + name + ":", warn);
 }
 
 // ---- the ref router ----------------------------------------------------------
@@ -975,12 +1145,13 @@ class RefRouter {
 
 // ---- helpers ---------------------------------------------------------------
 
-function encode(action, details, ref) {
+function encode(action, details, ref, id) {
   if (typeof action !== "string" || !ACTION_RE.test(action)) {
     throw new TypeError("wsgate: bad action " + JSON.stringify(action) + " (1-128 of A-Z a-z 0-9 _ - / :)");
   }
   const frame = [action, details === undefined ? null : details];
-  if (ref !== undefined) frame.push(ref);
+  if (ref !== undefined || id !== undefined) frame.push(ref === undefined ? null : ref);
+  if (id !== undefined) frame.push(id);
   // Serialize now: the caller may change the object after send() returns,
   // and an unserializable value should fail in the caller's stack.
   return JSON.stringify(frame);
@@ -990,7 +1161,19 @@ function encode(action, details, ref) {
 function frameOf(entry) {
   const f = { action: entry.action, details: entry.details === undefined ? null : entry.details };
   if (entry.ref !== undefined) f.ref = entry.ref;
+  if (entry.id !== undefined) f.id = entry.id;
   return f;
+}
+
+// The message id of a send or request: undefined unless options.reliable;
+// options.id when given (1-64 of A-Z a-z 0-9 _ -), else 128 random bits.
+function messageId(options) {
+  if (!options || options.reliable !== true) return undefined;
+  if (options.id === undefined) return randomId(16);
+  if (typeof options.id !== "string" || !ID_RE.test(options.id)) {
+    throw new TypeError("wsgate: bad message id " + JSON.stringify(options.id) + " (1-64 of A-Z a-z 0-9 _ -)");
+  }
+  return options.id;
 }
 
 // Returns n random bytes as hex, from crypto.getRandomValues.

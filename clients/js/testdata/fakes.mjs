@@ -86,3 +86,30 @@ export function jwt(claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
   return b64({ alg: "HS256", typ: "JWT" }) + "." + b64(claims) + ".sig";
 }
+
+/** A Web Storage (localStorage) stand-in over a Map. */
+export class FakeStorage {
+  constructor() {
+    this.map = new Map();
+  }
+
+  get length() {
+    return this.map.size;
+  }
+
+  key(i) {
+    return [...this.map.keys()][i] ?? null;
+  }
+
+  getItem(key) {
+    return this.map.has(key) ? this.map.get(key) : null;
+  }
+
+  setItem(key, value) {
+    this.map.set(key, String(value));
+  }
+
+  removeItem(key) {
+    this.map.delete(key);
+  }
+}
