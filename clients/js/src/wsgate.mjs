@@ -287,6 +287,7 @@ class Client {
   // Starts a timer that belongs to the current phase: entering any phase
   // (the same one again included) ends it.
   _phaseTimer(name, delay, fn) {
+    if (this._phase === "closed") return;
     const old = this._phaseTimers.get(name);
     if (old !== undefined) clearTimeout(old);
     const id = setTimeout(() => {
@@ -514,12 +515,13 @@ class Client {
   // past the last one; per connection seq strictly increases, and a
   // recovery replays only what came after since).
   _position(seq, action) {
-    if (this._seq !== null && seq <= this._seq) {
+    const repeated = this._seq !== null && seq <= this._seq;
+    if (!repeated) this._seq = seq;
+    if (this._phase === "recovering" && --this._replayLeft <= 0) this._enter("live");
+    if (repeated) {
       this._emit("warning", { message: "wsgate: ignored a repeated message (" + action + ", seq " + seq + ")", action });
       return false;
     }
-    this._seq = seq;
-    if (this._phase === "recovering" && --this._replayLeft <= 0) this._enter("live");
     return true;
   }
 
@@ -581,7 +583,8 @@ class Client {
   }
 
   // Detaches the current socket and fails the requests it carried: their
-  // replies would go to this connection only, which is gone.
+  // replies would go to this connection only, which is gone. Reliable
+  // frames not acknowledged on it are sent again on the next one.
   _dropConnection() {
     const ws = this._ws;
     this._ws = null;

@@ -133,6 +133,16 @@ describe("recovery", () => {
     assert.deepEqual(ws2.frames.at(-1), ["Client/ping", null]);
   });
 
+  test("a repeated message in the replay still counts: the phase does not stick at recovering", async () => {
+    const client = newClient();
+    const ws1 = await connect(client, [RECOVERY, { epoch: "e1", recovered: true, count: 0 }], ["news", 1, null, 4]);
+    drop(ws1);
+    const ws2 = await connect(client, [RECOVERY, { epoch: "e1", recovered: true, count: 2 }]);
+    ws2.receive(["news", "again", null, 4]);
+    ws2.receive(["news", 2, null, 5]);
+    assert.equal(client.phase, "live");
+  });
+
   test("a frame whose seq is not past the last one is a duplicate: dropped", async () => {
     const client = newClient();
     const got = [];
