@@ -216,8 +216,9 @@ func TestFinalCloseCodes(t *testing.T) {
 	if err != nil || !slices.Equal(got, []int{4401, 4403}) {
 		t.Errorf("finalCloseCodes = %v, %v; want [4401 4403]", got, err)
 	}
-	if got := FinalCloseCodes(); len(got) == 0 {
-		t.Error("FinalCloseCodes of the embedded source is empty")
+	// DESIGN.md §2: authentication failed, origin or permission refused.
+	if got := FinalCloseCodes(); !slices.Equal(got, []int{4401, 4403}) {
+		t.Errorf("FinalCloseCodes of the embedded source = %v, want [4401 4403]", got)
 	}
 	for _, src := range []string{
 		"const FINAL_CLOSE_CODES = [4401,\n 4403];\n",
