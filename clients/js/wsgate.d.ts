@@ -83,6 +83,12 @@ export interface ClientOptions {
    * 4429 right after `ok`, keeps backing off), ms. Default 10000.
    */
   stableAfter?: number;
+  /**
+   * ms to wait for the socket to open, and then again for the edge's `ok`;
+   * past it the attempt is given up (close code 4000, reason "opening
+   * timeout" or "authenticating timeout") and the client reconnects. Default 15000.
+   */
+  openTimeout?: number;
   /** Interval of `Client/ping` frames while authenticated, ms. Default 25000. */
   pingInterval?: number;
   /** Wait for `Server/pong` before closing the socket (code 4000) and reconnecting, ms. Default 10000. */

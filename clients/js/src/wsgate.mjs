@@ -53,8 +53,9 @@ const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const CLOSE_TOKEN_EXPIRED = 4001;
 const SLOW_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1013, 4429, 4500];
 const SLOW_ATTEMPT = 3;
-// Code we close with when the application heartbeat gets no answer
-// (browsers only let scripts use 1000 and 3000-4999).
+// Code we close with when the application heartbeat gets no answer, or the
+// socket does not open or authenticate in time (browsers only let scripts
+// use 1000 and 3000-4999).
 const CLOSE_HEARTBEAT = 4000;
 
 // The phases of a client. "state" events announce every change.
@@ -77,6 +78,7 @@ const DEFAULTS = {
   backoffBase: 1000, // ms, first reconnect delay bound
   backoffMax: 30000, // ms, cap of the reconnect delay bound
   stableAfter: 10000, // ms a connection must stay up before the backoff starts again
+  openTimeout: 15000, // ms to open the socket, and again to get "ok", before giving up on it
   pingInterval: 25000, // ms between Client/ping frames while authenticated
   pongTimeout: 10000, // ms to wait for Server/pong before reconnecting
   refreshBefore: 30000, // ms before the token's exp to renew it
@@ -358,6 +360,7 @@ class Client {
     this._ws = ws;
     this._closing = { kicked: false, authError: null };
     this._enter("opening");
+    this._openTimer();
     ws.onopen = () => this._onOpen(ws);
     ws.onmessage = (ev) => this._onMessage(ws, ev);
     ws.onclose = (ev) => this._onClose(ws, ev.code, ev.reason);
@@ -365,9 +368,18 @@ class Client {
     ws.onerror = null;
   }
 
+  // A socket that neither opens nor fails (a dead path, a peer that took the
+  // connection and never answered) would hold the phase forever: give up on
+  // it and reconnect.
+  _openTimer() {
+    const phase = this._phase;
+    this._phaseTimer("open", this._options.openTimeout, () => this._abort(CLOSE_HEARTBEAT, phase + " timeout"));
+  }
+
   _onOpen(ws) {
     if (ws !== this._ws) return;
     this._enter("authenticating");
+    this._openTimer();
     this._emit("open", { url: this._url });
     if (ws !== this._ws) return; // a listener closed the client
     // With null the edge uses the cookie (or token) that came with the upgrade.

@@ -1074,6 +1074,36 @@ describe("silent losses and hidden tabs", () => {
 });
 
 describe("the state machine", () => {
+  test("a socket that does not open within openTimeout is given up and retried", async () => {
+    const client = newClient({ openTimeout: 5_000 });
+    const events = record(client, ["close", "reconnecting"]);
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.holdClose = true; // a dead path: no close event either
+    mock.timers.tick(4_999);
+    assert.deepEqual(events, []);
+    mock.timers.tick(1);
+    assert.deepEqual(events[0], ["close", { code: 4000, reason: "opening timeout", willReconnect: true }]);
+    assert.equal(events[1][0], "reconnecting");
+    mock.timers.tick(30_000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 2);
+  });
+
+  test("no ok within openTimeout of the open is given up and retried", async () => {
+    const client = newClient({ openTimeout: 5_000 });
+    const events = record(client, ["close"]);
+    await flush();
+    const ws = FakeWebSocket.last();
+    mock.timers.tick(4_000);
+    ws.open(); // the timer starts again for the authentication
+    mock.timers.tick(4_999);
+    assert.deepEqual(events, []);
+    mock.timers.tick(1);
+    assert.deepEqual(events, [["close", { code: 4000, reason: "authenticating timeout", willReconnect: true }]]);
+    assert.equal(ws.closedWith.code, 4000);
+  });
+
   test("state events: token, opening, authenticating, live, backoff, closed", async () => {
     const client = newClient({ getToken: async () => "t" });
     const phases = [];
