@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -162,4 +163,35 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Access-Control-Allow-Origin", "*")
 	// ServeContent answers If-None-Match with 304 and HEAD without a body.
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}
+
+// finalCloseRE matches the source's one-line list of the close codes after
+// which the client never reconnects.
+var finalCloseRE = regexp.MustCompile(`(?m)^const FINAL_CLOSE_CODES = \[([^\]\n]*)\];$`)
+
+// FinalCloseCodes returns the close codes after which the embedded client
+// stops for good instead of reconnecting (its FINAL_CLOSE_CODES), so that Go
+// tests can hold them against the edge's close codes.
+func FinalCloseCodes() []int {
+	codes, err := finalCloseCodes(source)
+	if err != nil {
+		panic(err) // fixed source, covered by the tests
+	}
+	return codes
+}
+
+func finalCloseCodes(src []byte) ([]int, error) {
+	m := finalCloseRE.FindAllSubmatch(src, -1)
+	if len(m) != 1 {
+		return nil, fmt.Errorf("jsclient: %d one-line FINAL_CLOSE_CODES lists in the source, want 1", len(m))
+	}
+	var codes []int
+	for _, f := range strings.Split(string(m[0][1]), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("jsclient: FINAL_CLOSE_CODES: %w", err)
+		}
+		codes = append(codes, n)
+	}
+	return codes, nil
 }

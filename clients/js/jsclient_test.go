@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -144,7 +145,7 @@ func TestClassic(t *testing.T) {
 			t.Errorf("the classic variant lacks %q", want)
 		}
 	}
-	if !bytes.HasSuffix(bytes.TrimSpace(Module()), []byte("export { createClient, installGlobals, WsgateError, DEFAULT_PATH };")) {
+	if !bytes.HasSuffix(bytes.TrimSpace(Module()), []byte("export { createClient, installGlobals, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };")) {
 		t.Error("the module does not end with its export statement")
 	}
 	// Callers own what they get.
@@ -207,5 +208,26 @@ func TestNodeUnitTests(t *testing.T) {
 	}
 	if testing.Verbose() {
 		t.Logf("%s", out)
+	}
+}
+
+func TestFinalCloseCodes(t *testing.T) {
+	got, err := finalCloseCodes([]byte("const A = 1;\nconst FINAL_CLOSE_CODES = [4401, 4403];\n"))
+	if err != nil || !slices.Equal(got, []int{4401, 4403}) {
+		t.Errorf("finalCloseCodes = %v, %v; want [4401 4403]", got, err)
+	}
+	// DESIGN.md §2: authentication failed, origin or permission refused.
+	if got := FinalCloseCodes(); !slices.Equal(got, []int{4401, 4403}) {
+		t.Errorf("FinalCloseCodes of the embedded source = %v, want [4401 4403]", got)
+	}
+	for _, src := range []string{
+		"const FINAL_CLOSE_CODES = [4401,\n 4403];\n",
+		"const FINAL_CLOSE_CODES = [4401, x];\n",
+		"const FINAL_CLOSE_CODES = [4401];\nconst FINAL_CLOSE_CODES = [4403];\n",
+		"",
+	} {
+		if got, err := finalCloseCodes([]byte(src)); err == nil {
+			t.Errorf("finalCloseCodes(%q) = %v, want an error", src, got)
+		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
@@ -66,7 +67,7 @@ func startCluster(t *testing.T) *cluster {
 	startDispatcher(t, ns.ClientURL())
 	c.proxy = startProxy(t, c.edge1Addr)
 
-	pages := template.Must(template.ParseFiles("testdata/seed.html", "testdata/client.html"))
+	pages := template.Must(template.ParseFiles("testdata/seed.html", "testdata/client.html", "testdata/module.html"))
 	// GET /token?user=u&ttl=1h mints a token for u, as an application would.
 	c.mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
 		ttl, err := time.ParseDuration(r.URL.Query().Get("ttl"))
@@ -79,15 +80,23 @@ func startCluster(t *testing.T) *cluster {
 	c.mux.HandleFunc("GET /harness.js", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, "testdata/harness.js")
 	})
-	// GET /seed.html?edge=1&user=u and /client.html?edge=proxy: the page
-	// with /client.js from that edge (1, 2 or proxy) and a token for u.
+	// GET /seed.html?edge=1&user=u, /client.html?edge=proxy and
+	// /module.html?edge=2: the page with /client.js (or /client.mjs) from
+	// that edge (1, 2 or proxy) and a token for u. With &cookie=1 the token
+	// is also set as the edges' cookie: the edges share the site's host, and
+	// cookies do not depend on the port.
 	c.mux.HandleFunc("GET /{page}", func(w http.ResponseWriter, r *http.Request) {
 		addr := map[string]string{"1": c.edge1Addr, "2": c.edge2Addr, "proxy": c.proxy.addr()}[r.URL.Query().Get("edge")]
 		if addr == "" || pages.Lookup(r.PathValue("page")) == nil {
 			http.NotFound(w, r)
 			return
 		}
-		data := struct{ ClientJS, Token string }{"http://" + addr + "/client.js", mintToken(r.URL.Query().Get("user"), time.Hour)}
+		data := struct{ ClientJS, ClientMJS, Token string }{
+			"http://" + addr + "/client.js", "http://" + addr + "/client.mjs", mintToken(r.URL.Query().Get("user"), time.Hour),
+		}
+		if r.URL.Query().Get("cookie") == "1" {
+			http.SetCookie(w, &http.Cookie{Name: "wsgate_token", Value: data.Token, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if err := pages.ExecuteTemplate(w, r.PathValue("page"), data); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -452,7 +461,15 @@ func evalJS[T any](tb *tab, expr string) T {
 // client with opts (see testdata/harness.js).
 func (c *cluster) startClient(tb *tab, edge string, opts map[string]any) {
 	tb.t.Helper()
-	tb.navigate(c.site.URL + "/client.html?edge=" + edge)
+	c.startPage(tb, "/client.html?edge="+edge, opts)
+}
+
+// startPage opens a harness page (client.html or module.html, with its
+// query) and starts a client with opts.
+func (c *cluster) startPage(tb *tab, page string, opts map[string]any) {
+	tb.t.Helper()
+	tb.navigate(c.site.URL + page)
+	tb.waitFor("the client script", `typeof window.wsgate === "object" && typeof window.wsgate.createClient === "function"`)
 	js, err := json.Marshal(opts)
 	if err != nil {
 		tb.t.Fatal(err)
@@ -665,6 +682,72 @@ func TestBrowser_TokenRenewal(t *testing.T) {
 	}
 	if edges, _ := c.auth.get("erin"); len(edges) != 1 {
 		t.Errorf("erin has %d Client/authentication events, want 1 (renewed without reconnecting)", len(edges))
+	}
+}
+
+// TestBrowser_ModuleAuthenticatesByCookie loads the ES module /client.mjs
+// from an edge on another port, as a modern page would, and gives the client
+// no token: the edge authenticates the upgrade by the cookie the site set,
+// and request() works over that connection.
+func TestBrowser_ModuleAuthenticatesByCookie(t *testing.T) {
+	c := startCluster(t)
+	b := newBrowser(t)
+	tb := b.tab("module page")
+	c.startPage(tb, "/module.html?edge=1&user=hana&cookie=1", map[string]any{"url": wsURL(c.edge1Addr)})
+	tb.waitFor("authentication by the cookie", `client.state === "authenticated"`)
+	if edges := c.auth.wait(t, "hana", 1); edges[0] != "edge1" {
+		t.Errorf("hana authenticated on %s, want edge1", edges[0])
+	}
+	if got := evalJS[string](tb, `client.request("echo", "by cookie")`); got != "by cookie" {
+		t.Errorf("echo resolved with %q", got)
+	}
+	if got := evalJS[[]int](tb, `wsgate.FINAL_CLOSE_CODES`); !slices.Equal(got, []int{4401, 4403}) {
+		t.Errorf("the module's FINAL_CLOSE_CODES = %v", got)
+	}
+	if got := evalJS[string](tb, `client.phase + " " + count("open") + " " + count("authenticated")`); got != "live 1 1" {
+		t.Errorf("phase, opens, authentications: %q, want live 1 1", got)
+	}
+}
+
+// TestBrowser_FrozenTabActsOnResume: a tab waiting out a 60 s reconnect
+// delay (edge1 drained; random fixed at 0.999) is frozen as a browser
+// freezes a background tab (CDP Page.setWebLifecycleState), while the
+// balancer moves to edge2. On resume the client does not wait for its timer,
+// which a frozen or throttled tab cannot trust: it reconnects at once. (A
+// live socket is no test of this: Chromium drops the WebSockets of a frozen
+// page, so the resumed page gets a 1006 close in any case. The page stays
+// hidden after the resume, as a resumed background tab is.)
+func TestBrowser_FrozenTabActsOnResume(t *testing.T) {
+	c := startCluster(t)
+	b := newBrowser(t)
+	tb := b.tab("module page")
+	c.startPage(tb, "/module.html?edge=1", map[string]any{
+		"url": wsURL(c.proxy.addr()), "token": mintToken("ivan", time.Hour),
+		"backoffBase": 60000, "backoffMax": 60000, "random": 0.999,
+	})
+	tb.waitFor("authentication", `client.state === "authenticated"`)
+	c.auth.wait(t, "ivan", 1)
+
+	if err := c.edge1.stop(t); err != nil {
+		t.Fatalf("edge1 exited with %v after SIGTERM", err)
+	}
+	tb.waitFor("a 60 s reconnect delay", `rec.events.some((e) => e.event === "reconnecting" && e.delay > 50000)`)
+	setLifecycle := func(state page.SetWebLifecycleStateState) {
+		t.Helper()
+		if _, err := chromedp.Call(tb.ctx, page.SetWebLifecycleState, page.SetWebLifecycleStateParams{State: state}); err != nil {
+			t.Fatalf("Page.setWebLifecycleState %s: %v", state, err)
+		}
+	}
+	setLifecycle(page.SetWebLifecycleStateStateFrozen)
+	c.proxy.setTarget(c.edge2Addr)
+	setLifecycle(page.SetWebLifecycleStateStateActive)
+
+	tb.waitFor("a second authentication, long before the timer", `count("authenticated") === 2`)
+	if edges := c.auth.wait(t, "ivan", 2); edges[1] != "edge2" {
+		t.Errorf("the page reconnected to %s, want edge2", edges[1])
+	}
+	if got := evalJS[int](tb, `count("reconnecting")`); got != 1 {
+		t.Errorf("%d reconnecting events, want 1 (the resume connects without a new delay)", got)
 	}
 }
 

@@ -7,31 +7,66 @@
 // `import.meta`, top-level `await`, and must keep exactly one `export {...}`
 // statement, at its very end. No dependencies, browsers and Node >= 20.
 //
-// Wire protocol (DESIGN.md §2): every frame is a JSON array text frame,
-// [action, details] or [action, details, ref], in both directions.
+// Wire protocol (DESIGN.md §2, §8): every frame is a JSON array text frame,
+// [action, details], [action, details, ref], and from the edge
+// [action, details, ref|null, seq] for a stored message (history on), from
+// the client [action, details, ref|null, id] for a reliable send.
+//
+// Inside, the client is a state machine (see PHASES) that owns the socket,
+// authentication, heartbeat and backoff; each timer belongs to a phase and
+// ends with it. Frames out go through one ordered Outbox, replies come back
+// through a RefRouter, and everything else reaches the on() handlers.
 
 // The edge replaces this line with its configured WebSocket path when it serves
 // the file (jsclient.Handler). Keep it exactly in this form.
 const DEFAULT_PATH = "/ws";
+
+// Close codes after which the client stops for good, whatever it holds: the
+// server refused this client (DESIGN.md §2). Every other code reconnects.
+// Kept on one line: a Go test reads it (jsclient.FinalCloseCodes).
+const FINAL_CLOSE_CODES = [4401, 4403];
 
 const AUTH = "Client/authentication";
 const PING = "Client/ping";
 const PONG = "Server/pong";
 const SERVER_CLOSE = "Server/close";
 const CLIENT_ERROR = "Client/error";
+const RECOVERY = "Server/recovery";
+const ACK = "Server/ack";
 const ERROR_SUFFIX = ":error";
 
 // Same rule the edge enforces; checking it here turns a typo into an
 // immediate exception instead of a Client/error round trip (and a 1008 close
 // on the second one).
 const ACTION_RE = /^[A-Za-z0-9_\-/:]{1,128}$/;
+// A message id for reliable delivery (DESIGN.md §8).
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
-// Close codes after which reconnecting cannot help: the server said no.
-const FATAL_CLOSE_CODES = new Set([4401, 4403]);
+// How the client answers a close code (DESIGN.md §2); codes not listed
+// reconnect with the usual backoff.
+//   stop:  final, see FINAL_CLOSE_CODES.
+//   token: 4001, the token expired: fetch a fresh one, then reconnect; final
+//          only when the client has a fixed token and no getToken.
+//   slow:  the server asked us to slow down (overloaded, rate limited, slow
+//          consumer) or our frames broke a rule: reconnect, but back off at
+//          least SLOW_ATTEMPT steps, even right after a healthy connection.
 const CLOSE_TOKEN_EXPIRED = 4001;
-// Code we close with when the application heartbeat gets no answer
-// (browsers only let scripts use 1000 and 3000-4999).
+const SLOW_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1013, 4429, 4500];
+const SLOW_ATTEMPT = 3;
+// Code we close with when the application heartbeat gets no answer, or the
+// socket does not open or authenticate in time (browsers only let scripts
+// use 1000 and 3000-4999).
 const CLOSE_HEARTBEAT = 4000;
+
+// The phases of a client. "state" events announce every change.
+//   token          waiting for getToken before opening a socket
+//   opening        the socket is being opened
+//   authenticating open, Client/authentication sent, waiting for "ok"
+//   live           authenticated: frames flow, heartbeat and renewal run
+//   recovering     live, while the missed messages announced by Server/recovery arrive
+//   backoff        waiting before the next attempt
+//   closed         stopped for good
+const PHASES = ["token", "opening", "authenticating", "live", "recovering", "backoff", "closed"];
 
 // setTimeout stores delays as a signed 32-bit number of milliseconds; a longer
 // delay fires at once, so long waits are done in steps of at most this.
@@ -42,6 +77,8 @@ const DEFAULTS = {
   requestTimeout: 10000, // ms, default timeout of request()
   backoffBase: 1000, // ms, first reconnect delay bound
   backoffMax: 30000, // ms, cap of the reconnect delay bound
+  stableAfter: 10000, // ms a connection must stay up before the backoff starts again
+  openTimeout: 15000, // ms to open the socket, and again to get "ok", before giving up on it
   pingInterval: 25000, // ms between Client/ping frames while authenticated
   pongTimeout: 10000, // ms to wait for Server/pong before reconnecting
   refreshBefore: 30000, // ms before the token's exp to renew it
@@ -81,31 +118,63 @@ class Client {
 
     this._handlers = new Map(); // action -> [{success, error, once, dead}]
     this._listeners = new Map(); // event -> Set of functions
-    this._queue = []; // [{data, ref}] application frames waiting for "ok"
-    this._pending = new Map(); // ref -> {resolve, reject, timer, sent}
-    // Refs are unique per client, and the random prefix keeps them distinct
-    // between tabs in case a server sends a reply to all tabs of a user.
-    this._refPrefix = Math.floor(this._random() * 36 ** 6).toString(36) + "-";
-    this._refCounter = 0;
+    this._outbox = new Outbox(openStore(options, this._url, (message) => this._emit("warning", { message })));
+    this._router = new RefRouter();
 
-    this._state = "connecting";
-    this._stopped = false; // close() was called or the server refused us for good
-    this._attempt = 0; // reconnect attempts since the last successful authentication
-    this._generation = 0; // bumped per connection; stale async work compares it
+    this._phase = "token";
+    this._phaseTimers = new Map(); // name -> timeout id, all ended by the next phase
+    this._clientTimers = new Map(); // name -> timeout id, ended by close only (token renewal)
+    this._attempt = 0; // backoff steps since the last stable connection
     this._ws = null;
-    this._authenticated = false; // per connection
-    this._connFlags = {}; // per connection: kicked, authError
-    this._timers = { reconnect: null, ping: null, pong: null, refresh: null };
+    this._conn = 0; // bumped per socket; stale async work compares it
+    this._closing = null; // per connection: {kicked, authError}
     this._needFreshToken = false;
+    this._tokenFetch = null; // the one getToken call in flight
+    this._renewAttempt = 0;
+    this._refreshDue = null; // Date.now() at which the token is to be renewed
+    this._slow = false; // the current backoff follows a "slow" close code
+    // Recovery (DESIGN.md §8): the history stream's epoch and the seq of the
+    // last stored message received; sent as since when reconnecting.
+    this._epoch = null;
+    this._seq = null;
+    this._sinceSent = false; // per connection
+    this._replayLeft = 0; // messages Server/recovery announced that did not arrive yet
+
+    this._wake = () => this._onWake();
+    this._visibility = () => {
+      const doc = (this._options.window || globalThis).document;
+      if (doc && doc.visibilityState !== "hidden") this._onWake();
+    };
+    this._offline = () => this._probe();
+    this._watchPage(true);
+    this._scheduleRefresh();
 
     // Deferred so that listeners added right after createClient() see
     // every event, including a failure to open the first socket.
     queueMicrotask(() => this._connect());
   }
 
-  /** Current state: "connecting", "authenticated", "reconnecting" or "closed". */
+  /**
+   * Connection state as the seed API knew it: "connecting",
+   * "authenticated", "reconnecting" or "closed". See phase for the detail.
+   */
   get state() {
-    return this._state;
+    switch (this._phase) {
+      case "live":
+      case "recovering":
+        return "authenticated";
+      case "closed":
+        return "closed";
+      case "backoff":
+        return "reconnecting";
+      default:
+        return this._attempt > 0 ? "reconnecting" : "connecting";
+    }
+  }
+
+  /** The state machine's phase: one of PHASES. */
+  get phase() {
+    return this._phase;
   }
 
   // ---- seed API: cs.WebSockets ------------------------------------------
@@ -136,8 +205,14 @@ class Client {
     return this;
   }
 
-  send(action, details) {
-    this._enqueue(encode(action, details, undefined), undefined, action);
+  /**
+   * Sends [action, details]; with {reliable: true} (and optionally the id to
+   * use) it sends [action, details, null, id] and keeps the frame until the
+   * edge acknowledges it, resending it after a reconnect.
+   */
+  send(action, details, options) {
+    const id = messageId(options);
+    this._enqueue({ action, details, id, data: encode(action, details, id === undefined ? undefined : null, id) });
     return this;
   }
 
@@ -150,27 +225,27 @@ class Client {
    * connection or the client goes away before the answer (503).
    */
   request(action, details, options) {
-    const ref = this._refPrefix + ++this._refCounter;
-    let data;
+    const ref = this._router.newRef();
+    let data, id;
     try {
-      data = encode(action, details, ref);
+      id = messageId(options);
+      data = encode(action, details, ref, id);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (this._stopped) {
+    if (this._phase === "closed") {
       return Promise.reject(new WsgateError(503, "wsgate: client is closed"));
     }
     const timeout = options && typeof options.timeout === "number" ? options.timeout : this._options.requestTimeout;
     return new Promise((resolve, reject) => {
-      const entry = { resolve, reject, timer: null, sent: false };
-      entry.timer = setTimeout(() => {
-        this._pending.delete(ref);
-        // Do not send later a request nobody waits for any more.
-        this._queue = this._queue.filter((q) => q.ref !== ref);
-        reject(new WsgateError(408, `wsgate: no reply to ${action} within ${timeout} ms`));
-      }, Math.min(timeout, MAX_TIMER_DELAY));
-      this._pending.set(ref, entry);
-      this._enqueue(data, ref, action);
+      const entry = { action, data, details, ref, id };
+      this._router.wait(ref, resolve, reject, Math.min(timeout, MAX_TIMER_DELAY), () => {
+        // Do not send later a request nobody waits for any more; a reliable
+        // one is still delivered, only its reply is no longer awaited.
+        if (id === undefined) this._outbox.remove(entry);
+        return new WsgateError(408, `wsgate: no reply to ${action} within ${timeout} ms`);
+      });
+      this._enqueue(entry);
     });
   }
 
@@ -190,33 +265,86 @@ class Client {
 
   /** Stops everything: socket, timers, reconnects; rejects pending requests. */
   close() {
-    if (this._state === "closed") return this;
-    this._stop();
-    this._state = "closed";
+    if (this._phase === "closed") return this;
+    this._stop("closed by the client", true);
     this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
     return this;
+  }
+
+  // ---- the state machine -------------------------------------------------
+
+  // Enters phase: ends the timers of the phase left, then tells listeners.
+  // live and recovering are one connection: their timers go on.
+  _enter(phase) {
+    const previous = this._phase;
+    const connected = (p) => p === "live" || p === "recovering";
+    if (!(connected(previous) && connected(phase))) {
+      for (const id of this._phaseTimers.values()) clearTimeout(id);
+      this._phaseTimers.clear();
+    }
+    this._phase = phase;
+    if (previous !== phase) this._emit("state", { state: phase, previous });
+  }
+
+  // Starts a timer that belongs to the current phase: entering any phase
+  // (the same one again included) ends it.
+  _phaseTimer(name, delay, fn) {
+    if (this._phase === "closed") return;
+    const old = this._phaseTimers.get(name);
+    if (old !== undefined) clearTimeout(old);
+    const id = setTimeout(() => {
+      if (this._phaseTimers.get(name) !== id) return;
+      this._phaseTimers.delete(name);
+      fn();
+    }, delay);
+    this._phaseTimers.set(name, id);
+  }
+
+  _clearPhaseTimer(name) {
+    const id = this._phaseTimers.get(name);
+    if (id === undefined) return;
+    clearTimeout(id);
+    this._phaseTimers.delete(name);
+  }
+
+  // Starts a timer that lives until close(): token renewal spans connections.
+  _clientTimer(name, delay, fn) {
+    this._clearClientTimer(name);
+    if (this._phase === "closed") return;
+    const id = setTimeout(() => {
+      if (this._clientTimers.get(name) !== id) return;
+      this._clientTimers.delete(name);
+      fn();
+    }, delay);
+    this._clientTimers.set(name, id);
+  }
+
+  _clearClientTimer(name) {
+    const id = this._clientTimers.get(name);
+    if (id === undefined) return;
+    clearTimeout(id);
+    this._clientTimers.delete(name);
   }
 
   // ---- connection lifecycle ----------------------------------------------
 
   async _connect() {
-    if (this._stopped) return;
-    const generation = ++this._generation;
-    this._state = this._attempt > 0 ? "reconnecting" : "connecting";
-    try {
-      // Fetch the token before opening the socket: the edge closes
-      // connections that stay unauthenticated for too long (4408).
-      if (this._getToken && (this._needFreshToken || !this._token || tokenExpired(this._token))) {
-        const token = await this._getToken();
-        if (generation !== this._generation) return;
-        this._token = token || null;
-        this._needFreshToken = false;
+    if (this._phase === "closed") return;
+    this._enter("token");
+    const conn = ++this._conn;
+    // Fetch the token before opening the socket: the edge closes
+    // connections that stay unauthenticated for too long (4408).
+    if (this._getToken && (this._needFreshToken || !this._token || tokenExpired(this._token))) {
+      try {
+        await this._fetchToken();
+      } catch (err) {
+        if (conn !== this._conn || this._phase !== "token") return;
+        this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
+        this._scheduleReconnect(false);
+        return;
       }
-    } catch (err) {
-      if (generation !== this._generation) return;
-      this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
-      this._scheduleReconnect();
-      return;
+      if (conn !== this._conn || this._phase !== "token") return;
+      this._needFreshToken = false; // getToken had its chance
     }
 
     let ws;
@@ -224,30 +352,52 @@ class Client {
       ws = new this._WebSocket(this._url);
     } catch (err) {
       // A malformed URL or a forbidden port: retrying cannot help.
-      this._stop();
-      this._state = "closed";
+      this._stop("cannot open the WebSocket");
       this._emit("error", { code: 0, message: "wsgate: cannot open " + this._url, error: err, fatal: true });
       this._emit("close", { code: 1006, reason: "cannot open the WebSocket", willReconnect: false });
       return;
     }
     this._ws = ws;
-    this._authenticated = false;
-    this._connFlags = { kicked: false, authError: null };
+    this._closing = { kicked: false, authError: null };
+    this._enter("opening");
+    this._openTimer();
     ws.onopen = () => this._onOpen(ws);
-    ws.onmessage = (ev) => this._onMessage(ev);
+    ws.onmessage = (ev) => this._onMessage(ws, ev);
     ws.onclose = (ev) => this._onClose(ws, ev.code, ev.reason);
     // An error event is always followed by a close event; handle it there.
     ws.onerror = null;
   }
 
-  _onOpen(ws) {
-    if (ws !== this._ws) return;
-    this._emit("open", { url: this._url });
-    // With null the edge uses the cookie (or token) that came with the upgrade.
-    this._sendNow([AUTH, this._token ? { token: this._token } : null]);
+  // A socket that neither opens nor fails (a dead path, a peer that took the
+  // connection and never answered) would hold the phase forever: give up on
+  // it and reconnect.
+  _openTimer() {
+    const phase = this._phase;
+    this._phaseTimer("open", this._options.openTimeout, () => this._abort(CLOSE_HEARTBEAT, phase + " timeout"));
   }
 
-  _onMessage(ev) {
+  _onOpen(ws) {
+    if (ws !== this._ws) return;
+    this._enter("authenticating");
+    this._openTimer();
+    this._emit("open", { url: this._url });
+    if (ws !== this._ws) return; // a listener closed the client
+    // With null the edge uses the cookie (or token) that came with the upgrade.
+    this._sendNow([AUTH, this._authDetails()]);
+  }
+
+  // The first Client/authentication of a connection: the token unless the
+  // upgrade's cookie is to be used, and where to resume the stream.
+  _authDetails() {
+    const details = {};
+    if (this._token) details.token = this._token;
+    this._sinceSent = this._epoch !== null;
+    if (this._sinceSent) details.since = { epoch: this._epoch, seq: this._seq === null ? 0 : this._seq };
+    return Object.keys(details).length ? details : null;
+  }
+
+  _onMessage(ws, ev) {
+    if (ws !== this._ws) return;
     let frame;
     try {
       frame = JSON.parse(ev.data);
@@ -261,94 +411,200 @@ class Client {
     }
     const action = frame[0];
     const details = frame.length > 1 ? frame[1] : null;
-    const ref = frame.length > 2 ? frame[2] : undefined;
+    const ref = frame.length > 2 ? frame[2] : null;
+    const seq = frame.length > 3 ? frame[3] : null;
+    if (action === ACK || action === ACK + ERROR_SUFFIX) {
+      // The ref position holds the id of a reliable send; not a reply.
+      this._onAck(ref, details, action !== ACK);
+      return;
+    }
+    if (typeof seq === "number" && !this._position(seq, action)) return;
 
     switch (action) {
       case AUTH:
-        if (details === "ok") this._onAuthenticated();
+        if (details === "ok") this._onAuthenticated(ws);
         break;
       case AUTH + ERROR_SUFFIX:
-        this._connFlags.authError = details;
+        this._onAuthError(details);
         break;
       case PONG:
-        this._clearTimer("pong");
+        this._clearPhaseTimer("pong");
         break;
       case SERVER_CLOSE:
         // The close that follows must not be answered by a reconnect.
-        this._connFlags.kicked = true;
+        this._closing.kicked = true;
         this._emit("kicked", {});
         break;
       case CLIENT_ERROR:
         this._emit("error", { code: errorCode(details), message: errorMessage(details), fatal: false });
         break;
+      case RECOVERY:
+        this._onRecovery(details);
+        break;
     }
+    if (ws !== this._ws) return; // a listener closed the client
 
-    if (ref !== undefined && ref !== null && this._pending.has(ref)) {
-      this._settle(ref, action, details);
+    // A frame with a ref is a reply: it goes to its request, or nowhere.
+    if (ref !== null && ref !== undefined) {
+      const late = this._router.settle(ref, action, details);
+      if (late) {
+        this._emit("warning", {
+          message:
+            late === "late"
+              ? "wsgate: ignored a reply that came after its request ended (" + action + ")"
+              : "wsgate: ignored a reply to a request this client did not make (" + action + ")",
+          action,
+        });
+      }
       return;
     }
     this._dispatch(action, details);
   }
 
-  _onAuthenticated() {
-    if (this._authenticated) {
+  _onAuthenticated(ws) {
+    if (this._phase === "live" || this._phase === "recovering") {
       // The answer to a token renewal on this connection.
-      this._scheduleRefresh();
+      this._renewAttempt = 0;
       return;
     }
-    this._authenticated = true;
-    this._attempt = 0;
-    this._state = "authenticated";
-    this._emit("authenticated", {});
-    this._flush();
+    if (this._phase !== "authenticating") return;
+    this._enter("live");
+    this._phaseTimer("stable", this._options.stableAfter, () => {
+      this._attempt = 0;
+    });
     this._schedulePing();
-    this._scheduleRefresh();
+    this._emit("authenticated", {});
+    if (ws !== this._ws) return; // a listener closed the client
+    this._flush();
+  }
+
+  // ["Server/ack", {duplicate, durable}, id] or ["Server/ack:error",
+  // [code, message], id]: the frame with id is stored (or refused) and
+  // leaves the outbox. An id nothing waits for (a resend acked twice, or
+  // another tab's) is ignored.
+  _onAck(id, details, failed) {
+    const entry = typeof id === "string" ? this._outbox.ack(id) : null;
+    if (!entry) return;
+    if (failed) {
+      const code = errorCode(details);
+      const message = errorMessage(details);
+      if (entry.ref !== undefined) this._router.fail(entry.ref, new WsgateError(code, message, details));
+      this._emit("failed", { id, action: entry.action, details: entry.details, code, message });
+      return;
+    }
+    const d = details && typeof details === "object" ? details : {};
+    this._emit("acked", {
+      id,
+      action: entry.action,
+      details: entry.details,
+      duplicate: d.duplicate === true,
+      durable: d.durable === true,
+    });
+  }
+
+  // Server/recovery {epoch, recovered, count}, right after "ok": the
+  // stream's incarnation, and how many missed messages follow.
+  _onRecovery(details) {
+    if (!details || typeof details !== "object" || typeof details.epoch !== "string") {
+      this._emit("warning", { message: "wsgate: ignored a malformed Server/recovery" });
+      return;
+    }
+    // Positions of another incarnation of the stream mean nothing here.
+    if (details.epoch !== this._epoch) this._seq = null;
+    this._epoch = details.epoch;
+    const count = typeof details.count === "number" && details.count > 0 ? details.count : 0;
+    if (this._sinceSent) {
+      this._sinceSent = false;
+      this._emit("recovered", { recovered: details.recovered === true, count, epoch: details.epoch });
+    }
+    if (count > 0 && this._phase === "live") {
+      this._replayLeft = count;
+      this._enter("recovering");
+    }
+  }
+
+  // Takes the seq of a stored message: false for a duplicate (a seq not
+  // past the last one; per connection seq strictly increases, and a
+  // recovery replays only what came after since).
+  _position(seq, action) {
+    const repeated = this._seq !== null && seq <= this._seq;
+    if (!repeated) this._seq = seq;
+    if (this._phase === "recovering" && --this._replayLeft <= 0) this._enter("live");
+    if (repeated) {
+      this._emit("warning", { message: "wsgate: ignored a repeated message (" + action + ", seq " + seq + ")", action });
+      return false;
+    }
+    return true;
+  }
+
+  _onAuthError(details) {
+    if (this._phase === "live" || this._phase === "recovering") {
+      // A renewal was refused; the connection goes on until the edge
+      // closes it (4001 at exp, when a fresh token is fetched again).
+      this._emit("error", { code: errorCode(details), message: errorMessage(details), fatal: false });
+      return;
+    }
+    // Whether this stops the client is decided by the close that follows.
+    this._closing.authError = details;
   }
 
   _onClose(ws, code, reason) {
     if (ws !== this._ws) return;
     this._dropConnection();
-    const flags = this._connFlags;
+    const closing = this._closing;
     reason = reason || "";
-    let fatal = null;
-    if (flags.kicked) {
-      fatal = { code, message: "wsgate: the server closed the connection (Server/close)", kicked: true };
-    } else if (FATAL_CLOSE_CODES.has(code) || flags.authError) {
-      fatal = {
-        code: flags.authError ? errorCode(flags.authError) : code,
-        message: flags.authError ? errorMessage(flags.authError) : reason || "wsgate: refused by the server",
-        closeCode: code,
-      };
-    }
-    if (fatal) {
-      this._stop();
-      this._state = "closed";
-      if (!fatal.kicked) {
-        this._emit("error", { code: fatal.code, message: fatal.message, closeCode: fatal.closeCode, fatal: true });
+    const rule = this._closeRule(code, closing);
+    if (rule !== "reconnect" && rule !== "slow") {
+      const authError = closing.authError;
+      this._stop(rule === "kicked" ? "kicked by the server" : "refused by the server");
+      if (rule !== "kicked") {
+        this._emit("error", {
+          code: authError ? errorCode(authError) : code,
+          message: authError ? errorMessage(authError) : reason || "wsgate: refused by the server",
+          closeCode: code,
+          fatal: true,
+        });
       }
       this._emit("close", { code, reason, willReconnect: false });
       return;
     }
     if (code === CLOSE_TOKEN_EXPIRED) this._needFreshToken = true;
+    if (closing.authError) {
+      this._emit("error", {
+        code: errorCode(closing.authError),
+        message: errorMessage(closing.authError),
+        closeCode: code,
+        fatal: false,
+      });
+    }
     this._emit("close", { code, reason, willReconnect: true });
-    this._scheduleReconnect();
+    if (this._phase === "closed") return; // a listener closed the client
+    this._scheduleReconnect(rule === "slow");
+  }
+
+  // The decision table: "reconnect", "slow", "stop" or "kicked".
+  _closeRule(code, closing) {
+    if (closing.kicked) return "kicked";
+    if (FINAL_CLOSE_CODES.includes(code)) return "stop";
+    if (code === CLOSE_TOKEN_EXPIRED) {
+      // A fixed token cannot get younger; a cookie (no token) may have been renewed.
+      return this._token && !this._getToken ? "stop" : "reconnect";
+    }
+    if (SLOW_CLOSE_CODES.includes(code)) return "slow";
+    return "reconnect";
   }
 
   // Detaches the current socket and fails the requests it carried: their
-  // replies would go to this connection only, which is gone.
+  // replies would go to this connection only, which is gone. Reliable
+  // frames not acknowledged on it are sent again on the next one.
   _dropConnection() {
     const ws = this._ws;
     this._ws = null;
-    this._authenticated = false;
-    this._clearTimer("ping");
-    this._clearTimer("pong");
-    this._clearTimer("refresh");
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     }
-    for (const [ref, entry] of this._pending) {
-      if (entry.sent) this._fail(ref, new WsgateError(503, "wsgate: connection lost before the reply"));
-    }
+    this._outbox.connectionLost();
+    this._router.connectionLost();
     return ws;
   }
 
@@ -365,14 +621,18 @@ class Client {
     this._onClose(ws, code, reason);
   }
 
-  _stop() {
-    this._stopped = true;
-    this._generation++;
-    this._clearTimer("reconnect");
-    for (const ref of [...this._pending.keys()]) {
-      this._fail(ref, new WsgateError(503, "wsgate: client is closed"));
-    }
-    this._queue = [];
+  // Stops for good: every timer, the socket, the pending requests, and the
+  // frames not sent yet (reported in a "dropped" event, and each reliable
+  // one in a "failed" event). keepStored: close() by the application leaves
+  // the persisted reliable frames in storage for the next client.
+  _stop(reason, keepStored) {
+    this._enter("closed");
+    this._conn++;
+    for (const id of this._clientTimers.values()) clearTimeout(id);
+    this._clientTimers.clear();
+    this._watchPage(false);
+    this._router.failAll(new WsgateError(503, "wsgate: client is closed"));
+    const dropped = this._outbox.clear(keepStored === true);
     const ws = this._dropConnection();
     if (ws) {
       try {
@@ -381,103 +641,219 @@ class Client {
         // Already closing.
       }
     }
+    if (dropped.length) {
+      this._emit("dropped", { reason, frames: dropped.map((e) => frameOf(e)) });
+      for (const e of dropped) if (e.id !== undefined) this._failed(e, 503, "wsgate: " + reason);
+    }
   }
 
-  _scheduleReconnect() {
-    if (this._stopped) return;
+  _scheduleReconnect(slow) {
+    if (this._phase === "closed") return;
     // Exponential backoff with full jitter: spreads the reconnects of many
     // clients after an edge goes away.
+    if (slow) this._attempt = Math.max(this._attempt, SLOW_ATTEMPT);
     const bound = Math.min(this._options.backoffMax, this._options.backoffBase * 2 ** this._attempt);
     const delay = Math.floor(this._random() * bound);
     this._attempt++;
-    this._state = "reconnecting";
+    this._slow = slow;
+    this._enter("backoff");
     this._emit("reconnecting", { attempt: this._attempt, delay });
-    this._setTimer("reconnect", delay, () => this._connect());
+    if (this._phase !== "backoff") return; // a listener closed the client
+    this._phaseTimer("reconnect", delay, () => this._connect());
   }
 
-  // ---- heartbeat and token renewal ---------------------------------------
+  // ---- heartbeat ---------------------------------------------------------
 
   _schedulePing() {
-    this._setTimer("ping", this._options.pingInterval, () => {
-      this._sendNow([PING, null]);
-      if (this._timers.pong === null) {
-        this._setTimer("pong", this._options.pongTimeout, () => this._abort(CLOSE_HEARTBEAT, "heartbeat timeout"));
-      }
+    this._phaseTimer("ping", this._options.pingInterval, () => {
+      this._ping();
       this._schedulePing();
     });
   }
 
+  // Sends a ping and expects a pong within pongTimeout.
+  _ping() {
+    this._sendNow([PING, null]);
+    if (!this._phaseTimers.has("pong")) {
+      this._phaseTimer("pong", this._options.pongTimeout, () => this._abort(CLOSE_HEARTBEAT, "heartbeat timeout"));
+    }
+  }
+
+  // Checks the link now rather than at the next ping: after the tab was
+  // hidden or frozen (timers throttled) or the network changed.
+  _probe() {
+    if (this._phase !== "live" && this._phase !== "recovering") return;
+    this._ping();
+    this._schedulePing();
+  }
+
+  // ---- page lifecycle ----------------------------------------------------
+
+  // Watches the page's visibility, freeze/resume and the network (browsers
+  // only; the window option stands in for tests).
+  _watchPage(on) {
+    const win = this._options.window || globalThis;
+    const doc = win && win.document;
+    const method = on ? "addEventListener" : "removeEventListener";
+    if (win && typeof win[method] === "function") {
+      win[method]("online", this._wake);
+      win[method]("offline", this._offline);
+    }
+    if (doc && typeof doc[method] === "function") {
+      doc[method]("visibilitychange", this._visibility);
+      doc[method]("resume", this._wake);
+    }
+  }
+
+  // The tab is visible again, was resumed (even while hidden), or the
+  // network came back: timers may have been throttled or frozen, so look at
+  // everything now.
+  _onWake() {
+    this._checkToken();
+    if (this._phase === "backoff" && !this._slow) {
+      this._connect();
+      return;
+    }
+    this._probe();
+  }
+
+  // ---- token renewal -----------------------------------------------------
+
+  // Calls getToken, one call at a time: concurrent callers share the call.
+  // Resolves true when it gave another token (kept even while disconnected:
+  // the next connection uses it); null means "no token, use the cookie".
+  _fetchToken() {
+    if (this._tokenFetch) return this._tokenFetch;
+    const old = this._token;
+    const p = (async () => {
+      try {
+        const token = (await this._getToken()) || null;
+        if (this._phase === "closed" || token === old) return false;
+        this._token = token;
+        this._needFreshToken = false;
+        this._scheduleRefresh();
+        return true;
+      } finally {
+        this._tokenFetch = null;
+      }
+    })();
+    this._tokenFetch = p;
+    return p;
+  }
+
+  // Plans the renewal of the current token: 30 s before exp for long
+  // tokens, at 80 % of the remaining life for short ones.
   _scheduleRefresh() {
-    this._clearTimer("refresh");
+    this._renewAttempt = 0;
+    this._refreshDue = null;
+    this._clearClientTimer("refresh");
     const exp = tokenExp(this._token);
     if (!this._getToken || exp === null) return;
     const remaining = exp * 1000 - Date.now();
-    // 30 s before exp for long tokens, at 80 % of the remaining life for short ones.
-    const delay = Math.max(0, Math.max(remaining - this._options.refreshBefore, remaining * 0.8));
-    if (delay > MAX_TIMER_DELAY) {
-      this._setTimer("refresh", MAX_TIMER_DELAY, () => this._scheduleRefresh());
-      return;
-    }
-    this._setTimer("refresh", delay, () => this._refreshToken());
+    this._refreshDue = Date.now() + Math.max(0, Math.max(remaining - this._options.refreshBefore, remaining * 0.8));
+    this._refreshAt(this._refreshDue);
   }
 
-  async _refreshToken() {
-    const generation = this._generation;
-    const old = this._token;
-    let token;
-    try {
-      token = await this._getToken();
-    } catch (err) {
-      // Not fatal: if the token does expire the edge closes with 4001 and
-      // we fetch a token again before reconnecting.
-      this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
+  _refreshAt(due) {
+    const delay = Math.max(0, due - Date.now());
+    if (delay > MAX_TIMER_DELAY) {
+      this._clientTimer("refresh", MAX_TIMER_DELAY, () => this._refreshAt(due));
       return;
     }
-    if (generation !== this._generation || !this._authenticated) return;
-    // The same token again would only make us ask again and again until exp.
-    if (!token || token === old) return;
-    this._token = token;
+    this._clientTimer("refresh", delay, () => this._renew());
+  }
+
+  // On wake: a renewal whose timer a frozen or throttled tab held back runs now.
+  _checkToken() {
+    if (this._refreshDue !== null && this._refreshDue <= Date.now() && !this._tokenFetch) {
+      this._clearClientTimer("refresh");
+      this._renew();
+    }
+  }
+
+  async _renew() {
+    const before = this._token;
+    let renewed;
+    try {
+      renewed = await this._fetchToken();
+    } catch (err) {
+      if (this._phase === "closed") return;
+      this._emit("error", { code: 0, message: "wsgate: getToken failed", error: err, fatal: false });
+      this._retryRenew();
+      return;
+    }
+    if (this._phase === "closed") return;
+    if (!renewed) {
+      this._refreshDue = null; // the same token again: the edge closes with 4001 at exp
+      return;
+    }
     // Renews the identity on the live connection; the edge answers "ok".
-    this._sendNow([AUTH, { token }]);
+    // Off line, the token waits for the next connection.
+    const live = this._phase === "live" || this._phase === "recovering";
+    if (this._token && this._token !== before && live) {
+      this._sendNow([AUTH, { token: this._token }]);
+    }
+  }
+
+  // A failed renewal is tried again with backoff while the token is valid;
+  // after exp the edge closes with 4001 and the reconnect fetches a token.
+  _retryRenew() {
+    const exp = tokenExp(this._token);
+    if (exp === null) return;
+    const remaining = exp * 1000 - Date.now();
+    if (remaining <= 0) return;
+    const bound = Math.min(this._options.backoffMax, this._options.backoffBase * 2 ** this._renewAttempt);
+    this._renewAttempt++;
+    const delay = Math.min(Math.floor(this._random() * bound), remaining);
+    this._clientTimer("refresh", delay, () => this._renew());
   }
 
   // ---- frames out --------------------------------------------------------
 
-  _enqueue(data, ref, action) {
-    if (this._stopped) {
-      this._emit("warning", { message: "wsgate: client is closed, dropped " + action, action });
-      if (ref !== undefined) this._fail(ref, new WsgateError(503, "wsgate: client is closed"));
+  _enqueue(entry) {
+    if (this._phase === "closed") {
+      this._emit("warning", { message: "wsgate: client is closed, dropped " + entry.action, action: entry.action });
+      if (entry.ref !== undefined) this._router.fail(entry.ref, new WsgateError(503, "wsgate: client is closed"));
+      if (entry.id !== undefined) this._failed(entry, 503, "wsgate: client is closed");
       return;
     }
+    this._outbox.push(entry);
     // A closing socket silently discards what it is given, so only an open,
     // authenticated one gets frames directly; the rest wait for the next "ok".
-    if (this._authenticated && this._ws.readyState === 1 /* OPEN */ && this._queue.length === 0) {
-      this._write(data, ref);
+    if (this._canWrite() && this._outbox.unsent() === 1) {
+      this._flush();
       return;
     }
-    this._queue.push({ data, ref, action });
-    if (this._queue.length > this._options.queueLimit) {
-      const dropped = this._queue.shift();
+    if (this._outbox.length > this._options.queueLimit) {
+      const dropped = this._outbox.shift();
       this._emit("warning", {
         message: "wsgate: offline queue full, dropped the oldest frame (" + dropped.action + ")",
         action: dropped.action,
       });
       if (dropped.ref !== undefined) {
-        this._fail(dropped.ref, new WsgateError(503, "wsgate: dropped from the full offline queue"));
+        this._router.fail(dropped.ref, new WsgateError(503, "wsgate: dropped from the full offline queue"));
       }
+      if (dropped.id !== undefined) this._failed(dropped, 503, "wsgate: dropped from the full offline queue");
     }
   }
 
-  _flush() {
-    const queue = this._queue;
-    this._queue = [];
-    for (const item of queue) this._write(item.data, item.ref);
+  _failed(entry, code, message) {
+    this._emit("failed", { id: entry.id, action: entry.action, details: entry.details, code, message });
   }
 
-  _write(data, ref) {
-    this._ws.send(data);
-    const entry = ref !== undefined ? this._pending.get(ref) : undefined;
-    if (entry) entry.sent = true;
+  _canWrite() {
+    const live = this._phase === "live" || this._phase === "recovering";
+    return live && this._ws !== null && this._ws.readyState === 1; /* OPEN */
+  }
+
+  _flush() {
+    for (const entry of this._outbox.unsentEntries()) {
+      if (!this._canWrite()) return;
+      this._ws.send(entry.data);
+      this._outbox.written(entry);
+      // A reliable request is resent after a reconnect: its reply may still come.
+      if (entry.ref !== undefined && entry.id === undefined) this._router.sent(entry.ref);
+    }
   }
 
   _sendNow(frame) {
@@ -523,26 +899,7 @@ class Client {
     }
   }
 
-  _settle(ref, action, details) {
-    const entry = this._pending.get(ref);
-    this._pending.delete(ref);
-    clearTimeout(entry.timer);
-    if (action.endsWith(ERROR_SUFFIX) || action === CLIENT_ERROR) {
-      entry.reject(new WsgateError(errorCode(details), errorMessage(details), details));
-    } else {
-      entry.resolve(details);
-    }
-  }
-
-  _fail(ref, err) {
-    const entry = this._pending.get(ref);
-    if (!entry) return;
-    this._pending.delete(ref);
-    clearTimeout(entry.timer);
-    entry.reject(err);
-  }
-
-  // ---- events and timers -------------------------------------------------
+  // ---- events ------------------------------------------------------------
 
   _emit(event, detail) {
     const set = this._listeners.get(event);
@@ -566,34 +923,281 @@ class Client {
       console.error(err);
     }
   }
+}
 
-  _setTimer(name, delay, fn) {
-    this._clearTimer(name);
-    this._timers[name] = setTimeout(() => {
-      this._timers[name] = null;
-      fn();
-    }, delay);
+// ---- the outbox --------------------------------------------------------------
+
+// Outbox holds, in order, the application frames not written yet, and the
+// reliable ones (with an id) written but not acknowledged yet: those are
+// written again on the next connection. Entries: {action, details, data
+// (the encoded frame), ref?, id?, sent}. With a store, reliable entries are
+// also kept in storage until acknowledged.
+class Outbox {
+  constructor(store) {
+    this._entries = [];
+    this._store = store;
+    if (store) {
+      for (const entry of store.load()) {
+        entry.sent = false;
+        this._entries.push(entry);
+      }
+    }
   }
 
-  _clearTimer(name) {
-    if (this._timers[name] !== null) {
-      clearTimeout(this._timers[name]);
-      this._timers[name] = null;
+  get length() {
+    return this._entries.length;
+  }
+
+  push(entry) {
+    entry.sent = false;
+    this._entries.push(entry);
+    if (this._store && entry.id !== undefined) this._store.put(entry);
+  }
+
+  shift() {
+    const entry = this._entries.shift();
+    this._forget(entry);
+    return entry;
+  }
+
+  remove(entry) {
+    const i = this._entries.indexOf(entry);
+    if (i >= 0) this._entries.splice(i, 1);
+    this._forget(entry);
+  }
+
+  // Removes and returns the entry with id, or null.
+  ack(id) {
+    const entry = this._entries.find((e) => e.id === id);
+    if (!entry) return null;
+    this.remove(entry);
+    return entry;
+  }
+
+  unsent() {
+    let n = 0;
+    for (const e of this._entries) if (!e.sent) n++;
+    return n;
+  }
+
+  unsentEntries() {
+    return this._entries.filter((e) => !e.sent);
+  }
+
+  // entry went out: a reliable one waits for its ack, any other leaves.
+  written(entry) {
+    if (entry.id !== undefined) entry.sent = true;
+    else this.remove(entry);
+  }
+
+  // The socket is gone: unacknowledged reliable frames go out again.
+  connectionLost() {
+    for (const e of this._entries) e.sent = false;
+  }
+
+  // Empties the outbox; returns what it drops. keepStored: the stored
+  // entries stay in storage and are not returned.
+  clear(keepStored) {
+    const all = this._entries;
+    this._entries = [];
+    const dropped = [];
+    for (const e of all) {
+      if (keepStored && this._store && e.id !== undefined) continue;
+      this._forget(e);
+      dropped.push(e);
     }
+    return dropped;
+  }
+
+  _forget(entry) {
+    if (this._store && entry && entry.id !== undefined) this._store.delete(entry);
+  }
+}
+
+// Store keeps reliable frames in a Web Storage (localStorage), one item per
+// frame, so that tabs sharing it never overwrite each other's frames: two
+// tabs that load the same frame both send it, and the edge recognises the
+// resend by its id (Server/ack duplicate: true).
+class Store {
+  constructor(storage, prefix, warn) {
+    this._storage = storage;
+    this._prefix = prefix;
+    this._warn = warn;
+    this._n = 0;
+  }
+
+  put(entry) {
+    const record = { action: entry.action, details: entry.details === undefined ? null : entry.details };
+    record.id = entry.id;
+    record.t = Date.now();
+    record.n = ++this._n;
+    try {
+      this._storage.setItem(this._prefix + entry.id, JSON.stringify(record));
+    } catch (err) {
+      this._warn("wsgate: cannot persist a reliable frame (" + entry.action + "): " + err);
+    }
+  }
+
+  delete(entry) {
+    try {
+      this._storage.removeItem(this._prefix + entry.id);
+    } catch {
+      // Storage gone: nothing left to delete.
+    }
+  }
+
+  // Returns the stored frames, oldest first, as outbox entries. A stored
+  // request is sent as a plain reliable frame: nobody waits for its reply.
+  load() {
+    const records = [];
+    try {
+      for (let i = 0; i < this._storage.length; i++) {
+        const key = this._storage.key(i);
+        if (key === null || !key.startsWith(this._prefix)) continue;
+        try {
+          records.push(JSON.parse(this._storage.getItem(key)));
+        } catch {
+          this._warn("wsgate: ignored an unreadable persisted frame " + key);
+        }
+      }
+    } catch (err) {
+      this._warn("wsgate: cannot read the persisted frames: " + err);
+      return [];
+    }
+    records.sort((a, b) => a.t - b.t || a.n - b.n);
+    const entries = [];
+    for (const r of records) {
+      try {
+        entries.push({ action: r.action, details: r.details, id: r.id, data: encode(r.action, r.details, null, r.id) });
+      } catch {
+        this._warn("wsgate: ignored an invalid persisted frame " + JSON.stringify(r.action));
+      }
+    }
+    return entries;
+  }
+}
+
+// The store for the persist option (true: keyed by the URL; a string: that
+// name), or null. storage defaults to localStorage.
+function openStore(options, url, warn) {
+  if (!options.persist) return null;
+  const storage = options.storage || globalThis.localStorage;
+  if (!storage || typeof storage.setItem !== "function") {
+    warn("wsgate: persist needs localStorage (or the storage option); the outbox is kept in memory only");
+    return null;
+  }
+  const name = typeof options.persist === "string" ? options.persist : url;
+  return new Store(storage, "wsgate:outbox:" + name + ":", warn);
+}
+
+// ---- the ref router ----------------------------------------------------------
+
+// RefRouter gives each request a ref and routes replies: a reply goes to its
+// request only. Refs are random per client (crypto) plus a counter, so a
+// reply meant for another tab of the user is never taken for ours.
+class RefRouter {
+  constructor() {
+    this._prefix = randomId(9) + "-";
+    this._counter = 0;
+    this._pending = new Map(); // ref -> {resolve, reject, timer, sent}
+  }
+
+  newRef() {
+    return this._prefix + (++this._counter).toString(36);
+  }
+
+  // Waits for the reply to ref; onTimeout returns the error to reject with.
+  wait(ref, resolve, reject, timeout, onTimeout) {
+    const entry = { resolve, reject, timer: null, sent: false };
+    entry.timer = setTimeout(() => {
+      this._pending.delete(ref);
+      reject(onTimeout());
+    }, timeout);
+    this._pending.set(ref, entry);
+  }
+
+  sent(ref) {
+    const entry = this._pending.get(ref);
+    if (entry) entry.sent = true;
+  }
+
+  // Settles the request of ref; returns null when it did, "late" for a ref
+  // this client issued whose request has ended, "unknown" for another ref.
+  settle(ref, action, details) {
+    const entry = this._pending.get(ref);
+    if (!entry) {
+      return typeof ref === "string" && ref.startsWith(this._prefix) ? "late" : "unknown";
+    }
+    this._pending.delete(ref);
+    clearTimeout(entry.timer);
+    if (action.endsWith(ERROR_SUFFIX) || action === CLIENT_ERROR) {
+      entry.reject(new WsgateError(errorCode(details), errorMessage(details), details));
+    } else {
+      entry.resolve(details);
+    }
+    return null;
+  }
+
+  fail(ref, err) {
+    const entry = this._pending.get(ref);
+    if (!entry) return;
+    this._pending.delete(ref);
+    clearTimeout(entry.timer);
+    entry.reject(err);
+  }
+
+  // Requests written on a lost connection get no reply: fail them.
+  connectionLost() {
+    for (const [ref, entry] of this._pending) {
+      if (entry.sent) this.fail(ref, new WsgateError(503, "wsgate: connection lost before the reply"));
+    }
+  }
+
+  failAll(err) {
+    for (const ref of [...this._pending.keys()]) this.fail(ref, err);
   }
 }
 
 // ---- helpers ---------------------------------------------------------------
 
-function encode(action, details, ref) {
+function encode(action, details, ref, id) {
   if (typeof action !== "string" || !ACTION_RE.test(action)) {
     throw new TypeError("wsgate: bad action " + JSON.stringify(action) + " (1-128 of A-Z a-z 0-9 _ - / :)");
   }
   const frame = [action, details === undefined ? null : details];
-  if (ref !== undefined) frame.push(ref);
+  if (ref !== undefined || id !== undefined) frame.push(ref === undefined ? null : ref);
+  if (id !== undefined) frame.push(id);
   // Serialize now: the caller may change the object after send() returns,
   // and an unserializable value should fail in the caller's stack.
   return JSON.stringify(frame);
+}
+
+// The public description of an outbox entry, for "dropped" events.
+function frameOf(entry) {
+  const f = { action: entry.action, details: entry.details === undefined ? null : entry.details };
+  if (entry.ref !== undefined) f.ref = entry.ref;
+  if (entry.id !== undefined) f.id = entry.id;
+  return f;
+}
+
+// The message id of a send or request: undefined unless options.reliable;
+// options.id when given (1-64 of A-Z a-z 0-9 _ -), else 128 random bits.
+function messageId(options) {
+  if (!options || options.reliable !== true) return undefined;
+  if (options.id === undefined) return randomId(16);
+  if (typeof options.id !== "string" || !ID_RE.test(options.id)) {
+    throw new TypeError("wsgate: bad message id " + JSON.stringify(options.id) + " (1-64 of A-Z a-z 0-9 _ -)");
+  }
+  return options.id;
+}
+
+// Returns n random bytes as hex, from crypto.getRandomValues.
+function randomId(n) {
+  const bytes = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(bytes);
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
 }
 
 // Resolves url against the page (http -> ws, https -> wss); without url in a
@@ -660,4 +1264,4 @@ function installGlobals(win, script) {
   win.cs.WebSockets = createClient({ url: scheme + "//" + src.host + path, token });
 }
 
-export { createClient, installGlobals, WsgateError, DEFAULT_PATH };
+export { createClient, installGlobals, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };

@@ -48,6 +48,7 @@ function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {
     // The Web APIs the client uses; a vm context only has the JS built-ins.
     URL,
     atob,
+    crypto,
     console,
     setTimeout,
     clearTimeout,
@@ -118,4 +119,35 @@ test("data-token and data-path are used, http edges get ws://", async () => {
   ws.open();
   assert.deepEqual(ws.frames, [[AUTH, { token: "tok" }]]);
   page.cs.WebSockets.close();
+});
+
+test("cs.WebSockets recovers: since on the reconnect, recovered event (classic build)", async () => {
+  const page = loadPage({ attrs: { "data-cs-compat": "" } });
+  const cs = page.cs.WebSockets;
+  const events = [];
+  cs.addListener("recovered", (d) => events.push(d));
+  const got = [];
+  cs.on("news", (d) => got.push(d));
+  await flush();
+  const ws = FakeWebSocket.last();
+  ws.open();
+  ws.receive([AUTH, "ok"]);
+  ws.receive(["Server/recovery", { epoch: "e1", recovered: true, count: 0 }]);
+  ws.receive(["news", "a", null, 5]);
+  vm.runInContext("Math.random = () => 0;", page); // no reconnect delay
+  ws.serverClose(1012);
+  for (const deadline = Date.now() + 10_000; FakeWebSocket.instances.length < 2; ) {
+    assert.ok(Date.now() < deadline, "no reconnect within 10 s");
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  const ws2 = FakeWebSocket.last();
+  ws2.open();
+  assert.deepEqual(ws2.frames[0], [AUTH, { since: { epoch: "e1", seq: 5 } }]);
+  ws2.receive([AUTH, "ok"]);
+  ws2.receive(["Server/recovery", { epoch: "e1", recovered: true, count: 1 }]);
+  ws2.receive(["news", "b", null, 6]);
+  // Objects of the page's realm: compared as JSON.
+  assert.deepEqual(JSON.parse(JSON.stringify(events)), [{ recovered: true, count: 1, epoch: "e1" }]);
+  assert.deepEqual(got, ["a", "b"]);
+  cs.close();
 });

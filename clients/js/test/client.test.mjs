@@ -3,7 +3,7 @@
 import { describe, test, beforeEach, afterEach, mock } from "node:test";
 import assert from "node:assert/strict";
 
-import { createClient, installGlobals, WsgateError, DEFAULT_PATH } from "../src/wsgate.mjs";
+import { createClient, installGlobals, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES } from "../src/wsgate.mjs";
 import { FakeWebSocket, flush, jwt } from "../testdata/fakes.mjs";
 
 const AUTH = "Client/authentication";
@@ -258,9 +258,11 @@ describe("request", () => {
     assert.ok(typeof ref === "string" && ref.length > 0 && ref.length <= 64);
     ws.receive(["echo", "other", "someone-else"]);
     ws.receive(["echo", { n: 1 }, ref]);
+    ws.receive(["echo", "plain"]);
     assert.deepEqual(await p, { n: 1 });
-    // The reply belongs to the request; other frames reach on() handlers.
-    assert.deepEqual(seen, ["other"]);
+    // A reply belongs to its request; a reply to another client's ref
+    // reaches nobody; frames without a ref reach on() handlers.
+    assert.deepEqual(seen, ["plain"]);
   });
 
   test("uses a fresh ref every time", async () => {
@@ -354,11 +356,12 @@ describe("reconnecting", () => {
       assert.equal(d, Math.floor(0.999 * bounds[i]));
     });
 
-    // A successful authentication starts the sequence again.
+    // A connection that stays up for stableAfter (10 s) starts the sequence again.
     const ws = FakeWebSocket.last();
     ws.open();
     ws.receive([AUTH, "ok"]);
     r = 0.5;
+    mock.timers.tick(10_000);
     ws.serverClose(1012);
     assert.deepEqual(events.at(-1)[1], { attempt: 1, delay: 500 });
   });
@@ -696,3 +699,423 @@ function fakeScript(src, attrs) {
     getAttribute: (name) => (Object.hasOwn(attrs, name) ? attrs[name] : null),
   };
 }
+
+// ---- the review's items (issue 15, items 12-16) --------------------------------
+
+/** A page stand-in: online/offline on the window, visibility and resume on the document. */
+function fakePage() {
+  const win = new EventTarget();
+  win.document = new EventTarget();
+  win.document.visibilityState = "visible";
+  return win;
+}
+
+describe("which closes stop the client (one table)", () => {
+  test("FINAL_CLOSE_CODES lists exactly the codes DESIGN §2 calls final", () => {
+    assert.deepEqual(FINAL_CLOSE_CODES, [4401, 4403]);
+  });
+
+  for (const [status, code] of [
+    [503, 1013], // messaging or identity service unavailable
+    [429, 1013], // per-user connection cap
+  ]) {
+    test(`Client/authentication:error ${status} then ${code} reconnects, with a non-fatal error`, async () => {
+      const client = newClient({ token: "tok" });
+      const events = record(client, ["error", "close", "reconnecting"]);
+      await flush();
+      const ws = FakeWebSocket.last();
+      ws.open();
+      ws.receive([AUTH + ":error", [status, "try later"]]);
+      ws.serverClose(code, "");
+      assert.deepEqual(events[0], ["error", { code: status, message: "try later", closeCode: code, fatal: false }]);
+      assert.deepEqual(events[1], ["close", { code, reason: "", willReconnect: true }]);
+      assert.equal(events[2][0], "reconnecting");
+      mock.timers.tick(30_000);
+      await flush();
+      assert.equal(FakeWebSocket.instances.length, 2);
+    });
+  }
+
+  test("an authentication error without a close does not make a later 1012 final", async () => {
+    const { client, ws } = await authenticated({ token: "tok" });
+    const events = record(client, ["error", "close"]);
+    ws.receive([AUTH + ":error", [400, "bad renewal"]]);
+    assert.deepEqual(events[0], ["error", { code: 400, message: "bad renewal", fatal: false }]);
+    ws.serverClose(1012, "draining");
+    assert.deepEqual(events[1], ["close", { code: 1012, reason: "draining", willReconnect: true }]);
+    mock.timers.tick(30_000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 2);
+  });
+
+  test("4001 with a fixed token and no getToken stops: the token cannot get younger", async () => {
+    const { client, ws } = await authenticated({ token: "tok" });
+    const events = record(client, ["error", "close"]);
+    ws.serverClose(4001, "token expired");
+    assert.deepEqual(events.at(-1), ["close", { code: 4001, reason: "token expired", willReconnect: false }]);
+    assert.equal(events[0][1].fatal, true);
+    assert.equal(client.state, "closed");
+  });
+
+  test("4001 with the cookie (no token) reconnects: the page may have renewed it", async () => {
+    const { client, ws } = await authenticated();
+    const events = record(client, ["close"]);
+    ws.serverClose(4001, "token expired");
+    assert.deepEqual(events, [["close", { code: 4001, reason: "token expired", willReconnect: true }]]);
+    assert.equal(client.state, "reconnecting");
+  });
+});
+
+describe("backoff after a kick", () => {
+  for (const code of [4429, 4500, 1013]) {
+    test(`${code} right after ok backs off, and keeps backing off`, async () => {
+      const client = newClient({ random: () => 0.999 });
+      const events = record(client, ["reconnecting"]);
+      for (let i = 0; i < 3; i++) {
+        await flush();
+        const ws = FakeWebSocket.last();
+        ws.open();
+        ws.receive([AUTH, "ok"]);
+        ws.serverClose(code);
+        mock.timers.tick(60_000);
+      }
+      // At least 2^3 s from the first kick, growing after each one.
+      assert.deepEqual(
+        events.map((e) => e[1].delay),
+        [7992, 15984, 29970],
+      );
+    });
+  }
+
+  test("a close right after ok does not reset the backoff; a stable connection does", async () => {
+    const client = newClient({ random: () => 0.999 });
+    const events = record(client, ["reconnecting"]);
+    for (let i = 0; i < 3; i++) {
+      await flush();
+      const ws = FakeWebSocket.last();
+      ws.open();
+      ws.receive([AUTH, "ok"]);
+      mock.timers.tick(9_999); // not yet stable
+      ws.serverClose(1012);
+      mock.timers.tick(60_000);
+    }
+    assert.deepEqual(
+      events.map((e) => e[1].attempt),
+      [1, 2, 3],
+    );
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.receive([AUTH, "ok"]);
+    mock.timers.tick(10_000);
+    ws.serverClose(1012);
+    assert.deepEqual(events.at(-1)[1], { attempt: 1, delay: 999 });
+  });
+});
+
+describe("timers and replies", () => {
+  test("close() inside an authenticated listener stops every timer", async () => {
+    const client = newClient({ getToken: async () => jwt({ sub: "u", exp: Math.floor(Date.now() / 1000) + 60 }) });
+    client.addListener("authenticated", () => client.close());
+    client.send("queued", 1);
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.receive([AUTH, "ok"]);
+    assert.equal(client.state, "closed");
+    mock.timers.tick(600_000);
+    await flush();
+    assert.deepEqual(ws.frames, [[AUTH, { token: ws.frames[0][1].token }]]);
+    assert.deepEqual(ws.discarded, []);
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+
+  test("close() inside an authenticated listener leaves no timers (real timers)", async () => {
+    mock.timers.reset();
+    const client = newClient({ getToken: async () => jwt({ sub: "u", exp: Math.floor(Date.now() / 1000) + 3600 }) });
+    client.addListener("authenticated", () => client.close());
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.receive([AUTH, "ok"]);
+    await flush(); // the fake's close event
+    assert.equal(process.getActiveResourcesInfo().filter((r) => r === "Timeout").length, 0);
+  });
+
+  test("a reply after the request's timeout reaches no handler", async () => {
+    const { client, ws } = await authenticated();
+    const events = record(client, ["warning"]);
+    const seen = [];
+    client.on("slow", (d) => seen.push(d), (code) => seen.push(code));
+    const p = client.request("slow", 1, { timeout: 100 });
+    const ref = appFrames(ws)[0][2];
+    mock.timers.tick(100);
+    await assert.rejects(p, { code: 408 });
+    ws.receive(["slow", "too late", ref]);
+    ws.receive(["slow:error", [500, "too late"], ref]);
+    assert.deepEqual(seen, []);
+    assert.equal(events.length, 2);
+    assert.match(events[0][1].message, /after its request ended/);
+  });
+
+  test("a reply with a ref this client never issued reaches no handler", async () => {
+    const { client, ws } = await authenticated();
+    const events = record(client, ["warning"]);
+    const seen = [];
+    client.on("echo", (d) => seen.push(d));
+    ws.receive(["echo", "for another tab", "abc-1"]);
+    ws.receive(["echo", "numeric ref", 7]);
+    assert.deepEqual(seen, []);
+    assert.equal(events.length, 2);
+    assert.match(events[0][1].message, /did not make/);
+  });
+
+  test("refs come from crypto, not from the random option", async () => {
+    const a = await authenticated();
+    a.client.request("x").catch(() => {});
+    const b = await authenticated();
+    b.client.request("x").catch(() => {});
+    const refA = appFrames(a.ws)[0][2];
+    const refB = appFrames(b.ws)[0][2];
+    assert.match(refA, /^[0-9a-f]{18}-1$/);
+    assert.notEqual(refA, refB);
+  });
+});
+
+/** A fresh token that expires in 60 s. */
+const exp60 = () => jwt({ sub: "u", exp: Math.floor(Date.now() / 1000) + 60, at: Date.now() });
+
+describe("token renewal, continued", () => {
+  test("a token fetched while disconnected is kept for the next connection", async () => {
+    let n = 0;
+    const { client, ws } = await authenticated({
+      getToken: async () => (++n, exp60()),
+      backoffBase: 20_000,
+    });
+    mock.timers.tick(47_500);
+    ws.serverClose(1006); // reconnect in random(0, 20 s) * 0.5 = 10 s
+    assert.equal(client.state, "reconnecting");
+    mock.timers.tick(500); // the renewal is due (80 % of 60 s) while off line
+    await flush();
+    assert.equal(n, 2);
+    mock.timers.tick(10_000);
+    await flush();
+    const ws2 = FakeWebSocket.last();
+    assert.notEqual(ws2, ws);
+    ws2.open();
+    assert.equal(n, 2, "the kept token is used, getToken is not called again");
+    const renewed = ws2.frames[0][1].token;
+    assert.notEqual(renewed, ws.frames[0][1].token);
+  });
+
+  test("a failed renewal is retried with backoff before exp", async () => {
+    let n = 0;
+    let fail = false;
+    const { client, ws } = await authenticated({
+      getToken: async () => {
+        n++;
+        if (fail) throw new Error("token service down");
+        return exp60();
+      },
+      random: () => 0.999,
+    });
+    const events = record(client, ["error"]);
+    fail = true;
+    mock.timers.tick(48_000);
+    await flush();
+    assert.equal(n, 2);
+    assert.equal(events.length, 1);
+    assert.equal(events[0][1].fatal, false);
+    mock.timers.tick(999); // first retry after random * 1 s
+    await flush();
+    assert.equal(n, 3);
+    fail = false;
+    mock.timers.tick(1_998); // second retry after random * 2 s
+    await flush();
+    assert.equal(n, 4);
+    const auths = ws.frames.filter((f) => f[0] === AUTH);
+    assert.equal(auths.length, 2, "the renewed token went out on the live connection");
+    assert.equal(client.state, "authenticated");
+  });
+
+  test("getToken is called one at a time", async () => {
+    let n = 0;
+    let release;
+    const { ws } = await authenticated({
+      getToken: () => {
+        n++;
+        if (n === 1) return exp60();
+        return new Promise((resolve) => (release = () => resolve(exp60())));
+      },
+    });
+    mock.timers.tick(48_000); // the renewal starts and hangs
+    await flush();
+    assert.equal(n, 2);
+    ws.serverClose(4001); // the reconnect needs a token too: it waits for the same call
+    mock.timers.tick(30_000);
+    await flush();
+    assert.equal(n, 2);
+    assert.equal(FakeWebSocket.instances.length, 1);
+    release();
+    await flush();
+    await flush();
+    assert.equal(n, 2);
+    assert.equal(FakeWebSocket.instances.length, 2);
+  });
+});
+
+describe("silent losses and hidden tabs", () => {
+  test("a final close reports the frames it drops", async () => {
+    const client = newClient({ token: "tok" });
+    const events = record(client, ["dropped", "close"]);
+    client.send("a", 1);
+    const p = client.request("b", [2]);
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.serverClose(4403, "origin");
+    await assert.rejects(p, { code: 503 });
+    assert.equal(events[0][0], "dropped");
+    const { reason, frames } = events[0][1];
+    assert.equal(reason, "refused by the server");
+    assert.deepEqual(
+      frames.map((f) => [f.action, f.details]),
+      [
+        ["a", 1],
+        ["b", [2]],
+      ],
+    );
+    assert.equal(typeof frames[1].ref, "string");
+    assert.equal(events[1][0], "close");
+  });
+
+  test("a frame sent on a closing socket is queued, not lost", async () => {
+    const { client, ws } = await authenticated();
+    ws.readyState = FakeWebSocket.CLOSING; // the server started the closing handshake
+    client.send("x", 1);
+    ws.serverClose(1001);
+    mock.timers.tick(30_000);
+    await flush();
+    const ws2 = FakeWebSocket.last();
+    ws2.open();
+    ws2.receive([AUTH, "ok"]);
+    assert.deepEqual(ws.discarded, []);
+    assert.deepEqual(appFrames(ws2), [["x", 1]]);
+  });
+
+  test("the tab becoming visible checks the link at once", async () => {
+    const win = fakePage();
+    const { client, ws } = await authenticated({ window: win, pingInterval: 60_000, pongTimeout: 1_000 });
+    const events = record(client, ["close"]);
+    mock.timers.tick(5_000);
+    win.document.dispatchEvent(new Event("visibilitychange"));
+    assert.deepEqual(ws.frames.at(-1), ["Client/ping", null]);
+    mock.timers.tick(1_000); // no pong: the link is dead
+    assert.deepEqual(events, [["close", { code: 4000, reason: "heartbeat timeout", willReconnect: true }]]);
+  });
+
+  test("a hidden tab does nothing on visibilitychange; offline probes the link", async () => {
+    const win = fakePage();
+    const { ws } = await authenticated({ window: win, pingInterval: 60_000 });
+    win.document.visibilityState = "hidden";
+    win.document.dispatchEvent(new Event("visibilitychange"));
+    assert.equal(ws.frames.filter((f) => f[0] === "Client/ping").length, 0);
+    win.dispatchEvent(new Event("offline"));
+    assert.equal(ws.frames.filter((f) => f[0] === "Client/ping").length, 1);
+  });
+
+  test("online during the backoff reconnects at once", async () => {
+    const win = fakePage();
+    const { ws } = await authenticated({ window: win, backoffBase: 30_000 });
+    ws.serverClose(1006);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 1);
+    win.dispatchEvent(new Event("online"));
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 2);
+  });
+
+  test("online does not cut short the backoff the server asked for", async () => {
+    const win = fakePage();
+    const { ws } = await authenticated({ window: win, backoffBase: 30_000 });
+    ws.serverClose(4429);
+    win.dispatchEvent(new Event("online"));
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+
+  test("waking a frozen tab renews a token whose renewal time passed", async () => {
+    const win = fakePage();
+    let n = 0;
+    const { ws } = await authenticated({ window: win, getToken: async () => (++n, exp60()) });
+    // Frozen (and hidden, as a browser freezes background tabs): the clock
+    // moves, the timers do not run.
+    win.document.visibilityState = "hidden";
+    mock.timers.setTime(T0 + 50_000);
+    await flush();
+    assert.equal(n, 1);
+    win.document.dispatchEvent(new Event("resume"));
+    await flush();
+    assert.equal(n, 2);
+    assert.equal(ws.frames.filter((f) => f[0] === AUTH).length, 2);
+    assert.deepEqual(ws.frames.at(-2), ["Client/ping", null]);
+  });
+
+  test("close() stops listening to the page", async () => {
+    const win = fakePage();
+    const { client, ws } = await authenticated({ window: win });
+    client.close();
+    win.document.dispatchEvent(new Event("visibilitychange"));
+    win.dispatchEvent(new Event("online"));
+    await flush();
+    assert.equal(ws.frames.filter((f) => f[0] === "Client/ping").length, 0);
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+});
+
+describe("the state machine", () => {
+  test("a socket that does not open within openTimeout is given up and retried", async () => {
+    const client = newClient({ openTimeout: 5_000 });
+    const events = record(client, ["close", "reconnecting"]);
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.holdClose = true; // a dead path: no close event either
+    mock.timers.tick(4_999);
+    assert.deepEqual(events, []);
+    mock.timers.tick(1);
+    assert.deepEqual(events[0], ["close", { code: 4000, reason: "opening timeout", willReconnect: true }]);
+    assert.equal(events[1][0], "reconnecting");
+    mock.timers.tick(30_000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 2);
+  });
+
+  test("no ok within openTimeout of the open is given up and retried", async () => {
+    const client = newClient({ openTimeout: 5_000 });
+    const events = record(client, ["close"]);
+    await flush();
+    const ws = FakeWebSocket.last();
+    mock.timers.tick(4_000);
+    ws.open(); // the timer starts again for the authentication
+    mock.timers.tick(4_999);
+    assert.deepEqual(events, []);
+    mock.timers.tick(1);
+    assert.deepEqual(events, [["close", { code: 4000, reason: "authenticating timeout", willReconnect: true }]]);
+    assert.equal(ws.closedWith.code, 4000);
+  });
+
+  test("state events: token, opening, authenticating, live, backoff, closed", async () => {
+    const client = newClient({ getToken: async () => "t" });
+    const phases = [];
+    client.addListener("state", ({ state, previous }) => phases.push(previous + ">" + state));
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.receive([AUTH, "ok"]);
+    assert.equal(client.phase, "live");
+    ws.serverClose(1006);
+    client.close();
+    assert.deepEqual(phases, ["token>opening", "opening>authenticating", "authenticating>live", "live>backoff", "backoff>closed"]);
+    assert.ok(phases.every((p) => p.split(">").every((s) => PHASES.includes(s))));
+  });
+});

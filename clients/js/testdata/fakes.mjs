@@ -1,7 +1,13 @@
 // Test doubles for the JS client tests. Kept outside test/ because node --test
 // runs every file under a test/ directory as a test file.
 
-/** A WebSocket stand-in driven by the test: open(), receive(), serverClose(). */
+/**
+ * A WebSocket stand-in driven by the test: open(), receive(), serverClose().
+ * It behaves as a browser's does where the client depends on it: send()
+ * throws while connecting and silently discards frames once closing; close()
+ * makes it closing, and the close event follows asynchronously (unless the
+ * test holds it, as a dead network would).
+ */
 export class FakeWebSocket {
   static CONNECTING = 0;
   static OPEN = 1;
@@ -23,6 +29,8 @@ export class FakeWebSocket {
     this.readyState = FakeWebSocket.CONNECTING;
     this.sent = []; // raw text frames
     this.closedWith = null; // {code, reason} when the client called close()
+    this.discarded = []; // frames sent while closing or closed, dropped as a browser does
+    this.holdClose = false; // true: close() never leads to a close event
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
     FakeWebSocket.instances.push(this);
   }
@@ -33,13 +41,21 @@ export class FakeWebSocket {
   }
 
   send(data) {
-    if (this.readyState !== FakeWebSocket.OPEN) throw new Error("send on a socket that is not open");
+    if (this.readyState === FakeWebSocket.CONNECTING) throw new Error("InvalidStateError: still in CONNECTING state");
+    if (this.readyState !== FakeWebSocket.OPEN) {
+      this.discarded.push(data);
+      return;
+    }
     this.sent.push(data);
   }
 
   close(code, reason) {
+    if (this.readyState === FakeWebSocket.CLOSING || this.readyState === FakeWebSocket.CLOSED) return;
     this.closedWith = { code, reason };
     this.readyState = FakeWebSocket.CLOSING;
+    if (this.holdClose) return;
+    // The closing handshake: the server echoes the code, then the event fires.
+    setImmediate(() => this.serverClose(code === undefined ? 1005 : code, reason || ""));
   }
 
   // ---- driven by the test ----
@@ -54,6 +70,7 @@ export class FakeWebSocket {
   }
 
   serverClose(code, reason = "") {
+    if (this.readyState === FakeWebSocket.CLOSED) return;
     this.readyState = FakeWebSocket.CLOSED;
     this.onclose?.({ type: "close", code, reason, wasClean: code !== 1006 });
   }
@@ -68,4 +85,31 @@ export function flush() {
 export function jwt(claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
   return b64({ alg: "HS256", typ: "JWT" }) + "." + b64(claims) + ".sig";
+}
+
+/** A Web Storage (localStorage) stand-in over a Map. */
+export class FakeStorage {
+  constructor() {
+    this.map = new Map();
+  }
+
+  get length() {
+    return this.map.size;
+  }
+
+  key(i) {
+    return [...this.map.keys()][i] ?? null;
+  }
+
+  getItem(key) {
+    return this.map.has(key) ? this.map.get(key) : null;
+  }
+
+  setItem(key, value) {
+    this.map.set(key, String(value));
+  }
+
+  removeItem(key) {
+    this.map.delete(key);
+  }
 }

@@ -1,6 +1,7 @@
 // Test harness for browser_test.go: starts one wsgate client (window.client)
 // and records its events and the frames it gets in window.rec, so that the
-// test can poll them. Runs after /client.js (window.wsgate).
+// test can poll them. Uses window.wsgate: set by /client.js (client.html), or
+// by the module page from /client.mjs (module.html).
 "use strict";
 
 window.rec = { events: [], frames: [], tokenCalls: 0 };
@@ -8,7 +9,10 @@ window.rec = { events: [], frames: [], tokenCalls: 0 };
 // startClient(opts): opts.url, opts.token, opts.actions (actions to record),
 // opts.tokenURL (getToken fetches a fresh token there), opts.staleFirst
 // (the first getToken call returns opts.token again: no renewal on the live
-// connection, so the edge closes with 4001 at exp), opts.backoffBase.
+// connection, so the edge closes with 4001 at exp), opts.backoffBase,
+// opts.backoffMax, opts.pingInterval, opts.pongTimeout, opts.random (a
+// fixed jitter in [0, 1)). Without token and tokenURL the edge uses the
+// cookie.
 window.startClient = function (opts) {
   const options = {
     url: opts.url,
@@ -16,6 +20,10 @@ window.startClient = function (opts) {
     backoffBase: opts.backoffBase || 100,
     backoffMax: opts.backoffMax || 500,
   };
+  for (const key of ["pingInterval", "pongTimeout"]) {
+    if (opts[key]) options[key] = opts[key];
+  }
+  if (typeof opts.random === "number") options.random = () => opts.random;
   if (opts.tokenURL) {
     options.getToken = async function () {
       rec.tokenCalls++;
@@ -26,10 +34,10 @@ window.startClient = function (opts) {
     };
   }
   const client = window.wsgate.createClient(options);
-  ["open", "authenticated", "close", "reconnecting", "error", "warning", "kicked"].forEach(function (name) {
+  ["open", "authenticated", "close", "reconnecting", "error", "warning", "kicked", "dropped"].forEach(function (name) {
     client.addListener(name, function (detail) {
       const e = { event: name, at: Date.now() };
-      for (const key of ["code", "reason", "willReconnect", "message", "attempt"]) {
+      for (const key of ["code", "reason", "willReconnect", "message", "attempt", "delay"]) {
         if (detail && detail[key] !== undefined) e[key] = detail[key];
       }
       rec.events.push(e);

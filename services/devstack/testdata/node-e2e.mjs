@@ -57,6 +57,9 @@ function open(url, user) {
     getToken: () => control("/token?user=" + user, "GET"),
     backoffBase: 100,
     backoffMax: 500,
+    // A connection attempt that hangs while edge1 shuts down (seen under
+    // load: no open, no close) is given up well within a request's 10 s.
+    openTimeout: 2000,
   });
   clients.add(client);
   return client;
