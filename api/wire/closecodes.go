@@ -52,3 +52,10 @@ const (
 	// queue filled up.
 	CloseSlowConsumer = 4500
 )
+
+// FinalCloseCodes are the close codes after which a client must not
+// reconnect on its own (DESIGN §2): the same credentials would be refused
+// again. Every other code, 4001 included (fresh token, then reconnect), is
+// followed by a reconnect with backoff. The JS client's FINAL_CLOSE_CODES
+// must list exactly these (TestFinalCloseCodes_JSClientAgrees, services/edge).
+func FinalCloseCodes() []int { return []int{CloseAuthFailed, CloseForbidden} }
