@@ -23,6 +23,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/inbound"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
@@ -79,6 +80,7 @@ type Server struct {
 	hub     *hub.Hub
 	poller  *netpoll.Poller
 	gateway *gateway.Gateway
+	inbound *inbound.Publisher // nil unless WS_INBOUND is on
 	http    *http.Server
 	ln      net.Listener
 }
@@ -139,6 +141,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if s.poller.Portable() {
 		log.Info("no epoll: one parked goroutine per idle connection")
 	}
+	if cfg.InboundOn() {
+		if s.inbound, err = inbound.NewPublisher(s.nc, inbound.DefaultTimeout, s.tel.Meter); err != nil {
+			return nil, err
+		}
+	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
 		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
@@ -146,6 +153,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		Inbound: s.inbound,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
@@ -209,6 +217,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.poller.Run() }()
+	if s.inbound != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.ensureInbound(hubCtx) }()
+	}
 
 	serveErr := make(chan error, 1)
 	wg.Add(1)
@@ -245,6 +257,9 @@ func (s *Server) shutdown() {
 		_ = s.gateway.Wait(context.Background())
 	}
 	s.hub.Stop()
+	if s.inbound != nil {
+		s.inbound.Close() // no connection publishes any more
+	}
 	if s.ownNC {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer dcancel()

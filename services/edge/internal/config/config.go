@@ -53,6 +53,11 @@ type Config struct {
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+
+	Inbound         string        `envconfig:"WS_INBOUND" default:"off" desc:"reliable inbound (DESIGN §8): off, or memory|file storage of the inbound work-queue stream the edges create or update at start"`
+	InboundStream   string        `envconfig:"WS_INBOUND_STREAM" default:"WS_INBOUND" desc:"name of the inbound JetStream stream (subjects <prefix>.inq.>)"`
+	InboundDedupe   time.Duration `envconfig:"WS_INBOUND_DEDUPE" default:"2m" desc:"how long the stream remembers a message id: a resend within it is acked duplicate and not handled again"`
+	InboundReplicas int           `envconfig:"WS_INBOUND_REPLICAS" default:"1" desc:"replicas of the inbound stream in a NATS cluster (1, 3 or 5)"`
 }
 
 // Load reads the configuration from the environment and checks it.
@@ -88,6 +93,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && c.JWTJWKSURL == "" && c.CalloutSubject == "" && !c.AllowAnonymous {
 		return errors.New("EDGE_JWT_SECRET, EDGE_JWT_PUBLIC_KEY_FILE, EDGE_JWT_JWKS_URL or EDGE_AUTH_CALLOUT_SUBJECT: one is required unless EDGE_ALLOW_ANONYMOUS=true")
+	}
+	if err := c.normalizeInbound(); err != nil {
+		return err
 	}
 	if c.CalloutSubject != "" {
 		if err := validSubject(c.CalloutSubject); err != nil {
@@ -150,3 +158,30 @@ func validSubject(s string) error {
 	}
 	return nil
 }
+
+// normalizeInbound checks the WS_INBOUND_* values.
+func (c *Config) normalizeInbound() error {
+	if c.Inbound == "" {
+		c.Inbound = "off"
+	}
+	switch c.Inbound {
+	case "off":
+		return nil
+	case "memory", "file":
+	default:
+		return fmt.Errorf("WS_INBOUND: want off, memory or file, got %q", c.Inbound)
+	}
+	if c.InboundStream == "" || strings.ContainsAny(c.InboundStream, ".*> \t\r\n/\\") {
+		return fmt.Errorf("WS_INBOUND_STREAM: %q is not a stream name (no . * > / \\ or white space)", c.InboundStream)
+	}
+	if c.InboundDedupe <= 0 {
+		return errors.New("WS_INBOUND_DEDUPE: must be positive")
+	}
+	if c.InboundReplicas < 1 || c.InboundReplicas > 5 {
+		return fmt.Errorf("WS_INBOUND_REPLICAS: want 1 to 5, got %d", c.InboundReplicas)
+	}
+	return nil
+}
+
+// InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
+func (c *Config) InboundOn() bool { return c.Inbound == "memory" || c.Inbound == "file" }
