@@ -161,14 +161,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 
 	counts := newCounters(tel.Meter)
-	d, err := dispatcher.New(nc,
+	reliable := newReliableCounters(tel.Meter)
+	dopts := []dispatcher.Option{
 		dispatcher.WithQueue(cfg.Queue),
 		dispatcher.WithConcurrency(cfg.Concurrency),
 		dispatcher.WithPrefix(cfg.Prefix),
 		dispatcher.WithLogger(log),
-		dispatcher.WithHooks(counts.hooks()),
+		dispatcher.WithHooks(reliable.hooks(counts.hooks())),
 		dispatcher.WithTracer(o.tracer),
-	)
+	}
+	if cfg.InboundOn() {
+		dopts = append(dopts, dispatcher.WithReliable(cfg.Reliable()))
+	}
+	d, err := dispatcher.New(nc, dopts...)
 	if err != nil {
 		closeConn()
 		return err
@@ -206,6 +211,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		}
 	}
 	counts.prepare(tel.Meter, d)
+	if cfg.InboundOn() {
+		reliable.observePending(tel.Meter, d, log)
+	}
 
 	var subscribed atomic.Bool
 	probe := health.New(func() error {
