@@ -20,7 +20,7 @@ const (
 func (s *Server) ensureInbound(ctx context.Context) {
 	cfg := inbound.StreamConfig{
 		Mode: s.cfg.Inbound, Name: s.cfg.InboundStream, Dedupe: s.cfg.InboundDedupe,
-		Replicas: s.cfg.InboundReplicas, Subjects: wire.NewSubjects(s.cfg.Prefix),
+		Replicas: s.cfg.InboundReplicas, MaxAge: s.cfg.InboundMaxAge, Subjects: wire.NewSubjects(s.cfg.Prefix),
 	}
 	for {
 		sctx, cancel := context.WithTimeout(ctx, inboundSetupTimeout)

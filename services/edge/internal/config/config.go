@@ -58,6 +58,7 @@ type Config struct {
 	InboundStream   string        `envconfig:"WS_INBOUND_STREAM" default:"WS_INBOUND" desc:"name of the inbound JetStream stream (subjects <prefix>.inq.>)"`
 	InboundDedupe   time.Duration `envconfig:"WS_INBOUND_DEDUPE" default:"2m" desc:"how long the stream remembers a message id: a resend within it is acked duplicate and not handled again"`
 	InboundReplicas int           `envconfig:"WS_INBOUND_REPLICAS" default:"1" desc:"replicas of the inbound stream in a NATS cluster (1, 3 or 5)"`
+	InboundMaxAge   time.Duration `envconfig:"WS_INBOUND_MAX_AGE" default:"24h" desc:"an action no dispatcher consumed within this time is dropped from the stream (0 = kept until consumed), e.g. lifecycle events nobody handles"`
 }
 
 // Load reads the configuration from the environment and checks it.
@@ -176,6 +177,9 @@ func (c *Config) normalizeInbound() error {
 	}
 	if c.InboundDedupe <= 0 {
 		return errors.New("WS_INBOUND_DEDUPE: must be positive")
+	}
+	if c.InboundMaxAge < 0 {
+		return errors.New("WS_INBOUND_MAX_AGE: must be 0 or more")
 	}
 	if c.InboundReplicas < 1 || c.InboundReplicas > 5 {
 		return fmt.Errorf("WS_INBOUND_REPLICAS: want 1 to 5, got %d", c.InboundReplicas)

@@ -29,6 +29,7 @@ type StreamConfig struct {
 	Name     string        // WS_INBOUND_STREAM
 	Dedupe   time.Duration // WS_INBOUND_DEDUPE: how long a message id is remembered
 	Replicas int           // WS_INBOUND_REPLICAS
+	MaxAge   time.Duration // WS_INBOUND_MAX_AGE; 0: no limit
 	Subjects wire.Subjects
 }
 
@@ -62,6 +63,9 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (jetstre
 		Replicas:    max(cfg.Replicas, 1),
 		Duplicates:  cfg.Dedupe,
 		Discard:     jetstream.DiscardOld,
+		// A work queue keeps what no consumer takes: lifecycle events when
+		// no dispatcher handles them, actions nobody handles. MaxAge bounds it.
+		MaxAge: cfg.MaxAge,
 	})
 	if err != nil {
 		return jetstream.StreamInfo{}, fmt.Errorf("inbound: create or update stream %s: %w", cfg.Name, err)
