@@ -258,7 +258,10 @@ func (s *Server) shutdown() {
 	}
 	s.hub.Stop()
 	if s.inbound != nil {
-		s.inbound.Close() // no connection publishes any more
+		// No connection publishes any more; the last events get their answers.
+		ictx, icancel := context.WithTimeout(context.Background(), inbound.DefaultTimeout)
+		s.inbound.Close(ictx)
+		icancel()
 	}
 	if s.ownNC {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)

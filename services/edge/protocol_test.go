@@ -195,7 +195,7 @@ func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
 		{"binary frame", `["a",1]`, "binary frames are not accepted", true},
 		{"object", `{"action":"x"}`, "not a JSON array", false},
 		{"empty array", `[]`, "want [action, details]", false},
-		{"four elements", `["a",1,2,3]`, "want [action, details]", false},
+		{"five elements", `["a",1,2,"m",3]`, "want [action, details]", false},
 		{"action not a string", `[1,2]`, "action is not a string", false},
 		{"empty action", `["",1]`, "wire: invalid action: empty", false},
 		{"dot in action", `["a.b",1]`, "is not one of", false},

@@ -59,11 +59,13 @@ type Publisher struct {
 	sub     *nats.Subscription
 	seq     atomic.Uint64
 
-	acks metric.Int64Counter // result; static after construction
+	acks   metric.Int64Counter         // static after construction
+	byKind map[string]metric.AddOption // result attribute of acks; static after construction
 
 	mu      sync.Mutex // guards the fields below
 	pending map[string]*pending
 	closed  bool
+	drained chan struct{} // closed when pending empties during Close
 }
 
 // pending is one publish waiting for the stream.
@@ -87,7 +89,11 @@ func NewPublisher(nc *nats.Conn, timeout time.Duration, meter metric.Meter) (*Pu
 	}
 	p := &Publisher{nc: nc, prefix: nc.NewInbox() + ".", timeout: timeout, pending: map[string]*pending{}}
 	p.acks = telemetry.Must(meter.Int64Counter("wsgate.edge.inbound.acks",
-		metric.WithDescription("Reliable inbound publishes by the stream's answer: stored, duplicate, unavailable, timeout.")))
+		metric.WithDescription("Reliable inbound publishes by the stream's answer: stored, duplicate, unavailable, timeout, closed (edge shutting down).")))
+	p.byKind = map[string]metric.AddOption{}
+	for _, kind := range []string{"stored", "duplicate", "unavailable", "timeout", "closed"} {
+		p.byKind[kind] = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", kind)))
+	}
 	sub, err := nc.Subscribe(p.prefix+"*", p.onReply)
 	if err != nil {
 		return nil, fmt.Errorf("inbound: subscribe acknowledgements: %w", err)
@@ -128,21 +134,36 @@ func (p *Publisher) Pending() int {
 	return len(p.pending)
 }
 
-// Close stops the publisher: publishes still waiting complete with
-// ErrClosed. Call it once no connection publishes any more.
-func (p *Publisher) Close() {
+// Close stops the publisher: it refuses new publishes, waits until those
+// in flight are answered or ctx is done, and completes the rest with
+// ErrClosed. Call it once no connection publishes any more (the last
+// Client/disconnection events are among those it waits for).
+func (p *Publisher) Close(ctx context.Context) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return
 	}
 	p.closed = true
+	if len(p.pending) > 0 {
+		p.drained = make(chan struct{})
+	}
+	drained := p.drained
+	p.mu.Unlock()
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+		}
+	}
+	p.mu.Lock()
 	left := p.pending
 	p.pending = map[string]*pending{}
 	p.mu.Unlock()
 	_ = p.sub.Unsubscribe() // fails only when the connection is closed: nothing to stop then
 	for _, pd := range left {
 		pd.timer.Stop()
+		p.acks.Add(context.Background(), 1, p.byKind["closed"])
 		pd.done(Result{Err: ErrClosed})
 	}
 }
@@ -195,7 +216,7 @@ func (p *Publisher) complete(token string, res Result) {
 	case res.Duplicate:
 		result = "duplicate"
 	}
-	p.acks.Add(context.Background(), 1, metric.WithAttributes(attribute.String("result", result)))
+	p.acks.Add(context.Background(), 1, p.byKind[result])
 	pd.done(res)
 }
 
@@ -204,6 +225,10 @@ func (p *Publisher) take(token string) *pending {
 	defer p.mu.Unlock()
 	pd := p.pending[token]
 	delete(p.pending, token)
+	if p.drained != nil && len(p.pending) == 0 {
+		close(p.drained)
+		p.drained = nil
+	}
 	return pd
 }
 
