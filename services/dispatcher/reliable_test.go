@@ -245,3 +245,29 @@ func TestReliable_StoredWhileNoDispatcherThenHandled(t *testing.T) {
 		t.Fatalf("reliable message: id %q attempt %d", first.ID, first.Attempt)
 	}
 }
+
+// Mutation that fails it: lifecycle events replied to the session like
+// actions (the greeting goes to every tab), or their ID not taken from the
+// Nats-Msg-Id.
+func TestReliable_LifecycleEventRepliesToItsConnection(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	capture := natstest.Subscribe(t, nc, "ws")
+	ids := make(chan string, 1)
+	startReliable(t, nc, dispatcher.ReliableOptions{AckWait: 5 * time.Second},
+		map[string]dispatcher.HandlerFunc{"Client/authentication": func(_ context.Context, m *dispatcher.Message) error {
+			ids <- m.ID
+			return m.Reply("welcome", m.User)
+		}})
+	env := natstest.Envelope("Client/authentication", nil)
+	env.Ref = nil
+	natstest.PublishReliable(t, nc, "ws", env, natstest.Connection+".auth")
+	r := capture.Next(t)
+	if r.Subject != "ws.send.conn."+natstest.Connection || r.Outbound.Action != "welcome" {
+		t.Fatalf("greeting %s on %s", r.Data, r.Subject)
+	}
+	if id := <-ids; id != "auth" {
+		t.Fatalf("ID %q, want auth", id)
+	}
+}

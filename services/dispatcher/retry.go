@@ -198,11 +198,13 @@ func (d *Dispatcher) reliableHook(action string, ev ReliableEvent) {
 // the handler may run after the connection that sent the action was
 // replaced by a reconnect (the client resent it there), and the new
 // connection must still get the answer; the client ignores refs it does not
-// wait for. Anonymous connections have only their connection.
+// wait for. Anonymous connections have only their connection, and a
+// lifecycle event's reply (a greeting on Client/authentication) is for the
+// connection it is about.
 func (m *Message) replyTarget(ctx context.Context, action string, details any) error {
 	s := m.sender
 	switch {
-	case m.ID == "" || m.User == "":
+	case m.ID == "" || m.User == "" || strings.HasPrefix(m.Action, wire.ReservedClient):
 		return s.ToConnection(ctx, m.Connection, action, details, m.Ref)
 	case m.Session != "":
 		if err := checkID("session", m.Session); err != nil {
