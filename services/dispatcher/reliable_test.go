@@ -271,3 +271,45 @@ func TestReliable_LifecycleEventRepliesToItsConnection(t *testing.T) {
 		t.Fatalf("ID %q, want auth", id)
 	}
 }
+
+// Drain lets a reliable handler in flight finish and acknowledges it, so a
+// rolling restart hands nothing back to the stream. Mutation that fails
+// it: settling a delivery only when the drain did not start (the stream
+// keeps the action).
+func TestReliable_DrainFinishesInFlightAndAcks(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	started, release := make(chan struct{}), make(chan struct{})
+	d, err := dispatcher.New(nc, dispatcher.WithReliable(dispatcher.ReliableOptions{AckWait: 30 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handle("slow", func(context.Context, *dispatcher.Message) error {
+		close(started)
+		<-release
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	natstest.PublishReliable(t, nc, "ws", natstest.Envelope("slow", 1), "u1.s1")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not start")
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- d.Drain(ctx)
+	}()
+	close(release)
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error { return streamEmpty(st) })
+}
