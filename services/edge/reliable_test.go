@@ -191,3 +191,27 @@ func TestReliableInbound_LifecycleEventsStored(t *testing.T) {
 		}
 	}
 }
+
+// After WS_INBOUND_DEDUPE the same id is a new action (README: "after the
+// window the same id is a new action"). Mutation that fails it: a
+// Duplicates window not taken from WS_INBOUND_DEDUPE (the default 2m never
+// lets the resend through).
+func TestReliableInbound_AfterTheDedupeWindowANewAction(t *testing.T) {
+	ns := runJetStream(t)
+	e := startEdge(t, ns, map[string]string{"WS_INBOUND": "memory", "WS_INBOUND_DEDUPE": "300ms"})
+	nc := edgetest.Connect(t, ns.ClientURL())
+	st := inboundStream(t, nc, "WS_INBOUND")
+	c := e.dial(t, map[string]any{"sub": "u1"})
+	c.SendRaw([]byte(`["work",1,null,"w-1"]`))
+	expectAck(t, c, "w-1", wire.Ack{Durable: true})
+	edgetest.Eventually(t, "a resend stored again after the window", func() bool {
+		c.SendRaw([]byte(`["work",1,null,"w-1"]`))
+		var ack wire.Ack
+		f := c.Expect(wire.ActionAck)
+		_ = json.Unmarshal(f.Details, &ack)
+		return !ack.Duplicate
+	})
+	if n := subjectMsgs(t, st, "ws.inq.work"); n != 2 {
+		t.Fatalf("stream holds %d, want 2", n)
+	}
+}
