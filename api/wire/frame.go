@@ -31,11 +31,13 @@ var ErrBadFrame = errors.New("wire: invalid frame")
 
 var null = json.RawMessage("null")
 
-// ClientFrame is one frame from a client: [action, details] or [action, details, ref].
+// ClientFrame is one frame from a client: [action, details],
+// [action, details, ref] or [action, details, ref|null, id].
 type ClientFrame struct {
 	Action  string
 	Details json.RawMessage // never nil: absent details are null
 	Ref     json.RawMessage // nil when absent or null; else a JSON string or integer
+	ID      string          // "" when absent or null; else a message id (ValidateMsgID, §8)
 }
 
 // ParseClientFrame decodes and validates a client frame. Its error says why the
@@ -60,8 +62,8 @@ func parseClientFrameJSON(data []byte) (ClientFrame, error) {
 	if err := json.Unmarshal(data, &parts); err != nil {
 		return ClientFrame{}, fmt.Errorf("%w: not a JSON array", ErrBadFrame)
 	}
-	if len(parts) < 1 || len(parts) > 3 {
-		return ClientFrame{}, fmt.Errorf("%w: want [action, details] or [action, details, ref], got %d elements", ErrBadFrame, len(parts))
+	if len(parts) < 1 || len(parts) > 4 {
+		return ClientFrame{}, fmt.Errorf("%w: want [action, details], [action, details, ref] or [action, details, ref, id], got %d elements", ErrBadFrame, len(parts))
 	}
 	var f ClientFrame
 	if err := json.Unmarshal(parts[0], &f.Action); err != nil {
@@ -80,6 +82,14 @@ func parseClientFrameJSON(data []byte) (ClientFrame, error) {
 		}
 		if string(parts[2]) != "null" { // a null ref is absent: the schemas have no null ref
 			f.Ref = parts[2]
+		}
+	}
+	if len(parts) > 3 && string(parts[3]) != "null" {
+		if err := json.Unmarshal(parts[3], &f.ID); err != nil {
+			return ClientFrame{}, fmt.Errorf("%w: id is not a string", ErrBadFrame)
+		}
+		if err := ValidateMsgID(f.ID); err != nil {
+			return ClientFrame{}, fmt.Errorf("%w: %w", ErrBadFrame, err)
 		}
 	}
 	return f, nil
@@ -107,7 +117,7 @@ func parseClientFrameFast(data []byte) (f ClientFrame, ok bool) {
 	if !validToken(action, MaxActionLen, actionChars) {
 		return f, false
 	}
-	var details, ref []byte
+	var details, ref, id []byte
 	// elem scans the array element after the comma at data[i].
 	elem := func() []byte {
 		start := skipSpace(data, i+1)
@@ -122,6 +132,9 @@ func parseClientFrameFast(data []byte) (f ClientFrame, ok bool) {
 		details = elem()
 		if i < len(data) && data[i] == ',' {
 			ref = elem()
+			if i < len(data) && data[i] == ',' {
+				id = elem()
+			}
 		}
 	}
 	if i >= len(data) || data[i] != ']' || skipSpace(data, i+1) != len(data) {
@@ -132,6 +145,14 @@ func parseClientFrameFast(data []byte) (f ClientFrame, ok bool) {
 	}
 	if string(ref) == "null" {
 		ref = nil
+	}
+	if id != nil && string(id) != "null" {
+		// A plain string of id characters; anything else, valid or not, is
+		// left to the encoding/json path and its reason.
+		if len(id) < 2 || id[0] != '"' || !validToken(id[1:len(id)-1], MaxMsgIDLen, msgIDChars) {
+			return f, false
+		}
+		f.ID = string(id[1 : len(id)-1])
 	}
 	f.Action, f.Details, f.Ref = string(action), null, ref
 	if details != nil {

@@ -137,7 +137,7 @@ func FuzzParseClientFrame(f *testing.F) {
 		`["hello"]`, `["hello","Hello, world!"]`, `["a/b:c",{"x":[1,{"y":null}]},"r1"]`, `["a",null,-7]`,
 		`["Client/authentication",{"token":"x.y.z"}]`, `["a",1,null]`, `["a",1,"` + strings.Repeat("é", 64) + `"]`,
 		`["a",1,9223372036854775808]`, `["a",1,1.5]`, `["a",1,1e3]`, `["a.b"]`, `["a*"]`, `["a>"]`, `["a b"]`,
-		`["\u00e9"]`, `["a\u0000"]`, `[]`, `["a",1,2,3]`, `{}`, `"x"`, ``, `null`, `[1]`, `["a","\ud800"]`,
+		`["\u00e9"]`, `["a\u0000"]`, `[]`, `["a",1,2,3]`, `["a",1,null,"m-1"]`, `["a",1,"r","a.b"]`, `{}`, `"x"`, ``, `null`, `[1]`, `["a","\ud800"]`,
 		"[\"a\",\"\xff\"]", `["a",1e999999]`, `[` + `"` + strings.Repeat("x", 129) + `"]`,
 	} {
 		f.Add([]byte(s))
@@ -158,6 +158,9 @@ func FuzzParseClientFrame(f *testing.F) {
 		}
 		if err := wire.ValidateRef(fr.Ref); err != nil || !isRef(fr.Ref) {
 			t.Fatalf("accepted ref %q (%v)", fr.Ref, err)
+		}
+		if fr.ID != "" && (wire.ValidateMsgID(fr.ID) != nil || !subjectSafe(fr.ID) || strings.Contains(fr.ID, ":")) {
+			t.Fatalf("accepted message id %q", fr.ID)
 		}
 
 		// The echo (a reply carries the frame's details and ref back).

@@ -203,6 +203,12 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	plan := d.plan(hctx)
+	reliable, err := d.planReliable(ctx, hctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	plan = append(plan, reliable...)
 	routes := make(map[string]nats.MsgHandler, len(plan))
 	for _, p := range plan {
 		routes[p.subject] = p.cb
@@ -354,6 +360,7 @@ func (d *Dispatcher) receive(ctx context.Context, msg *nats.Msg, action string, 
 		return
 	}
 	m.header = msg.Header
+	m.Attempt = 1
 	d.inFlight.Add(1)
 	defer d.inFlight.Add(-1)
 	d.serve(ctx, action, h, m)

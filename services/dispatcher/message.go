@@ -23,6 +23,15 @@ import (
 type Message struct {
 	wire.Envelope
 
+	// ID is the message id the client gave a reliable action (DESIGN.md
+	// §8), unique per user within the edges' dedupe window; "" for a frame
+	// from core NATS. Lifecycle events from the inbound stream have "auth"
+	// or "disc", unique per Connection.
+	ID string
+	// Attempt is 1 for the first delivery of a message, 2 for the next, ...
+	// (only reliable actions are delivered again).
+	Attempt int
+
 	sender  *Sender     // static after construction
 	header  nats.Header // static after construction; see Header
 	replied atomic.Bool // set by a successful Reply or ReplyError
@@ -37,7 +46,11 @@ type Message struct {
 func (m *Message) Header() nats.Header { return m.header }
 
 // Reply sends [action, details, ref] to the originating connection, with the
-// ref the client gave, so it can match the answer to its request.
+// ref the client gave, so it can match the answer to its request. The reply
+// to a reliable action (ID set) goes to the client's session instead, or its
+// user when the token has no session, so that it reaches the connection
+// that replaced the original one; the client ignores refs it does not wait
+// for (see WithReliable).
 func (m *Message) Reply(action string, details any) error {
 	// Reply has no ctx of its own (the seed API has none); m.trace never
 	// stops a reply and only lends it the handler's trace.
@@ -45,7 +58,7 @@ func (m *Message) Reply(action string, details any) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if err := m.sender.ToConnection(ctx, m.Connection, action, details, m.Ref); err != nil {
+	if err := m.replyTarget(ctx, action, details); err != nil {
 		return err
 	}
 	m.replied.Store(true)

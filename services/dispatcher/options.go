@@ -39,6 +39,9 @@ type Options struct {
 	// (W3C trace context from the NATS headers); default: the global
 	// OpenTelemetry tracer provider's, a no-op unless one was installed.
 	Tracer trace.Tracer
+	// Reliable, when set (WithReliable), makes Handle's actions consumed
+	// from the inbound stream too; nil: core NATS only.
+	Reliable *ReliableOptions
 }
 
 // Option changes Options; it returns an error for a value it refuses.
@@ -64,6 +67,9 @@ type Hooks struct {
 	// DecodeFailed is called for each inbound message that is not a valid
 	// envelope; such a message is dropped.
 	DecodeFailed func(subject string, err error)
+	// Reliable is called for what becomes of each delivery of a reliable
+	// action (WithReliable): acked, retried, dead, redelivered, dropped.
+	Reliable func(action string, ev ReliableEvent)
 }
 
 func defaultOptions() Options {

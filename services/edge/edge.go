@@ -23,6 +23,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/inbound"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/presence"
 	"github.com/wsgate/wsgate/services/edge/internal/rooms"
@@ -87,6 +88,7 @@ type Server struct {
 	rooms   *rooms.Service
 	poller  *netpoll.Poller
 	gateway *gateway.Gateway
+	inbound *inbound.Publisher // nil unless WS_INBOUND is on
 	http    *http.Server
 	ln      net.Listener
 
@@ -198,6 +200,11 @@ func (s *Server) build() error {
 		}
 		rec = s.presence
 	}
+	if cfg.InboundOn() {
+		if s.inbound, err = inbound.NewPublisher(s.nc, inbound.DefaultTimeout, s.tel.Meter); err != nil {
+			return err
+		}
+	}
 	s.gateway = gateway.New(gateway.Config{
 		EdgeID: cfg.ID, Subjects: subjects, AllowedOrigins: cfg.AllowedOrigins,
 		AllowAnonymous: cfg.AllowAnonymous, AuthCookie: cfg.AuthCookie,
@@ -207,6 +214,7 @@ func (s *Server) build() error {
 		AuthConcurrency: cfg.AuthConcurrency, AuthQueue: cfg.AuthQueue,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 		Presence: rec,
+		Inbound:  s.inbound,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
@@ -280,7 +288,8 @@ func (s *Server) Run(ctx context.Context) error {
 // readiness off, no new connections, clients closed with 1012 spread over
 // EDGE_DRAIN_TIMEOUT, NATS drained.
 func (s *Server) Serve(ctx context.Context) error {
-	if err := s.hub.Start(); err != nil {
+	// abort releases what Serve started when it cannot go on.
+	abort := func(err error) error {
 		s.hub.Stop() // the subjects subscribed before the failure
 		_ = s.ln.Close()
 		go s.poller.Run() // Close stops Run and waits for it: then the epoll descriptor is released
@@ -288,20 +297,22 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.release()
 		return err
 	}
+	if err := s.hub.Start(); err != nil {
+		return abort(err)
+	}
 	if s.presence != nil {
 		pctx, cancel := context.WithTimeout(ctx, presenceStartTimeout)
 		err := s.presence.Start(pctx)
 		cancel()
 		if err != nil {
-			s.hub.Stop()
-			return fmt.Errorf("WS_PRESENCE: %w", err)
+			return abort(fmt.Errorf("WS_PRESENCE: %w", err))
 		}
 	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	// Announced before the first connection is accepted (package rooms).
 	if err := s.rooms.Start(hubCtx); err != nil {
 		stopHub()
-		return err
+		return abort(err)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -309,6 +320,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer wg.Done(); s.rooms.Run(hubCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.poller.Run() }()
+	if s.inbound != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.ensureInbound(hubCtx) }()
+	}
 
 	serveErr := make(chan error, 1)
 	wg.Add(1)
@@ -352,6 +367,12 @@ func (s *Server) shutdown() {
 		pcancel()
 	}
 	s.hub.Stop()
+	if s.inbound != nil {
+		// No connection publishes any more; the last events get their answers.
+		ictx, icancel := context.WithTimeout(context.Background(), inbound.DefaultTimeout)
+		s.inbound.Close(ictx)
+		icancel()
+	}
 	if s.ownNC {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer dcancel()

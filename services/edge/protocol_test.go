@@ -196,7 +196,7 @@ func TestBadFrames_AnsweredThenClosed1008(t *testing.T) {
 		{"not json", `{oops`, "not a JSON array"},
 		{"object", `{"action":"x"}`, "not a JSON array"},
 		{"empty array", `[]`, "want [action, details]"},
-		{"four elements", `["a",1,2,3]`, "want [action, details]"},
+		{"five elements", `["a",1,2,"m",3]`, "want [action, details]"},
 		{"action not a string", `[1,2]`, "action is not a string"},
 		{"empty action", `["",1]`, "wire: invalid action: empty"},
 		{"dot in action", `["a.b",1]`, "is not one of"},

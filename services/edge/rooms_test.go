@@ -18,12 +18,6 @@ import (
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
 
-// runJetStream starts a NATS server with JetStream, as WS_PRESENCE needs.
-func runJetStream(t *testing.T) *natsserver.Server {
-	t.Helper()
-	return edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
-}
-
 // twoEdges starts edges e1 and e2 on ns with env.
 func twoEdges(t *testing.T, ns *natsserver.Server, env map[string]string) (*testEdge, *testEdge) {
 	t.Helper()

@@ -286,6 +286,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_AUTH_CONCURRENCY" (printf "%d" (int64 $e.authConcurrency)) }}
 {{- $_ := set $env "EDGE_AUTH_QUEUE" (printf "%d" (int64 $e.authQueue)) }}
 {{- $_ := set $env "EDGE_DRAIN_TIMEOUT" (printf "%ds" (int64 $e.drainTimeout)) }}
+{{- with .Values.inbound }}{{ $_ := set $env "WS_INBOUND" .mode }}{{ $_ := set $env "WS_INBOUND_STREAM" .stream }}{{ $_ := set $env "WS_INBOUND_DEDUPE" .dedupe }}{{ $_ := set $env "WS_INBOUND_REPLICAS" (printf "%d" (int64 .replicas)) }}{{ $_ := set $env "WS_INBOUND_MAX_AGE" .maxAge }}{{ end }}
 {{- range $name, $value := $e.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}
@@ -299,6 +300,8 @@ The dispatcher's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "DISPATCHER_ADDR" (printf ":%d" (int $d.port)) }}
 {{- $_ := set $env "DISPATCHER_QUEUE" $d.queue }}
 {{- $_ := set $env "DISPATCHER_CONCURRENCY" (printf "%d" (int64 $d.concurrency)) }}
+{{- /* The WS_ variables are shared, as in .env.example; the dispatcher ignores dedupe and replicas. */}}
+{{- with .Values.inbound }}{{ $_ := set $env "WS_INBOUND" .mode }}{{ $_ := set $env "WS_INBOUND_STREAM" .stream }}{{ $_ := set $env "WS_INBOUND_DEDUPE" .dedupe }}{{ $_ := set $env "WS_INBOUND_REPLICAS" (printf "%d" (int64 .replicas)) }}{{ $_ := set $env "WS_INBOUND_MAX_AGE" .maxAge }}{{ $_ := set $env "DISPATCHER_MAX_DELIVER" (printf "%d" (int64 .maxDeliver)) }}{{ $_ := set $env "DISPATCHER_RETRY_BACKOFF" .retryBackoff }}{{ $_ := set $env "DISPATCHER_ACK_WAIT" .ackWait }}{{ end }}
 {{- with include "wsgate.routesFile" . | fromYaml }}
 {{- $_ := set $env "DISPATCHER_ROUTES_FILE" (printf "%s/%s" (include "wsgate.routesMountPath" $) .key) }}
 {{- end }}

@@ -165,14 +165,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		closeConn()
 		return fmt.Errorf("dispatcher: nats gauge: %w", err)
 	}
-	d, err := dispatcher.New(nc,
+	reliable := newReliableCounters(tel.Meter)
+	dopts := []dispatcher.Option{
 		dispatcher.WithQueue(cfg.Queue),
 		dispatcher.WithConcurrency(cfg.Concurrency),
 		dispatcher.WithPrefix(cfg.Prefix),
 		dispatcher.WithLogger(log),
-		dispatcher.WithHooks(counts.hooks()),
+		dispatcher.WithHooks(reliable.hooks(counts.hooks())),
 		dispatcher.WithTracer(o.tracer),
-	)
+	}
+	if cfg.InboundOn() {
+		dopts = append(dopts, dispatcher.WithReliable(cfg.Reliable()))
+	}
+	d, err := dispatcher.New(nc, dopts...)
 	if err != nil {
 		closeConn()
 		return err
@@ -210,6 +215,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		}
 	}
 	counts.prepare(tel.Meter, d)
+	if cfg.InboundOn() {
+		reliable.observePending(tel.Meter, d, log)
+	}
 
 	pres, err := startPresence(ctx, nc, cfg, log, tel.Meter)
 	if err != nil {

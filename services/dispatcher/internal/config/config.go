@@ -41,6 +41,55 @@ type Config struct {
 	Presence       string        `envconfig:"WS_PRESENCE" default:"off" desc:"presence and stored memberships in NATS KV: off, memory or file (JetStream storage); the same on every edge and dispatcher"`
 	PresenceBucket string        `envconfig:"WS_PRESENCE_BUCKET" default:"wsgate_presence" desc:"NATS KV bucket of presence: edge leases, connections, online users"`
 	PresenceGrace  time.Duration `envconfig:"WS_PRESENCE_GRACE" default:"5s" desc:"a user with no connection anywhere for this long gets Client/offline (a page reload within it emits neither offline nor online)"`
+	Inbound        string        `envconfig:"WS_INBOUND" default:"off" desc:"reliable inbound (DESIGN §8): off, or memory|file (the edges' stream storage); when on, handlers also consume <prefix>.inq.<action> from the inbound stream"`
+	InboundStream  string        `envconfig:"WS_INBOUND_STREAM" default:"WS_INBOUND" desc:"name of the inbound JetStream stream the edges create"`
+	MaxDeliver     int           `envconfig:"DISPATCHER_MAX_DELIVER" default:"5" desc:"deliveries of a reliable action before it goes to <prefix>.dead.<action>"`
+	RetryBackoff   string        `envconfig:"DISPATCHER_RETRY_BACKOFF" default:"1s,2s,5s,10s" desc:"pauses before the 2nd, 3rd, ... delivery of a failed reliable action (comma separated; the last repeats)"`
+	AckWait        time.Duration `envconfig:"DISPATCHER_ACK_WAIT" default:"30s" desc:"how long a delivered reliable action may go unanswered (a killed dispatcher) before it is delivered again"`
+}
+
+// InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
+func (c Config) InboundOn() bool { return c.Inbound == "memory" || c.Inbound == "file" }
+
+// Reliable returns the SDK options of reliable inbound; only valid after
+// Validate.
+func (c Config) Reliable() dispatcher.ReliableOptions {
+	backoff, _ := c.backoffList()
+	return dispatcher.ReliableOptions{Stream: c.InboundStream, MaxDeliver: c.MaxDeliver, Backoff: backoff, AckWait: c.AckWait}
+}
+
+// backoffList parses DISPATCHER_RETRY_BACKOFF.
+func (c Config) backoffList() ([]time.Duration, error) {
+	var list []time.Duration
+	for part := range strings.SplitSeq(c.RetryBackoff, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("DISPATCHER_RETRY_BACKOFF: %q is not a positive duration", strings.TrimSpace(part))
+		}
+		list = append(list, d)
+	}
+	return list, nil
+}
+
+// validateInbound checks the reliable inbound settings.
+func (c Config) validateInbound() error {
+	switch c.Inbound {
+	case "", "off":
+		return nil
+	case "memory", "file":
+	default:
+		return fmt.Errorf("WS_INBOUND: want off, memory or file, got %q", c.Inbound)
+	}
+	if _, err := c.backoffList(); err != nil {
+		return err
+	}
+	if c.MaxDeliver < 1 {
+		return fmt.Errorf("DISPATCHER_MAX_DELIVER: must be at least 1, got %d", c.MaxDeliver)
+	}
+	if err := dispatcher.WithReliable(c.Reliable())(&dispatcher.Options{}); err != nil {
+		return fmt.Errorf("WS_INBOUND_STREAM or DISPATCHER_ACK_WAIT: %w", err)
+	}
+	return nil
 }
 
 // MinSecretLen is the shortest API key or routes secret accepted: shorter
@@ -92,6 +141,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.validateIntegration(); err != nil {
+		return err
+	}
+	if err := c.validateInbound(); err != nil {
 		return err
 	}
 	// The SDK owns the rules of queue names and prefixes; ask it.

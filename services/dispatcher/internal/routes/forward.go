@@ -216,7 +216,9 @@ func (res result) retryable() bool {
 func (f *Forwarder) exchange(ctx context.Context, r Route, m *dispatcher.Message, body []byte) (result, error) {
 	signature := Sign(f.secret, body)
 	tries := 1
-	if r.Idempotent {
+	if r.Idempotent && m.ID == "" {
+		// A reliable action is retried by the inbound stream, with its
+		// backoff and dead letter; retrying here too would multiply them.
 		tries += r.Retries
 	}
 	var (

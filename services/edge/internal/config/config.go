@@ -62,6 +62,12 @@ type Config struct {
 	MembersBucket  string        `envconfig:"WS_MEMBERS_BUCKET" default:"wsgate_members" desc:"NATS KV bucket of the joined groups of users and sessions (WS_PRESENCE on)"`
 	PresenceBucket string        `envconfig:"WS_PRESENCE_BUCKET" default:"wsgate_presence" desc:"NATS KV bucket of presence: edge leases, connections, online users"`
 	PresenceLease  time.Duration `envconfig:"WS_PRESENCE_LEASE" default:"10s" desc:"TTL of an edge's presence lease, renewed every third of it; a dead edge's connections leave presence within it"`
+
+	Inbound         string        `envconfig:"WS_INBOUND" default:"off" desc:"reliable inbound (DESIGN §8): off, or memory|file storage of the inbound work-queue stream the edges create or update at start"`
+	InboundStream   string        `envconfig:"WS_INBOUND_STREAM" default:"WS_INBOUND" desc:"name of the inbound JetStream stream (subjects <prefix>.inq.>)"`
+	InboundDedupe   time.Duration `envconfig:"WS_INBOUND_DEDUPE" default:"2m" desc:"how long the stream remembers a message id: a resend within it is acked duplicate and not handled again"`
+	InboundReplicas int           `envconfig:"WS_INBOUND_REPLICAS" default:"1" desc:"replicas of the inbound stream in a NATS cluster (1, 3 or 5)"`
+	InboundMaxAge   time.Duration `envconfig:"WS_INBOUND_MAX_AGE" default:"24h" desc:"an action no dispatcher consumed within this time is dropped from the stream (0 = kept until consumed), e.g. lifecycle events nobody handles"`
 }
 
 // PresenceOn reports whether WS_PRESENCE stores memberships and presence.
@@ -100,6 +106,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && c.JWTJWKSURL == "" && c.CalloutSubject == "" && !c.AllowAnonymous {
 		return errors.New("EDGE_JWT_SECRET, EDGE_JWT_PUBLIC_KEY_FILE, EDGE_JWT_JWKS_URL or EDGE_AUTH_CALLOUT_SUBJECT: one is required unless EDGE_ALLOW_ANONYMOUS=true")
+	}
+	if err := c.normalizeInbound(); err != nil {
+		return err
 	}
 	if c.CalloutSubject != "" {
 		if err := validSubject(c.CalloutSubject); err != nil {
@@ -195,3 +204,33 @@ func validBucket(s string) bool {
 	}
 	return true
 }
+
+// normalizeInbound checks the WS_INBOUND_* values.
+func (c *Config) normalizeInbound() error {
+	if c.Inbound == "" {
+		c.Inbound = "off"
+	}
+	switch c.Inbound {
+	case "off":
+		return nil
+	case "memory", "file":
+	default:
+		return fmt.Errorf("WS_INBOUND: want off, memory or file, got %q", c.Inbound)
+	}
+	if c.InboundStream == "" || strings.ContainsAny(c.InboundStream, ".*> \t\r\n/\\") {
+		return fmt.Errorf("WS_INBOUND_STREAM: %q is not a stream name (no . * > / \\ or white space)", c.InboundStream)
+	}
+	if c.InboundDedupe <= 0 {
+		return errors.New("WS_INBOUND_DEDUPE: must be positive")
+	}
+	if c.InboundMaxAge < 0 {
+		return errors.New("WS_INBOUND_MAX_AGE: must be 0 or more")
+	}
+	if c.InboundReplicas < 1 || c.InboundReplicas > 5 {
+		return fmt.Errorf("WS_INBOUND_REPLICAS: want 1 to 5, got %d", c.InboundReplicas)
+	}
+	return nil
+}
+
+// InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
+func (c *Config) InboundOn() bool { return c.Inbound == "memory" || c.Inbound == "file" }

@@ -25,6 +25,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/edge/internal/inbound"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
 )
@@ -68,6 +69,9 @@ type Config struct {
 	Tracer trace.Tracer // nil: no tracing
 	// Presence, when set, records connections of users (WS_PRESENCE).
 	Presence Presence
+	// Inbound, when set, stores frames that carry a message id in the
+	// inbound stream, and lifecycle events with them (DESIGN.md §8).
+	Inbound *inbound.Publisher
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,8 @@ type session struct {
 	lastRefill  time.Time // rate limiter clock
 	drops       int       // frames dropped by the limiter in the current window
 	dropsWindow time.Time // start of that window
+
+	unacked atomic.Int32 // reliable frames waiting for the inbound stream (reliable.go)
 }
 
 // maxIgnoredAfterClose: frames a closing connection may still send before
@@ -242,7 +245,7 @@ func (s *session) finish(code int) {
 	g.cfg.Stats.Closed(code)
 	if id := s.c.Identity(); id != nil {
 		details, _ := json.Marshal(map[string]int{"code": code})
-		ended := func() { _ = s.publish(wire.ActionDisconnection, details, nil) }
+		ended := func() { s.publishEvent(wire.ActionDisconnection, details, eventDisconnection) }
 		if p := g.cfg.Presence; p != nil && id.User != "" {
 			p.Remove(s.c, ended)
 		} else {
@@ -271,6 +274,8 @@ func (s *session) handle(data []byte) {
 		s.clientError(wire.CodeBadRequest, "action "+f.Action+" is reserved")
 	case s.c.Identity() == nil:
 		s.clientError(wire.CodeUnauthorized, "not authenticated: send Client/authentication first")
+	case f.ID != "":
+		s.publishReliable(f)
 	default:
 		if err := s.publish(f.Action, f.Details, f.Ref); err != nil {
 			s.send(wire.AppendServerFrame(nil, wire.ErrorAction(f.Action), errorDetails(wire.CodeUnavailable, "not delivered: messaging is unavailable"), f.Ref))
@@ -396,7 +401,7 @@ func (s *session) admit(id *auth.Identity) {
 		return
 	}
 	s.send(okFrame)
-	_ = s.publish(wire.ActionAuthentication, nil, nil)
+	s.publishEvent(wire.ActionAuthentication, nil, eventAuthentication)
 	if p := s.g.cfg.Presence; p != nil && id.User != "" {
 		p.Add(s.c)
 	}
@@ -523,6 +528,12 @@ func (s *session) language(fromToken string) string {
 const envelopeSize = 384
 
 func (s *session) publish(action string, details, ref json.RawMessage) error {
+	return s.publishVia(action, details, ref, nil)
+}
+
+// publishVia is publish, with via (when not nil) sending the message
+// instead of a core NATS publish: it may change the subject and headers.
+func (s *session) publishVia(action string, details, ref json.RawMessage, via func(*nats.Msg) error) error {
 	id := s.c.Identity()
 	if len(details) == 0 {
 		details = json.RawMessage("null")
@@ -551,7 +562,11 @@ func (s *session) publish(action string, details, ref json.RawMessage) error {
 		propagation.TraceContext{}.Inject(ctx, telemetry.NATSHeader(msg.Header))
 	}
 	defer span.End()
-	if err := s.g.nc.PublishMsg(msg); err != nil {
+	send := s.g.nc.PublishMsg
+	if via != nil {
+		send = via
+	}
+	if err := send(msg); err != nil {
 		span.RecordError(err)
 		s.g.cfg.Stats.PublishFailed()
 		s.g.cfg.Logger.WarnContext(ctx, "publish inbound", "conn", s.c.Connection, "user", id.User, "action", action, "err", err)
