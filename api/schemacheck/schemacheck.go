@@ -22,6 +22,8 @@ const (
 	Outbound        = "outbound.json"
 	CalloutRequest  = "callout-request.json"
 	CalloutResponse = "callout-response.json"
+	Recovery        = "recovery.json"
+	Since           = "since.json"
 )
 
 // Checker holds every compiled schema.
