@@ -22,6 +22,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
+	"github.com/wsgate/wsgate/services/edge/internal/history"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
@@ -76,6 +77,7 @@ type Server struct {
 	stats  *stats.Stats
 
 	probe   *health.Probe
+	history *history.History // nil: history is off
 	hub     *hub.Hub
 	poller  *netpoll.Poller
 	gateway *gateway.Gateway
@@ -122,9 +124,13 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 	}
 	subjects := wire.NewSubjects(cfg.Prefix)
+	if s.history, err = newHistory(cfg, s.nc, subjects, log, s.tel); err != nil {
+		return nil, err
+	}
 	s.hub = hub.New(s.nc, hub.Config{
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval, MaxPerUser: cfg.MaxPerUser,
 		AuthTimeout: cfg.AuthTimeout, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		History: s.history != nil,
 	})
 	var ask *callout.Client
 	if cfg.CalloutSubject != "" {
@@ -146,10 +152,14 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		History: s.history,
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
 			return errors.New("nats is not connected")
+		}
+		if s.history != nil {
+			return s.history.Ready()
 		}
 		return nil
 	})
@@ -205,6 +215,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	if s.history != nil {
+		s.startHistory(hubCtx, &wg)
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
 	wg.Add(1)

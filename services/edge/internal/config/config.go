@@ -53,7 +53,27 @@ type Config struct {
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+
+	History
 }
+
+// History is the configuration of history and recovery (DESIGN.md §8).
+type History struct {
+	Storage       string        `envconfig:"WS_HISTORY" default:"off" desc:"history and recovery: off, or the JetStream storage of the history stream (memory or file)"`
+	Stream        string        `envconfig:"WS_HISTORY_STREAM" default:"WS_HISTORY" desc:"name of the history stream, created or updated by every edge at start"`
+	MaxAge        time.Duration `envconfig:"WS_HISTORY_MAX_AGE" default:"2m" desc:"how long a message stays recoverable"`
+	MaxPerSubject int64         `envconfig:"WS_HISTORY_MAX_PER_SUBJECT" default:"100" desc:"messages kept per target subject (user, group, session, all, users, filter)"`
+	MaxBytes      int64         `envconfig:"WS_HISTORY_MAX_BYTES" default:"268435456" desc:"byte cap of the history stream (-1 = none); the oldest messages go first"`
+	Replicas      int           `envconfig:"WS_HISTORY_REPLICAS" default:"1" desc:"replicas of the history stream (3 on a NATS cluster)"`
+	Replays       int           `envconfig:"EDGE_HISTORY_REPLAYS" default:"32" desc:"recoveries one edge runs at once; the others wait for a slot"`
+	ReplayTimeout time.Duration `envconfig:"EDGE_HISTORY_REPLAY_TIMEOUT" default:"10s" desc:"a recovery that waited and ran this long answers recovered:false and goes live"`
+}
+
+// On reports whether history is on.
+func (h History) On() bool { return h.Storage != HistoryOff }
+
+// HistoryOff is WS_HISTORY's default.
+const HistoryOff = "off"
 
 // Load reads the configuration from the environment and checks it.
 func Load() (Config, error) {
@@ -93,6 +113,9 @@ func (c *Config) Normalize() error {
 		if err := validSubject(c.CalloutSubject); err != nil {
 			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
 		}
+	}
+	if err := c.History.check(); err != nil {
+		return err
 	}
 	positive := []struct {
 		name string
@@ -146,6 +169,33 @@ func validSubject(s string) error {
 	for _, tok := range strings.Split(s, ".") {
 		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
 			return fmt.Errorf("%q is not a literal NATS subject", s)
+		}
+	}
+	return nil
+}
+
+func (h History) check() error {
+	switch h.Storage {
+	case HistoryOff, "memory", "file":
+	default:
+		return fmt.Errorf("WS_HISTORY: %q is not off, memory or file", h.Storage)
+	}
+	if h.Stream == "" || strings.ContainsAny(h.Stream, ".*> \t\r\n/\\") {
+		return fmt.Errorf("WS_HISTORY_STREAM: %q is not a valid stream name", h.Stream)
+	}
+	for _, p := range []struct {
+		name string
+		ok   bool
+	}{
+		{"WS_HISTORY_MAX_AGE", h.MaxAge > 0},
+		{"WS_HISTORY_MAX_PER_SUBJECT", h.MaxPerSubject > 0},
+		{"WS_HISTORY_MAX_BYTES", h.MaxBytes > 0 || h.MaxBytes == -1},
+		{"WS_HISTORY_REPLICAS", h.Replicas >= 1 && h.Replicas <= 5},
+		{"EDGE_HISTORY_REPLAYS", h.Replays > 0},
+		{"EDGE_HISTORY_REPLAY_TIMEOUT", h.ReplayTimeout > 0},
+	} {
+		if !p.ok {
+			return fmt.Errorf("%s: value out of range", p.name)
 		}
 	}
 	return nil

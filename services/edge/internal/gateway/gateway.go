@@ -24,6 +24,7 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
+	"github.com/wsgate/wsgate/services/edge/internal/history"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
@@ -62,6 +63,9 @@ type Config struct {
 	Logger *slog.Logger
 	Stats  *stats.Stats
 	Tracer trace.Tracer // nil: no tracing
+	// History, when set, recovers each connection right after its ok
+	// (DESIGN.md §8); nil: history is off.
+	History *history.History
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.

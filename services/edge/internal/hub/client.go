@@ -20,6 +20,7 @@ type Client struct {
 
 	identity atomic.Pointer[auth.Identity] // nil while not authenticated
 	timer    timerState                    // owned by the hub's timer
+	pos      position                      // history position (DESIGN.md §8); used only with history on
 }
 
 // NewClient returns a client that is not authenticated yet.
