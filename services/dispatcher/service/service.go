@@ -161,14 +161,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 
 	counts := newCounters(tel.Meter)
-	d, err := dispatcher.New(nc,
+	dopts := []dispatcher.Option{
 		dispatcher.WithQueue(cfg.Queue),
 		dispatcher.WithConcurrency(cfg.Concurrency),
 		dispatcher.WithPrefix(cfg.Prefix),
 		dispatcher.WithLogger(log),
 		dispatcher.WithHooks(counts.hooks()),
 		dispatcher.WithTracer(o.tracer),
-	)
+	}
+	if cfg.HistoryOn() {
+		dopts = append(dopts, dispatcher.WithHistory())
+	}
+	d, err := dispatcher.New(nc, dopts...)
 	if err != nil {
 		closeConn()
 		return err

@@ -35,7 +35,12 @@ type Config struct {
 	APIMaxBody   int64  `envconfig:"DISPATCHER_API_MAX_BODY" default:"1048576" desc:"largest request body of the HTTP send API, in bytes (0: 1 MiB); larger gets 413"`
 	RoutesFile   string `envconfig:"DISPATCHER_ROUTES_FILE" desc:"YAML (.yaml, .yml) or JSON (.json) file of HTTP routes: actions or action prefixes POSTed to backend URLs"`
 	RoutesSecret string `envconfig:"DISPATCHER_ROUTES_SECRET" secret:"true" desc:"shared secret of the X-Wsgate-Signature HMAC-SHA256 on requests to route backends, at least 16 characters; required with DISPATCHER_ROUTES_FILE"`
+
+	History string `envconfig:"WS_HISTORY" default:"off" desc:"off, memory or file: with history on (as on the edges), sends to stored targets go through JetStream and wait for the history stream's acknowledgement"`
 }
+
+// HistoryOn reports whether WS_HISTORY is on.
+func (c Config) HistoryOn() bool { return c.History != "" && c.History != "off" }
 
 // MinSecretLen is the shortest API key or routes secret accepted: shorter
 // ones are guessable.
@@ -84,6 +89,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateIntegration(); err != nil {
 		return err
+	}
+	switch c.History {
+	case "", "off", "memory", "file":
+	default:
+		return fmt.Errorf("WS_HISTORY: %q is not off, memory or file", c.History)
 	}
 	// The SDK owns the rules of queue names and prefixes; ask it.
 	if err := dispatcher.WithQueue(c.Queue)(&dispatcher.Options{}); err != nil {
