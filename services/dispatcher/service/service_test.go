@@ -266,7 +266,7 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 func TestLoadConfigDefaults(t *testing.T) {
 	for _, env := range []string{"NATS_URL", "LOG_LEVEL", "LOG_FORMAT", "WS_SUBJECT_PREFIX",
 		"DISPATCHER_ADDR", "DISPATCHER_QUEUE", "DISPATCHER_CONCURRENCY", "DISPATCHER_API_KEYS",
-		"DISPATCHER_API_MAX_BODY", "DISPATCHER_ROUTES_FILE", "DISPATCHER_ROUTES_SECRET"} {
+		"DISPATCHER_API_MAX_BODY", "DISPATCHER_ROUTES_FILE", "DISPATCHER_ROUTES_SECRET", "WS_HISTORY"} {
 		t.Setenv(env, "") // restores the variable after the test
 		os.Unsetenv(env)
 	}
@@ -279,6 +279,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	want.Level, want.Format = "info", "json"
 	want.Prefix, want.Addr, want.Queue, want.Concurrency = "ws", ":8081", "wsgate-dispatcher", 64
 	want.APIMaxBody = 1 << 20
+	want.History = "off"
 	if cfg != want {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
 	}
