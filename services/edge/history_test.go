@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsgate/wsgate/api/schemacheck"
@@ -270,13 +271,16 @@ func TestHistory_NoGapNoDuplicateAtTheSwitch(t *testing.T) {
 	checkExactlyOnceInOrder(t, got, []string{"user"}, 1, n)
 }
 
-func TestHistory_NotRecoveredPastTheLimits(t *testing.T) {
+// limitsEdge is an edge with history limits env, a JetStream publisher,
+// and helpers: stamp connects, receives one message and leaves with its
+// position; reconnect comes back with that position.
+func limitsEdge(t *testing.T, extra ...string) (js jetstream.JetStream, stamp func() (string, uint64), reconnect func(string, uint64) wire.Recovery, e *testEdge) {
 	ns := runJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
-	js, _ := jetstream.New(nc)
-	e := startEdge(t, ns, historyEnv("e1", "WS_HISTORY_MAX_PER_SUBJECT", "3", "WS_HISTORY_MAX_AGE", "1s"))
+	js, _ = jetstream.New(nc)
+	e = startEdge(t, ns, historyEnv("e1", extra...))
 	claims := map[string]any{"sub": "u1"}
-	stamp := func() (string, uint64) {
+	stamp = func() (string, uint64) {
 		c := e.dial(t, claims)
 		r := expectRecovery(t, c)
 		jsPublish(t, js, "ws.send.user.u1", "user", 0)
@@ -284,15 +288,23 @@ func TestHistory_NotRecoveredPastTheLimits(t *testing.T) {
 		_ = c.WS.Close()
 		return r.Epoch, seq
 	}
-	reconnect := func(epoch string, seq uint64) wire.Recovery {
+	reconnect = func(epoch string, seq uint64) wire.Recovery {
 		c := edgetest.Dial(t, sinceQuery(e.URL, epoch, seq), bearer(token(t, claims)))
 		c.ExpectOK()
 		r := expectRecovery(t, c)
 		_ = c.WS.Close()
 		return r
 	}
+	return js, stamp, reconnect, e
+}
 
-	t.Run("within the limits", func(t *testing.T) {
+func TestHistory_NotRecoveredPastThePerSubjectLimit(t *testing.T) {
+	js, stamp, reconnect, e := limitsEdge(t, "WS_HISTORY_MAX_PER_SUBJECT", "3")
+	// An older message of another subject keeps the stream's first
+	// sequence low: only the per-subject cap can tell the loss.
+	jsPublish(t, js, "ws.send.user.keeper", "keeper", 0)
+
+	t.Run("within the limit", func(t *testing.T) {
 		epoch, seq := stamp()
 		for n := 1; n <= 3; n++ {
 			jsPublish(t, js, "ws.send.user.u1", "user", n)
@@ -301,7 +313,7 @@ func TestHistory_NotRecoveredPastTheLimits(t *testing.T) {
 			t.Fatalf("got %+v", r)
 		}
 	})
-	t.Run("past the per-subject limit", func(t *testing.T) {
+	t.Run("past the limit", func(t *testing.T) {
 		epoch, seq := stamp()
 		for n := 1; n <= 4; n++ {
 			jsPublish(t, js, "ws.send.user.u1", "user", n)
@@ -310,19 +322,44 @@ func TestHistory_NotRecoveredPastTheLimits(t *testing.T) {
 			t.Fatalf("got %+v", r)
 		}
 	})
-	t.Run("past the age limit", func(t *testing.T) {
-		epoch, seq := stamp()
-		last := jsPublish(t, js, "ws.send.user.u1", "user", 1)
-		edgetest.Eventually(t, "messages aged out", func() bool {
-			info, err := js.Stream(context.Background(), "WS_HISTORY")
-			return err == nil && info.CachedInfo().State.FirstSeq > last
-		})
-		if r := reconnect(epoch, seq); r.Recovered || r.Count != 0 {
-			t.Fatalf("got %+v", r)
-		}
+	if v := e.metricSum(t, "wsgate_edge_history_unrecovered_total"); v != 1 {
+		t.Fatalf("unrecovered metric %v, want 1", v)
+	}
+}
+
+func TestHistory_NotRecoveredPastTheMaxAge(t *testing.T) {
+	js, stamp, reconnect, _ := limitsEdge(t, "WS_HISTORY_MAX_AGE", "1s")
+	epoch, seq := stamp()
+	last := jsPublish(t, js, "ws.send.user.u1", "user", 1)
+	edgetest.Eventually(t, "messages aged out", func() bool {
+		info, err := js.Stream(context.Background(), "WS_HISTORY")
+		return err == nil && info.CachedInfo().State.FirstSeq > last
 	})
-	if v := e.metricSum(t, "wsgate_edge_history_unrecovered_total"); v < 2 {
-		t.Fatalf("unrecovered metric %v", v)
+	if r := reconnect(epoch, seq); r.Recovered || r.Count != 0 {
+		t.Fatalf("got %+v", r)
+	}
+}
+
+// TestHistory_LateRepublishIsDropped: a stored message that reaches the
+// edge live after the connection already got it (replayed, or a
+// republish that came late) is not delivered twice.
+func TestHistory_LateRepublishIsDropped(t *testing.T) {
+	ns := runJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1"))
+	c := e.dial(t, map[string]any{"sub": "u1"})
+	expectRecovery(t, c)
+	jsPublish(t, js, "ws.send.user.u1", "user", 1)
+	seq := readNumbered(t, c, 1)[0].seq
+	late := &nats.Msg{Subject: "ws.out.user.u1", Data: []byte(`{"action":"m","details":{"t":"user","n":1}}`),
+		Header: nats.Header{wire.HeaderSequence: {strconv.FormatUint(seq, 10)}}}
+	if err := nc.PublishMsg(late); err != nil {
+		t.Fatal(err)
+	}
+	jsPublish(t, js, "ws.send.user.u1", "user", 2)
+	if got := readNumbered(t, c, 1); got[0].N != 2 {
+		t.Fatalf("got %+v, want number 2", got)
 	}
 }
 
@@ -352,6 +389,11 @@ func TestHistory_NewEpochAfterTheStreamIsRecreated(t *testing.T) {
 	jsPublish(t, js, "ws.send.user.u1", "user", 3)
 	if got := readNumbered(t, live, 1); got[0].N != 3 || got[0].seq >= seq {
 		t.Fatalf("after the reset got %+v", got)
+	}
+	// The new stream gets past the old position: only the epoch tells
+	// that the old position means nothing here.
+	for n := 4; uint64(n) <= seq+2; n++ {
+		jsPublish(t, js, "ws.send.user.u1", "user", n)
 	}
 	c := edgetest.Dial(t, sinceQuery(e.URL, r.Epoch, seq), bearer(token(t, claims)))
 	c.ExpectOK()
@@ -432,4 +474,3 @@ func TestHistory_Off(t *testing.T) {
 		t.Fatal("stream created with history off")
 	}
 }
-
