@@ -1,0 +1,142 @@
+package edge_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/services/edge/edgetest"
+)
+
+// runJetStreamCluster starts n in-process NATS servers with JetStream routed
+// into one cluster, and waits until JetStream answers.
+func runJetStreamCluster(t *testing.T, n int) []*natsserver.Server {
+	t.Helper()
+	// Every node routes to every other from the start (a JetStream cluster
+	// needs its peers known): the route ports are picked on :0 first.
+	ports := make([]int, n)
+	var routes []string
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	}
+	nodes := make([]*natsserver.Server, n)
+	for i := range n {
+		nodes[i] = edgetest.RunNATSWith(t, &natsserver.Options{
+			ServerName: fmt.Sprintf("node-%d", i), JetStream: true, StoreDir: t.TempDir(),
+			Cluster: natsserver.ClusterOpts{Name: "wsgate-js", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  natsserver.RoutesFromStr(strings.Join(routes, ",")),
+		})
+	}
+	nc := edgetest.Connect(t, nodes[0].ClientURL())
+	js, _ := jetstream.New(nc)
+	edgetest.Eventually(t, "JetStream meta leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+	return nodes
+}
+
+// TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost: on a 3-node
+// cluster with the history stream at 3 replicas, the node that leads the
+// stream stops while a publisher sends numbered messages (retrying each,
+// with a message id, until the stream acknowledges it) and the client
+// reconnects: every acknowledged number arrives exactly once and in order.
+func TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost(t *testing.T) {
+	nodes := runJetStreamCluster(t, 3)
+	var urls []string
+	for _, ns := range nodes {
+		urls = append(urls, ns.ClientURL())
+	}
+	// The edge stays on node 0 so that only the stream's leader moves.
+	e := startEdge(t, nodes[0], historyEnv("e1", "WS_HISTORY_REPLICAS", "3", "WS_HISTORY_MAX_PER_SUBJECT", "10000"))
+	pub, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	js, _ := jetstream.New(pub)
+	ctx := context.Background()
+	leader := func() string {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(cctx, "WS_HISTORY")
+		if err != nil || st.CachedInfo().Cluster == nil {
+			return ""
+		}
+		return st.CachedInfo().Cluster.Leader
+	}
+	edgetest.Eventually(t, "the stream's leader is not node-0", func() bool {
+		switch l := leader(); l {
+		case "":
+			return false
+		case "node-0":
+			_, _ = pub.Request("$JS.API.STREAM.LEADER.STEPDOWN.WS_HISTORY", nil, 2*time.Second)
+			return false
+		default:
+			return true
+		}
+	})
+
+	claims := map[string]any{"sub": "u1"}
+	c := e.dial(t, claims)
+	epoch := expectRecovery(t, c).Epoch
+	n := 0
+	send := func(count int) {
+		for range count {
+			n++
+			data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{"user", n}})
+			id := "n-" + strconv.Itoa(n)
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := js.Publish(pctx, "ws.send.user.u1", data, jetstream.WithMsgID(id))
+				cancel()
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("number %d never acknowledged: %v", n, err)
+				}
+			}
+		}
+	}
+	var got []stored
+	send(20)
+	got = append(got, readNumbered(t, c, 20)...)
+
+	l := leader()
+	var down int
+	fmt.Sscanf(l, "node-%d", &down)
+	t.Logf("stopping %s, the stream's leader", l)
+	nodes[down].Shutdown()
+	nodes[down].WaitForShutdown()
+	send(20)
+	got = append(got, readNumbered(t, c, 10)...)
+	_ = c.WS.Close()
+	send(20)
+	c = edgetest.Dial(t, sinceQuery(e.URL, epoch, got[len(got)-1].seq), bearer(token(t, claims)))
+	c.ExpectOK()
+	if r := expectRecovery(t, c); !r.Recovered || r.Count != 30 {
+		t.Fatalf("recovery after the leader's loss: %+v, want recovered with 30", r)
+	}
+	send(10)
+	got = append(got, readNumbered(t, c, 40)...)
+	checkExactlyOnceInOrder(t, got, []string{"user"}, 1, n)
+}
