@@ -99,8 +99,9 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets) (Resu
 	if err != nil {
 		return Result{}, fmt.Errorf("stream info: %w", err)
 	}
+	// The epoch is compared here, but only Run records it: a replay's
+	// info may be older than what Run has already seen.
 	info := st.CachedInfo()
-	h.observe(info)
 	epoch := EpochOf(info)
 	no := func(reason string) (Result, error) {
 		return Result{Recovery: wire.Recovery{Epoch: epoch}, Reason: reason}, nil

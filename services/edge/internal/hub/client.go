@@ -20,7 +20,7 @@ type Client struct {
 
 	identity atomic.Pointer[auth.Identity] // nil while not authenticated
 	timer    timerState                    // owned by the hub's timer
-	pos      position                      // history position (DESIGN.md §8); used only with history on
+	pos      atomic.Pointer[position]      // history position (DESIGN.md §8); nil with history off
 }
 
 // NewClient returns a client that is not authenticated yet.

@@ -33,7 +33,12 @@ type heldMsg struct {
 // BeginRecovery makes the client hold its live stored messages until
 // EndRecovery; it is called before the client's subscriptions exist.
 func (c *Client) BeginRecovery() {
-	p := &c.pos
+	p := c.pos.Load()
+	if p == nil {
+		// Made on first use: with history off a connection carries none.
+		c.pos.CompareAndSwap(nil, &position{})
+		p = c.pos.Load()
+	}
 	p.mu.Lock()
 	p.recovering, p.held, p.last, p.overflow = true, nil, 0, false
 	p.mu.Unlock()
@@ -44,7 +49,10 @@ func (c *Client) BeginRecovery() {
 // live. It reports false when too many arrived meanwhile: the connection
 // is then closed as a slow consumer.
 func (c *Client) EndRecovery(last uint64) bool {
-	p := &c.pos
+	p := c.pos.Load()
+	if p == nil {
+		return true
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.recovering {
@@ -72,7 +80,11 @@ func (c *Client) EndRecovery(last uint64) bool {
 // (under the position's lock, so that it cannot pass a recovery's frames),
 // held during a recovery, or dropped when c already has it.
 func (d *delivery) admit(c *Client) {
-	p := &c.pos
+	p := c.pos.Load()
+	if p == nil {
+		d.queue(c) // not started through a recovery: nothing to hold or compare
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -105,10 +117,10 @@ func (d *delivery) admit(c *Client) {
 func (h *Hub) ResetPositions(epoch string) {
 	frame := wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, wire.Recovery{Epoch: epoch}))
 	for _, c := range h.snapshot(nil) {
-		if c.Identity() == nil {
+		p := c.pos.Load()
+		if c.Identity() == nil || p == nil {
 			continue
 		}
-		p := &c.pos
 		p.mu.Lock()
 		if !p.recovering {
 			p.last = 0
