@@ -194,6 +194,14 @@ func TestHistory_RecoveryAfterReconnectToSameOrOtherEdge(t *testing.T) {
 	publishRound(t, js, 7) // live after the replay
 	got = readNumbered(t, c, 16)
 	checkExactlyOnceInOrder(t, got, aliceTargets, 4, 7)
+	for name, want := range map[string]float64{
+		"wsgate_edge_history_replays_total": 1, "wsgate_edge_history_replayed_total": 12,
+		"wsgate_edge_history_replay_duration_seconds_count": 1,
+	} {
+		if v := e2.metricSum(t, name); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
 	last = got[len(got)-1].seq
 	_ = c.WS.Close()
 
@@ -472,5 +480,38 @@ func TestHistory_Off(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	if _, err := js.Stream(context.Background(), "WS_HISTORY"); err == nil {
 		t.Fatal("stream created with history off")
+	}
+}
+
+// TestHistory_ReconnectStormIsQueued: with one replay slot, 30 connections
+// recovering at once all recover completely, one after another, while a
+// live connection keeps getting its messages.
+func TestHistory_ReconnectStormIsQueued(t *testing.T) {
+	ns := runJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1", "EDGE_HISTORY_REPLAYS", "1"))
+	bystander := e.dial(t, map[string]any{"sub": "bystander"})
+	epoch := expectRecovery(t, bystander).Epoch
+	const users = 30
+	for i := range users {
+		for n := 1; n <= 3; n++ {
+			jsPublish(t, js, fmt.Sprintf("ws.send.user.s%d", i), "user", n)
+		}
+	}
+	storm := make([]*edgetest.Client, users)
+	for i := range storm {
+		storm[i] = edgetest.Dial(t, e.URL+"?since="+epoch+":0", bearer(token(t, map[string]any{"sub": fmt.Sprintf("s%d", i)})))
+	}
+	for n := 1; n <= 20; n++ {
+		jsPublish(t, js, "ws.send.user.bystander", "user", n)
+	}
+	checkExactlyOnceInOrder(t, readNumbered(t, bystander, 20), []string{"user"}, 1, 20)
+	for i, c := range storm {
+		c.ExpectOK()
+		if r := expectRecovery(t, c); !r.Recovered || r.Count != 3 {
+			t.Fatalf("client %d: %+v", i, r)
+		}
+		checkExactlyOnceInOrder(t, readNumbered(t, c, 3), []string{"user"}, 1, 3)
 	}
 }
