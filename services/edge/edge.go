@@ -115,9 +115,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
+	var catchUps catchUpHooks // the NATS hooks may fire before the gateway exists
 	if s.nc == nil {
 		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{
-			Reconnected: s.stats.NATSReconnected,
+			Reconnected:  func() { s.stats.NATSReconnected(); catchUps.reconnected() },
+			Disconnected: func(error) { catchUps.disconnected() },
 		})
 		if err != nil {
 			return nil, err
@@ -154,6 +156,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 		History: s.history,
 	}, s.hub, s.nc, verifier)
+	catchUps.gw.Store(s.gateway)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
 			return errors.New("nats is not connected")

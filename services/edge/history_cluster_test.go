@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ import (
 
 // runJetStreamCluster starts n in-process NATS servers with JetStream routed
 // into one cluster, and waits until JetStream answers.
-func runJetStreamCluster(t *testing.T, n int) []*natsserver.Server {
+func runJetStreamCluster(t *testing.T, n int) ([]*natsserver.Server, []*natsserver.Options) {
 	t.Helper()
 	// Every node routes to every other from the start (a JetStream cluster
 	// needs its peers known): the route ports are picked on :0 first.
@@ -35,12 +36,10 @@ func runJetStreamCluster(t *testing.T, n int) []*natsserver.Server {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
 	}
 	nodes := make([]*natsserver.Server, n)
+	opts := make([]*natsserver.Options, n)
 	for i := range n {
-		nodes[i] = edgetest.RunNATSWith(t, &natsserver.Options{
-			ServerName: fmt.Sprintf("node-%d", i), JetStream: true, StoreDir: t.TempDir(),
-			Cluster: natsserver.ClusterOpts{Name: "wsgate-js", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  natsserver.RoutesFromStr(strings.Join(routes, ",")),
-		})
+		opts[i] = jsNodeOptions(t, i, ports[i], routes, t.TempDir())
+		nodes[i] = edgetest.RunNATSWith(t, opts[i])
 	}
 	nc := edgetest.Connect(t, nodes[0].ClientURL())
 	js, _ := jetstream.New(nc)
@@ -50,7 +49,17 @@ func runJetStreamCluster(t *testing.T, n int) []*natsserver.Server {
 		_, err := js.AccountInfo(ctx)
 		return err == nil
 	})
-	return nodes
+	return nodes, opts
+}
+
+func jsNodeOptions(t *testing.T, i, clusterPort int, routes []string, dir string) *natsserver.Options {
+	return &natsserver.Options{
+		ServerName: fmt.Sprintf("node-%d", i), JetStream: true, StoreDir: dir,
+		// NoAdvertise: a client stays on the nodes it was given, so that
+		// a test decides which node an edge depends on.
+		Cluster: natsserver.ClusterOpts{Name: "wsgate-js", Host: "127.0.0.1", Port: clusterPort, NoAdvertise: true},
+		Routes:  natsserver.RoutesFromStr(strings.Join(routes, ",")),
+	}
 }
 
 // TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost: on a 3-node
@@ -59,7 +68,7 @@ func runJetStreamCluster(t *testing.T, n int) []*natsserver.Server {
 // with a message id, until the stream acknowledges it) and the client
 // reconnects: every acknowledged number arrives exactly once and in order.
 func TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost(t *testing.T) {
-	nodes := runJetStreamCluster(t, 3)
+	nodes, _ := runJetStreamCluster(t, 3)
 	var urls []string
 	for _, ns := range nodes {
 		urls = append(urls, ns.ClientURL())
@@ -139,4 +148,63 @@ func TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost(t *testing.T) {
 	send(10)
 	got = append(got, readNumbered(t, c, 40)...)
 	checkExactlyOnceInOrder(t, got, []string{"user"}, 1, n)
+}
+
+// TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp: the only NATS node the
+// edge knows stops while the rest of the cluster keeps storing messages for
+// its connected client, then comes back: the edge replays what its client
+// missed before live messages go on; the client, never disconnected, gets
+// every number once and in order.
+func TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp(t *testing.T) {
+	nodes, opts := runJetStreamCluster(t, 3)
+	e := startEdge(t, nodes[0], historyEnv("e1", "WS_HISTORY_REPLICAS", "3", "WS_HISTORY", "file"))
+	pub := edgetest.Connect(t, nodes[1].ClientURL()+","+nodes[2].ClientURL())
+	js, _ := jetstream.New(pub)
+	ctx := context.Background()
+	n := 0
+	send := func(count int) {
+		for range count {
+			n++
+			data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{"user", n}})
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := js.Publish(pctx, "ws.send.user.u1", data, jetstream.WithMsgID("n-"+strconv.Itoa(n)))
+				cancel()
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("number %d never acknowledged: %v", n, err)
+				}
+			}
+		}
+	}
+	c := e.dial(t, map[string]any{"sub": "u1"})
+	expectRecovery(t, c)
+	send(10)
+	got := readNumbered(t, c, 10)
+
+	port0 := nodes[0].Addr().(*net.TCPAddr).Port
+	nodes[0].Shutdown()
+	nodes[0].WaitForShutdown()
+	edgetest.Eventually(t, "the edge sees the outage", func() bool { return e.status("/readyz") != http.StatusOK })
+	send(20) // stored by the two other nodes while the edge is away
+	again := *opts[0]
+	again.Port = port0 // the edge reconnects to the same address
+	edgetest.RunNATSWith(t, &again)
+	edgetest.Eventually(t, "the edge back", func() bool { return e.status("/readyz") == http.StatusOK })
+	// What is published before the edge's renewed interest has reached the
+	// other nodes is lost on the way (README, "Known limit"): wait for it.
+	edgetest.Eventually(t, "the edge's interest on every node", func() bool {
+		return nodes[1].GlobalAccount().Interest("ws.out.user.u1") > 0 && nodes[2].GlobalAccount().Interest("ws.out.user.u1") > 0
+	})
+	send(10)
+	got = append(got, readNumbered(t, c, 30)...)
+	checkExactlyOnceInOrder(t, got, []string{"user"}, 1, n)
+	select {
+	case <-c.Done():
+		t.Fatal("the client was disconnected")
+	default:
+	}
 }

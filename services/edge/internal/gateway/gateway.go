@@ -82,6 +82,7 @@ type Gateway struct {
 	reserved atomic.Int64  // connections admitted, for MaxConnections
 	draining atomic.Bool
 	conns    sync.WaitGroup // one per connection being served
+	catchUp  catchUp        // history catch-ups after NATS reconnections
 }
 
 // New returns a gateway; verifier may have no keys when only anonymous
@@ -151,7 +152,7 @@ func (g *Gateway) Drain() { g.draining.Store(true) }
 // Wait waits until every connection's handler has returned or ctx is done.
 func (g *Gateway) Wait(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { g.conns.Wait(); close(done) }()
+	go func() { g.conns.Wait(); g.catchUp.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

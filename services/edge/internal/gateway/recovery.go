@@ -44,7 +44,7 @@ func (s *session) recover(id *auth.Identity) {
 		s.g.cfg.Logger.Debug("connection not recovered", "conn", s.c.Connection, "reason", res.Reason)
 	}
 	s.send(wire.ServerFrame(wire.ActionRecovery, res.Recovery))
-	sent := s.sendPaced(res.Frames)
+	sent := sendPaced(s.c.Conn, res.Frames)
 	if live := s.c.EndRecovery(res.Last); (!sent || !live) && s.c.Conn.Close(wsconn.CloseSlowConsumer, "slow consumer") {
 		s.g.cfg.Stats.SlowConsumer()
 	}
@@ -53,8 +53,7 @@ func (s *session) recover(id *auth.Identity) {
 // sendPaced queues frames without ever filling more than half of the
 // connection's queue, so that a replay larger than the queue does not close
 // the connection as a slow consumer while the socket keeps taking data.
-func (s *session) sendPaced(frames [][]byte) bool {
-	conn := s.c.Conn
+func sendPaced(conn *wsconn.Conn, frames [][]byte) bool {
 	limit := max(1, conn.MaxQueue()/2)
 	var deadline time.Time
 	for _, f := range frames {

@@ -139,3 +139,35 @@ func (c *Client) Matches(f *wire.Filter) bool {
 	v, ok := c.property(id, f.Property)
 	return ok && v == f.Value
 }
+
+// HoldLive puts every live connection on hold, as at the start of a
+// recovery, and returns them: the edge lost its NATS connection, and the
+// stored messages republished meanwhile must be replayed to them (each
+// with CatchUpSince, then EndRecovery) before live ones go on.
+func (h *Hub) HoldLive() []*Client {
+	var held []*Client
+	for _, c := range h.snapshot(nil) {
+		p := c.pos.Load()
+		if p == nil || c.Identity() == nil {
+			continue
+		}
+		p.mu.Lock()
+		if !p.recovering {
+			p.recovering, p.held, p.overflow = true, nil, false
+			held = append(held, c)
+		}
+		p.mu.Unlock()
+	}
+	return held
+}
+
+// CatchUpSince is the last sequence a held connection was given.
+func (c *Client) CatchUpSince() uint64 {
+	p := c.pos.Load()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
