@@ -35,11 +35,16 @@ func runJetStreamCluster(t *testing.T, n int) ([]*natsserver.Server, []*natsserv
 		_ = ln.Close()
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
 	}
+	// Started together: a node of a JetStream cluster is ready only once
+	// it has peers, and the picked ports are taken at once.
 	nodes := make([]*natsserver.Server, n)
 	opts := make([]*natsserver.Options, n)
 	for i := range n {
 		opts[i] = jsNodeOptions(t, i, ports[i], routes, t.TempDir())
-		nodes[i] = edgetest.RunNATSWith(t, opts[i])
+		nodes[i] = startNode(t, opts[i])
+	}
+	for _, ns := range nodes {
+		waitNode(t, ns)
 	}
 	nc := edgetest.Connect(t, nodes[0].ClientURL())
 	js, _ := jetstream.New(nc)
@@ -50,6 +55,30 @@ func runJetStreamCluster(t *testing.T, n int) ([]*natsserver.Server, []*natsserv
 		return err == nil
 	})
 	return nodes, opts
+}
+
+// startNode starts a NATS server without waiting for it (see waitNode).
+func startNode(t *testing.T, opts *natsserver.Options) *natsserver.Server {
+	t.Helper()
+	opts.Host, opts.NoLog, opts.NoSigs = "127.0.0.1", true, true
+	if opts.Port == 0 {
+		opts.Port = -1
+	}
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// waitNode waits until ns accepts clients; a loaded machine may take long.
+func waitNode(t *testing.T, ns *natsserver.Server) {
+	t.Helper()
+	if !ns.ReadyForConnections(3 * edgetest.Timeout) {
+		t.Fatal("nats server did not start")
+	}
 }
 
 func jsNodeOptions(t *testing.T, i, clusterPort int, routes []string, dir string) *natsserver.Options {
@@ -192,7 +221,7 @@ func TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp(t *testing.T) {
 	send(20) // stored by the two other nodes while the edge is away
 	again := *opts[0]
 	again.Port = port0 // the edge reconnects to the same address
-	edgetest.RunNATSWith(t, &again)
+	waitNode(t, startNode(t, &again))
 	edgetest.Eventually(t, "the edge back", func() bool { return e.status("/readyz") == http.StatusOK })
 	// What is published before the edge's renewed interest has reached the
 	// other nodes is lost on the way (README, "Known limit"): wait for it.
