@@ -28,6 +28,8 @@ const (
 	PresenceGroup   = "presence-group.json"
 	PresenceError   = "presence-error.json"
 	PresenceConn    = "presence-conn.json"
+	Recovery        = "recovery.json"
+	Since           = "since.json"
 )
 
 // Checker holds every compiled schema.

@@ -137,7 +137,7 @@ func New(nc *nats.Conn, opts ...Option) (*Dispatcher, error) {
 		nc:       nc,
 		opts:     o,
 		subjects: wire.NewSubjects(o.Prefix),
-		sender:   NewSender(nc, o.Prefix),
+		sender:   NewSender(nc, o.Prefix, senderOptions(o)...),
 		log:      o.Logger,
 		stop:     make(chan struct{}),
 		handlers: make(map[string]Handler),

@@ -31,6 +31,9 @@ type Options struct {
 	Concurrency int
 	// Prefix is the first token(s) of every subject ("ws" → ws.in.<action>).
 	Prefix string
+	// History makes the Sender publish stored targets through JetStream
+	// (WithHistory).
+	History bool
 	// Logger receives handler failures, panics and undecodable envelopes.
 	Logger *slog.Logger
 	// Hooks observe what the dispatcher does, e.g. for metrics.

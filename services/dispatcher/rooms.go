@@ -12,25 +12,22 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 )
 
-// Target names whom a join or leave is for: a user (every connection, now
-// and later, on every edge), a session, or one connection. Build it with
-// UserTarget, SessionTarget or ConnectionTarget.
-type Target struct {
-	kind, id string
-}
+// A join or leave is for a user (every connection, now and later, on every
+// edge), a session, or one connection: a Target built with UserTarget,
+// SessionTarget or ConnectionTarget.
 
 // UserTarget is every connection of user.
-func UserTarget(user string) Target { return Target{wire.KindUser, user} }
+func UserTarget(user string) Target { return Target{Kind: TargetUser, ID: user} }
 
 // SessionTarget is every connection of session.
-func SessionTarget(session string) Target { return Target{wire.KindSession, session} }
+func SessionTarget(session string) Target { return Target{Kind: TargetSession, ID: session} }
 
 // ConnectionTarget is one connection, "<edge>.<conn>" as in
 // Message.Connection; its joins end with it.
-func ConnectionTarget(connection string) Target { return Target{wire.KindConn, connection} }
+func ConnectionTarget(connection string) Target { return Target{Kind: TargetConn, ID: connection} }
 
 // String is the target as in the subject: "user.42".
-func (t Target) String() string { return t.kind + "." + t.id }
+func (t Target) String() string { return t.Kind + "." + t.ID }
 
 // ErrNotAnswered: no edge answered a join or leave (none runs, NATS is down,
 // or ctx ended first); whether it took effect is unknown.
@@ -71,11 +68,11 @@ func (s *Sender) Leave(ctx context.Context, target Target, groups ...string) err
 
 func (s *Sender) membership(ctx context.Context, join bool, target Target, groups []string) error {
 	var err error
-	switch target.kind {
+	switch target.Kind {
 	case wire.KindUser, wire.KindSession:
-		err = checkID(target.kind, target.id)
+		err = checkID(target.Kind, target.ID)
 	case wire.KindConn:
-		err = checkConnection(target.id)
+		err = checkConnection(target.ID)
 	default:
 		err = fmt.Errorf("%w: target: use UserTarget, SessionTarget or ConnectionTarget", ErrInvalidID)
 	}
@@ -90,9 +87,9 @@ func (s *Sender) membership(ctx context.Context, join bool, target Target, group
 			return err
 		}
 	}
-	subject := s.subjects.Join(target.kind, target.id)
+	subject := s.subjects.Join(target.Kind, target.ID)
 	if !join {
-		subject = s.subjects.Leave(target.kind, target.id)
+		subject = s.subjects.Leave(target.Kind, target.ID)
 	}
 	data, _ := json.Marshal(wire.Membership{Groups: groups})
 	if _, ok := ctx.Deadline(); !ok {

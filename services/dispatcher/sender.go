@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -29,14 +30,19 @@ import (
 // The ctx of each method is checked before publishing: a done ctx publishes
 // nothing. Publishing itself does not block (NATS buffers it).
 type Sender struct {
-	nc       *nats.Conn    // static after construction
-	subjects wire.Subjects // static after construction
+	nc       *nats.Conn          // static after construction
+	subjects wire.Subjects       // static after construction
+	js       jetstream.JetStream // static: set when history is on (SenderWithHistory)
 }
 
 // NewSender returns a Sender publishing on nc under prefix ("" means
 // DefaultPrefix); prefix must match the edges' WS_SUBJECT_PREFIX.
-func NewSender(nc *nats.Conn, prefix string) *Sender {
-	return &Sender{nc: nc, subjects: wire.NewSubjects(prefix)}
+func NewSender(nc *nats.Conn, prefix string, opts ...SenderOption) *Sender {
+	s := &Sender{nc: nc, subjects: wire.NewSubjects(prefix)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // ToUser sends [action, details] to every connection of user: every tab, on
@@ -169,8 +175,15 @@ func (s *Sender) CloseConnection(ctx context.Context, connection string) error {
 
 // publish sends data on subject unless ctx is already done.
 func (s *Sender) publish(ctx context.Context, subject string, data []byte) error {
+	_, err := s.publishSeq(ctx, subject, data)
+	return err
+}
+
+// publishSeq is publish returning the history sequence that stored the
+// message (0 when it was not published through the history).
+func (s *Sender) publishSeq(ctx context.Context, subject string, data []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrPublish, subject, err)
+		return 0, fmt.Errorf("%w: %s: %w", ErrPublish, subject, err)
 	}
 	msg := &nats.Msg{Subject: subject, Data: data}
 	if trace.SpanContextFromContext(ctx).IsValid() {
@@ -179,10 +192,13 @@ func (s *Sender) publish(ctx context.Context, subject string, data []byte) error
 		msg.Header = nats.Header{}
 		propagation.TraceContext{}.Inject(ctx, telemetry.NATSHeader(msg.Header))
 	}
-	if err := s.nc.PublishMsg(msg); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrPublish, subject, err)
+	if s.js != nil && s.stored(subject) {
+		return s.publishStored(ctx, msg)
 	}
-	return nil
+	if err := s.nc.PublishMsg(msg); err != nil {
+		return 0, fmt.Errorf("%w: %s: %w", ErrPublish, subject, err)
+	}
+	return 0, nil
 }
 
 // checkID validates one id; kind names it in the error.

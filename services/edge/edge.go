@@ -22,6 +22,7 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/config"
 	"github.com/wsgate/wsgate/services/edge/internal/gateway"
+	"github.com/wsgate/wsgate/services/edge/internal/history"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/inbound"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
@@ -84,6 +85,7 @@ type Server struct {
 	stats  *stats.Stats
 
 	probe   *health.Probe
+	history *history.History // nil: history is off
 	hub     *hub.Hub
 	rooms   *rooms.Service
 	poller  *netpoll.Poller
@@ -137,9 +139,11 @@ func (s *Server) build() error {
 		return err
 	}
 	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
+	var catchUps catchUpHooks // the NATS hooks may fire before the gateway exists
 	if s.nc == nil {
 		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{
-			Reconnected: s.stats.NATSReconnected,
+			Reconnected:  func() { s.stats.NATSReconnected(); catchUps.reconnected() },
+			Disconnected: func(error) { catchUps.disconnected() },
 		})
 		if err != nil {
 			return err
@@ -149,10 +153,14 @@ func (s *Server) build() error {
 		return fmt.Errorf("edge: nats gauge: %w", err)
 	}
 	subjects := wire.NewSubjects(cfg.Prefix)
+	if s.history, err = newHistory(cfg, s.nc, subjects, log, s.tel); err != nil {
+		return err
+	}
 	var members *rooms.Store
 	hcfg := hub.Config{
 		EdgeID: cfg.ID, Subjects: subjects, PingInterval: cfg.PingInterval, MaxPerUser: cfg.MaxPerUser,
 		AuthTimeout: cfg.AuthTimeout, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		History: s.history != nil,
 	}
 	if cfg.PresenceOn() {
 		if members, err = rooms.NewStore(s.nc, cfg.MembersBucket, cfg.Presence == "file"); err != nil {
@@ -215,10 +223,15 @@ func (s *Server) build() error {
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
 		Presence: rec,
 		Inbound:  s.inbound,
+		History:  s.history,
 	}, s.hub, s.nc, verifier)
+	catchUps.gw.Store(s.gateway)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
 			return errors.New("nats is not connected")
+		}
+		if s.history != nil {
+			return s.history.Ready()
 		}
 		return nil
 	})
@@ -315,6 +328,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		return abort(err)
 	}
 	var wg sync.WaitGroup
+	if s.history != nil {
+		s.startHistory(hubCtx, &wg)
+	}
 	wg.Add(2)
 	go func() { defer wg.Done(); s.hub.Run(hubCtx) }()
 	go func() { defer wg.Done(); s.rooms.Run(hubCtx) }()

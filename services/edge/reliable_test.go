@@ -5,19 +5,12 @@ import (
 	"encoding/json"
 	"testing"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
-
-// runJetStream starts a NATS server with JetStream on a temporary store.
-func runJetStream(t *testing.T) *natsserver.Server {
-	t.Helper()
-	return edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
-}
 
 // inboundStream waits until an edge has created the inbound stream and
 // returns it.
@@ -64,7 +57,7 @@ var inboundOn = map[string]string{"WS_INBOUND": "memory", "WS_INBOUND_DEDUPE": "
 // keying it by connection instead of user (the resend from the second
 // edge is stored again).
 func TestReliableInbound_AckAfterStoreAndDuplicates(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	e1 := startEdge(t, ns, inboundOn)
 	e2 := startEdge(t, ns, inboundOn)
 	nc := edgetest.Connect(t, ns.ClientURL())
@@ -103,7 +96,7 @@ func TestReliableInbound_AckAfterStoreAndDuplicates(t *testing.T) {
 // Mutation that fails it: answering a publish error with Client/error or a
 // close instead of Server/ack:error.
 func TestReliableInbound_StreamDown503ConnectionStays(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	e := startEdge(t, ns, inboundOn)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	inboundStream(t, nc, "WS_INBOUND")
@@ -145,7 +138,7 @@ func TestReliableInbound_OffIsCoreAndNotDurable(t *testing.T) {
 // Mutation that fails it: taking any fourth element as the id (no 400),
 // or not counting it as a bad frame (no 1008 on the second).
 func TestReliableInbound_BadIDIsABadFrame(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	e := startEdge(t, ns, inboundOn)
 	c := e.dial(t, map[string]any{"sub": "u1"})
 	c.SendRaw([]byte(`["work",1,null,"a.b"]`))
@@ -162,7 +155,7 @@ func TestReliableInbound_BadIDIsABadFrame(t *testing.T) {
 // Mutation that fails it: publishing lifecycle events on core NATS, or
 // with a Nats-Msg-Id that is not per connection and kind.
 func TestReliableInbound_LifecycleEventsStored(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	e := startEdge(t, ns, inboundOn)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	st := inboundStream(t, nc, "WS_INBOUND")
@@ -197,7 +190,7 @@ func TestReliableInbound_LifecycleEventsStored(t *testing.T) {
 // Duplicates window not taken from WS_INBOUND_DEDUPE (the default 2m never
 // lets the resend through).
 func TestReliableInbound_AfterTheDedupeWindowANewAction(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	e := startEdge(t, ns, map[string]string{"WS_INBOUND": "memory", "WS_INBOUND_DEDUPE": "300ms"})
 	nc := edgetest.Connect(t, ns.ClientURL())
 	st := inboundStream(t, nc, "WS_INBOUND")

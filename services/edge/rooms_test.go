@@ -93,7 +93,7 @@ func expectGroup(t *testing.T, nc *nats.Conn, group string, in, out []*edgetest.
 // Fails when SetStored is not applied (the apply loop), when Join ignores
 // the conn kind, or when hub.loadStored is removed (the reconnect).
 func TestJoin_UserSessionConnAcrossEdges(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e1, e2 := twoEdges(t, ns, presenceOn)
 	alice1 := e1.dial(t, map[string]any{"sub": "alice", "sid": "a1"})
@@ -160,7 +160,7 @@ func TestJoin_UserSessionConnAcrossEdges(t *testing.T) {
 // Members.Confirm, or when the coordinator answers before every live edge
 // replied (gather).
 func TestJoin_AnswerMeansInForce(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	pub := edgetest.Connect(t, ns.ClientURL())
 	e1, e2 := twoEdges(t, ns, presenceOn)
@@ -209,7 +209,7 @@ func TestJoin_AnswerMeansInForce(t *testing.T) {
 // away only the joined membership; the connection stays in it. Fails when
 // groupsLocked drops token groups that a leave names.
 func TestJoin_TokenGroupsCannotBeLeft(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e1, _ := twoEdges(t, ns, presenceOn)
 	c := e1.dial(t, map[string]any{"sub": "dave", "groups": []string{"staff"}})
@@ -228,7 +228,7 @@ func TestJoin_TokenGroupsCannotBeLeft(t *testing.T) {
 // reason, stores nothing and subscribes nothing. Fails when run skips
 // wire.DecodeMembership or parseTarget.
 func TestJoin_BadRequestsAreRefusedAndChangeNothing(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e1, _ := twoEdges(t, ns, presenceOn)
 	c := e1.dial(t, map[string]any{"sub": "frank", "sid": "f1"})
@@ -275,7 +275,7 @@ func TestJoin_BadRequestsAreRefusedAndChangeNothing(t *testing.T) {
 // token's and the joined ones. Fails when session.publish goes back to
 // id.Groups.
 func TestJoin_EnvelopeListsJoinedGroups(t *testing.T) {
-	ns := runJetStream(t)
+	ns := edgetest.RunJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	e1, _ := twoEdges(t, ns, presenceOn)
 	c := e1.dial(t, map[string]any{"sub": "gina", "sid": "g1", "groups": []string{"staff"}})

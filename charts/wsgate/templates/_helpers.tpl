@@ -237,6 +237,14 @@ Environment shared by both components (ConfigMap data), as YAML.
 {{- $_ := set $env "WS_PRESENCE_LEASE" .lease }}
 {{- $_ := set $env "WS_PRESENCE_GRACE" .grace }}
 {{- end }}
+{{- with .Values.history }}
+{{- $_ := set $env "WS_HISTORY" .storage }}
+{{- $_ := set $env "WS_HISTORY_STREAM" .stream }}
+{{- $_ := set $env "WS_HISTORY_MAX_AGE" .maxAge }}
+{{- $_ := set $env "WS_HISTORY_MAX_PER_SUBJECT" (toString (int64 .maxPerSubject)) }}
+{{- $_ := set $env "WS_HISTORY_MAX_BYTES" (toString (int64 .maxBytes)) }}
+{{- $_ := set $env "WS_HISTORY_REPLICAS" (toString (int .replicas)) }}
+{{- end }}
 {{- $keys := include "wsgate.secretKeys" . | fromYaml }}
 {{- $files := include "wsgate.secretFiles" . | fromYaml }}
 {{- $dir := include "wsgate.secretMountPath" . }}
@@ -262,6 +270,8 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $env := include "wsgate.sharedEnv" . | fromYaml }}
 {{- $_ := set $env "EDGE_ADDR" (printf ":%d" (int $e.port)) }}
 {{- $_ := set $env "EDGE_PATH" $e.path }}
+{{- $_ := set $env "EDGE_HISTORY_REPLAYS" (toString (int .Values.history.replays)) }}
+{{- $_ := set $env "EDGE_HISTORY_REPLAY_TIMEOUT" .Values.history.replayTimeout }}
 {{- with $e.allowedOrigins }}{{ $_ := set $env "EDGE_ALLOWED_ORIGINS" (join "," .) }}{{ end }}
 {{- $_ := set $env "EDGE_ALLOW_ANONYMOUS" (toString $e.allowAnonymous) }}
 {{- with $e.jwt.jwksUrl }}{{ $_ := set $env "EDGE_JWT_JWKS_URL" . }}{{ end }}

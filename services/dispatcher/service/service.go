@@ -177,6 +177,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if cfg.InboundOn() {
 		dopts = append(dopts, dispatcher.WithReliable(cfg.Reliable()))
 	}
+	if cfg.HistoryOn() {
+		dopts = append(dopts, dispatcher.WithHistory())
+	}
 	d, err := dispatcher.New(nc, dopts...)
 	if err != nil {
 		closeConn()

@@ -49,6 +49,13 @@ func RunNATSWith(t testing.TB, opts *natsserver.Options) *natsserver.Server {
 	return ns
 }
 
+// RunJetStream is RunNATS with JetStream on, its store in a temporary
+// directory of the test.
+func RunJetStream(t testing.TB) *natsserver.Server {
+	t.Helper()
+	return RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
+}
+
 // Connect returns a NATS connection closed at the end of the test.
 func Connect(t testing.TB, url string) *nats.Conn {
 	t.Helper()

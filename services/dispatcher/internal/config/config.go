@@ -46,6 +46,7 @@ type Config struct {
 	MaxDeliver     int           `envconfig:"DISPATCHER_MAX_DELIVER" default:"5" desc:"deliveries of a reliable action before it goes to <prefix>.dead.<action>"`
 	RetryBackoff   string        `envconfig:"DISPATCHER_RETRY_BACKOFF" default:"1s,2s,5s,10s" desc:"pauses before the 2nd, 3rd, ... delivery of a failed reliable action (comma separated; the last repeats)"`
 	AckWait        time.Duration `envconfig:"DISPATCHER_ACK_WAIT" default:"30s" desc:"how long a delivered reliable action may go unanswered (a killed dispatcher) before it is delivered again"`
+	History        string        `envconfig:"WS_HISTORY" default:"off" desc:"off, memory or file: with history on (as on the edges), sends to stored targets go through JetStream and wait for the history stream's acknowledgement"`
 }
 
 // InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
@@ -91,6 +92,9 @@ func (c Config) validateInbound() error {
 	}
 	return nil
 }
+
+// HistoryOn reports whether WS_HISTORY is on.
+func (c Config) HistoryOn() bool { return c.History != "" && c.History != "off" }
 
 // MinSecretLen is the shortest API key or routes secret accepted: shorter
 // ones are guessable.
@@ -145,6 +149,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateInbound(); err != nil {
 		return err
+	}
+	switch c.History {
+	case "", "off", "memory", "file":
+	default:
+		return fmt.Errorf("WS_HISTORY: %q is not off, memory or file", c.History)
 	}
 	// The SDK owns the rules of queue names and prefixes; ask it.
 	if err := dispatcher.WithQueue(c.Queue)(&dispatcher.Options{}); err != nil {

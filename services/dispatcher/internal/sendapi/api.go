@@ -147,7 +147,7 @@ func (a *API) serveSend(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &s, s.Validate) {
 		return
 	}
-	a.do(w, r, func(ctx context.Context) error { return s.Do(ctx, a.sender) },
+	a.do(w, r, func(ctx context.Context) (uint64, error) { return s.Deliver(ctx, a.sender) },
 		"target", s.Target, "action", s.Action)
 }
 
@@ -156,7 +156,7 @@ func (a *API) serveClose(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &c, c.Validate) {
 		return
 	}
-	a.do(w, r, func(ctx context.Context) error { return c.Do(ctx, a.sender) }, "target", c.Target)
+	a.do(w, r, func(ctx context.Context) (uint64, error) { return 0, c.Do(ctx, a.sender) }, "target", c.Target)
 }
 
 // decode reads the body into v and validates it, answering 413 or 400 when
@@ -185,15 +185,22 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any, validate fun
 
 // do runs a validated request: 503 while NATS is not connected (core NATS
 // would buffer the message and maybe drop it: the caller should know), else
-// 202 once published.
-func (a *API) do(w http.ResponseWriter, r *http.Request, send func(context.Context) error, attrs ...any) {
+// 202 once published, with the history sequence ("seq") when the history
+// stream stored it, and 503 when history is on and it did not.
+func (a *API) do(w http.ResponseWriter, r *http.Request, send func(context.Context) (uint64, error), attrs ...any) {
 	if !a.connected() {
 		a.fail(w, r, http.StatusServiceUnavailable, "NATS is not connected; nothing was sent")
 		return
 	}
 	// Once accepted, a request with many ids is sent whole even if the
 	// caller hangs up.
-	if err := send(context.WithoutCancel(r.Context())); err != nil {
+	seq, err := send(context.WithoutCancel(r.Context()))
+	if err != nil {
+		if errors.Is(err, dispatcher.ErrNotStored) {
+			a.log.WarnContext(r.Context(), "api send not stored", append(attrs, "err", err)...)
+			a.fail(w, r, http.StatusServiceUnavailable, "the history stream did not store the message; it may not be delivered")
+			return
+		}
 		if errors.Is(err, dispatcher.ErrPublish) {
 			a.log.WarnContext(r.Context(), "api send failed", append(attrs, "err", err)...)
 			a.fail(w, r, http.StatusServiceUnavailable, "NATS refused the message; it may be partly sent")
@@ -204,6 +211,10 @@ func (a *API) do(w http.ResponseWriter, r *http.Request, send func(context.Conte
 		return
 	}
 	a.log.DebugContext(r.Context(), "api request accepted", append(attrs, "path", r.URL.Path)...)
+	if seq > 0 {
+		a.write(w, r, http.StatusAccepted, map[string]any{"status": "accepted", "seq": seq})
+		return
+	}
 	a.write(w, r, http.StatusAccepted, map[string]string{"status": "accepted"})
 }
 

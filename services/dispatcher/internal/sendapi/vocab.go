@@ -164,30 +164,40 @@ func (s *Send) validateIDs() error {
 // Do sends s, which Validate accepted, through snd. Its errors wrap the SDK's
 // (dispatcher.ErrPublish when NATS refused).
 func (s *Send) Do(ctx context.Context, snd *dispatcher.Sender) error {
+	_, err := s.Deliver(ctx, snd)
+	return err
+}
+
+// Deliver is Do returning the history sequence that stored the message
+// (the last one for several ids; 0 without history or for a connection).
+func (s *Send) Deliver(ctx context.Context, snd *dispatcher.Sender) (uint64, error) {
 	var details any // nil: absent, which clients read as null
 	if len(s.Details) > 0 {
 		details = s.Details
 	}
 	switch s.Target {
-	case TargetAll:
-		return snd.ToAll(ctx, s.Action, details)
-	case TargetUsers:
-		return snd.ToRegistered(ctx, s.Action, details)
+	case TargetAll, TargetUsers, TargetGroup, TargetSession:
+		return snd.Send(ctx, dispatcher.Target{Kind: s.Target, ID: string(s.ID)}, s.Action, details)
 	case TargetUser:
 		if s.IDs == nil {
-			return snd.ToUser(ctx, string(s.ID), s.Action, details)
+			return snd.Send(ctx, dispatcher.Target{Kind: s.Target, ID: string(s.ID)}, s.Action, details)
 		}
-		return snd.ToUsers(ctx, uniqueIDs(s.IDs), s.Action, details)
-	case TargetGroup:
-		return snd.ToGroup(ctx, string(s.ID), s.Action, details)
-	case TargetSession:
-		return snd.ToSession(ctx, string(s.ID), s.Action, details)
+		var last uint64
+		for _, id := range uniqueIDs(s.IDs) {
+			seq, err := snd.Send(ctx, dispatcher.Target{Kind: s.Target, ID: id}, s.Action, details)
+			if err != nil {
+				return last, err
+			}
+			last = seq
+		}
+		return last, nil
 	case TargetConn:
-		return snd.ToConnection(ctx, string(s.ID), s.Action, details, s.Ref)
+		return 0, snd.ToConnection(ctx, string(s.ID), s.Action, details, s.Ref)
 	case TargetFilter:
-		return snd.ToFilter(ctx, wire.Filter{Property: s.Filter.Property, Value: *s.Filter.Value}, s.Action, details)
+		f := wire.Filter{Property: s.Filter.Property, Value: *s.Filter.Value}
+		return snd.Send(ctx, dispatcher.Target{Kind: s.Target, Filter: f}, s.Action, details)
 	}
-	return fmt.Errorf("sendapi: unknown target %q", s.Target) // Validate was skipped
+	return 0, fmt.Errorf("sendapi: unknown target %q", s.Target) // Validate was skipped
 }
 
 // Close closes connections: the body of POST /v1/close.

@@ -68,10 +68,30 @@ type Config struct {
 	InboundDedupe   time.Duration `envconfig:"WS_INBOUND_DEDUPE" default:"2m" desc:"how long the stream remembers a message id: a resend within it is acked duplicate and not handled again"`
 	InboundReplicas int           `envconfig:"WS_INBOUND_REPLICAS" default:"1" desc:"replicas of the inbound stream in a NATS cluster (1, 3 or 5)"`
 	InboundMaxAge   time.Duration `envconfig:"WS_INBOUND_MAX_AGE" default:"24h" desc:"an action no dispatcher consumed within this time is dropped from the stream (0 = kept until consumed), e.g. lifecycle events nobody handles"`
+
+	History
 }
 
 // PresenceOn reports whether WS_PRESENCE stores memberships and presence.
 func (c *Config) PresenceOn() bool { return c.Presence == "memory" || c.Presence == "file" }
+
+// History is the configuration of history and recovery (DESIGN.md §8).
+type History struct {
+	Storage       string        `envconfig:"WS_HISTORY" default:"off" desc:"history and recovery: off, or the JetStream storage of the history stream (memory or file)"`
+	Stream        string        `envconfig:"WS_HISTORY_STREAM" default:"WS_HISTORY" desc:"name of the history stream, created or updated by every edge at start"`
+	MaxAge        time.Duration `envconfig:"WS_HISTORY_MAX_AGE" default:"2m" desc:"how long a message stays recoverable"`
+	MaxPerSubject int64         `envconfig:"WS_HISTORY_MAX_PER_SUBJECT" default:"100" desc:"messages kept per target subject (user, group, session, all, users, filter)"`
+	MaxBytes      int64         `envconfig:"WS_HISTORY_MAX_BYTES" default:"268435456" desc:"byte cap of the history stream (-1 = none); the oldest messages go first"`
+	Replicas      int           `envconfig:"WS_HISTORY_REPLICAS" default:"1" desc:"replicas of the history stream (3 on a NATS cluster)"`
+	Replays       int           `envconfig:"EDGE_HISTORY_REPLAYS" default:"32" desc:"recoveries one edge runs at once; the others wait for a slot"`
+	ReplayTimeout time.Duration `envconfig:"EDGE_HISTORY_REPLAY_TIMEOUT" default:"10s" desc:"a recovery that waited and ran this long answers recovered:false and goes live"`
+}
+
+// On reports whether history is on.
+func (h History) On() bool { return h.Storage != HistoryOff }
+
+// HistoryOff is WS_HISTORY's default.
+const HistoryOff = "off"
 
 // Load reads the configuration from the environment and checks it.
 func Load() (Config, error) {
@@ -132,6 +152,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.PresenceOn() && !validBucket(c.MembersBucket) {
 		return fmt.Errorf("WS_MEMBERS_BUCKET: %q is not a bucket name (A-Z a-z 0-9 _ -)", c.MembersBucket)
+	}
+	if err := c.History.check(); err != nil {
+		return err
 	}
 	positive := []struct {
 		name string
@@ -234,3 +257,29 @@ func (c *Config) normalizeInbound() error {
 
 // InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
 func (c *Config) InboundOn() bool { return c.Inbound == "memory" || c.Inbound == "file" }
+func (h History) check() error {
+	switch h.Storage {
+	case HistoryOff, "memory", "file":
+	default:
+		return fmt.Errorf("WS_HISTORY: %q is not off, memory or file", h.Storage)
+	}
+	if h.Stream == "" || strings.ContainsAny(h.Stream, ".*> \t\r\n/\\") {
+		return fmt.Errorf("WS_HISTORY_STREAM: %q is not a valid stream name", h.Stream)
+	}
+	for _, p := range []struct {
+		name string
+		ok   bool
+	}{
+		{"WS_HISTORY_MAX_AGE", h.MaxAge > 0},
+		{"WS_HISTORY_MAX_PER_SUBJECT", h.MaxPerSubject > 0},
+		{"WS_HISTORY_MAX_BYTES", h.MaxBytes > 0 || h.MaxBytes == -1},
+		{"WS_HISTORY_REPLICAS", h.Replicas >= 1 && h.Replicas <= 5},
+		{"EDGE_HISTORY_REPLAYS", h.Replays > 0},
+		{"EDGE_HISTORY_REPLAY_TIMEOUT", h.ReplayTimeout > 0},
+	} {
+		if !p.ok {
+			return fmt.Errorf("%s: value out of range", p.name)
+		}
+	}
+	return nil
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
+	"github.com/wsgate/wsgate/services/edge/internal/history"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/inbound"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
@@ -72,6 +73,9 @@ type Config struct {
 	// Inbound, when set, stores frames that carry a message id in the
 	// inbound stream, and lifecycle events with them (DESIGN.md §8).
 	Inbound *inbound.Publisher
+	// History, when set, recovers each connection right after its ok
+	// (DESIGN.md §8); nil: history is off.
+	History *history.History
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.
@@ -94,6 +98,7 @@ type Gateway struct {
 	// when shutdown closes them all; one that comes after is closed 1012
 	// by the gateway itself.
 	admitMu sync.Mutex
+	catchUp catchUp // history catch-ups after NATS reconnections
 }
 
 // New returns a gateway; verifier may have no keys when only anonymous
@@ -186,7 +191,7 @@ func (g *Gateway) register(s *session) bool {
 // Wait waits until every connection's handler has returned or ctx is done.
 func (g *Gateway) Wait(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { g.conns.Wait(); close(done) }()
+	go func() { g.conns.Wait(); g.catchUp.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

@@ -42,6 +42,9 @@ type session struct {
 
 	lastBad time.Time // when the last bad frame arrived
 
+	since    *wire.Since // the position to recover from (history on), from the upgrade or the first authentication
+	sinceBad bool        // a since was given but malformed
+
 	tokens      float64   // rate limiter bucket
 	lastRefill  time.Time // rate limiter clock
 	drops       int       // frames dropped by the limiter in the current window
@@ -78,6 +81,9 @@ func (g *Gateway) newSession(nc net.Conn, r *http.Request) (*session, error) {
 	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(nc.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
 	if g.cfg.Callout != nil {
 		s.callout = calloutRequest(g.cfg.EdgeID, r)
+	}
+	if q := r.URL.Query(); g.cfg.History != nil && q.Has("since") {
+		s.setSince(wire.ParseSinceQuery(q.Get("since")))
 	}
 	return s, nil
 }
@@ -326,12 +332,15 @@ func (s *session) bad(reason string) {
 }
 
 func (s *session) onAuthentication(f wire.ClientFrame) {
-	token, err := tokenOf(f.Details)
+	token, since, err := tokenOf(f.Details)
 	if err != nil {
 		s.send(wire.AppendServerFrame(nil, wire.ErrorAction(wire.ActionAuthentication), errorDetails(wire.CodeBadRequest, err.Error()), f.Ref))
 		return
 	}
 	current := s.c.Identity()
+	if since != nil && current == nil && s.g.cfg.History != nil {
+		s.setSince(wire.ParseSince(since))
+	}
 	switch {
 	case current == nil && token == "" && s.callout == nil:
 		if !s.g.cfg.AllowAnonymous {
@@ -352,18 +361,24 @@ func (s *session) onAuthentication(f wire.ClientFrame) {
 	}
 }
 
-// tokenOf reads the details of a Client/authentication frame: null or {"token": "..."}.
-func tokenOf(details json.RawMessage) (string, error) {
+// tokenOf reads the details of a Client/authentication frame: null or an
+// object with a token, a since (DESIGN.md §8), or both. since is returned
+// unparsed: a malformed one costs the recovery, not the authentication.
+func tokenOf(details json.RawMessage) (token string, since json.RawMessage, err error) {
 	if len(details) == 0 || bytes.Equal(details, []byte("null")) {
-		return "", nil
+		return "", nil, nil
 	}
 	var d struct {
-		Token *string `json:"token"`
+		Token *string         `json:"token"`
+		Since json.RawMessage `json:"since"`
 	}
-	if err := json.Unmarshal(details, &d); err != nil || d.Token == nil {
-		return "", errors.New(`details must be null or {"token": "<jwt>"}`)
+	if err := json.Unmarshal(details, &d); err != nil || d.Token == nil && d.Since == nil {
+		return "", nil, errors.New(`details must be null or {"token": "<jwt>", "since": {"epoch": "<epoch>", "seq": <n>}} (both optional)`)
 	}
-	return *d.Token, nil
+	if d.Token != nil {
+		token = *d.Token
+	}
+	return token, d.Since, nil
 }
 
 var okFrame = wire.ServerFrame(wire.ActionAuthentication, "ok")
@@ -387,6 +402,12 @@ func (s *session) authenticate(token string) {
 func (s *session) admit(id *auth.Identity) {
 	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
 	defer cancel()
+	// With history, the first authentication is followed by a recovery:
+	// live stored messages wait for it from the moment they can arrive.
+	recovering := s.g.cfg.History != nil && s.c.Identity() == nil
+	if recovering {
+		s.c.BeginRecovery()
+	}
 	err := s.g.hub.Authenticate(ctx, s.c, id)
 	if errors.Is(err, hub.ErrUserLimit) {
 		s.g.cfg.Stats.AuthFailed("user_limit")
@@ -404,6 +425,9 @@ func (s *session) admit(id *auth.Identity) {
 	s.publishEvent(wire.ActionAuthentication, nil, eventAuthentication)
 	if p := s.g.cfg.Presence; p != nil && id.User != "" {
 		p.Add(s.c)
+	}
+	if recovering {
+		s.recover(id)
 	}
 }
 

@@ -23,6 +23,7 @@ type Client struct {
 
 	groups atomic.Pointer[[]string] // token ∪ joined groups; written under Hub.mu (joined.go)
 	own    []string                 // groups joined by this connection alone; owned by Hub.mu
+	pos    atomic.Pointer[position] // history position (DESIGN.md §8); nil with history off
 }
 
 // NewClient returns a client that is not authenticated yet.

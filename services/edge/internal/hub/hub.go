@@ -51,6 +51,9 @@ type Config struct {
 	// whose groups a join or leave changed (presence records them); nil:
 	// nobody is.
 	GroupsChanged func(*Client)
+	// History: deliver what the history stream republishes on
+	// <prefix>.out.* (with its sequence) instead of <prefix>.send.*.
+	History bool
 }
 
 // topic is one user, group or session with its local connections and the
@@ -80,6 +83,8 @@ type Hub struct {
 	// routed counts the routing batches, for the timer to tell whether
 	// deliveries flow.
 	routed atomic.Uint64
+	// out gives the subjects of user, group and session topics.
+	out topicSubjects // static
 	// payload is deliver's encoding buffer, owned by the route goroutine:
 	// a message is encoded there, then framed in one allocation.
 	payload []byte
@@ -106,7 +111,7 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 	}
 	workers := max(1, runtime.GOMAXPROCS(0))
 	return &Hub{
-		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize),
+		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize), out: newTopicSubjects(cfg),
 		flushes: make(chan []*wsconn.Conn, 4*workers), workers: workers,
 		timer:    newTimer(cfg.PingInterval, cfg.AuthTimeout),
 		clients:  map[string]*Client{},
@@ -122,8 +127,12 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 func (h *Hub) Start() error {
 	s := h.cfg.Subjects
 	own := h.cfg.EdgeID + ".*"
+	all, users, filter := s.SendAll(), s.SendUsers(), s.SendFilter()
+	if h.cfg.History {
+		all, users, filter = s.OutAll(), s.OutUsers(), s.OutFilter()
+	}
 	for _, subj := range []string{
-		s.SendAll(), s.SendUsers(), s.SendFilter(), s.SendConn(own),
+		all, users, filter, s.SendConn(own),
 		s.CloseUser("*"), s.CloseSession("*"), s.CloseConn(own),
 	} {
 		sub, err := h.nc.ChanSubscribe(subj, h.inbox)
@@ -252,7 +261,7 @@ func (h *Hub) Remove(c *Client) {
 // reindexLocked moves c from the topics of old to those of id (either may be nil).
 func (h *Hub) reindexLocked(c *Client, old, id *auth.Identity) error {
 	var errs []error
-	s := h.cfg.Subjects
+	s := h.out
 	move := func(topics map[string]*topic, was, is []string, subject func(string) string) {
 		for _, k := range was {
 			if !contains(is, k) {
@@ -272,12 +281,12 @@ func (h *Hub) reindexLocked(c *Client, old, id *auth.Identity) error {
 	if id != nil {
 		isUser, isSession = nonEmpty(id.User), nonEmpty(id.Session)
 	}
-	move(h.users, wasUser, isUser, s.SendUser)
-	move(h.sessions, wasSession, isSession, s.SendSession)
+	move(h.users, wasUser, isUser, s.user)
+	move(h.sessions, wasSession, isSession, s.session)
 	h.forgetStoredLocked(old)
 	// Groups: the token's and the joined ones (joined.go).
 	wasGroups, isGroups := c.Groups(), h.groupsLocked(c, id)
-	move(h.groups, wasGroups, isGroups, s.SendGroup)
+	move(h.groups, wasGroups, isGroups, s.group)
 	c.setGroups(isGroups)
 	return errors.Join(errs...)
 }
@@ -440,8 +449,11 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 		return pending, 0
 	}
 	target, ok := strings.CutPrefix(rest, "send.")
+	var seq uint64
 	if !ok {
-		return pending, 0
+		if target, seq, ok = h.republished(rest, m); !ok {
+			return pending, 0
+		}
 	}
 	ctx := context.Background()
 	var span trace.Span
@@ -458,8 +470,12 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 		h.cfg.Logger.DebugContext(ctx, "outbound message refused", "subject", m.Subject, "err", err)
 		return pending, 0
 	}
-	h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
-	d := delivery{frame: wsconn.TextFrame(h.payload), at: at, s: h.cfg.Stats, pending: pending}
+	if seq != 0 {
+		h.payload = wire.AppendServerFrameSeq(h.payload[:0], out.Action, out.Details, out.Ref, seq)
+	} else {
+		h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
+	}
+	d := delivery{frame: wsconn.TextFrame(h.payload), at: at, s: h.cfg.Stats, pending: pending, seq: seq}
 	if cap(h.payload) > maxKeptPayload {
 		h.payload = nil // a rare large message does not keep its buffer
 	}
@@ -518,6 +534,7 @@ type delivery struct {
 	sent    int
 	s       *stats.Stats
 	pending []*wsconn.Conn // clients to flush
+	seq     uint64         // history sequence of a stored message; 0 for others
 }
 
 func (d *delivery) toTopic(t *topic) {
@@ -530,6 +547,14 @@ func (d *delivery) toTopic(t *topic) {
 }
 
 func (d *delivery) to(c *Client) {
+	if d.seq != 0 {
+		d.admit(c)
+		return
+	}
+	d.queue(c)
+}
+
+func (d *delivery) queue(c *Client) {
 	flush, err := c.Conn.Queue(d.frame, d.at)
 	d.sent++
 	if flush {

@@ -104,7 +104,7 @@ func (h *Hub) regroupLocked(c *Client, changed []*Client, errs *[]error) []*Clie
 	}
 	for _, g := range is {
 		if !slices.Contains(was, g) {
-			*errs = append(*errs, h.joinLocked(h.groups, g, c, h.cfg.Subjects.SendGroup))
+			*errs = append(*errs, h.joinLocked(h.groups, g, c, h.out.group))
 		}
 	}
 	c.setGroups(is)

@@ -1,0 +1,104 @@
+package dispatcher_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/dispatcher"
+)
+
+// historyServer starts a NATS server with JetStream and the history stream
+// as the edges make it (subjects of DESIGN.md §8), and returns a connection.
+func historyServer(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+func TestSenderWithHistory_ReportsTheStoredSequence(t *testing.T) {
+	nc, js := historyServer(t)
+	s := dispatcher.NewSender(nc, "", dispatcher.SenderWithHistory())
+	ctx := context.Background()
+	var last uint64
+	for _, to := range []dispatcher.Target{
+		{Kind: dispatcher.TargetUser, ID: "42"},
+		{Kind: dispatcher.TargetGroup, ID: "g"},
+		{Kind: dispatcher.TargetSession, ID: "s"},
+		{Kind: dispatcher.TargetAll},
+		{Kind: dispatcher.TargetUsers},
+		{Kind: dispatcher.TargetFilter, Filter: wire.Filter{Property: "language", Value: "de"}},
+	} {
+		seq, err := s.Send(ctx, to, "hi", map[string]int{"n": 1})
+		if err != nil || seq <= last {
+			t.Fatalf("%+v: seq %d (after %d), err %v", to, seq, last, err)
+		}
+		last = seq
+	}
+	// The error-only methods store too.
+	if err := s.ToUser(ctx, "42", "hi", nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "WS_HISTORY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "ws.send.user.42")
+	if err != nil || m.Sequence != last+1 {
+		t.Fatalf("ToUser not stored: %+v %v", m, err)
+	}
+	// A connection's messages are never stored.
+	if seq, err := s.Send(ctx, dispatcher.Target{Kind: dispatcher.TargetConn, ID: "e.c"}, "hi", nil); err != nil || seq != 0 {
+		t.Fatalf("conn: seq %d err %v", seq, err)
+	}
+	// Bad targets publish nothing.
+	if _, err := s.Send(ctx, dispatcher.Target{Kind: dispatcher.TargetUser, ID: "a.b"}, "hi", nil); !errors.Is(err, dispatcher.ErrInvalidID) {
+		t.Fatalf("bad id: %v", err)
+	}
+}
+
+func TestSenderWithHistory_ErrorWhenNotStored(t *testing.T) {
+	nc, js := historyServer(t)
+	if err := js.DeleteStream(context.Background(), "WS_HISTORY"); err != nil {
+		t.Fatal(err)
+	}
+	s := dispatcher.NewSender(nc, "", dispatcher.SenderWithHistory())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.ToUser(ctx, "42", "hi", nil); !errors.Is(err, dispatcher.ErrNotStored) {
+		t.Fatalf("got %v, want ErrNotStored", err)
+	}
+	if _, err := s.Send(ctx, dispatcher.Target{Kind: dispatcher.TargetAll}, "hi", nil); !errors.Is(err, dispatcher.ErrNotStored) {
+		t.Fatalf("got %v, want ErrNotStored", err)
+	}
+	// Without history the same send is a plain publish, with no sequence.
+	if seq, err := dispatcher.NewSender(nc, "").Send(ctx, dispatcher.Target{Kind: dispatcher.TargetAll}, "hi", nil); err != nil || seq != 0 {
+		t.Fatalf("seq %d err %v", seq, err)
+	}
+}

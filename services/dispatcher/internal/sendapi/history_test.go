@@ -1,0 +1,105 @@
+package sendapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/dispatcher"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/sendapi"
+)
+
+// historyAPI is the API with a history Sender on a NATS server with
+// JetStream and the history stream.
+func historyAPI(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	api, err := sendapi.New(sendapi.Config{
+		Keys: []string{key}, Sender: dispatcher.NewSender(nc, "", dispatcher.SenderWithHistory()), Connected: nc.IsConnected,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	api.Register(mux)
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	return ts.URL, js
+}
+
+// postAny posts body with the key and returns the status and decoded body.
+func postAny(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var v map[string]any
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("body %s: %v", data, err)
+	}
+	return resp.StatusCode, v
+}
+
+func TestSendWithHistory_AnswersTheSeq(t *testing.T) {
+	url, js := historyAPI(t)
+	var last float64
+	for _, body := range []string{
+		`{"target":"user","id":"42","action":"hello"}`,
+		`{"target":"group","id":"g","action":"hello"}`,
+		`{"target":"all","action":"hello"}`,
+		`{"target":"user","ids":["1","2"],"action":"hello"}`,
+	} {
+		code, v := postAny(t, url+sendapi.PathSend, body)
+		seq, _ := v["seq"].(float64)
+		if code != http.StatusAccepted || seq <= last {
+			t.Fatalf("%s: %d %v (last seq %v)", body, code, v, last)
+		}
+		last = seq
+	}
+	// A connection's reply is not stored: no seq.
+	if code, v := postAny(t, url+sendapi.PathSend, `{"target":"conn","id":"e.c","action":"hello"}`); code != http.StatusAccepted || v["seq"] != nil {
+		t.Fatalf("conn: %d %v", code, v)
+	}
+	// Without the stream nothing is stored: 503.
+	if err := js.DeleteStream(context.Background(), "WS_HISTORY"); err != nil {
+		t.Fatal(err)
+	}
+	if code, v := postAny(t, url+sendapi.PathSend, `{"target":"user","id":"42","action":"hello"}`); code != http.StatusServiceUnavailable {
+		t.Fatalf("without the stream: %d %v", code, v)
+	}
+}

@@ -1,0 +1,510 @@
+package edge_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/api/schemacheck"
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/edgetest"
+)
+
+// historyEnv is an edge's environment with history on, plus extra.
+func historyEnv(id string, extra ...string) map[string]string {
+	env := map[string]string{"EDGE_ID": id, "WS_HISTORY": "memory"}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	return env
+}
+
+// numbered is the details of a test message: its target and number.
+type numbered struct {
+	T string `json:"t"`
+	N int    `json:"n"`
+}
+
+// stored is one frame of a stored message as a client got it.
+type stored struct {
+	numbered
+	seq uint64
+}
+
+// seqOf decodes a frame's fourth element, the history sequence (0: none).
+func seqOf(t *testing.T, f edgetest.Frame) uint64 {
+	t.Helper()
+	var parts []json.RawMessage
+	if err := json.Unmarshal(f.Raw, &parts); err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) < 4 {
+		return 0
+	}
+	n, err := strconv.ParseUint(string(parts[3]), 10, 64)
+	if err != nil {
+		t.Fatalf("seq of %s: %v", f, err)
+	}
+	return n
+}
+
+// expectRecovery reads Server/recovery and checks it against the schema.
+func expectRecovery(t *testing.T, c *edgetest.Client) wire.Recovery {
+	t.Helper()
+	f := c.Expect(wire.ActionRecovery)
+	check, err := schemacheck.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := check.Check(schemacheck.ServerFrame, f.Raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := check.Check(schemacheck.Recovery, f.Details); err != nil {
+		t.Fatal(err)
+	}
+	var r wire.Recovery
+	_ = json.Unmarshal(f.Details, &r)
+	return r
+}
+
+// readNumbered reads n stored frames of action "m".
+func readNumbered(t *testing.T, c *edgetest.Client, n int) []stored {
+	t.Helper()
+	out := make([]stored, 0, n)
+	for range n {
+		f := c.Expect("m")
+		var s stored
+		if err := json.Unmarshal(f.Details, &s.numbered); err != nil {
+			t.Fatal(err)
+		}
+		if s.seq = seqOf(t, f); s.seq == 0 {
+			t.Fatalf("stored message without seq: %s", f)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// jsPublish publishes a numbered message and waits for the stream's ack.
+func jsPublish(t *testing.T, js jetstream.JetStream, subject, target string, n int) uint64 {
+	t.Helper()
+	data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{target, n}})
+	ack, err := js.Publish(context.Background(), subject, data)
+	if err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// checkExactlyOnceInOrder checks that got holds, per target, the numbers
+// from..to each once and in order, and that seqs strictly increase.
+func checkExactlyOnceInOrder(t *testing.T, got []stored, targets []string, from, to int) {
+	t.Helper()
+	next := map[string]int{}
+	for _, tg := range targets {
+		next[tg] = from
+	}
+	var last uint64
+	for _, s := range got {
+		if s.seq <= last {
+			t.Fatalf("seq %d after %d", s.seq, last)
+		}
+		last = s.seq
+		want, ok := next[s.T]
+		if !ok {
+			t.Fatalf("message for another target: %+v", s)
+		}
+		if s.N != want {
+			t.Fatalf("target %s: got number %d, want %d", s.T, s.N, want)
+		}
+		next[s.T] = want + 1
+	}
+	for tg, n := range next {
+		if n != to+1 {
+			t.Fatalf("target %s: last number %d, want %d", tg, n-1, to)
+		}
+	}
+}
+
+var aliceClaims = map[string]any{"sub": "alice", "sid": "s-alice", "groups": []string{"red"}}
+
+// publishRound publishes number n to every target of alice, and to
+// targets that are not hers.
+func publishRound(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	jsPublish(t, js, "ws.send.user.alice", "user", n)
+	jsPublish(t, js, "ws.send.user.bob", "bob", n)
+	jsPublish(t, js, "ws.send.group.red", "group", n)
+	jsPublish(t, js, "ws.send.group.blue", "blue", n)
+	jsPublish(t, js, "ws.send.all", "all", n)
+	jsPublish(t, js, "ws.send.session.s-alice", "session", n)
+	jsPublish(t, js, "ws.send.session.s-other", "other", n)
+}
+
+var aliceTargets = []string{"user", "group", "all", "session"}
+
+func sinceQuery(url string, epoch string, seq uint64) string {
+	return url + "?since=" + epoch + ":" + strconv.FormatUint(seq, 10)
+}
+
+func TestHistory_RecoveryAfterReconnectToSameOrOtherEdge(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e1 := startEdge(t, ns, historyEnv("e1"))
+	e2 := startEdge(t, ns, historyEnv("e2"))
+
+	// A first connection has no since: its recovery only names the epoch.
+	c := e1.dial(t, aliceClaims)
+	r := expectRecovery(t, c)
+	if r.Epoch == "" || r.Recovered || r.Count != 0 {
+		t.Fatalf("first recovery %+v", r)
+	}
+	for n := 1; n <= 3; n++ {
+		publishRound(t, js, n)
+	}
+	got := readNumbered(t, c, 12)
+	checkExactlyOnceInOrder(t, got, aliceTargets, 1, 3)
+	last := got[len(got)-1].seq
+	_ = c.WS.Close()
+
+	// Missed while away, recovered on the other edge through ?since=.
+	for n := 4; n <= 6; n++ {
+		publishRound(t, js, n)
+	}
+	c = edgetest.Dial(t, sinceQuery(e2.URL, r.Epoch, last), bearer(token(t, aliceClaims)))
+	c.ExpectOK()
+	if r2 := expectRecovery(t, c); !r2.Recovered || r2.Count != 12 || r2.Epoch != r.Epoch {
+		t.Fatalf("recovery %+v, want recovered with 12", r2)
+	}
+	publishRound(t, js, 7) // live after the replay
+	got = readNumbered(t, c, 16)
+	checkExactlyOnceInOrder(t, got, aliceTargets, 4, 7)
+	for name, want := range map[string]float64{
+		"wsgate_edge_history_replays_total": 1, "wsgate_edge_history_replayed_total": 12,
+		"wsgate_edge_history_replay_duration_seconds_count": 1,
+	} {
+		if v := e2.metricSum(t, name); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+	last = got[len(got)-1].seq
+	_ = c.WS.Close()
+
+	// Recovered on the same edge through since in Client/authentication,
+	// with a core NATS publish (nats pub) among the missed ones.
+	publishRound(t, js, 8)
+	if err := nc.Publish("ws.send.user.alice", []byte(`{"action":"m","details":{"t":"user","n":9}}`)); err != nil {
+		t.Fatal(err)
+	}
+	edgetest.Eventually(t, "core publish stored", func() bool {
+		info, err := js.Stream(context.Background(), "WS_HISTORY")
+		return err == nil && info.CachedInfo().State.Msgs >= 7*8+1
+	})
+	c = edgetest.Dial(t, e2.URL, nil)
+	c.Send("Client/authentication", map[string]any{"token": token(t, aliceClaims), "since": map[string]any{"epoch": r.Epoch, "seq": last}})
+	c.ExpectOK()
+	if r3 := expectRecovery(t, c); !r3.Recovered || r3.Count != 5 {
+		t.Fatalf("recovery %+v, want recovered with 5", r3)
+	}
+	got = readNumbered(t, c, 5)
+	if got[4].T != "user" || got[4].N != 9 {
+		t.Fatalf("core publish not recovered: %+v", got)
+	}
+	checkExactlyOnceInOrder(t, got[:4], aliceTargets, 8, 8)
+}
+
+// TestHistory_NoGapNoDuplicateAtTheSwitch publishes while connections
+// recover: every number arrives once, in order, whether it came replayed
+// or live.
+func TestHistory_NoGapNoDuplicateAtTheSwitch(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	// The publisher runs ahead of the reader: the per-subject cap must
+	// hold what it may be ahead by.
+	e1 := startEdge(t, ns, historyEnv("e1", "WS_HISTORY_MAX_PER_SUBJECT", "1000"))
+	e2 := startEdge(t, ns, historyEnv("e2", "WS_HISTORY_MAX_PER_SUBJECT", "1000"))
+	claims := map[string]any{"sub": "u1"}
+
+	c := e1.dial(t, claims)
+	r := expectRecovery(t, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	published := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { published <- n }()
+		for ctx.Err() == nil && n < 400 {
+			n++
+			data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{"user", n}})
+			if _, err := js.Publish(ctx, "ws.send.user.u1", data); err != nil {
+				n--
+				return
+			}
+		}
+	}()
+	var got []stored
+	var last uint64
+	edges := []*testEdge{e2, e1}
+	for i := 0; i < 6; i++ {
+		for range 10 {
+			got = append(got, readNumbered(t, c, 1)...)
+		}
+		last = got[len(got)-1].seq
+		_ = c.WS.Close()
+		c = edgetest.Dial(t, sinceQuery(edges[i%2].URL, r.Epoch, last), bearer(token(t, claims)))
+		c.ExpectOK()
+		if rr := expectRecovery(t, c); !rr.Recovered {
+			t.Fatalf("recovery %+v", rr)
+		}
+	}
+	cancel()
+	n := <-published
+	got = append(got, readNumbered(t, c, n-len(got))...)
+	checkExactlyOnceInOrder(t, got, []string{"user"}, 1, n)
+}
+
+// limitsEdge is an edge with history limits env, a JetStream publisher,
+// and helpers: stamp connects, receives one message and leaves with its
+// position; reconnect comes back with that position.
+func limitsEdge(t *testing.T, extra ...string) (js jetstream.JetStream, stamp func() (string, uint64), reconnect func(string, uint64) wire.Recovery, e *testEdge) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ = jetstream.New(nc)
+	e = startEdge(t, ns, historyEnv("e1", extra...))
+	claims := map[string]any{"sub": "u1"}
+	stamp = func() (string, uint64) {
+		c := e.dial(t, claims)
+		r := expectRecovery(t, c)
+		jsPublish(t, js, "ws.send.user.u1", "user", 0)
+		seq := readNumbered(t, c, 1)[0].seq
+		_ = c.WS.Close()
+		return r.Epoch, seq
+	}
+	reconnect = func(epoch string, seq uint64) wire.Recovery {
+		c := edgetest.Dial(t, sinceQuery(e.URL, epoch, seq), bearer(token(t, claims)))
+		c.ExpectOK()
+		r := expectRecovery(t, c)
+		_ = c.WS.Close()
+		return r
+	}
+	return js, stamp, reconnect, e
+}
+
+func TestHistory_NotRecoveredPastThePerSubjectLimit(t *testing.T) {
+	js, stamp, reconnect, e := limitsEdge(t, "WS_HISTORY_MAX_PER_SUBJECT", "3")
+	// An older message of another subject keeps the stream's first
+	// sequence low: only the per-subject cap can tell the loss.
+	jsPublish(t, js, "ws.send.user.keeper", "keeper", 0)
+
+	t.Run("within the limit", func(t *testing.T) {
+		epoch, seq := stamp()
+		for n := 1; n <= 3; n++ {
+			jsPublish(t, js, "ws.send.user.u1", "user", n)
+		}
+		if r := reconnect(epoch, seq); !r.Recovered || r.Count != 3 {
+			t.Fatalf("got %+v", r)
+		}
+	})
+	t.Run("past the limit", func(t *testing.T) {
+		epoch, seq := stamp()
+		for n := 1; n <= 4; n++ {
+			jsPublish(t, js, "ws.send.user.u1", "user", n)
+		}
+		if r := reconnect(epoch, seq); r.Recovered || r.Count != 0 {
+			t.Fatalf("got %+v", r)
+		}
+	})
+	if v := e.metricSum(t, "wsgate_edge_history_unrecovered_total"); v != 1 {
+		t.Fatalf("unrecovered metric %v, want 1", v)
+	}
+}
+
+func TestHistory_NotRecoveredPastTheMaxAge(t *testing.T) {
+	js, stamp, reconnect, _ := limitsEdge(t, "WS_HISTORY_MAX_AGE", "1s")
+	epoch, seq := stamp()
+	last := jsPublish(t, js, "ws.send.user.u1", "user", 1)
+	edgetest.Eventually(t, "messages aged out", func() bool {
+		info, err := js.Stream(context.Background(), "WS_HISTORY")
+		return err == nil && info.CachedInfo().State.FirstSeq > last
+	})
+	if r := reconnect(epoch, seq); r.Recovered || r.Count != 0 {
+		t.Fatalf("got %+v", r)
+	}
+}
+
+// TestHistory_LateRepublishIsDropped: a stored message that reaches the
+// edge live after the connection already got it (replayed, or a
+// republish that came late) is not delivered twice.
+func TestHistory_LateRepublishIsDropped(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1"))
+	c := e.dial(t, map[string]any{"sub": "u1"})
+	expectRecovery(t, c)
+	jsPublish(t, js, "ws.send.user.u1", "user", 1)
+	seq := readNumbered(t, c, 1)[0].seq
+	late := &nats.Msg{Subject: "ws.out.user.u1", Data: []byte(`{"action":"m","details":{"t":"user","n":1}}`),
+		Header: nats.Header{wire.HeaderSequence: {strconv.FormatUint(seq, 10)}}}
+	if err := nc.PublishMsg(late); err != nil {
+		t.Fatal(err)
+	}
+	jsPublish(t, js, "ws.send.user.u1", "user", 2)
+	if got := readNumbered(t, c, 1); got[0].N != 2 {
+		t.Fatalf("got %+v, want number 2", got)
+	}
+}
+
+func TestHistory_NewEpochAfterTheStreamIsRecreated(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1"))
+	claims := map[string]any{"sub": "u1"}
+
+	live := e.dial(t, claims)
+	r := expectRecovery(t, live)
+	jsPublish(t, js, "ws.send.user.u1", "user", 1)
+	jsPublish(t, js, "ws.send.user.u1", "user", 2)
+	seq := readNumbered(t, live, 2)[1].seq
+
+	if err := js.DeleteStream(context.Background(), "WS_HISTORY"); err != nil {
+		t.Fatal(err)
+	}
+	// The edge recreates it, and tells live connections the new epoch.
+	r2 := expectRecovery(t, live)
+	if r2.Recovered || r2.Epoch == r.Epoch || r2.Epoch == "" {
+		t.Fatalf("live connection told %+v after the stream was recreated (old epoch %s)", r2, r.Epoch)
+	}
+	// The new stream's sequences start again at 1: they reach the live
+	// connection even though they are lower than what it had.
+	jsPublish(t, js, "ws.send.user.u1", "user", 3)
+	if got := readNumbered(t, live, 1); got[0].N != 3 || got[0].seq >= seq {
+		t.Fatalf("after the reset got %+v", got)
+	}
+	// The new stream gets past the old position: only the epoch tells
+	// that the old position means nothing here.
+	for n := 4; uint64(n) <= seq+2; n++ {
+		jsPublish(t, js, "ws.send.user.u1", "user", n)
+	}
+	c := edgetest.Dial(t, sinceQuery(e.URL, r.Epoch, seq), bearer(token(t, claims)))
+	c.ExpectOK()
+	if r3 := expectRecovery(t, c); r3.Recovered || r3.Epoch != r2.Epoch {
+		t.Fatalf("old epoch recovered: %+v", r3)
+	}
+}
+
+func TestHistory_MalformedSince(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1"))
+	claims := map[string]any{"sub": "u1"}
+	first := e.dial(t, claims)
+	epoch := expectRecovery(t, first).Epoch
+	jsPublish(t, js, "ws.send.user.u1", "user", 0)
+	jsPublish(t, js, "ws.send.user.other", "other", 0)
+	readNumbered(t, first, 1)
+
+	queries := []string{"abc", epoch + ":-1", epoch + ":1.5", epoch + ":99999999999999999999999", ":3", "unknown:1", epoch + ":999999"}
+	frames := []any{
+		map[string]any{"epoch": 1, "seq": 1},
+		map[string]any{"epoch": epoch, "seq": -5},
+		map[string]any{"epoch": epoch, "seq": "1"},
+		map[string]any{"epoch": epoch, "seq": 1e30},
+		map[string]any{"epoch": epoch},
+		"since",
+		[]int{1, 2},
+		map[string]any{"epoch": "unknown", "seq": 0},
+		map[string]any{"epoch": epoch, "seq": 1 << 40},
+	}
+	check := func(t *testing.T, c *edgetest.Client) {
+		t.Helper()
+		c.ExpectOK()
+		if r := expectRecovery(t, c); r.Recovered || r.Count != 0 || r.Epoch != epoch {
+			t.Fatalf("recovery %+v", r)
+		}
+		// The connection works, and gets only its own messages.
+		n := jsPublish(t, js, "ws.send.user.u1", "user", 1)
+		got := readNumbered(t, c, 1)
+		if got[0].T != "user" || got[0].seq != n {
+			t.Fatalf("got %+v", got)
+		}
+	}
+	for _, q := range queries {
+		t.Run("query "+q, func(t *testing.T) {
+			c := edgetest.Dial(t, e.URL+"?since="+url.QueryEscape(q), bearer(token(t, claims)))
+			check(t, c)
+		})
+	}
+	for i, since := range frames {
+		t.Run(fmt.Sprintf("frame %d", i), func(t *testing.T) {
+			c := edgetest.Dial(t, e.URL, nil)
+			c.Send("Client/authentication", map[string]any{"token": token(t, claims), "since": since})
+			check(t, c)
+		})
+	}
+	if e.status("/readyz") != http.StatusOK {
+		t.Fatal("edge not ready after bad input")
+	}
+}
+
+// TestHistory_Off keeps today's frames: no Server/recovery, no seq, and a
+// since is ignored.
+func TestHistory_Off(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	e := startEdge(t, ns, map[string]string{"EDGE_ID": "e1"})
+	c := edgetest.Dial(t, e.URL+"?since=x:1", bearer(token(t, map[string]any{"sub": "u1"})))
+	c.ExpectOK()
+	publish(t, nc, "ws.send.user.u1", `{"action":"m","details":1}`)
+	if f := c.Expect("m"); seqOf(t, f) != 0 {
+		t.Fatalf("seq without history: %s", f)
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.Stream(context.Background(), "WS_HISTORY"); err == nil {
+		t.Fatal("stream created with history off")
+	}
+}
+
+// TestHistory_ReconnectStormIsQueued: with one replay slot, 30 connections
+// recovering at once all recover completely, one after another, while a
+// live connection keeps getting its messages.
+func TestHistory_ReconnectStormIsQueued(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1", "EDGE_HISTORY_REPLAYS", "1"))
+	bystander := e.dial(t, map[string]any{"sub": "bystander"})
+	epoch := expectRecovery(t, bystander).Epoch
+	const users = 30
+	for i := range users {
+		for n := 1; n <= 3; n++ {
+			jsPublish(t, js, fmt.Sprintf("ws.send.user.s%d", i), "user", n)
+		}
+	}
+	storm := make([]*edgetest.Client, users)
+	for i := range storm {
+		storm[i] = edgetest.Dial(t, e.URL+"?since="+epoch+":0", bearer(token(t, map[string]any{"sub": fmt.Sprintf("s%d", i)})))
+	}
+	for n := 1; n <= 20; n++ {
+		jsPublish(t, js, "ws.send.user.bystander", "user", n)
+	}
+	checkExactlyOnceInOrder(t, readNumbered(t, bystander, 20), []string{"user"}, 1, 20)
+	for i, c := range storm {
+		c.ExpectOK()
+		if r := expectRecovery(t, c); !r.Recovered || r.Count != 3 {
+			t.Fatalf("client %d: %+v", i, r)
+		}
+		checkExactlyOnceInOrder(t, readNumbered(t, c, 3), []string{"user"}, 1, 3)
+	}
+}

@@ -1,0 +1,65 @@
+package history_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/history"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestEnsure_EdgesStartingTogetherAllSucceed: several edges create or
+// update the stream at the same moment; each one succeeds and sees the
+// same epoch.
+func TestEnsure_EdgesStartingTogetherAllSucceed(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	const edges = 6
+	hs := make([]*history.History, edges)
+	for i := range hs {
+		nc, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		hs[i], err = history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+			Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, edges)
+	for i, h := range hs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			errs[i] = h.Ensure(ctx)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("edge %d: %v", i, err)
+		}
+		if hs[i].Ready() != nil || hs[i].Epoch() == "" || hs[i].Epoch() != hs[0].Epoch() {
+			t.Fatalf("edge %d: ready %v, epoch %q (edge 0: %q)", i, hs[i].Ready(), hs[i].Epoch(), hs[0].Epoch())
+		}
+	}
+}

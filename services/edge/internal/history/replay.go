@@ -1,0 +1,246 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/api/wire"
+)
+
+// Reasons for recovered:false, as counted in the metrics.
+const (
+	ReasonNone        = "none"        // no since: nothing was asked
+	ReasonInvalid     = "invalid"     // since was malformed
+	ReasonEpoch       = "epoch"       // since names another incarnation of the stream
+	ReasonAhead       = "ahead"       // since is past the stream's last sequence
+	ReasonLimits      = "limits"      // messages after since may have been dropped by the limits
+	ReasonUnavailable = "unavailable" // the stream could not be read in time
+)
+
+// fetchBatch is how many messages one pull request asks for.
+const fetchBatch = 256
+
+// consumerIdle: a replay's consumer that its edge forgot (it died) is
+// removed by the server after this long.
+const consumerIdle = 30 * time.Second
+
+// Targets are a connection's delivery targets at the time of its recovery.
+type Targets struct {
+	User    string                  // "" for anonymous connections (no users, no user subject)
+	Session string                  // "" when none
+	Groups  []string                // token groups
+	Matches func(*wire.Filter) bool // whether a filter message is for the connection
+}
+
+// Result is what a connection is told and sent when it starts.
+type Result struct {
+	Recovery wire.Recovery
+	Reason   string   // why Recovery.Recovered is false ("" when true)
+	Frames   [][]byte // the replayed frames, in sequence order
+	Last     uint64   // the sequence of the last replayed frame, or since's
+}
+
+// Recover answers a connection's start. Without since (nil) it only
+// announces the epoch. With since it replays, in order, every stored
+// message for targets after since.Seq, or says recovered:false when that
+// cannot be complete. It waits for a replay slot (Config.Replays) at most
+// Config.ReplayTimeout, which also bounds the replay itself.
+func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Result {
+	if since == nil {
+		return Result{Recovery: wire.Recovery{Epoch: h.Epoch()}, Reason: ReasonNone}
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
+	defer cancel()
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	case <-ctx.Done():
+		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), errors.New("no replay slot in time"))
+	}
+	res, err := h.replay(ctx, *since, t)
+	if err != nil {
+		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), err)
+	}
+	if res.Reason != "" {
+		h.m.unrecovered(ctx, res.Reason)
+		return res
+	}
+	h.m.replayed(ctx, len(res.Frames), time.Since(start))
+	return res
+}
+
+// Invalid is the answer to a since that could not be parsed.
+func (h *History) Invalid(ctx context.Context) Result {
+	h.m.unrecovered(ctx, ReasonInvalid)
+	return Result{Recovery: wire.Recovery{Epoch: h.Epoch()}, Reason: ReasonInvalid}
+}
+
+func (h *History) unrecovered(ctx context.Context, reason, epoch string, err error) Result {
+	h.cfg.Logger.Warn("history replay failed", "reason", reason, "err", err)
+	h.m.unrecovered(ctx, reason)
+	return Result{Recovery: wire.Recovery{Epoch: epoch}, Reason: reason}
+}
+
+// subject is one stored subject of a connection, with what the replay saw.
+type subject struct {
+	name  string
+	first uint64 // sequence of its first replayed message (0: none)
+	count int64  // its replayed messages, filtered out ones included
+}
+
+func (h *History) replay(ctx context.Context, since wire.Since, t Targets) (Result, error) {
+	st, err := h.js.Stream(ctx, h.cfg.Stream)
+	if err != nil {
+		return Result{}, fmt.Errorf("stream info: %w", err)
+	}
+	// The epoch is compared here, but only Run records it: a replay's
+	// info may be older than what Run has already seen.
+	info := st.CachedInfo()
+	epoch := EpochOf(info)
+	no := func(reason string) (Result, error) {
+		return Result{Recovery: wire.Recovery{Epoch: epoch}, Reason: reason}, nil
+	}
+	state := info.State
+	switch {
+	case since.Epoch != epoch:
+		return no(ReasonEpoch)
+	case since.Seq > state.LastSeq:
+		return no(ReasonAhead)
+	}
+	subjects := t.subjects(h.cfg.Subjects)
+	res := Result{Recovery: wire.Recovery{Epoch: epoch, Recovered: true}, Last: since.Seq}
+	if since.Seq < state.LastSeq {
+		if err := h.read(ctx, st, since.Seq, subjects, t, &res); err != nil {
+			return Result{}, err
+		}
+	}
+	// Limits drop the oldest messages first (of the stream for age and
+	// bytes, of the subject for the per-subject cap): a subject that still
+	// holds a message at or before since lost nothing after it.
+	gap := state.FirstSeq > since.Seq+1
+	for _, s := range subjects {
+		if s.first == since.Seq+1 || !gap && s.count < h.cfg.MaxPerSubject {
+			continue
+		}
+		m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(s.name))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			if gap {
+				return no(ReasonLimits) // all of it may have gone
+			}
+		case err != nil:
+			return Result{}, fmt.Errorf("first message of %s: %w", s.name, err)
+		case m.Sequence > since.Seq+1:
+			return no(ReasonLimits)
+		}
+	}
+	res.Recovery.Count = len(res.Frames)
+	return res, nil
+}
+
+// read replays the stored messages of subjects after seq into res, through
+// an ephemeral consumer that exists only for this replay. It reads what was
+// stored when the consumer was made; what comes later is live.
+func (h *History) read(ctx context.Context, st jetstream.Stream, seq uint64, subjects []*subject, t Targets, res *Result) error {
+	filters := make([]string, len(subjects))
+	for i, s := range subjects {
+		filters[i] = s.name
+	}
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       seq + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubjects:    filters,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: consumerIdle,
+	})
+	if err != nil {
+		return fmt.Errorf("create replay consumer: %w", err)
+	}
+	defer func() {
+		// A fresh context: the replay's may be spent, the consumer must go.
+		dctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		defer cancel()
+		if err := st.DeleteConsumer(dctx, cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			h.cfg.Logger.Debug("delete replay consumer", "err", err)
+		}
+	}()
+	bySubject := make(map[string]*subject, len(subjects))
+	for _, s := range subjects {
+		bySubject[s.name] = s
+	}
+	pending := cons.CachedInfo().NumPending
+	for read := uint64(0); read < pending; {
+		batch, err := cons.FetchNoWait(int(min(pending-read, fetchBatch)))
+		if err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("message metadata: %w", err)
+			}
+			h.add(res, bySubject[m.Subject()], meta.Sequence.Stream, m.Subject(), m.Data(), t)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		if got == 0 {
+			break // the rest was removed meanwhile: the limits check tells
+		}
+		read += uint64(got)
+	}
+	return nil
+}
+
+// add appends the frame of one stored message when it is for the connection.
+func (h *History) add(res *Result, s *subject, seq uint64, subj string, data []byte, t Targets) {
+	if s == nil || seq <= res.Last {
+		return
+	}
+	if s.first == 0 {
+		s.first = seq
+	}
+	s.count++
+	out, err := wire.DecodeOutbound(data)
+	if err != nil {
+		return // the hub refuses it live too
+	}
+	if strings.HasSuffix(subj, ".filter") && (out.Filter == nil || t.Matches == nil || !t.Matches(out.Filter)) {
+		return
+	}
+	res.Frames = append(res.Frames, wire.AppendServerFrameSeq(nil, out.Action, out.Details, out.Ref, seq))
+	res.Last = seq
+}
+
+// subjects are the stored subjects a connection with t receives.
+func (t Targets) subjects(s wire.Subjects) []*subject {
+	names := []string{s.SendAll(), s.SendFilter()}
+	if t.User != "" {
+		names = append(names, s.SendUsers(), s.SendUser(t.User))
+	}
+	if t.Session != "" {
+		names = append(names, s.SendSession(t.Session))
+	}
+	seen := map[string]bool{}
+	for _, g := range t.Groups {
+		if !seen[g] {
+			seen[g] = true
+			names = append(names, s.SendGroup(g))
+		}
+	}
+	out := make([]*subject, len(names))
+	for i, n := range names {
+		out[i] = &subject{name: n}
+	}
+	return out
+}

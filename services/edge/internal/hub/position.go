@@ -1,0 +1,173 @@
+package hub
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
+)
+
+// maxHeld bounds the live frames held for one connection while its
+// recovery runs; past it the connection is closed as a slow consumer.
+const maxHeld = 4096
+
+// position is a connection's place in the history stream (DESIGN.md §8):
+// the last sequence delivered to it, and while its recovery runs, the live
+// stored messages that arrived meanwhile.
+type position struct {
+	mu         sync.Mutex
+	recovering bool      // owned by mu: live stored frames are held
+	held       []heldMsg // owned by mu
+	last       uint64    // owned by mu: highest sequence queued to the connection
+	overflow   bool      // owned by mu: held reached maxHeld
+}
+
+type heldMsg struct {
+	frame []byte
+	at    time.Time
+	seq   uint64
+}
+
+// BeginRecovery makes the client hold its live stored messages until
+// EndRecovery; it is called before the client's subscriptions exist.
+func (c *Client) BeginRecovery() {
+	p := c.pos.Load()
+	if p == nil {
+		// Made on first use: with history off a connection carries none.
+		c.pos.CompareAndSwap(nil, &position{})
+		p = c.pos.Load()
+	}
+	p.mu.Lock()
+	p.recovering, p.held, p.last, p.overflow = true, nil, 0, false
+	p.mu.Unlock()
+}
+
+// EndRecovery queues the held messages that come after last (the
+// recovery's last replayed sequence, or 0), in order, and turns the client
+// live. It reports false when too many arrived meanwhile: the connection
+// is then closed as a slow consumer.
+func (c *Client) EndRecovery(last uint64) bool {
+	p := c.pos.Load()
+	if p == nil {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.recovering {
+		return true
+	}
+	p.recovering, p.last = false, last
+	held := p.held
+	p.held = nil
+	if p.overflow {
+		return false
+	}
+	for _, m := range held {
+		if m.seq <= p.last {
+			continue // replayed already
+		}
+		p.last = m.seq
+		if err := c.Conn.Send(m.frame); err != nil {
+			return !errors.Is(err, wsconn.ErrQueueFull)
+		}
+	}
+	return true
+}
+
+// admit decides the fate of a live stored message for c: queued now
+// (under the position's lock, so that it cannot pass a recovery's frames),
+// held during a recovery, or dropped when c already has it.
+func (d *delivery) admit(c *Client) {
+	p := c.pos.Load()
+	if p == nil {
+		d.queue(c) // not started through a recovery: nothing to hold or compare
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.recovering:
+		if p.overflow {
+			return
+		}
+		if len(p.held) >= maxHeld {
+			p.overflow = true
+			p.held = nil
+			d.s.SlowConsumer()
+			c.Conn.Close(wire.CloseSlowConsumer, "slow consumer")
+			return
+		}
+		p.held = append(p.held, heldMsg{frame: d.frame, at: d.at, seq: d.seq})
+		d.sent++
+	case d.seq <= p.last:
+		// Replayed already, or a stream that was recreated and whose new
+		// sequences have not caught up (ResetPositions makes that brief).
+	default:
+		p.last = d.seq
+		d.queue(c)
+	}
+}
+
+// ResetPositions restarts every live connection's position after the
+// history stream was recreated, and tells each the new epoch with
+// recovered:false: what was published between the old stream's end and
+// now may be gone.
+func (h *Hub) ResetPositions(epoch string) {
+	frame := wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, wire.Recovery{Epoch: epoch}))
+	for _, c := range h.snapshot(nil) {
+		p := c.pos.Load()
+		if c.Identity() == nil || p == nil {
+			continue
+		}
+		p.mu.Lock()
+		if !p.recovering {
+			p.last = 0
+			_ = c.Conn.Send(frame)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Matches reports whether a filter message is for c.
+func (c *Client) Matches(f *wire.Filter) bool {
+	id := c.Identity()
+	if id == nil {
+		return false
+	}
+	v, ok := c.property(id, f.Property)
+	return ok && v == f.Value
+}
+
+// HoldLive puts every live connection on hold, as at the start of a
+// recovery, and returns them: the edge lost its NATS connection, and the
+// stored messages republished meanwhile must be replayed to them (each
+// with CatchUpSince, then EndRecovery) before live ones go on.
+func (h *Hub) HoldLive() []*Client {
+	var held []*Client
+	for _, c := range h.snapshot(nil) {
+		p := c.pos.Load()
+		if p == nil || c.Identity() == nil {
+			continue
+		}
+		p.mu.Lock()
+		if !p.recovering {
+			p.recovering, p.held, p.overflow = true, nil, false
+			held = append(held, c)
+		}
+		p.mu.Unlock()
+	}
+	return held
+}
+
+// CatchUpSince is the last sequence a held connection was given.
+func (c *Client) CatchUpSince() uint64 {
+	p := c.pos.Load()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
