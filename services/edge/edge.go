@@ -162,6 +162,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
+		Compression: cfg.Compression == "on",
 	}, s.hub, s.nc, verifier)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {

@@ -257,6 +257,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_MAX_CONNECTIONS" (printf "%d" (int64 $e.maxConnections)) }}
 {{- $_ := set $env "EDGE_MAX_CONNECTIONS_PER_USER" (printf "%d" (int64 $e.maxConnectionsPerUser)) }}
 {{- $_ := set $env "EDGE_DRAIN_TIMEOUT" (printf "%ds" (int64 $e.drainTimeout)) }}
+{{- $_ := set $env "EDGE_COMPRESSION" $e.compression }}
 {{- range $name, $value := $e.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}

@@ -53,6 +53,7 @@ type Config struct {
 	DrainTimeout     time.Duration `envconfig:"EDGE_DRAIN_TIMEOUT" default:"10s" desc:"on shutdown, clients are closed with 1012 spread over this time"`
 	HandshakeTimeout time.Duration `envconfig:"EDGE_HANDSHAKE_TIMEOUT" default:"10s" desc:"time allowed to read the upgrade request and complete the handshake"`
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
+	Compression      string        `envconfig:"EDGE_COMPRESSION" default:"off" desc:"on or off: negotiate permessage-deflate (RFC 7692) with clients that offer it; off by default because a compressed message's length can reveal a secret it carries next to text an attacker chooses (BREACH), which only the application can rule out"`
 
 	// Rooms and presence (DESIGN §9).
 	Presence      string `envconfig:"WS_PRESENCE" default:"off" desc:"off, memory or file: store joined groups (and presence) in NATS KV with that storage; off: a join applies only to the connections open at that moment"`
@@ -100,6 +101,11 @@ func (c *Config) Normalize() error {
 		if err := validSubject(c.CalloutSubject); err != nil {
 			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
 		}
+	}
+	switch c.Compression {
+	case "", "off", "on":
+	default:
+		return fmt.Errorf("EDGE_COMPRESSION: %q is not on or off", c.Compression)
 	}
 	switch c.Presence {
 	case "", "off", "memory", "file":

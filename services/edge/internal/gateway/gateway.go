@@ -62,6 +62,8 @@ type Config struct {
 	Logger *slog.Logger
 	Stats  *stats.Stats
 	Tracer trace.Tracer // nil: no tracing
+	// Compression negotiates permessage-deflate with clients that offer it.
+	Compression bool
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.
@@ -185,7 +187,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.conns.Add(1)
-	ws, err := g.upgrader.Upgrade(w, r, nil)
+	deflate, compress := g.negotiateDeflate(r)
+	ws, err := g.upgrader.Upgrade(w, r, deflate.header)
 	if err != nil {
 		g.conns.Done()
 		g.reserved.Add(-1)
@@ -202,6 +205,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.conns.Done()
 		g.reserved.Add(-1)
 		return
+	}
+	if compress {
+		s.r.SetDeflate(deflate.Deflate)
+		s.c.Conn.SetDeflate()
+		g.cfg.Stats.CompressedConnection()
 	}
 	go s.serve(auth.TokenFromRequest(r, g.cfg.AuthCookie)) // s.finish ends it
 }

@@ -461,7 +461,8 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 		return pending, 0
 	}
 	h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
-	d := delivery{frame: wsconn.TextFrame(h.payload), at: at, s: h.cfg.Stats, pending: pending}
+	d := delivery{out: wsconn.NewOutbound(h.payload), at: at, s: h.cfg.Stats, pending: pending}
+	defer d.counted()
 	if cap(h.payload) > maxKeptPayload {
 		h.payload = nil // a rare large message does not keep its buffer
 	}
@@ -513,9 +514,9 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 	return d.pending, d.sent
 }
 
-// delivery queues one frame, built once, for many clients.
+// delivery queues one message, each of its frames built once, for many clients.
 type delivery struct {
-	frame   []byte
+	out     wsconn.Outbound
 	at      time.Time // arrival from NATS
 	sent    int
 	s       *stats.Stats
@@ -532,7 +533,7 @@ func (d *delivery) toTopic(t *topic) {
 }
 
 func (d *delivery) to(c *Client) {
-	flush, err := c.Conn.Queue(d.frame, d.at)
+	flush, err := c.Conn.Queue(d.out.FrameFor(c.Conn), d.at)
 	d.sent++
 	if flush {
 		d.pending = append(d.pending, c.Conn)

@@ -1,0 +1,181 @@
+package wsconn
+
+import (
+	"bytes"
+	"compress/flate"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// permessage-deflate (RFC 7692) framing. The server never takes context
+// over (server_no_context_takeover): each message is compressed on its own,
+// so one compressed frame serves every connection that negotiated the
+// extension and no connection holds compressor state.
+
+const (
+	rsv1 = 0x40 // the compressed-message bit of RFC 7692 §6
+
+	// DeflateThreshold is the smallest payload sent compressed. Below it
+	// the deflate block header and Huffman codes eat most of the gain: a
+	// 128-byte realistic JSON message shrinks by a few bytes at best (see
+	// TestDeflateThresholdPays), while every message sent compressed costs
+	// the browser an inflate call.
+	DeflateThreshold = 256
+
+	// deflateLevel trades compression for CPU. The cost is paid once per
+	// message and edge, not per connection, so a level above BestSpeed is
+	// cheap per delivery; level 5 keeps most of level 9's gain on JSON.
+	deflateLevel = 5
+
+	// minWindowBits is the smallest window kept for a context-taking
+	// client: zlib compresses with 9 bits when asked for 8.
+	minWindowBits = 9
+
+	// maxHeader is the longest server frame header (RFC 6455 §5.2).
+	maxHeader = 10
+)
+
+// deflateTail ends every compressed message (RFC 7692 §7.2.1): the sender
+// strips it, the receiver appends it again. deflateEnd adds an empty final
+// block, so that the inflater reports io.EOF at the message's end.
+var (
+	deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
+	deflateEnd  = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+)
+
+// appendWriter is what a pooled compressor writes into.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+type compressor struct {
+	fw  *flate.Writer
+	out appendWriter
+}
+
+// compressors are pooled: a flate.Writer holds about 1 MiB of tables, used
+// only while one message is compressed.
+var compressors = sync.Pool{New: func() any {
+	c := &compressor{}
+	fw, err := flate.NewWriter(&c.out, deflateLevel)
+	if err != nil {
+		panic(err) // only for a bad level, a constant
+	}
+	c.fw = fw
+	return c
+}}
+
+// DeflatedTextFrame returns payload compressed as one server text frame
+// with RSV1 set, ready to be written to any number of connections that
+// negotiated permessage-deflate.
+func DeflatedTextFrame(payload []byte) []byte {
+	c := compressors.Get().(*compressor)
+	defer compressors.Put(c)
+	// The compressed bytes go after room for the longest header, which is
+	// then written just before them: one buffer, no copy.
+	c.out.b = make([]byte, maxHeader, maxHeader+len(payload)/2+64)
+	c.fw.Reset(&c.out)
+	// Writes into an appendWriter do not fail.
+	_, _ = c.fw.Write(payload)
+	_ = c.fw.Flush()
+	b := c.out.b
+	c.out.b = nil
+	b = bytes.TrimSuffix(b, deflateTail) // Flush ends with an empty stored block: its tail
+	n := len(b) - maxHeader
+	hdr := appendHeader(make([]byte, 0, maxHeader), opText, n)
+	hdr[0] |= rsv1
+	start := maxHeader - len(hdr)
+	copy(b[start:], hdr)
+	return b[start:]
+}
+
+// Outbound is one text message for many connections. It builds the plain
+// frame and the compressed one each at most once, and only when a
+// connection needs it: a message that no compressing connection receives
+// costs no compression.
+type Outbound struct {
+	payload  []byte
+	plain    []byte
+	deflated []byte
+}
+
+// NewOutbound prepares payload for delivery; payload must not change while
+// the Outbound is in use.
+func NewOutbound(payload []byte) Outbound { return Outbound{payload: payload} }
+
+// FrameFor returns the frame for c: the compressed one when c negotiated
+// permessage-deflate and the payload is worth compressing, else the plain one.
+func (o *Outbound) FrameFor(c *Conn) []byte {
+	if c.deflate && len(o.payload) >= DeflateThreshold {
+		if o.deflated == nil {
+			o.deflated = DeflatedTextFrame(o.payload)
+		}
+		return o.deflated
+	}
+	if o.plain == nil {
+		o.plain = TextFrame(o.payload)
+	}
+	return o.plain
+}
+
+// Deflated reports whether the compressed frame was built.
+func (o *Outbound) Deflated() bool { return o.deflated != nil }
+
+// inflater inflates one client's compressed messages. Its flate reader
+// comes from a pool for each message; the window of earlier messages is
+// kept only for a client that takes its context over, and holds no more
+// than that client has sent compressed (at most windowSize bytes).
+type inflater struct {
+	keepBytes int    // static: window bytes kept between messages; 0 when the client does not take context over
+	window    []byte // the last inflated bytes, the next message's dictionary
+}
+
+var flateReaders sync.Pool // io.ReadCloser that are flate.Resetter
+
+// inflate returns the message compressed in p (without its tail), refusing
+// one that inflates to more than limit bytes.
+func (f *inflater) inflate(p []byte, limit int) ([]byte, error) {
+	src := io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateEnd))
+	fr, _ := flateReaders.Get().(io.ReadCloser)
+	if fr == nil {
+		fr = flate.NewReaderDict(src, f.window)
+	} else if err := fr.(flate.Resetter).Reset(src, f.window); err != nil {
+		return nil, fmt.Errorf("%w: inflate: %v", ErrProtocol, err)
+	}
+	out, err := io.ReadAll(io.LimitReader(fr, int64(limit)+1))
+	flateReaders.Put(fr)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: inflate: %v", ErrProtocol, err)
+	case len(out) > limit:
+		return nil, ErrTooLarge
+	}
+	if f.keepBytes > 0 {
+		f.keep(out)
+	}
+	return out, nil
+}
+
+// keep appends out to the window, which keeps only its last keepBytes
+// bytes; its array never grows past keepBytes.
+func (f *inflater) keep(out []byte) {
+	if f.window == nil {
+		f.window = make([]byte, 0, min(f.keepBytes, max(len(out), 256)))
+	}
+	if len(out) >= f.keepBytes {
+		out = out[len(out)-f.keepBytes:]
+	}
+	if over := len(f.window) + len(out) - f.keepBytes; over > 0 {
+		f.window = f.window[:copy(f.window, f.window[over:])]
+	}
+	if len(f.window)+len(out) > cap(f.window) {
+		grown := make([]byte, len(f.window), min(f.keepBytes, 2*(len(f.window)+len(out))))
+		copy(grown, f.window)
+		f.window = grown
+	}
+	f.window = append(f.window, out...)
+}
