@@ -479,7 +479,7 @@ type abClient struct {
 	t    *testing.T
 	conn *net.TCPConn
 
-	sentClose bool // the client sent a close frame (before the server's)
+	sentClose bool       // the client sent a close frame (before the server's)
 	z         *abDeflate // permessage-deflate, when negotiated (see conformance_deflate_test.go)
 
 	mu        sync.Mutex
