@@ -1,8 +1,5 @@
 package hub
 
-// counted records that the delivery's message was compressed, once.
-func (d *delivery) counted() {
-	if d.out.Deflated() {
-		d.s.Deflated.Add(1)
-	}
-}
+// counted records how many times the delivery's message was compressed:
+// once at most, whatever the number of compressing recipients.
+func (d *delivery) counted() { d.s.Deflated.Add(uint64(d.out.Deflates())) }

@@ -101,6 +101,7 @@ type Outbound struct {
 	payload  []byte
 	plain    []byte
 	deflated []byte
+	deflates int // times the compressed frame was built: 0 or 1
 }
 
 // NewOutbound prepares payload for delivery; payload must not change while
@@ -113,6 +114,7 @@ func (o *Outbound) FrameFor(c *Conn) []byte {
 	if c.deflate && len(o.payload) >= DeflateThreshold {
 		if o.deflated == nil {
 			o.deflated = DeflatedTextFrame(o.payload)
+			o.deflates++
 		}
 		return o.deflated
 	}
@@ -122,8 +124,9 @@ func (o *Outbound) FrameFor(c *Conn) []byte {
 	return o.plain
 }
 
-// Deflated reports whether the compressed frame was built.
-func (o *Outbound) Deflated() bool { return o.deflated != nil }
+// Deflates is how many times the compressed frame was built (at most
+// once); counted so that a test of the hub can tell.
+func (o *Outbound) Deflates() int { return o.deflates }
 
 // inflater inflates one client's compressed messages. Its flate reader
 // comes from a pool for each message; the window of earlier messages is
