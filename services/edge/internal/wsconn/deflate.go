@@ -141,20 +141,63 @@ type inflater struct {
 	window    []byte // the last inflated bytes, the next message's dictionary
 }
 
-var flateReaders sync.Pool // io.ReadCloser that are flate.Resetter
+// decompressor is a pooled flate reader with its source: about 40 KiB
+// (deflate's window and tables), held only while one message is inflated.
+type decompressor struct {
+	fr  io.ReadCloser // a flate.Resetter
+	src inflateSource
+}
+
+var decompressors sync.Pool
+
+// inflateSource reads a compressed message, then deflateEnd. It is an
+// io.ByteReader: flate would wrap any other reader in a 4 KiB bufio.Reader.
+type inflateSource struct {
+	p     []byte
+	ended bool // p is deflateEnd's rest
+}
+
+func (s *inflateSource) next() bool {
+	if len(s.p) == 0 && !s.ended {
+		s.p, s.ended = deflateEnd, true
+	}
+	return len(s.p) > 0
+}
+
+func (s *inflateSource) Read(b []byte) (int, error) {
+	if !s.next() {
+		return 0, io.EOF
+	}
+	n := copy(b, s.p)
+	s.p = s.p[n:]
+	return n, nil
+}
+
+func (s *inflateSource) ReadByte() (byte, error) {
+	if !s.next() {
+		return 0, io.EOF
+	}
+	c := s.p[0]
+	s.p = s.p[1:]
+	return c, nil
+}
 
 // inflate returns the message compressed in p (without its tail), refusing
 // one that inflates to more than limit bytes.
 func (f *inflater) inflate(p []byte, limit int) ([]byte, error) {
-	src := io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateEnd))
-	fr, _ := flateReaders.Get().(io.ReadCloser)
-	if fr == nil {
-		fr = flate.NewReaderDict(src, f.window)
-	} else if err := fr.(flate.Resetter).Reset(src, f.window); err != nil {
+	d, _ := decompressors.Get().(*decompressor)
+	if d == nil {
+		d = &decompressor{}
+	}
+	d.src = inflateSource{p: p}
+	if d.fr == nil {
+		d.fr = flate.NewReaderDict(&d.src, f.window)
+	} else if err := d.fr.(flate.Resetter).Reset(&d.src, f.window); err != nil {
 		return nil, fmt.Errorf("%w: inflate: %v", ErrProtocol, err)
 	}
-	out, err := io.ReadAll(io.LimitReader(fr, int64(limit)+1))
-	flateReaders.Put(fr)
+	out, err := io.ReadAll(io.LimitReader(d.fr, int64(limit)+1))
+	d.src = inflateSource{} // the pool must not keep the read buffer reachable
+	decompressors.Put(d)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: inflate: %v", ErrProtocol, err)

@@ -3,10 +3,12 @@ package wsconn
 import (
 	"bytes"
 	"compress/flate"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNegotiateDeflate(t *testing.T) {
@@ -158,5 +160,132 @@ func TestInflateLimit(t *testing.T) {
 	}
 	if _, err := f.inflate(p, 9999); err != ErrTooLarge {
 		t.Fatalf("over the limit: %v, want ErrTooLarge", err)
+	}
+}
+
+// compressClient compresses s as a client does, the dictionary being the
+// client's earlier messages cut to window together with s; it returns the
+// payload without the 00 00 ff ff tail.
+func compressClient(t *testing.T, history *[]byte, s []byte, window int) []byte {
+	t.Helper()
+	var dict []byte
+	if history != nil {
+		dict = (*history)[max(0, len(*history)-max(0, window-len(s))):]
+		*history = append(*history, s...)
+	}
+	var b bytes.Buffer
+	w, err := flate.NewWriterDict(&b, flate.BestCompression, dict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write(s)
+	_ = w.Flush()
+	return bytes.TrimSuffix(b.Bytes(), deflateTail)
+}
+
+// zFrame is a masked client frame with RSV1 set on it.
+func zFrame(fin bool, op byte, payload []byte) []byte {
+	f := clientFrame(fin, op, payload)
+	f[0] |= rsv1
+	return f
+}
+
+// TestReaderDeflate: compressed messages are inflated with the client's
+// context as negotiated, and between messages the reader holds no read
+// buffer and at most the negotiated window (1 KiB for the window browsers
+// are asked for): a connection's idle memory grows by no more than that.
+func TestReaderDeflate(t *testing.T) {
+	msg := func(i int) []byte { return realisticPayload(300 + 50*i) }
+	tests := []struct {
+		name      string
+		deflate   Deflate
+		window    int // the client's window
+		maxWindow int // largest window the reader may keep
+	}{
+		{"browser window 10 bits", Deflate{Takeover: true, WindowBits: 10}, 1 << 10, 1 << 10},
+		{"no window offered", Deflate{Takeover: true, WindowBits: 15}, 1 << 15, 1 << 15},
+		{"no context takeover", Deflate{WindowBits: 15}, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			server, client := tcpPair(t)
+			r, err := NewReader(server, readerLimit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.SetDeflate(tc.deflate)
+			_ = server.SetReadDeadline(time.Now().Add(testTimeout))
+			var history *[]byte
+			if tc.deflate.Takeover {
+				history = new([]byte)
+			}
+			for i := range 12 {
+				frame := zFrame(true, OpText, compressClient(t, history, msg(i), tc.window))
+				if _, err := client.Write(frame); err != nil {
+					t.Fatal(err)
+				}
+				var msgs []Message
+				for len(msgs) == 0 {
+					if err := r.Wait(); err != nil {
+						t.Fatal(err)
+					}
+					m, errs := drain(t, r)
+					if len(errs) > 0 {
+						t.Fatalf("message %d: %v", i, errs)
+					}
+					msgs = append(msgs, m...)
+				}
+				if len(msgs) != 1 || !bytes.Equal(msgs[0].Data, msg(i)) {
+					t.Fatalf("message %d: got %d messages, want it inflated", i, len(msgs))
+				}
+				if r.buf != nil {
+					t.Errorf("message %d: the reader holds its buffer between messages", i)
+				}
+				if c := cap(r.inflate.window); c > tc.maxWindow {
+					t.Errorf("message %d: keeps a %d-byte window, want at most %d", i, c, tc.maxWindow)
+				}
+			}
+		})
+	}
+}
+
+// TestReaderDeflateRefusals: what RFC 7692 and the limit refuse.
+func TestReaderDeflateRefusals(t *testing.T) {
+	hello := compressClient(t, nil, []byte(`["hello","world"]`), 0)
+	bomb := compressClient(t, nil, bytes.Repeat([]byte{' '}, readerLimit+1), 0)
+	invalid := compressClient(t, nil, []byte("caf\xc3("), 0)
+	tests := []struct {
+		name    string
+		deflate bool
+		input   []byte
+		want    error
+	}{
+		{"RSV1 without negotiation", false, zFrame(true, OpText, hello), ErrProtocol},
+		{"RSV1 on a continuation", true, cat(zFrame(false, OpText, hello[:3]), zFrame(true, OpContinuation, hello[3:])), ErrProtocol},
+		{"RSV1 on a ping", true, zFrame(true, OpPing, nil), ErrProtocol},
+		{"inflates past the limit", true, zFrame(true, OpText, bomb), ErrTooLarge},
+		{"invalid UTF-8 once inflated", true, zFrame(true, OpText, invalid), ErrInvalidUTF8},
+		{"not deflate", true, zFrame(true, OpText, []byte{0xff, 0xff, 0xff}), ErrProtocol},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			server, client := tcpPair(t)
+			r, err := NewReader(server, readerLimit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.deflate {
+				r.SetDeflate(Deflate{WindowBits: 15})
+			}
+			_ = server.SetReadDeadline(time.Now().Add(testTimeout))
+			if _, err := client.Write(tc.input); err != nil {
+				t.Fatal(err)
+			}
+			_ = client.Close()
+			msgs, errs := readAll(t, r)
+			if len(msgs) != 0 || len(errs) == 0 || !errors.Is(errs[0], tc.want) {
+				t.Errorf("got %d messages and %v, want %v", len(msgs), errs, tc.want)
+			}
+		})
 	}
 }
