@@ -113,10 +113,10 @@ func deflateOffers() []abOffer {
 	return []abOffer{
 		{"13.1", "permessage-deflate", base, 16384},
 		{"13.2", "permessage-deflate; client_no_context_takeover", base + "; client_no_context_takeover", 65536},
-		{"13.3", "permessage-deflate; client_max_window_bits", base + "; client_max_window_bits=10", 512},
+		{"13.3", "permessage-deflate; client_max_window_bits", base + "; client_max_window_bits=9", 256},
 		{"13.4", "permessage-deflate; client_max_window_bits=9", base + "; client_max_window_bits=9", 256},
 		{"13.5", "permessage-deflate; server_no_context_takeover; client_no_context_takeover", base + "; client_no_context_takeover", 65536},
-		{"13.6", "permessage-deflate; server_max_window_bits=15; client_max_window_bits=15", base + "; client_max_window_bits=10", 512},
+		{"13.6", "permessage-deflate; server_max_window_bits=15; client_max_window_bits=15", base + "; client_max_window_bits=9", 256},
 		// A window the compressor cannot keep to is declined; the next offer wins.
 		{"13.7", "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_no_context_takeover", base + "; client_no_context_takeover", 4096},
 	}

@@ -24,9 +24,10 @@ func TestNegotiateDeflate(t *testing.T) {
 		{"none", nil, false, "", false, 0},
 		{"other extension", []string{"x-webkit-deflate-frame"}, false, "", false, 0},
 		{"bare", []string{"permessage-deflate"}, true, base, true, 15},
-		{"chromium", []string{"permessage-deflate; client_max_window_bits"}, true, base + "; client_max_window_bits=10", true, 10},
-		{"smaller client window kept", []string{"permessage-deflate; client_max_window_bits=9"}, true, base + "; client_max_window_bits=9", true, 9},
-		{"quoted value", []string{`permessage-deflate; client_max_window_bits="12"`}, true, base + "; client_max_window_bits=10", true, 10},
+		{"chromium", []string{"permessage-deflate; client_max_window_bits"}, true, base + "; client_max_window_bits=9", true, 9},
+		{"the same client window kept", []string{"permessage-deflate; client_max_window_bits=9"}, true, base + "; client_max_window_bits=9", true, 9},
+		{"smaller client window kept", []string{"permessage-deflate; client_max_window_bits=8"}, true, base + "; client_max_window_bits=8", true, 8},
+		{"quoted value", []string{`permessage-deflate; client_max_window_bits="12"`}, true, base + "; client_max_window_bits=9", true, 9},
 		{"gorilla", []string{"permessage-deflate; server_no_context_takeover; client_no_context_takeover"}, true, base + "; client_no_context_takeover", false, 15},
 		{"case-insensitive", []string{"Permessage-Deflate; Client_No_Context_Takeover"}, true, base + "; client_no_context_takeover", false, 15},
 		{"server window 15", []string{"permessage-deflate; server_max_window_bits=15"}, true, base, true, 15},
@@ -192,17 +193,18 @@ func zFrame(fin bool, op byte, payload []byte) []byte {
 
 // TestReaderDeflate: compressed messages are inflated with the client's
 // context as negotiated, and between messages the reader holds no read
-// buffer and at most the negotiated window (1 KiB for the window browsers
+// buffer and at most the negotiated window (512 bytes for the window browsers
 // are asked for): a connection's idle memory grows by no more than that.
 func TestReaderDeflate(t *testing.T) {
-	msg := func(i int) []byte { return realisticPayload(300 + 50*i) }
 	tests := []struct {
 		name      string
 		deflate   Deflate
 		window    int // the client's window
 		maxWindow int // largest window the reader may keep
 	}{
-		{"browser window 10 bits", Deflate{Takeover: true, WindowBits: 10}, 1 << 10, 1 << 10},
+		{"browser window 9 bits", Deflate{Takeover: true, WindowBits: 9}, 1 << 9, 1 << 9},
+		{"window 8 bits kept as 9 (zlib)", Deflate{Takeover: true, WindowBits: 8}, 1 << 8, 1 << 9},
+		{"window 12 bits", Deflate{Takeover: true, WindowBits: 12}, 1 << 12, 1 << 12},
 		{"no window offered", Deflate{Takeover: true, WindowBits: 15}, 1 << 15, 1 << 15},
 		{"no context takeover", Deflate{WindowBits: 15}, 0, 0},
 	}
@@ -216,9 +218,12 @@ func TestReaderDeflate(t *testing.T) {
 			r.SetDeflate(tc.deflate)
 			_ = server.SetReadDeadline(time.Now().Add(testTimeout))
 			var history *[]byte
+			largest := 850
 			if tc.deflate.Takeover {
 				history = new([]byte)
+				largest = tc.window // a client keeps every back-reference within its window
 			}
+			msg := func(i int) []byte { return realisticPayload(min(100+50*i, largest)) }
 			for i := range 12 {
 				frame := zFrame(true, OpText, compressClient(t, history, msg(i), tc.window))
 				if _, err := client.Write(frame); err != nil {

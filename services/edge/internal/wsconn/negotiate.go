@@ -18,10 +18,11 @@ type Deflate struct {
 }
 
 // clientWindowBits is the client window the edge asks for when the client
-// offers client_max_window_bits (browsers do): a 1 KiB window keeps a
-// context-taking client's inflater state within 1 KiB between messages,
-// while client messages, small commands, lose little compression by it.
-const clientWindowBits = 10
+// offers client_max_window_bits (browsers do): a 512-byte window keeps a
+// context-taking client's inflater state (the window and a few dozen bytes
+// of bookkeeping) under 1 KiB between messages, while client messages,
+// mostly small commands, lose little compression by it.
+const clientWindowBits = 9
 
 // NegotiateDeflate picks the first permessage-deflate offer of the request's
 // Sec-WebSocket-Extensions values (RFC 7692 §5, §7.1) that the edge can
@@ -33,7 +34,7 @@ const clientWindowBits = 10
 // parameters are accepted: client_no_context_takeover is echoed; when the
 // client offers client_max_window_bits, the response limits its window to
 // clientWindowBits (or the offer's smaller value), so that keeping its
-// context costs the edge at most 1 KiB per connection. A client that offers
+// context costs the edge less than 1 KiB per connection. A client that offers
 // neither keeps a 32 KiB context. An offer with an unknown, repeated or
 // malformed parameter is declined, as §7.1 asks.
 func NegotiateDeflate(values []string) (d Deflate, ok bool) {
