@@ -479,7 +479,8 @@ type abClient struct {
 	t    *testing.T
 	conn *net.TCPConn
 
-	sentClose bool // the client sent a close frame (before the server's)
+	sentClose bool       // the client sent a close frame (before the server's)
+	z         *abDeflate // permessage-deflate, when negotiated (see conformance_deflate_test.go)
 
 	mu        sync.Mutex
 	events    []abEvent
@@ -496,6 +497,14 @@ type abClient struct {
 // the Authorization header, and waits for the edge's unprompted ok.
 func dialRaw(t *testing.T, wsURL, tok string) *abClient {
 	t.Helper()
+	c, _ := dialRawExt(t, wsURL, tok, "")
+	return c
+}
+
+// dialRawExt is dialRaw offering the extensions in offer (none when empty);
+// it returns the Sec-WebSocket-Extensions of the response.
+func dialRawExt(t *testing.T, wsURL, tok, offer string) (*abClient, string) {
+	t.Helper()
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		t.Fatal(err)
@@ -509,7 +518,11 @@ func dialRaw(t *testing.T, wsURL, tok string) *abClient {
 	_ = c.conn.SetNoDelay(true)
 	_ = c.conn.SetDeadline(time.Now().Add(4 * edgetest.Timeout))
 	req := "GET " + u.Path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + tok + "\r\n\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + tok + "\r\n"
+	if offer != "" {
+		req += "Sec-WebSocket-Extensions: " + offer + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := io.WriteString(c.conn, req); err != nil {
 		t.Fatal(err)
 	}
@@ -525,18 +538,31 @@ func dialRaw(t *testing.T, wsURL, tok string) *abClient {
 	if err != nil || op != wsconn.OpText || string(payload) != `["Client/authentication","ok"]` {
 		t.Fatalf("first frame op %d %q (%v), want the ok", op, payload, err)
 	}
+	ext := resp.Header.Get("Sec-WebSocket-Extensions")
+	c.z = parseDeflateResponse(ext)
 	go c.read(br)
-	return c
+	return c, ext
 }
 
 // readServerFrame reads one unmasked, unfragmented server frame.
 func readServerFrame(br *bufio.Reader) (op byte, payload []byte, err error) {
+	op, compressed, payload, err := readServerFrameZ(br)
+	if err == nil && compressed {
+		return 0, nil, errors.New("server frame with RSV1 without permessage-deflate")
+	}
+	return op, payload, err
+}
+
+// readServerFrameZ is readServerFrame that also accepts RSV1 (compressed)
+// on a data frame.
+func readServerFrameZ(br *bufio.Reader) (op byte, compressed bool, payload []byte, err error) {
 	var h [2]byte
 	if _, err := io.ReadFull(br, h[:]); err != nil {
-		return 0, nil, err
+		return 0, false, nil, err
 	}
-	if h[0]&0xF0 != 0x80 || h[1]&0x80 != 0 {
-		return 0, nil, fmt.Errorf("server frame header % x: want FIN, no RSV, unmasked", h)
+	compressed = h[0]&0x40 != 0 && h[0]&0x0F < wsconn.OpClose
+	if h[0]&0xB0 != 0x80 || h[0]&0x40 != 0 && !compressed || h[1]&0x80 != 0 {
+		return 0, false, nil, fmt.Errorf("server frame header % x: want FIN, no RSV but RSV1 on data, unmasked", h)
 	}
 	n := uint64(h[1] & 0x7F)
 	switch n {
@@ -550,11 +576,11 @@ func readServerFrame(br *bufio.Reader) (op byte, payload []byte, err error) {
 		n = binary.BigEndian.Uint64(b[:])
 	}
 	if err != nil {
-		return 0, nil, err
+		return 0, false, nil, err
 	}
 	payload = make([]byte, n)
 	_, err = io.ReadFull(br, payload)
-	return h[0] & 0x0F, payload, err
+	return h[0] & 0x0F, compressed, payload, err
 }
 
 // read records the server's frames until the connection ends, answering
@@ -562,7 +588,10 @@ func readServerFrame(br *bufio.Reader) (op byte, payload []byte, err error) {
 func (c *abClient) read(br *bufio.Reader) {
 	defer close(c.done)
 	for {
-		op, payload, err := readServerFrame(br)
+		op, compressed, payload, err := readServerFrameZ(br)
+		if err == nil && compressed {
+			payload, err = c.z.inflate(payload)
+		}
 		if err != nil {
 			c.mu.Lock()
 			if c.droppedAt.IsZero() && (errors.Is(err, io.EOF) || isReset(err)) {

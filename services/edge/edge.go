@@ -221,9 +221,10 @@ func (s *Server) build() error {
 		MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
 		AuthConcurrency: cfg.AuthConcurrency, AuthQueue: cfg.AuthQueue,
 		Callout: ask, Poller: s.poller, Logger: log, Stats: s.stats, Tracer: s.tel.Tracer,
-		Presence: rec,
-		Inbound:  s.inbound,
-		History:  s.history,
+		Presence:    rec,
+		Inbound:     s.inbound,
+		History:     s.history,
+		Compression: cfg.Compression == "on",
 	}, s.hub, s.nc, verifier)
 	catchUps.gw.Store(s.gateway)
 	s.probe = health.New(func() error {

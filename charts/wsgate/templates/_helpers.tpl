@@ -297,6 +297,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_AUTH_QUEUE" (printf "%d" (int64 $e.authQueue)) }}
 {{- $_ := set $env "EDGE_DRAIN_TIMEOUT" (printf "%ds" (int64 $e.drainTimeout)) }}
 {{- with .Values.inbound }}{{ $_ := set $env "WS_INBOUND" .mode }}{{ $_ := set $env "WS_INBOUND_STREAM" .stream }}{{ $_ := set $env "WS_INBOUND_DEDUPE" .dedupe }}{{ $_ := set $env "WS_INBOUND_REPLICAS" (printf "%d" (int64 .replicas)) }}{{ $_ := set $env "WS_INBOUND_MAX_AGE" .maxAge }}{{ end }}
+{{- $_ := set $env "EDGE_COMPRESSION" $e.compression }}
 {{- range $name, $value := $e.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}

@@ -56,6 +56,7 @@ type Config struct {
 	MaxHeaderBytes   int           `envconfig:"EDGE_MAX_HEADER_BYTES" default:"16384" desc:"largest upgrade request header accepted"`
 	AuthConcurrency  int           `envconfig:"EDGE_AUTH_CONCURRENCY" default:"512" desc:"authentications (token check or callout, then subscription confirmation) in progress at once (0 = unlimited)"`
 	AuthQueue        int           `envconfig:"EDGE_AUTH_QUEUE" default:"8192" desc:"authentications waiting for one of EDGE_AUTH_CONCURRENCY; beyond, the connection is answered 503 and closed 1013 (try later)"`
+	Compression      string        `envconfig:"EDGE_COMPRESSION" default:"off" desc:"on or off: negotiate permessage-deflate (RFC 7692) with clients that offer it; off by default because a compressed message's length can reveal a secret it carries next to text an attacker chooses (BREACH), which only the application can rule out"`
 
 	// Rooms and presence (DESIGN §9).
 	Presence       string        `envconfig:"WS_PRESENCE" default:"off" desc:"off, memory or file: joined groups and presence in NATS KV with that JetStream storage; off: a join applies only to the connections open at that moment, presence requests are answered 503"`
@@ -134,6 +135,11 @@ func (c *Config) Normalize() error {
 		if err := validSubject(c.CalloutSubject); err != nil {
 			return fmt.Errorf("EDGE_AUTH_CALLOUT_SUBJECT: %w", err)
 		}
+	}
+	switch c.Compression {
+	case "", "off", "on":
+	default:
+		return fmt.Errorf("EDGE_COMPRESSION: %q is not on or off", c.Compression)
 	}
 	if c.Presence == "" {
 		c.Presence = presencekv.Off

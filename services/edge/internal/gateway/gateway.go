@@ -76,6 +76,8 @@ type Config struct {
 	// History, when set, recovers each connection right after its ok
 	// (DESIGN.md §8); nil: history is off.
 	History *history.History
+	// Compression negotiates permessage-deflate with clients that offer it.
+	Compression bool
 }
 
 // Gateway is the http.Handler of the WebSocket endpoint.
@@ -229,7 +231,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.conns.Add(1)
-	ws, err := g.upgrader.Upgrade(w, r, nil)
+	deflate, compress := g.negotiateDeflate(r)
+	ws, err := g.upgrader.Upgrade(w, r, deflate.header)
 	if err != nil {
 		g.conns.Done()
 		g.reserved.Add(-1)
@@ -246,6 +249,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.conns.Done()
 		g.reserved.Add(-1)
 		return
+	}
+	if compress {
+		s.r.SetDeflate(deflate.Deflate)
+		s.c.Conn.SetDeflate()
+		g.cfg.Stats.CompressedConnection()
 	}
 	token := ""
 	if g.register(s) {

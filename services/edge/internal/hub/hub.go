@@ -475,7 +475,8 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 	} else {
 		h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
 	}
-	d := delivery{frame: wsconn.TextFrame(h.payload), at: at, s: h.cfg.Stats, pending: pending, seq: seq}
+	d := delivery{out: wsconn.NewOutbound(h.payload), at: at, s: h.cfg.Stats, pending: pending, seq: seq}
+	defer d.counted()
 	if cap(h.payload) > maxKeptPayload {
 		h.payload = nil // a rare large message does not keep its buffer
 	}
@@ -527,9 +528,9 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 	return d.pending, d.sent
 }
 
-// delivery queues one frame, built once, for many clients.
+// delivery queues one message, each of its frames built once, for many clients.
 type delivery struct {
-	frame   []byte
+	out     wsconn.Outbound
 	at      time.Time // arrival from NATS
 	sent    int
 	s       *stats.Stats
@@ -555,7 +556,7 @@ func (d *delivery) to(c *Client) {
 }
 
 func (d *delivery) queue(c *Client) {
-	flush, err := c.Conn.Queue(d.frame, d.at)
+	flush, err := c.Conn.Queue(d.out.FrameFor(c.Conn), d.at)
 	d.sent++
 	if flush {
 		d.pending = append(d.pending, c.Conn)

@@ -99,7 +99,7 @@ func (d *delivery) admit(c *Client) {
 			c.Conn.Close(wire.CloseSlowConsumer, "slow consumer")
 			return
 		}
-		p.held = append(p.held, heldMsg{frame: d.frame, at: d.at, seq: d.seq})
+		p.held = append(p.held, heldMsg{frame: d.out.FrameFor(c.Conn), at: d.at, seq: d.seq})
 		d.sent++
 	case d.seq <= p.last:
 		// Replayed already, or a stream that was recreated and whose new

@@ -25,6 +25,7 @@ type Stats struct {
 	Delivered           atomic.Uint64 // outbound frames queued to connections
 	Dropped             atomic.Uint64 // outbound frames for connections already closing
 	Subscriptions       atomic.Int64  // user/group/session subscriptions held
+	Deflated            atomic.Uint64 // outbound messages compressed (once per message and edge)
 
 	latency        metric.Float64Histogram
 	closes         metric.Int64Counter
@@ -39,6 +40,7 @@ type Stats struct {
 	badOutbound    metric.Int64Counter
 	natsReconnects metric.Int64Counter
 	opened         metric.Int64Counter
+	compressed     metric.Int64Counter
 
 	closeAttrs sync.Map // close code → metric.AddOption, built once per code
 }
@@ -74,11 +76,13 @@ func New(meter metric.Meter, conns Connections) *Stats {
 		badOutbound:    m(meter.Int64Counter("wsgate.edge.outbound.invalid", metric.WithDescription("Outbound NATS messages refused as invalid."))),
 		natsReconnects: m(meter.Int64Counter("wsgate.edge.nats.reconnects", metric.WithDescription("Reconnections to NATS."))),
 		opened:         m(meter.Int64Counter("wsgate.edge.connections.opened", metric.WithDescription("WebSocket upgrades accepted."))),
+		compressed: m(meter.Int64Counter("wsgate.edge.connections.compressed",
+			metric.WithDescription("WebSocket upgrades that negotiated permessage-deflate."))),
 	}
 	// Counters without attributes exist from the start, at 0, so that
 	// dashboards and alerts see them before the first event.
 	for _, c := range []metric.Int64Counter{s.publishErrors, s.slowConsumers, s.badFrames, s.rateLimited,
-		s.kicks, s.deadPeers, s.badOutbound, s.natsReconnects, s.opened} {
+		s.kicks, s.deadPeers, s.badOutbound, s.natsReconnects, s.opened, s.compressed} {
 		c.Add(ctx, 0)
 	}
 	frames := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.frames", metric.WithDescription("Frames between clients and this edge, by direction.")))
@@ -86,6 +90,8 @@ func New(meter metric.Meter, conns Connections) *Stats {
 	delivered := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.deliveries", metric.WithDescription("Outbound frames queued to connections.")))
 	dropped := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.deliveries.dropped", metric.WithDescription("Outbound frames for connections already closing.")))
 	connections := telemetry.Must(meter.Int64ObservableGauge("wsgate.edge.connections", metric.WithDescription("Open WebSocket connections, by state.")))
+	deflated := telemetry.Must(meter.Int64ObservableCounter("wsgate.edge.deliveries.compressed",
+		metric.WithDescription("Outbound messages compressed for permessage-deflate connections (once per message, whatever the recipients).")))
 	subs := telemetry.Must(meter.Int64ObservableGauge("wsgate.edge.subscriptions", metric.WithDescription("User, group and session NATS subscriptions held.")))
 	_ = telemetry.Must(meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(frames, int64(s.FramesIn.Load()), dirIn)
@@ -95,6 +101,7 @@ func New(meter metric.Meter, conns Connections) *Stats {
 		o.ObserveInt64(delivered, int64(s.Delivered.Load()))
 		o.ObserveInt64(dropped, int64(s.Dropped.Load()))
 		o.ObserveInt64(subs, s.Subscriptions.Load())
+		o.ObserveInt64(deflated, int64(s.Deflated.Load()))
 		if conns != nil {
 			p, a, u := conns()
 			o.ObserveInt64(connections, p, metric.WithAttributes(attribute.String("state", "pending")))
@@ -102,7 +109,7 @@ func New(meter metric.Meter, conns Connections) *Stats {
 			o.ObserveInt64(connections, u, metric.WithAttributes(attribute.String("state", "authenticated")))
 		}
 		return nil
-	}, frames, bytes, delivered, dropped, connections, subs))
+	}, frames, bytes, delivered, dropped, connections, subs, deflated))
 	return s
 }
 
@@ -190,3 +197,6 @@ func (s *Stats) Opened() { s.opened.Add(ctx, 1) }
 
 // NATSReconnected counts a reconnection to NATS.
 func (s *Stats) NATSReconnected() { s.natsReconnects.Add(ctx, 1) }
+
+// CompressedConnection counts an upgrade that negotiated permessage-deflate.
+func (s *Stats) CompressedConnection() { s.compressed.Add(ctx, 1) }

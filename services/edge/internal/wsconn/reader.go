@@ -70,6 +70,8 @@ type Reader struct {
 	frag     []byte  // a fragmented message so far
 	fragOp   byte    // its opcode
 	fragging bool
+	fragZ    bool      // the fragmented message is compressed
+	inflate  *inflater // static once reading: nil unless permessage-deflate was negotiated
 	checked  int       // payload bytes of the text frame at r already unmasked and checked
 	text     utf8State // the text message so far: how its last rune ends
 	err      error     // the end of input (io.EOF or the read error): Next returns it once all before it is taken
@@ -90,6 +92,16 @@ func NewReader(nc net.Conn, limit int) (*Reader, error) {
 	r := &Reader{rc: rc, limit: limit}
 	r.fillFn = r.tryFill
 	return r, nil
+}
+
+// SetDeflate accepts compressed messages (RSV1, RFC 7692) from now on, as
+// negotiated in d. Call it before the first Next.
+func (r *Reader) SetDeflate(d Deflate) {
+	f := &inflater{}
+	if d.Takeover {
+		f.keepBytes = 1 << max(d.WindowBits, minWindowBits)
+	}
+	r.inflate = f
 }
 
 // Fill reads what the socket has now, without waiting, for Next. It
@@ -248,8 +260,11 @@ func (r *Reader) parse() (m Message, need int, err error) {
 		}
 		n, hdr = int64(u), 10
 	}
+	// RSV1 marks a compressed message on its first frame only, and only
+	// after negotiation (RFC 7692 §6.1).
+	z := rsv == rsv1 && r.inflate != nil && (op == OpText || op == OpBinary)
 	switch {
-	case rsv != 0:
+	case rsv != 0 && !z:
 		return Message{}, 0, fmt.Errorf("%w: reserved bits set", ErrProtocol)
 	case !masked:
 		return Message{}, 0, fmt.Errorf("%w: frame not masked", ErrProtocol)
@@ -267,7 +282,9 @@ func (r *Reader) parse() (m Message, need int, err error) {
 		return Message{}, 0, ErrTooLarge
 	}
 	total := hdr + 4 + int(n)
-	text := op == OpText || op == OpContinuation && r.fragOp == OpText
+	z = z || op == OpContinuation && r.fragZ
+	// A compressed text message is checked once inflated.
+	text := !z && (op == OpText || op == OpContinuation && r.fragOp == OpText)
 	if len(b) < total {
 		// A text frame is checked as far as it has come: invalid UTF-8
 		// fails the connection before the rest of the frame arrives.
@@ -292,19 +309,37 @@ func (r *Reader) parse() (m Message, need int, err error) {
 	switch {
 	case op >= OpClose:
 		return Message{Op: op, Data: payload}, 0, nil
+	case op != OpContinuation && fin && z:
+		return r.inflated(op, payload)
 	case op != OpContinuation && fin:
 		return Message{Op: op, Data: append([]byte(nil), payload...)}, 0, nil
 	case op != OpContinuation:
-		r.fragging, r.fragOp, r.frag = true, op, append([]byte(nil), payload...)
+		r.fragging, r.fragOp, r.fragZ, r.frag = true, op, z, append([]byte(nil), payload...)
 		return Message{}, 0, nil
 	}
 	r.frag = append(r.frag, payload...)
 	if !fin {
 		return Message{}, 0, nil
 	}
-	m = Message{Op: r.fragOp, Data: r.frag}
-	r.fragging, r.fragOp, r.frag = false, 0, nil
-	return m, 0, nil
+	op, data := r.fragOp, r.frag
+	r.fragging, r.fragOp, r.fragZ, r.frag = false, 0, false, nil
+	if z {
+		return r.inflated(op, data)
+	}
+	return Message{Op: op, Data: data}, 0, nil
+}
+
+// inflated returns the compressed message p inflated, within the limit and,
+// for text, checked as UTF-8.
+func (r *Reader) inflated(op byte, p []byte) (Message, int, error) {
+	data, err := r.inflate.inflate(p, r.limit)
+	if err != nil {
+		return Message{}, 0, err
+	}
+	if op == OpText && !utf8.Valid(data) {
+		return Message{}, 0, ErrInvalidUTF8
+	}
+	return Message{Op: op, Data: data}, 0, nil
 }
 
 // checkText unmasks the payload bytes of a text frame not yet checked

@@ -73,6 +73,7 @@ type Conn struct {
 	stats    Stats              // static after construction
 	onError  func(error)        // static; told when writing ends with an error or after the close frame (may be nil)
 	writeFn  func(uintptr) bool // static: tryWrite, bound once (a closure per call would allocate)
+	deflate  bool               // static once shared: the peer negotiated permessage-deflate (see SetDeflate)
 
 	// Owned by whoever holds the right to write: writeNow's frames and result.
 	iov  *[][]byte
@@ -109,6 +110,14 @@ func New(nc net.Conn, maxQueue int, stats Stats, onError func(error)) *Conn {
 	c.Touch()
 	return c
 }
+
+// SetDeflate records that the peer negotiated permessage-deflate, so that
+// Outbound.FrameFor gives it compressed frames. It is called before the
+// connection is shared with anyone who sends to it.
+func (c *Conn) SetDeflate() { c.deflate = true }
+
+// Deflate reports whether the peer negotiated permessage-deflate.
+func (c *Conn) Deflate() bool { return c.deflate }
 
 // Touch records that the peer showed a sign of life.
 func (c *Conn) Touch() { c.lastSeen.Store(time.Now().UnixNano()) }
