@@ -36,6 +36,9 @@ func Defaults(l Listen) []Setting {
 		{"EDGE_JWT_SECRET", randomHex(24), "tokens: the banner's and the demo's sign-in (POST /dev/token)"},
 		{"DISPATCHER_API_KEYS", "dev-" + randomHex(16), "the HTTP send API (POST /v1/send, /v1/close), README \"HTTP send API\""},
 		{"DISPATCHER_ROUTES_SECRET", randomHex(16), "HTTP routes: dev/route is POSTed, signed with it, to a backend in the dev stack (README \"HTTP routes\")"},
+		{"WS_HISTORY", "memory", "history and recovery: a reconnecting client gets what it missed (README \"History and recovery\")"},
+		{"WS_INBOUND", "memory", "reliable inbound: frames with a message id are stored, acknowledged and handled once (README \"Reliable inbound\")"},
+		{"WS_PRESENCE", "memory", "rooms and presence: joined groups, who is online, Client/online and Client/offline (README \"Presence\")"},
 	}
 }
 

@@ -130,5 +130,9 @@ Try it:
 	}
 	fmt.Fprintf(w, `  nats --server %s pub ws.send.user.42 '{"action":"hello","details":"Hello from the CLI"}'
   nats --server %s sub 'ws.in.>'
-`, s.NATSURL, s.NATSURL)
+  nats --server %s req ws.presence.user.42 ''             # who is online (WS_PRESENCE)
+  nats --server %s req ws.ctl.join.user.42 '{"groups":["room-5"]}'   # put user 42 into a room
+  nats --server %s stream info WS_HISTORY                  # what a reconnecting client can recover (WS_HISTORY)
+  nats --server %s sub 'ws.dead.>'                          # reliable actions that failed every retry (WS_INBOUND)
+`, s.NATSURL, s.NATSURL, s.NATSURL, s.NATSURL, s.NATSURL, s.NATSURL)
 }
