@@ -196,7 +196,7 @@ func (s *Server) build() error {
 	if cfg.Presence != presencekv.Off {
 		s.presence, err = presence.New(s.nc, presence.Config{
 			EdgeID: cfg.ID, Subjects: subjects, Bucket: cfg.PresenceBucket, Mode: cfg.Presence,
-			Lease: cfg.PresenceLease, Logger: log, Meter: s.tel.Meter,
+			Lease: cfg.PresenceLease, Logger: log, Meter: s.tel.Meter, Inbound: cfg.InboundOn(),
 			// The dispatchers reaped this edge's connections: they
 			// reconnect (1012) and are recorded again.
 			OnLeaseLost: func() {

@@ -24,6 +24,6 @@ func startPresence(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Log
 	}
 	return presence.Start(ctx, nc, presence.Config{
 		Prefix: cfg.Prefix, Queue: cfg.Queue, Mode: mode, Bucket: bucket, Grace: cfg.PresenceGrace,
-		Logger: log, Meter: meter,
+		Logger: log, Meter: meter, Inbound: cfg.InboundOn(),
 	})
 }

@@ -67,6 +67,9 @@ type Config struct {
 	Grace  time.Duration // WS_PRESENCE_GRACE
 	Logger *slog.Logger
 	Meter  metric.Meter // nil: no metrics
+	// Inbound: reliable inbound is on (WS_INBOUND), so events go through
+	// the inbound stream like the edges' connection events.
+	Inbound bool
 }
 
 // Service answers presence requests and keeps the shared presence right.
@@ -362,11 +365,11 @@ func (s *Service) goOffline(ctx context.Context, u *user, id string, rev uint64,
 // emit publishes a lifecycle event: every event the dispatcher fires leaves
 // through here.
 func (s *Service) emit(env *wire.Envelope, msgID string) error {
-	return s.nc.PublishMsg(&nats.Msg{
-		Subject: s.subj.In(env.Action),
-		Data:    wire.AppendEnvelope(nil, env),
-		Header:  nats.Header{wire.HeaderMsgID: []string{msgID}},
-	})
+	var inq string
+	if s.cfg.Inbound {
+		inq = s.subj.Inq(env.Action)
+	}
+	return presencekv.PublishEvent(context.Background(), s.nc, wire.AppendEnvelope(nil, env), msgID, s.subj.In(env.Action), inq)
 }
 
 // unavailable is the answer while presence cannot be served.

@@ -62,6 +62,9 @@ type Config struct {
 	OnLeaseLost func()
 	Logger      *slog.Logger
 	Meter       metric.Meter // nil: no metrics
+	// Inbound: reliable inbound is on (WS_INBOUND), so events go through
+	// the inbound stream like the connection events.
+	Inbound bool
 }
 
 // Writer keeps one edge's presence. Add, Changed and Remove may be called
@@ -440,9 +443,9 @@ func (w *Writer) emitOnline(rec wire.PresenceConn, rev uint64) {
 // emit publishes a user lifecycle event: every presence event of the edge
 // leaves through here.
 func (w *Writer) emit(env *wire.Envelope, msgID string) error {
-	return w.nc.PublishMsg(&nats.Msg{
-		Subject: w.cfg.Subjects.In(env.Action),
-		Data:    wire.AppendEnvelope(nil, env),
-		Header:  nats.Header{wire.HeaderMsgID: []string{msgID}},
-	})
+	var inq string
+	if w.cfg.Inbound {
+		inq = w.cfg.Subjects.Inq(env.Action)
+	}
+	return presencekv.PublishEvent(context.Background(), w.nc, wire.AppendEnvelope(nil, env), msgID, w.cfg.Subjects.In(env.Action), inq)
 }
