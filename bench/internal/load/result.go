@@ -21,6 +21,7 @@ type Params struct {
 	Messages int     `json:"messages,omitempty"`
 	Size     int     `json:"size_bytes"`
 	Edges    int     `json:"edges,omitempty"`
+	Client   string  `json:"client,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.
