@@ -97,6 +97,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	natsd := fs.String("natsd", filepath.Join(exeDir, "natsd"), "-start wsgate: the natsd program")
 	centrifugo := fs.String("centrifugo", filepath.Join(exeDir, "centrifugo"), "-start centrifugo: the centrifugo binary")
 	sendQueue := fs.Int("send-queue", 4096, "-start wsgate: EDGE_SEND_QUEUE")
+	natsNodes := fs.Int("nats-nodes", 1, "-start wsgate: NATS servers; more than 1 is a cluster of natsd processes, the edges spread over its nodes and the publisher on the first")
 	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
 	fs.StringVar(&cfg.Label, "label", "", "free text stored in the record")
@@ -141,7 +142,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		cfg.Start = &stack.Config{
 			Edges: cfg.Edges, BinDir: *binDir, NATSD: *natsd, Centrifugo: *centrifugo,
-			Self: exe, SendQueue: *sendQueue,
+			Self: exe, SendQueue: *sendQueue, NATSNodes: *natsNodes,
 			Dir: filepath.Join(*workDir, cfg.Gateway+"-"+strconv.Itoa(os.Getpid())),
 		}
 	} else if cfg.Secret == "" {

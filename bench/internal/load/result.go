@@ -22,6 +22,9 @@ type Params struct {
 	Size     int     `json:"size_bytes"`
 	Edges    int     `json:"edges,omitempty"`
 	Client   string  `json:"client,omitempty"`
+	// NATSNodes is the number of NATS servers the run started (a cluster
+	// when more than one).
+	NATSNodes int `json:"nats_nodes,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.

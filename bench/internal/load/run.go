@@ -248,6 +248,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		pids = append(pids, st.Pids()...)
 		names = st.Names()
 		res.Params.Edges = len(st.URLs)
+		res.Params.NATSNodes = len(st.NATSURLs)
 	}
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("load: no target: give -url or -start")
