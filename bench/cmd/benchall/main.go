@@ -59,7 +59,13 @@ type result struct {
 	Unsupported    string   `json:"unsupported"`
 	RunSeconds     float64  `json:"run_seconds"`
 	ErrorSamples   []string `json:"error_samples"`
-	Latency        struct {
+	Params         struct {
+		Conns     int     `json:"conns"`
+		Rate      float64 `json:"rate_per_s"`
+		Edges     int     `json:"edges"`
+		NATSNodes int     `json:"nats_nodes"`
+	} `json:"params"`
+	Latency struct {
 		P50 float64 `json:"p50_ms"`
 		P90 float64 `json:"p90_ms"`
 		P99 float64 `json:"p99_ms"`
@@ -221,7 +227,7 @@ func sets(name string) ([]spec, error) {
 				nil, msgMetrics},
 		}, nil
 	}
-	return nil, fmt.Errorf("unknown set %q (standard, reduced, smoke)", name)
+	return nil, fmt.Errorf("unknown set %q (standard, reduced, smoke, scale)", name)
 }
 
 var gateways = []string{"wsgate", "centrifugo"}
@@ -354,15 +360,44 @@ func median(v []float64) float64 {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	set := fs.String("set", "standard", "standard, reduced or smoke")
+	set := fs.String("set", "standard", "standard, reduced, smoke, or scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md)")
 	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
-	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write")
+	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write (-set scale: docs/SCALING.md unless given)")
 	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
 	loadgen := fs.String("loadgen", "bench/.bin/loadgen", "the loadgen binary")
 	only := fs.String("only", "", "comma-separated scenarios of the set to run (default: all)")
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
+	scaleCfg := scaleFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *set == "scale" {
+		outGiven := false
+		fs.Visit(func(f *flag.Flag) { outGiven = outGiven || f.Name == "out" })
+		if !outGiven {
+			*out = "docs/SCALING.md"
+		}
+		sc, err := scaleCfg()
+		if err != nil {
+			return err
+		}
+		sc.runs = max(*runs, 1)
+		for _, p := range []string{*loadgen, filepath.Join(filepath.Dir(*loadgen), "natsd"), "bin/edge"} {
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/PERFORMANCE.md)", p)
+			}
+		}
+		stamp := time.Now().UTC().Format("20060102T150405Z")
+		r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout}
+		if err := os.MkdirAll(r.results, 0o755); err != nil {
+			return err
+		}
+		started := time.Now()
+		if err := runScale(ctx, r, sc, *out, environment(), started); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s and its pictures in %s (%s); raw records in %s\n", *out, filepath.Join(filepath.Dir(*out), "plots"), time.Since(started).Round(time.Second), r.results)
+		return nil
 	}
 	specs, err := sets(*set)
 	if err != nil {

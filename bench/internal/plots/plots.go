@@ -7,8 +7,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
+	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -20,6 +23,8 @@ import (
 const (
 	width  = 16 * vg.Centimeter
 	height = 10 * vg.Centimeter
+	// maxTicks is the most X values labelled one by one.
+	maxTicks = 12
 )
 
 // Series is one line: Y against X, in order. Points where either is NaN or
@@ -65,10 +70,23 @@ func (c Chart) PNG() ([]byte, error) {
 		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	}
 	var args []any
+	xs := map[float64]bool{}
 	for _, s := range c.Series {
 		if xys := s.points(c.LogX); len(xys) > 0 {
 			args = append(args, s.Name, xys)
+			for _, xy := range xys {
+				xs[xy.X] = true
+			}
 		}
+	}
+	// The measured X values (edges 1, 2, 4, 8; a few connection counts)
+	// are the ticks, where they are few enough to label.
+	if len(xs) <= maxTicks {
+		var ticks plot.ConstantTicks
+		for _, x := range slices.Sorted(maps.Keys(xs)) {
+			ticks = append(ticks, plot.Tick{Value: x, Label: strconv.FormatFloat(x, 'g', -1, 64)})
+		}
+		p.X.Tick.Marker = ticks
 	}
 	if len(args) == 0 {
 		return nil, fmt.Errorf("plots: %q has no point to draw", c.Title)
@@ -79,6 +97,8 @@ func (c Chart) PNG() ([]byte, error) {
 	// Costs and latencies start at zero: a curve that looks steep only
 	// because the axis starts near its lowest point misleads.
 	p.Y.Min = min(p.Y.Min, 0)
+	// Room above the highest point for the legend, one line per series.
+	p.Y.Max += (p.Y.Max - p.Y.Min) * (0.1 + 0.08*float64(len(args)/2))
 	wt, err := p.WriterTo(width, height, "png")
 	if err != nil {
 		return nil, err
