@@ -66,7 +66,6 @@ func TestScalePlan_EveryEdgeCountOnEveryTopology(t *testing.T) {
 	}
 }
 
-
 // fakeResult is a loadgen record of a run of sr with figures that grow
 // with the edges.
 func fakeResult(sr scaleRun) *result {
