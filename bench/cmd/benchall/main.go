@@ -335,6 +335,7 @@ type cell struct {
 	maxP99  float64
 	maxCPU  float64 // server CPU per delivery at that rate (µs)
 	stepLog []string
+	steps   []*result // every step's record, in order (tries included)
 }
 
 func (c *cell) median(m metric) float64 {
@@ -472,7 +473,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *micro {
 		microOut = microBenchmarks(ctx)
 	}
+	pics, picErr := standardPictures(*set, specs, cells, filepath.Dir(*out))
 	doc := render(*set, *runs, *only, *out, specs, cells, floors, floorErrs, env, microOut, r.results)
+	doc = strings.Replace(doc, "\n## What each scenario does", renderPictures(*set, pics, picErr)+"\n## What each scenario does", 1)
 	if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
 		return err
 	}
@@ -513,6 +516,7 @@ func stepSearch(ctx context.Context, r *runner, s spec, c *cell, gw string) {
 				return
 			}
 			pass = res.ok() && res.Latency.P99 <= s.limit() && res.AchievedRate >= 0.95*rate
+			c.steps = append(c.steps, res)
 			c.stepLog = append(c.stepLog, fmt.Sprintf("%g/s: lost %d, p99 %.1f ms, deliveries %.0f/s, achieved %.1f/s → %s",
 				rate, res.Lost, res.Latency.P99, res.DeliveriesPerS, res.AchievedRate, map[bool]string{true: "pass", false: "fail"}[pass]))
 		}
