@@ -786,10 +786,12 @@ const howTo = "## How to reproduce\n\n" +
 	"ulimit -n $(ulimit -Hn)\n" +
 	"bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md            # what make bench does\n" +
 	"bench/.bin/loadgen -start wsgate -scenario roundtrip -conns 500 -rate 1000 -duration 10s   # one figure\n" +
+	"bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md                   # make bench-scale: K edges, one NATS server and a cluster\n" +
+	"bench/.bin/loadgen -start wsgate -scenario broadcast -conns 2000 -edges 4 -nats-nodes 3 -client gorilla -rate 5 -messages 50   # 4 edges on a 3-node cluster, goroutine-per-connection clients\n" +
 	"```\n\n" +
 	"`loadgen -h` lists every flag. Without `-start` it measures servers that are already running: " +
 	"`-url ws://… -secret … -nats nats://…` (wsgate) or `-api http://… -api-key …` (Centrifugo), and `-pid N` (repeatable) for the processes whose RSS and CPU to report. " +
-	"Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
+	"Users are spread round robin over the edges (`-edges K`, or the `-url` list), and `-client gorilla` reads each connection in a goroutine of its own with gorilla/websocket instead of the tool's epoll loops. Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
 	"While it runs, loadgen prints connected, sent, received, lost-or-in-flight and p99 so far once a second on stderr; at the end one summary line on stdout.\n\n" +
 	"Derived figures: *RSS per connection* = (server RSS after the ramp − before it) / connections; *CPU per connection per second* = server CPU time during the idle hold / connections / hold seconds " +
 	"(both gateways ping every 20–25 s, so a hold shorter than that misses the pings); the *edge alone* rows take the same from the edge's own samples (wsgate's server rows add NATS; Centrifugo is one process, its broker inside); *deliveries per second* = messages received / (last receipt − first send).\n"
