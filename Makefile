@@ -92,6 +92,14 @@ bench: build
 	test -x bench/.bin/centrifugo || GOBIN=$(CURDIR)/bench/.bin $(GO) install github.com/centrifugal/centrifugo/v6@v6.9.1
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md
 
+## bench-scale: wsgate on K = 1, 2, 4, 8 edges, on one NATS server and on a 3-node NATS cluster
+## (idle, unicast, broadcast at each K; ~1 h on 2 cores at the default 20,000 connections) -> docs/SCALING.md
+## and its pictures in docs/plots; bench/.bin/benchall -h lists the set's flags (-conns, -edges, -client ...)
+.PHONY: bench-scale
+bench-scale: build
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
+	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md
+
 ## microbench: micro-benchmarks of the wire format and of wsconn (-count 6, -benchmem); raw output in
 ## bench/results/micro/micro.txt, then benchstat's table of it (docs/MICROBENCH.md has figures and the
 ## edge's end-to-end before/after comparison)

@@ -59,7 +59,13 @@ type result struct {
 	Unsupported    string   `json:"unsupported"`
 	RunSeconds     float64  `json:"run_seconds"`
 	ErrorSamples   []string `json:"error_samples"`
-	Latency        struct {
+	Params         struct {
+		Conns     int     `json:"conns"`
+		Rate      float64 `json:"rate_per_s"`
+		Edges     int     `json:"edges"`
+		NATSNodes int     `json:"nats_nodes"`
+	} `json:"params"`
+	Latency struct {
 		P50 float64 `json:"p50_ms"`
 		P90 float64 `json:"p90_ms"`
 		P99 float64 `json:"p99_ms"`
@@ -221,7 +227,7 @@ func sets(name string) ([]spec, error) {
 				nil, msgMetrics},
 		}, nil
 	}
-	return nil, fmt.Errorf("unknown set %q (standard, reduced, smoke)", name)
+	return nil, fmt.Errorf("unknown set %q (standard, reduced, smoke, scale)", name)
 }
 
 var gateways = []string{"wsgate", "centrifugo"}
@@ -329,6 +335,7 @@ type cell struct {
 	maxP99  float64
 	maxCPU  float64 // server CPU per delivery at that rate (µs)
 	stepLog []string
+	steps   []*result // every step's record, in order (tries included)
 }
 
 func (c *cell) median(m metric) float64 {
@@ -354,15 +361,44 @@ func median(v []float64) float64 {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	set := fs.String("set", "standard", "standard, reduced or smoke")
+	set := fs.String("set", "standard", "standard, reduced, smoke, or scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md)")
 	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
-	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write")
+	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write (-set scale: docs/SCALING.md unless given)")
 	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
 	loadgen := fs.String("loadgen", "bench/.bin/loadgen", "the loadgen binary")
 	only := fs.String("only", "", "comma-separated scenarios of the set to run (default: all)")
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
+	scaleCfg := scaleFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *set == "scale" {
+		outGiven := false
+		fs.Visit(func(f *flag.Flag) { outGiven = outGiven || f.Name == "out" })
+		if !outGiven {
+			*out = "docs/SCALING.md"
+		}
+		sc, err := scaleCfg()
+		if err != nil {
+			return err
+		}
+		sc.runs = max(*runs, 1)
+		for _, p := range []string{*loadgen, filepath.Join(filepath.Dir(*loadgen), "natsd"), "bin/edge"} {
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/PERFORMANCE.md)", p)
+			}
+		}
+		stamp := time.Now().UTC().Format("20060102T150405Z")
+		r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout}
+		if err := os.MkdirAll(r.results, 0o755); err != nil {
+			return err
+		}
+		started := time.Now()
+		if err := runScale(ctx, r, sc, *out, environment(), started); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s and its pictures in %s (%s); raw records in %s\n", *out, filepath.Join(filepath.Dir(*out), "plots"), time.Since(started).Round(time.Second), r.results)
+		return nil
 	}
 	specs, err := sets(*set)
 	if err != nil {
@@ -437,7 +473,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *micro {
 		microOut = microBenchmarks(ctx)
 	}
+	pics, picErr := standardPictures(*set, specs, cells, filepath.Dir(*out))
 	doc := render(*set, *runs, *only, *out, specs, cells, floors, floorErrs, env, microOut, r.results)
+	doc = strings.Replace(doc, "\n## What each scenario does", renderPictures(*set, pics, picErr)+"\n## What each scenario does", 1)
 	if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
 		return err
 	}
@@ -478,6 +516,7 @@ func stepSearch(ctx context.Context, r *runner, s spec, c *cell, gw string) {
 				return
 			}
 			pass = res.ok() && res.Latency.P99 <= s.limit() && res.AchievedRate >= 0.95*rate
+			c.steps = append(c.steps, res)
 			c.stepLog = append(c.stepLog, fmt.Sprintf("%g/s: lost %d, p99 %.1f ms, deliveries %.0f/s, achieved %.1f/s → %s",
 				rate, res.Lost, res.Latency.P99, res.DeliveriesPerS, res.AchievedRate, map[bool]string{true: "pass", false: "fail"}[pass]))
 		}
@@ -747,10 +786,12 @@ const howTo = "## How to reproduce\n\n" +
 	"ulimit -n $(ulimit -Hn)\n" +
 	"bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md            # what make bench does\n" +
 	"bench/.bin/loadgen -start wsgate -scenario roundtrip -conns 500 -rate 1000 -duration 10s   # one figure\n" +
+	"bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md                   # make bench-scale: K edges, one NATS server and a cluster\n" +
+	"bench/.bin/loadgen -start wsgate -scenario broadcast -conns 2000 -edges 4 -nats-nodes 3 -client gorilla -rate 5 -messages 50   # 4 edges on a 3-node cluster, goroutine-per-connection clients\n" +
 	"```\n\n" +
 	"`loadgen -h` lists every flag. Without `-start` it measures servers that are already running: " +
 	"`-url ws://… -secret … -nats nats://…` (wsgate) or `-api http://… -api-key …` (Centrifugo), and `-pid N` (repeatable) for the processes whose RSS and CPU to report. " +
-	"Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
+	"Users are spread round robin over the edges (`-edges K`, or the `-url` list), and `-client gorilla` reads each connection in a goroutine of its own with gorilla/websocket instead of the tool's epoll loops. Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
 	"While it runs, loadgen prints connected, sent, received, lost-or-in-flight and p99 so far once a second on stderr; at the end one summary line on stdout.\n\n" +
 	"Derived figures: *RSS per connection* = (server RSS after the ramp − before it) / connections; *CPU per connection per second* = server CPU time during the idle hold / connections / hold seconds " +
 	"(both gateways ping every 20–25 s, so a hold shorter than that misses the pings); the *edge alone* rows take the same from the edge's own samples (wsgate's server rows add NATS; Centrifugo is one process, its broker inside); *deliveries per second* = messages received / (last receipt − first send).\n"

@@ -84,7 +84,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&cfg.Messages, "messages", 0, "broadcast: messages to publish (0: rate × duration)")
 	fs.IntVar(&cfg.Size, "size", 128, "payload bytes")
 	fs.DurationVar(&cfg.Drain, "drain", 15*time.Second, "longest wait for the last messages")
-	fs.IntVar(&cfg.Edges, "edges", 1, "-start wsgate: edges to start (hello uses 2)")
+	fs.IntVar(&cfg.Edges, "edges", 1, "-start wsgate: edges to start (hello uses 2); users are spread round robin over the edges (or over the -url list)")
+	fs.StringVar(&cfg.Client, "client", load.ClientEpoll, "how workers read: epoll (a few event loops, the tool's own client) or gorilla (a goroutine per connection with gorilla/websocket, the common Go client)")
 	fs.Var(&urls, "url", "WebSocket URL of the gateway (repeatable: hello's second edge); not with -start")
 	fs.StringVar(&cfg.NATSURL, "nats", "", "wsgate: NATS URL the publisher uses; not with -start")
 	fs.StringVar(&cfg.APIURL, "api", "", "centrifugo: base URL of its HTTP API (http://host:port); not with -start")
@@ -96,6 +97,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	natsd := fs.String("natsd", filepath.Join(exeDir, "natsd"), "-start wsgate: the natsd program")
 	centrifugo := fs.String("centrifugo", filepath.Join(exeDir, "centrifugo"), "-start centrifugo: the centrifugo binary")
 	sendQueue := fs.Int("send-queue", 4096, "-start wsgate: EDGE_SEND_QUEUE")
+	natsNodes := fs.Int("nats-nodes", 1, "-start wsgate: NATS servers; more than 1 is a cluster of natsd processes, the edges spread over its nodes and the publisher on the first")
 	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
 	fs.StringVar(&cfg.Label, "label", "", "free text stored in the record")
@@ -140,7 +142,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		cfg.Start = &stack.Config{
 			Edges: cfg.Edges, BinDir: *binDir, NATSD: *natsd, Centrifugo: *centrifugo,
-			Self: exe, SendQueue: *sendQueue,
+			Self: exe, SendQueue: *sendQueue, NATSNodes: *natsNodes,
 			Dir: filepath.Join(*workDir, cfg.Gateway+"-"+strconv.Itoa(os.Getpid())),
 		}
 	} else if cfg.Secret == "" {

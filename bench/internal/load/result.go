@@ -21,6 +21,10 @@ type Params struct {
 	Messages int     `json:"messages,omitempty"`
 	Size     int     `json:"size_bytes"`
 	Edges    int     `json:"edges,omitempty"`
+	Client   string  `json:"client,omitempty"`
+	// NATSNodes is the number of NATS servers the run started (a cluster
+	// when more than one).
+	NATSNodes int `json:"nats_nodes,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.

@@ -47,6 +47,7 @@ type Config struct {
 	Size     int           // payload bytes
 	Drain    time.Duration // longest wait for the last messages after sending
 	Edges    int           // wsgate edges started (hello uses 2)
+	Client   string        // how the workers read: ClientEpoll (default) or ClientGorilla
 
 	// Target when the tool does not start the servers.
 	URLs    []string
@@ -111,6 +112,10 @@ func (c *Config) check() error {
 	}
 	if c.Prefix == "" {
 		c.Prefix = "ws"
+	}
+	var err error
+	if c.Client, err = checkClient(c.Client); err != nil {
+		return err
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -209,7 +214,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges,
+			Edges: cfg.Edges, Client: cfg.Client,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -243,6 +248,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		pids = append(pids, st.Pids()...)
 		names = st.Names()
 		res.Params.Edges = len(st.URLs)
+		res.Params.NATSNodes = len(st.NATSURLs)
 	}
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("load: no target: give -url or -start")
@@ -506,6 +512,7 @@ func startFleet(ctx context.Context, cfg Config, tabs int) (fleet, error) {
 			Gateway: cfg.Gateway, URLs: cfg.URLs, Secret: cfg.Secret,
 			First: first, Count: last - first, Tabs: tabs, LocalIPs: ips,
 			RampRate: cfg.Ramp / float64(n), Inflight: cfg.Inflight, Size: cfg.Size,
+			Client: cfg.Client,
 		}
 		if cfg.Scenario == Roundtrip {
 			job.Method, job.Rate = "echo", cfg.Rate*float64(job.Count)/float64(cfg.Conns)

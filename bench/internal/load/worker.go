@@ -37,7 +37,7 @@ const (
 // [First, First+Count) of the whole run.
 type Job struct {
 	Gateway string   `json:"gateway"`
-	URLs    []string `json:"urls"`   // connection i dials URLs[(i%Tabs)%len(URLs)]
+	URLs    []string `json:"urls"`   // connection i dials URLs[EdgeOf(i, Tabs, len(URLs))]
 	Secret  string   `json:"secret"` // HMAC secret of the tokens
 	First   int      `json:"first"`
 	Count   int      `json:"count"`
@@ -52,7 +52,21 @@ type Job struct {
 	Method string  `json:"method,omitempty"`
 	Rate   float64 `json:"rate,omitempty"` // requests per second, this worker
 	Size   int     `json:"size"`           // payload bytes
+	// Client is how the worker reads: ClientEpoll (default) or
+	// ClientGorilla.
+	Client string `json:"client,omitempty"`
 }
+
+// EdgeOf is the edge (index of a URL among edges) that connection i dials:
+// users are spread round robin over the edges, and the tabs of one user go
+// to consecutive edges, so that with as many edges as tabs each tab of a
+// user is on another edge (hello's case).
+func EdgeOf(i, tabs, edges int) int {
+	tabs = max(tabs, 1)
+	return (i/tabs + i%tabs) % max(edges, 1)
+}
+
+func (w *Worker) edgeOf(i int) int { return EdgeOf(i, w.job.Tabs, len(w.job.URLs)) }
 
 // User is the user id of connection i with tabs connections per user.
 func User(i, tabs int) string { return "u" + strconv.Itoa(i/max(tabs, 1)) }
@@ -97,10 +111,11 @@ type Worker struct {
 	closing                            atomic.Bool
 
 	mu      sync.Mutex
-	senders []*conn  // owned by mu: connections of tab 0 handed to a loop
-	samples []string // owned by mu: the first few error messages
+	senders []msgWriter // owned by mu: open connections of tab 0
+	samples []string    // owned by mu: the first few error messages
 
-	loops     []*loop        // static: they read every open connection
+	loops     []*loop        // static: they read every open connection (epoll client)
+	gorilla   gorillaSet     // the connections of the gorilla client
 	opening   sync.WaitGroup // serve goroutines
 	closeOnce sync.Once
 }
@@ -120,7 +135,13 @@ func NewWorker(job Job) (*Worker, error) {
 	if job.RampRate <= 0 {
 		job.RampRate = 1000
 	}
+	if job.Client, err = checkClient(job.Client); err != nil {
+		return nil, err
+	}
 	w := &Worker{job: job, framer: f, hist: hist.New()}
+	if job.Client == ClientGorilla {
+		return w, nil
+	}
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(w)
 		if err != nil {
@@ -185,7 +206,12 @@ func (w *Worker) Ramp(ctx context.Context) {
 		}
 		pending.Add(1)
 		w.opening.Add(1)
-		go w.serve(w.job.First+k, w.loops[k%len(w.loops)], func() { <-sem; pending.Done() })
+		done := func() { <-sem; pending.Done() }
+		if w.job.Client == ClientGorilla {
+			go w.serveGorilla(w.job.First+k, done)
+			continue
+		}
+		go w.serve(w.job.First+k, w.loops[k%len(w.loops)], done)
 	}
 	pending.Wait()
 }
@@ -250,7 +276,7 @@ func (w *Worker) open(i int) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, hdr := w.framer.Dial(w.job.URLs[(i%w.job.Tabs)%len(w.job.URLs)], token)
+	raw, hdr := w.framer.Dial(w.job.URLs[w.edgeOf(i)], token)
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -340,8 +366,9 @@ func (w *Worker) authenticate(c *conn, nc net.Conn, rest []byte, token string) e
 // message costs no allocation.
 type receiver struct {
 	w         *Worker
-	c         *conn // the connection being read
-	now       int64 // Unix ns of the read: the arrival of its messages
+	c         *conn     // the connection being read (epoll client)
+	out       msgWriter // where replies to it go
+	now       int64     // Unix ns of the read: the arrival of its messages
 	onMessage func(msg []byte) bool
 	onDecoded func(proto.Msg)
 }
@@ -355,7 +382,7 @@ func newReceiver(w *Worker) *receiver {
 
 // feed hands data, one read of c, to c's parser.
 func (r *receiver) feed(c *conn, data []byte) error {
-	r.c, r.now = c, time.Now().UnixNano()
+	r.c, r.out, r.now = c, c, time.Now().UnixNano()
 	return c.feed(data, r.onMessage)
 }
 
@@ -378,7 +405,7 @@ func (r *receiver) decoded(m proto.Msg) {
 		w.sample(fmt.Errorf("server sent %s", m.Body))
 	case proto.KindPing:
 		if p := w.framer.Pong(); p != nil {
-			if err := r.c.write(opText, p); err != nil {
+			if err := r.out.write(opText, p); err != nil {
 				w.errs.Add(1)
 			}
 		}
@@ -390,7 +417,7 @@ func (r *receiver) decoded(m proto.Msg) {
 // of lag at once, so a stalled process cannot burst without bound.
 func (w *Worker) Send(ctx context.Context) {
 	w.mu.Lock()
-	senders := append([]*conn(nil), w.senders...)
+	senders := append([]msgWriter(nil), w.senders...)
 	w.mu.Unlock()
 	if w.job.Method == "" || w.job.Rate <= 0 || len(senders) == 0 {
 		return
@@ -436,7 +463,9 @@ func (w *Worker) Close() {
 		for _, l := range w.loops {
 			l.stop()
 		}
-		// A handshake that completes now finds its loop closed and ends.
+		// A handshake that completes now finds its loop (or the gorilla
+		// set) closed and ends.
+		w.gorilla.close()
 		w.opening.Wait()
 		for _, l := range w.loops {
 			l.close()

@@ -44,15 +44,21 @@ type Config struct {
 	Secret     string // HMAC secret of the connection tokens
 	APIKey     string // centrifugo: HTTP API key
 	SendQueue  int    // wsgate: EDGE_SEND_QUEUE
-	Dir        string // for generated files and the servers' logs
+	// NATSNodes is the number of NATS servers (wsgate): 0 or 1 is one
+	// server, more a cluster of that many natsd processes, edge i on node
+	// i mod NATSNodes.
+	NATSNodes int
+	Dir       string // for generated files and the servers' logs
 }
 
 // Stack is a running set of servers.
 type Stack struct {
 	URLs    []string // WebSocket URL of each edge (or of Centrifugo)
-	NATSURL string   // wsgate: for the publisher
-	APIURL  string   // centrifugo: http://host:port, for the publisher
-	procs   []*proc  // in start order
+	NATSURL string   // wsgate: for the publisher (the first node of a cluster)
+	// NATSURLs are the client URLs of every NATS node, in order.
+	NATSURLs []string
+	APIURL   string  // centrifugo: http://host:port, for the publisher
+	procs    []*proc // in start order
 }
 
 // Pids are the server processes whose CPU and memory the run reports.
@@ -184,16 +190,69 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 }
 
 func (s *Stack) startWsgate(ctx context.Context, cfg Config) error {
+	var err error
+	if cfg.NATSNodes > 1 {
+		err = s.startCluster(ctx, cfg)
+	} else {
+		err = s.startNATS(ctx, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	s.NATSURL = s.NATSURLs[0]
+	return s.addWsgate(ctx, cfg)
+}
+
+func readyLine(l string) (string, bool) { return strings.CutPrefix(l, "ready ") }
+
+// startNATS starts one NATS server.
+func (s *Stack) startNATS(ctx context.Context, cfg Config) error {
 	natsd, err := start(cfg.Dir, "natsd", cfg.NATSD, []string{"-addr", "127.0.0.1", "-port", "-1"}, nil)
 	if err != nil {
 		return err
 	}
 	s.procs = append(s.procs, natsd)
-	s.NATSURL, err = natsd.waitLine(ctx, func(l string) (string, bool) { return strings.CutPrefix(l, "ready ") })
+	u, err := natsd.waitLine(ctx, readyLine)
 	if err != nil {
 		return err
 	}
-	return s.addWsgate(ctx, cfg)
+	s.NATSURLs = []string{u}
+	return nil
+}
+
+// startCluster starts cfg.NATSNodes natsd processes as one cluster: the
+// first is the seed the others route to (the nodes then learn of each other
+// by gossip), and each is ready once it is routed to all the others.
+func (s *Stack) startCluster(ctx context.Context, cfg Config) error {
+	n := cfg.NATSNodes
+	var nodes []*proc
+	var seed string
+	for i := range n {
+		name := "natsd" + strconv.Itoa(i+1)
+		args := []string{"-addr", "127.0.0.1", "-port", "-1", "-cluster", "-name", name, "-peers", strconv.Itoa(n - 1)}
+		if i > 0 {
+			args = append(args, "-routes", seed)
+		}
+		p, err := start(cfg.Dir, name, cfg.NATSD, args, nil)
+		if err != nil {
+			return err
+		}
+		s.procs = append(s.procs, p)
+		nodes = append(nodes, p)
+		if i == 0 {
+			if seed, err = p.waitLine(ctx, func(l string) (string, bool) { return strings.CutPrefix(l, "cluster ") }); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range nodes {
+		u, err := p.waitLine(ctx, readyLine)
+		if err != nil {
+			return err
+		}
+		s.NATSURLs = append(s.NATSURLs, u)
+	}
+	return nil
 }
 
 // StartOnNATS starts the wsgate edges (and the dispatcher, when asked) of
@@ -202,7 +261,7 @@ func StartOnNATS(ctx context.Context, cfg Config, natsURL string) (*Stack, error
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	s := &Stack{NATSURL: natsURL}
+	s := &Stack{NATSURL: natsURL, NATSURLs: []string{natsURL}}
 	if err := s.addWsgate(ctx, cfg); err != nil {
 		_ = s.Stop()
 		return nil, err
@@ -211,12 +270,11 @@ func StartOnNATS(ctx context.Context, cfg Config, natsURL string) (*Stack, error
 }
 
 func (s *Stack) addWsgate(ctx context.Context, cfg Config) error {
-	common := []string{
-		"NATS_URL=" + s.NATSURL, "LOG_LEVEL=info", "LOG_FORMAT=json", "WS_SUBJECT_PREFIX=ws",
-	}
+	common := []string{"LOG_LEVEL=info", "LOG_FORMAT=json", "WS_SUBJECT_PREFIX=ws"}
 	for i := range max(cfg.Edges, 1) {
 		name := "edge" + strconv.Itoa(i+1)
 		env := append([]string{
+			"NATS_URL=" + s.NATSURLs[i%len(s.NATSURLs)],
 			"EDGE_ADDR=127.0.0.1:0", "EDGE_ID=" + name, "EDGE_JWT_SECRET=" + cfg.Secret,
 			"EDGE_RATE_LIMIT=0", "EDGE_SEND_QUEUE=" + strconv.Itoa(max(cfg.SendQueue, 1)),
 			"EDGE_DRAIN_TIMEOUT=1s", "EDGE_MAX_CONNECTIONS=0",
@@ -234,7 +292,7 @@ func (s *Stack) addWsgate(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Dispatcher {
 		p, err := start(cfg.Dir, "dispatcher", filepath.Join(cfg.BinDir, "dispatcher"), nil,
-			append([]string{"DISPATCHER_ADDR=127.0.0.1:0"}, common...))
+			append([]string{"DISPATCHER_ADDR=127.0.0.1:0", "NATS_URL=" + s.NATSURL}, common...))
 		if err != nil {
 			return err
 		}

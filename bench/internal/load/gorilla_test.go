@@ -1,0 +1,151 @@
+package load
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/wsgate/wsgate/bench/internal/proto"
+	"github.com/wsgate/wsgate/bench/internal/stack"
+)
+
+func TestEdgeOf(t *testing.T) {
+	// One tab per user: users round robin over the edges.
+	count := make([]int, 4)
+	for i := range 100 {
+		count[EdgeOf(i, 1, 4)]++
+	}
+	for k, n := range count {
+		if n != 25 {
+			t.Fatalf("edge %d got %d of 100 users, want 25 (%v)", k, n, count)
+		}
+	}
+	// Two tabs per user on two edges: each user has a tab on each.
+	for u := range 10 {
+		if a, b := EdgeOf(2*u, 2, 2), EdgeOf(2*u+1, 2, 2); a == b {
+			t.Fatalf("user %d has both tabs on edge %d", u, a)
+		}
+	}
+	if EdgeOf(7, 1, 1) != 0 || EdgeOf(7, 1, 0) != 0 {
+		t.Fatal("one edge (or none given) takes every connection")
+	}
+}
+
+// openConns sums the edge's wsgate_edge_connections gauge (every state).
+func openConns(t *testing.T, wsURL string) int {
+	t.Helper()
+	base := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws")
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "wsgate_edge_connections") || strings.HasPrefix(line, "wsgate_edge_connections_") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			n += int(v)
+		}
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return n
+}
+
+// TestGorillaClientOverTwoEdges runs the gorilla client mode against two
+// real edges: the worker's connections are spread over both, and a
+// broadcast published on NATS reaches every one of them.
+func TestGorillaClientOverTwoEdges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	const secret = "gorilla-secret"
+	st, err := stack.StartOnNATS(ctx, stack.Config{
+		Edges: 2, BinDir: filepath.Dir(edgeBin), Secret: secret, SendQueue: 256, Dir: t.TempDir(),
+	}, ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := st.Stop(); err != nil {
+			t.Errorf("stop edges: %v", err)
+		}
+	})
+
+	const conns = 30
+	w, err := NewWorker(Job{Gateway: "wsgate", URLs: st.URLs, Secret: secret, Count: conns, Tabs: 1, RampRate: 500, Inflight: 8, Size: 64, Client: ClientGorilla})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			w.Close()
+		}
+	}()
+	if len(w.loops) != 0 {
+		t.Fatal("the gorilla client must not start event loops")
+	}
+	w.Ramp(ctx)
+	if c := w.Counters(); c.Connected != conns || c.Failed != 0 {
+		t.Fatalf("connected %d, failed %d: %v", c.Connected, c.Failed, w.ErrorSamples())
+	}
+	for _, u := range st.URLs {
+		checkFor(t, "the edge to count its connections", func() bool { return openConns(t, u) == conns/2 })
+	}
+
+	pub, err := proto.NewNATSPublisher(ns.ClientURL(), "ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const messages = 3
+	for seq := range messages {
+		payload := proto.AppendPayload(nil, time.Now().UnixNano(), uint64(seq), 64)
+		if err := pub.Publish([]proto.Out{{Payload: payload}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "every connection to receive every message", func() bool { return w.Counters().Received == conns*messages })
+	if h := w.Hist(); h.Count != conns*messages {
+		t.Fatalf("latency samples %d, want %d", h.Count, conns*messages)
+	}
+	w.Close()
+	closed = true
+	if c := w.Counters(); c.Connected != 0 || c.Dropped != 0 || c.Errors != 0 {
+		t.Fatalf("after Close: connected %d, dropped %d, errors %d: %v", c.Connected, c.Dropped, c.Errors, w.ErrorSamples())
+	}
+}
+
+func TestUnknownClientRefused(t *testing.T) {
+	if _, err := NewWorker(Job{Gateway: "wsgate", URLs: []string{"ws://x"}, Client: "nhooyr"}); err == nil {
+		t.Fatal("an unknown client mode must be refused")
+	}
+	cfg := Config{Scenario: Idle, Gateway: "wsgate", Conns: 1, Client: "nhooyr"}
+	if err := cfg.check(); err == nil {
+		t.Fatal("check must refuse an unknown client mode")
+	}
+}
