@@ -48,6 +48,7 @@ const (
 	heartbeatInterval = time.Second
 	peerTTL           = 3 * heartbeatInterval
 	applyTimeout      = 2 * time.Second
+	announceTimeout   = 5 * time.Second // the NATS server confirming the hello at start
 	// warmUp: a new edge learns the others from their answers to its
 	// hello, and surely from their heartbeats within this time; it takes
 	// no roster for a request before.
@@ -163,7 +164,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.started = time.Now()
 	s.announce(announcement{Hello: true})
 	if s.nc.IsConnected() {
-		if err := s.nc.FlushWithContext(ctx); err != nil {
+		// Start's ctx lives as long as the edge: the confirmation gets a
+		// deadline of its own (FlushWithContext requires one).
+		fctx, cancel := context.WithTimeout(ctx, announceTimeout)
+		defer cancel()
+		if err := s.nc.FlushWithContext(fctx); err != nil {
 			s.cfg.Logger.Warn("rooms: announcement not confirmed", "err", err)
 		}
 	}
