@@ -36,6 +36,7 @@ func Defaults(l Listen) []Setting {
 		{"EDGE_JWT_SECRET", randomHex(24), "tokens: the banner's and the demo's sign-in (POST /dev/token)"},
 		{"DISPATCHER_API_KEYS", "dev-" + randomHex(16), "the HTTP send API (POST /v1/send, /v1/close), README \"HTTP send API\""},
 		{"DISPATCHER_ROUTES_SECRET", randomHex(16), "HTTP routes: dev/route is POSTed, signed with it, to a backend in the dev stack (README \"HTTP routes\")"},
+		{"WS_PRESENCE", "memory", "presence and stored rooms in the embedded NATS's JetStream: the demo's online list and rooms (README \"Presence\")"},
 	}
 }
 
