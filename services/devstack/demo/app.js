@@ -142,9 +142,10 @@
       reconnecting = 0;
       hideBanner();
       setState("authenticated", "authenticated");
-      // Who is online now; the pushes below keep it current. Asked at every
-      // (re)connection, since pushes missed while away are not replayed.
-      c.send("presence/who", null);
+      // Watch user events (this connection only, until it closes), then ask
+      // who is online: the pushes keep the list current from there. Done at
+      // every (re)connection, since events missed while away are not replayed.
+      c.send("presence/watch", null);
     }));
     c.addListener("reconnecting", live(({ attempt, delay }) => {
       reconnecting = attempt;
@@ -195,7 +196,11 @@
       appendEntry(el.pmLog, { who: "error " + code, text: message, error: true });
     });
 
-    // (e) who is online: the answer to presence/who, then the pushes
+    // (e) who is online: watching first, so no event falls between the
+    // answer to presence/who and the pushes
+    c.on("presence/watch", () => c.send("presence/who", null), (code, message) => {
+      el.onlineError.textContent = "Presence: " + message + " (" + code + ")";
+    });
     c.on("presence/who", (a) => {
       el.onlineError.textContent = "";
       if (a && Array.isArray(a.members)) online = new Set(a.members.concat([user]));

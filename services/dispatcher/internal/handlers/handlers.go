@@ -62,6 +62,7 @@ func RegisterExcept(d *dispatcher.Dispatcher, skip func(action string) bool) (sk
 		{ActionRoomLeave, RoomLeave},
 		{ActionRoomSend, RoomSend},
 		{ActionPresenceWho, PresenceWho},
+		{ActionPresenceWatch, PresenceWatch},
 		{wire.ActionOnline, UserOnline},
 		{wire.ActionOffline, UserOffline},
 	} {

@@ -22,13 +22,21 @@ const (
 	ActionRoomJoined      = "room/joined"      // sent to the room when a user joins it
 	ActionRoomLeft        = "room/left"        // sent to the room and to the user who left it
 	ActionPresenceWho     = "presence/who"     // answered to the asking connection
-	ActionPresenceOnline  = "presence/online"  // sent to DemoGroup on Client/online
-	ActionPresenceOffline = "presence/offline" // sent to DemoGroup on Client/offline
+	ActionPresenceWatch   = "presence/watch"   // puts the asking connection into WatchGroup
+	ActionPresenceOnline  = "presence/online"  // sent to WatchGroup on Client/online
+	ActionPresenceOffline = "presence/offline" // sent to WatchGroup on Client/offline
 )
 
-// DemoGroup is the group every token of the dev stack grants: the demo's
-// presence list is its members, and user events are pushed to it.
+// DemoGroup is the group every token of the dev stack grants. The rooms and
+// presence handlers serve its members only: a service that runs the
+// built-in handlers with its own tokens does not let its clients join groups
+// or learn who is online through them. The demo's online list is its members.
 const DemoGroup = "demo"
+
+// WatchGroup holds the connections that asked presence/watch: user events
+// go to them only, so that a connection that did not ask (a test's, a
+// websocat's) gets no frames it did not expect.
+const WatchGroup = "demo-presence"
 
 // RoomPrefix starts every room name. The handlers join users to these
 // groups only, so that a client of a service running the built-in handlers
@@ -47,6 +55,7 @@ const (
 	msgRoomSend     = `details must be {"room": "room-<name>", "text": "<message>"}`
 	msgBadRoom      = `room must be "room-" and a name, at most 64 characters of A-Z a-z 0-9 _ - @ + = ~ :`
 	msgAnonRoom     = "sign in to join or leave rooms"
+	msgNotDemo      = "rooms and presence serve the demo's users only (group demo)"
 	msgNotInRoom    = "join the room first"
 	msgRoomsDown    = "rooms are unavailable, try again"
 	msgWhoDetails   = `details must be null, {"group": "demo" or "room-<name>"} or {"user": "<user id>"}`
@@ -112,6 +121,9 @@ func RoomLeave(ctx context.Context, m *dispatcher.Message) error {
 // "ts"} to the room's connections. The sender must be in the room (its
 // envelope's groups say so).
 func RoomSend(ctx context.Context, m *dispatcher.Message) error {
+	if err := demoMember(m); err != nil {
+		return err
+	}
 	var req struct {
 		Room string `json:"room"`
 		Text string `json:"text"`
@@ -158,6 +170,9 @@ type whoUser struct {
 // dispatchers' presence service over NATS (WS_PRESENCE on), whose refusal
 // (503 when presence is off) is the error reply.
 func PresenceWho(ctx context.Context, m *dispatcher.Message) error {
+	if err := demoMember(m); err != nil {
+		return err
+	}
 	var req struct {
 		Group string `json:"group"`
 		User  string `json:"user"`
@@ -195,13 +210,27 @@ func PresenceWho(ctx context.Context, m *dispatcher.Message) error {
 	return m.Reply(ActionPresenceWho, whoGroup{Group: a.Group, Users: a.Users, Connections: a.Connections, Members: members, Rooms: rooms})
 }
 
-// UserOnline pushes Client/online {"user"} to DemoGroup as presence/online
+// PresenceWatch puts the asking connection (only it, until it closes) into
+// WatchGroup, where presence/online and presence/offline go, and answers
+// presence/watch {"group"} once that is in force: a presence/who asked
+// after the answer misses no event.
+func PresenceWatch(ctx context.Context, m *dispatcher.Message) error {
+	if err := demoMember(m); err != nil {
+		return err
+	}
+	if err := m.Sender().Join(ctx, dispatcher.ConnectionTarget(m.Connection), WatchGroup); err != nil {
+		return membershipFailed(err)
+	}
+	return m.Reply(ActionPresenceWatch, map[string]string{"group": WatchGroup})
+}
+
+// UserOnline pushes Client/online {"user"} to WatchGroup as presence/online
 // {"user"}, so the demo page's list grows without asking.
 func UserOnline(ctx context.Context, m *dispatcher.Message) error {
 	return pushUserEvent(ctx, m, ActionPresenceOnline)
 }
 
-// UserOffline pushes Client/offline {"user"} to DemoGroup as
+// UserOffline pushes Client/offline {"user"} to WatchGroup as
 // presence/offline {"user"}.
 func UserOffline(ctx context.Context, m *dispatcher.Message) error {
 	return pushUserEvent(ctx, m, ActionPresenceOffline)
@@ -217,7 +246,7 @@ func pushUserEvent(ctx context.Context, m *dispatcher.Message, action string) er
 	if err := wire.ValidateID(ev.User); err != nil {
 		return fmt.Errorf("%s: user: %w", m.Action, err)
 	}
-	return m.Sender().ToGroup(ctx, DemoGroup, action, map[string]string{"user": ev.User})
+	return m.Sender().ToGroup(ctx, WatchGroup, action, map[string]string{"user": ev.User})
 }
 
 // membershipRoom is the room of a room/join or room/leave, whose sender
@@ -225,6 +254,9 @@ func pushUserEvent(ctx context.Context, m *dispatcher.Message, action string) er
 func membershipRoom(m *dispatcher.Message) (string, error) {
 	if m.User == "" {
 		return "", dispatcher.NewError(wire.CodeUnauthorized, msgAnonRoom)
+	}
+	if err := demoMember(m); err != nil {
+		return "", err
 	}
 	var req struct {
 		Room string `json:"room"`
@@ -236,6 +268,14 @@ func membershipRoom(m *dispatcher.Message) (string, error) {
 		return "", dispatcher.NewError(wire.CodeBadRequest, msgBadRoom)
 	}
 	return req.Room, nil
+}
+
+// demoMember refuses a connection outside DemoGroup with 403.
+func demoMember(m *dispatcher.Message) error {
+	if !slices.Contains(m.Groups, DemoGroup) {
+		return dispatcher.NewError(wire.CodeForbidden, msgNotDemo)
+	}
+	return nil
 }
 
 // validRoom reports whether room is RoomPrefix and a name, a valid group id

@@ -79,10 +79,12 @@ func startRooms(t *testing.T, edgeAnswer, presenceAnswer func(subject string) st
 
 func ok(string) string { return `{"ok":true}` }
 
-// send publishes action from user on natstest.Connection, in groups.
+// send publishes action from user on natstest.Connection, in groups (none
+// given: the dev tokens' "demo").
 func (h *roomHarness) send(t *testing.T, action, user, details string, groups ...string) wire.Envelope {
 	t.Helper()
 	env := envelope(action, user, details)
+	env.Groups = []string{"demo"}
 	if groups != nil {
 		env.Groups = groups
 	}
@@ -218,8 +220,9 @@ func TestHandlers_RoomSendReachesTheRoomFromMembersOnly(t *testing.T) {
 	}{
 		{"not in the room", `{"room":"room-5","text":"hi"}`, []string{"demo", "room-6"}, 403},
 		{"not a room", `{"room":"demo","text":"hi"}`, []string{"demo"}, 400},
-		{"empty text", `{"room":"room-5","text":" "}`, []string{"room-5"}, 400},
-		{"not an object", `[]`, []string{"room-5"}, 400},
+		{"empty text", `{"room":"room-5","text":" "}`, []string{"demo", "room-5"}, 400},
+		{"not an object", `[]`, []string{"demo", "room-5"}, 400},
+		{"not a demo user", `{"room":"room-5","text":"hi"}`, []string{"room-5"}, 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -285,10 +288,42 @@ func TestHandlers_PresenceWhoRefusals(t *testing.T) {
 	}
 }
 
-func TestHandlers_UserEventsArePushedToTheDemoGroup(t *testing.T) {
+func TestHandlers_PresenceWatchJoinsTheConnectionToTheWatchers(t *testing.T) {
+	h := startRooms(t, ok, nil)
+	h.send(t, "presence/watch", "", `null`)
+	h.expect(t, conn, "presence/watch", `{"group":"demo-presence"}`)
+	reqs := h.requested()
+	if len(reqs) != 1 || reqs[0].Subject != "ws.ctl.join.conn."+natstest.Connection || !sameJSON(t, reqs[0].Data, `{"groups":["demo-presence"]}`) {
+		t.Fatalf("edge got %d requests, want one join of the connection to demo-presence", len(reqs))
+	}
+}
+
+func TestHandlers_UserEventsArePushedToTheWatchers(t *testing.T) {
 	h := startRooms(t, nil, nil)
 	h.send(t, "Client/online", "bob", `{"user":"bob"}`)
-	h.expect(t, "ws.send.group.demo", "presence/online", `{"user":"bob"}`)
+	h.expect(t, "ws.send.group.demo-presence", "presence/online", `{"user":"bob"}`)
 	h.send(t, "Client/offline", "bob", `{"user":"bob"}`)
-	h.expect(t, "ws.send.group.demo", "presence/offline", `{"user":"bob"}`)
+	h.expect(t, "ws.send.group.demo-presence", "presence/offline", `{"user":"bob"}`)
+}
+
+// TestHandlers_DemoActionsServeDemoUsersOnly: a connection whose token does
+// not grant group demo can neither join rooms nor learn who is online, and
+// nothing is asked of the edge or the presence service for it.
+func TestHandlers_DemoActionsServeDemoUsersOnly(t *testing.T) {
+	answer := func(string) string { return `{"ok":true}` }
+	h := startRooms(t, answer, answer)
+	for _, tt := range []struct{ action, details string }{
+		{"room/join", `{"room":"room-5"}`},
+		{"room/leave", `{"room":"room-5"}`},
+		{"room/send", `{"room":"room-5","text":"hi"}`},
+		{"presence/who", `null`},
+		{"presence/who", `{"user":"bob"}`},
+		{"presence/watch", `null`},
+	} {
+		h.send(t, tt.action, "alice", tt.details, "g1", "room-5")
+		wantError(t, h.next(t), conn, tt.action+":error", 403, "rooms and presence serve the demo's users only (group demo)")
+	}
+	if n := len(h.requested()); n != 0 {
+		t.Fatalf("%d requests made for a connection outside group demo", n)
+	}
 }
