@@ -38,7 +38,7 @@ func Defaults(l Listen) []Setting {
 		{"DISPATCHER_ROUTES_SECRET", randomHex(16), "HTTP routes: dev/route is POSTed, signed with it, to a backend in the dev stack (README \"HTTP routes\")"},
 		{"WS_HISTORY", "memory", "history and recovery: a reconnecting client gets what it missed (README \"History and recovery\")"},
 		{"WS_INBOUND", "memory", "reliable inbound: frames with a message id are stored, acknowledged and handled once (README \"Reliable inbound\")"},
-		{"WS_PRESENCE", "memory", "rooms and presence: joined groups, who is online, Client/online and Client/offline (README \"Presence\")"},
+		{"WS_PRESENCE", "memory", "rooms and presence: joined groups, who is online, the demo's online list and rooms (README \"Presence\")"},
 	}
 }
 

@@ -58,4 +58,8 @@ func TestDefaults_ValidAndYieldToTheEnvironment(t *testing.T) {
 		t.Errorf("dev settings leave a feature off: JWT secret %t, API keys %d, routes secret %t",
 			edgeCfg.JWTSecret != "", len(dispCfg.APIKeyList()), dispCfg.RoutesSecret != "")
 	}
+	if !edgeCfg.PresenceOn() || dispCfg.Presence != edgeCfg.Presence {
+		t.Errorf("dev settings: WS_PRESENCE %q at the edge, %q at the dispatcher; want it on at both (the demo's online list)",
+			edgeCfg.Presence, dispCfg.Presence)
+	}
 }

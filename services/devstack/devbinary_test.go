@@ -107,7 +107,7 @@ func TestWsgateDev_MakeRunStack(t *testing.T) {
 	if err := nc.Publish("ws.send.user.42", []byte(`{"action":"hello","details":"Hello from the CLI"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if f := c.Expect("hello"); f.String() != `["hello","Hello from the CLI"]` {
+	if f := c.Expect("hello"); string(f.Details) != `"Hello from the CLI"` {
 		t.Fatalf("got %s", f)
 	}
 
@@ -128,7 +128,7 @@ func TestWsgateDev_MakeRunStack(t *testing.T) {
 	ann := edgetest.Dial(t, minted.WSURL, nil)
 	ann.Authenticate(minted.Token)
 	ann.Send("hello", "Hello, world!")
-	if f := ann.Expect("hello"); f.String() != `["hello","Hello, world!"]` {
+	if f := ann.Expect("hello"); string(f.Details) != `"Hello, world!"` {
 		t.Fatalf("got %s", f)
 	}
 	resp, err = http.Post(strings.TrimSuffix(page, "/")+"/dev/token", "application/json", strings.NewReader(`{"user":"a.b"}`))

@@ -160,6 +160,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(*Stack)) 
 	select {
 	case a := <-dispatcherUp:
 		stack.DispatcherURL = "http://" + a.String()
+		// The dispatcher listens before it is subscribed (with reliable
+		// inbound it waits for the edge's stream): "up" is its /readyz.
+		waitReady(ctx, stack.DispatcherURL+"/readyz", log)
 		if ready != nil {
 			ready(stack)
 		}
@@ -200,4 +203,34 @@ func tokenHandler(secret []byte, wsPath string) http.Handler {
 			"expires": time.Now().Add(TokenTTL).Unix(),
 		})
 	})
+}
+
+// readyWait bounds how long the stack waits for the dispatcher's readiness
+// before it says it is up anyway (the logs then tell what it waits for).
+const readyWait = 15 * time.Second
+
+// waitReady polls url until it answers 200, ctx ends or readyWait passes.
+func waitReady(ctx context.Context, url string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, readyWait)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("dispatcher not ready yet", "url", url)
+			return
+		case <-tick.C:
+		}
+	}
 }

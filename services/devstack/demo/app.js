@@ -7,6 +7,7 @@
 
 (function () {
   const USER_RE = /^[A-Za-z0-9_@+=~:-]{1,64}$/;
+  const ROOM_PREFIX = "room-"; // the handlers join users to rooms named room-<name> only
   const MAX_LOG_ITEMS = 300; // keep long sessions from growing the DOM forever
 
   const $ = (id) => document.getElementById(id);
@@ -33,10 +34,22 @@
     pmTo: $("pm-to"),
     pmInput: $("pm-input"),
     pmLog: $("pm-log"),
+    onlineList: $("online-list"),
+    onlineError: $("online-error"),
+    roomForm: $("room-form"),
+    roomName: $("room-name"),
+    roomLeave: $("room-leave"),
+    roomList: $("room-list"),
+    roomSendForm: $("room-send-form"),
+    roomInput: $("room-input"),
+    roomError: $("room-error"),
+    roomLog: $("room-log"),
   };
 
   let client = null;
   let user = "";
+  let online = new Set(); // users in group "demo" now, as presence says
+  let rooms = new Set(); // rooms this user is in
 
   // ---- sign in -------------------------------------------------------------
 
@@ -89,8 +102,14 @@
 
   function start(name, first) {
     user = name;
-    for (const log of [el.chatLog, el.helloLog, el.pmLog]) log.replaceChildren();
+    for (const log of [el.chatLog, el.helloLog, el.pmLog, el.roomLog]) log.replaceChildren();
     el.chatError.textContent = "";
+    el.onlineError.textContent = "";
+    el.roomError.textContent = "";
+    online = new Set([name]);
+    rooms = new Set();
+    renderOnline();
+    renderRooms();
     hideBanner();
 
     client = window.wsgate.createClient({
@@ -123,6 +142,10 @@
       reconnecting = 0;
       hideBanner();
       setState("authenticated", "authenticated");
+      // Watch user events (this connection only, until it closes), then ask
+      // who is online: the pushes keep the list current from there. Done at
+      // every (re)connection, since events missed while away are not replayed.
+      c.send("presence/watch", null);
     }));
     c.addListener("reconnecting", live(({ attempt, delay }) => {
       reconnecting = attempt;
@@ -172,6 +195,65 @@
     }, (code, message) => {
       appendEntry(el.pmLog, { who: "error " + code, text: message, error: true });
     });
+
+    // (e) who is online: watching first, so no event falls between the
+    // answer to presence/who and the pushes
+    c.on("presence/watch", () => c.send("presence/who", null), (code, message) => {
+      el.onlineError.textContent = "Presence: " + message + " (" + code + ")";
+    });
+    c.on("presence/who", (a) => {
+      el.onlineError.textContent = "";
+      if (a && Array.isArray(a.members)) online = new Set(a.members.concat([user]));
+      if (a && Array.isArray(a.rooms)) rooms = new Set(a.rooms);
+      renderOnline();
+      renderRooms();
+    }, (code, message) => {
+      el.onlineError.textContent = "Presence: " + message + " (" + code + ")";
+    });
+    c.on("presence/online", (ev) => {
+      if (!ev || typeof ev.user !== "string") return;
+      online.add(ev.user);
+      renderOnline();
+      // Our own user's online event: ask again, in case the first answer
+      // came before the presence service saw the others.
+      if (ev.user === user) c.send("presence/who", null);
+    });
+    c.on("presence/offline", (ev) => {
+      if (!ev || typeof ev.user !== "string" || ev.user === user) return;
+      online.delete(ev.user);
+      renderOnline();
+    });
+
+    // (f) rooms: the answers to room/join and room/leave, and what rooms send
+    const roomError = (code, message) => {
+      el.roomError.textContent = message + " (" + code + ")";
+    };
+    c.on("room/join", (ev) => roomChanged(ev, true), roomError);
+    c.on("room/leave", (ev) => roomChanged(ev, false), roomError);
+    c.on("room/send", null, roomError);
+    c.on("room/joined", (ev) => {
+      if (ev && ev.user === user) roomChanged(ev, true);
+      else if (ev) appendEntry(el.roomLog, { who: ev.room, text: ev.user + " joined" });
+    });
+    c.on("room/left", (ev) => {
+      if (ev && ev.user === user) roomChanged(ev, false);
+      else if (ev) appendEntry(el.roomLog, { who: ev.room, text: ev.user + " left" });
+    });
+    c.on("room/message", (m) => {
+      if (!m) return;
+      appendEntry(el.roomLog, { who: (m.from || "anonymous") + " → " + m.room, text: m.text, ts: m.ts, own: m.from === user });
+    });
+  }
+
+  // roomChanged records that this user joined or left ev.room; the answer
+  // and the room's own event both arrive, so only a change is logged.
+  function roomChanged(ev, joined) {
+    if (!ev || typeof ev.room !== "string" || rooms.has(ev.room) === joined) return;
+    if (joined) rooms.add(ev.room);
+    else rooms.delete(ev.room);
+    el.roomError.textContent = "";
+    appendEntry(el.roomLog, { who: ev.room, text: joined ? "you joined" : "you left", own: true });
+    renderRooms();
   }
 
   // ---- panels ----------------------------------------------------------------
@@ -210,7 +292,51 @@
     el.pmInput.value = "";
   });
 
+  // The room named in the room input: "5" means "room-5".
+  function roomName() {
+    const name = el.roomName.value.trim();
+    return name.startsWith(ROOM_PREFIX) ? name : ROOM_PREFIX + name;
+  }
+
+  el.roomForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (!client) return;
+    el.roomError.textContent = "";
+    client.send("room/join", { room: roomName() });
+  });
+
+  el.roomLeave.addEventListener("click", () => {
+    if (!client) return;
+    el.roomError.textContent = "";
+    client.send("room/leave", { room: roomName() });
+  });
+
+  el.roomSendForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = el.roomInput.value.trim();
+    if (!text || !client) return;
+    el.roomError.textContent = "";
+    client.send("room/send", { room: roomName(), text });
+    el.roomInput.value = "";
+  });
+
   // ---- rendering -------------------------------------------------------------
+
+  // renderOnline lists the online users, sorted, each with data-user.
+  function renderOnline() {
+    const items = [...online].sort().map((u) => {
+      const li = document.createElement("li");
+      li.dataset.user = u;
+      li.textContent = u === user ? u + " (you)" : u;
+      if (u === user) li.classList.add("own");
+      return li;
+    });
+    el.onlineList.replaceChildren(...items);
+  }
+
+  function renderRooms() {
+    el.roomList.textContent = rooms.size ? [...rooms].sort().join(", ") : "none";
+  }
 
   function setState(state, label) {
     document.body.dataset.state = state;

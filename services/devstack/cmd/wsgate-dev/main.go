@@ -106,6 +106,10 @@ wsgate dev stack is up (Ctrl-C stops it)
 		fmt.Fprintf(w, `  HTTP route    %s -> %s/dev/route-backend   (DISPATCHER_ROUTES_SECRET signs it)
 `, s.DevRoute, s.EdgeURL)
 	}
+	if edgeCfg.PresenceOn() {
+		fmt.Fprintf(w, `  presence      WS_PRESENCE=%s: the demo page lists who is online; open it in two tabs as two users
+`, edgeCfg.Presence)
+	}
 	origins := "none: only pages served by the edge itself (EDGE_ALLOWED_ORIGINS is empty)"
 	if len(edgeCfg.AllowedOrigins) > 0 {
 		origins = strings.Join(edgeCfg.AllowedOrigins, ",") + "   (EDGE_ALLOWED_ORIGINS)"
@@ -127,6 +131,10 @@ Try it:
 		fmt.Fprintf(w, `  curl -X POST %s/v1/send -H 'Authorization: Bearer %s' -d '%s'
   export DISPATCHER=%s KEY=%s     # for the README's HTTP API examples (send, close, routes)
 `, s.DispatcherURL, s.APIKey, sendExample, s.DispatcherURL, s.APIKey)
+	}
+	if edgeCfg.PresenceOn() {
+		fmt.Fprintf(w, `  nats --server %s req ws.presence.group.demo ''     # who is online (every demo token has group "demo")
+`, s.NATSURL)
 	}
 	fmt.Fprintf(w, `  nats --server %s pub ws.send.user.42 '{"action":"hello","details":"Hello from the CLI"}'
   nats --server %s sub 'ws.in.>'

@@ -1,5 +1,6 @@
 // Package handlers holds the handlers the dispatcher service ships: the
-// seed's hello example, echo, and a small demo chat (DESIGN.md §5).
+// seed's hello example, echo, a small demo chat (DESIGN.md §5), and the
+// demo's rooms and presence (rooms.go).
 package handlers
 
 import (
@@ -57,6 +58,13 @@ func RegisterExcept(d *dispatcher.Dispatcher, skip func(action string) bool) (sk
 		{ActionEcho, Echo},
 		{ActionChatSend, ChatSend},
 		{ActionChatPrivate, ChatPrivate},
+		{ActionRoomJoin, RoomJoin},
+		{ActionRoomLeave, RoomLeave},
+		{ActionRoomSend, RoomSend},
+		{ActionPresenceWho, PresenceWho},
+		{ActionPresenceWatch, PresenceWatch},
+		{wire.ActionOnline, UserOnline},
+		{wire.ActionOffline, UserOffline},
 	} {
 		if skip != nil && skip(b.action) {
 			skipped = append(skipped, b.action)
