@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
 
@@ -178,12 +180,17 @@ func TestREADME_NATSPubExamplesAgainstMakeRun(t *testing.T) {
 		return c
 	}
 	c := dial()
+	nc := edgetest.Connect(t, natsURL)
 	env := append(os.Environ(), "NATS_URL="+natsURL, "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	pub := regexp.MustCompile(`^nats pub (\S+) '([^']*)'`)
 	for _, cmd := range cmds {
 		m := pub.FindStringSubmatch(cmd)
 		if m == nil {
 			t.Fatalf("README example is not `nats pub <subject> '<payload>'`: %s", cmd)
+		}
+		if group, ok := strings.CutPrefix(m[1], "ws.send.group."); ok {
+			// As the README's line before it does: user 42 joins the group.
+			join(t, nc, group)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), edgetest.Timeout)
 		sh := exec.CommandContext(ctx, "bash", "-c", cmd)
@@ -194,7 +201,7 @@ func TestREADME_NATSPubExamplesAgainstMakeRun(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", cmd, err, out)
 		}
 		switch subject := m[1]; {
-		case subject == "ws.send.user.42" || subject == "ws.send.all":
+		case subject == "ws.send.user.42" || subject == "ws.send.all" || strings.HasPrefix(subject, "ws.send.group."):
 			var msg struct {
 				Action  string
 				Details json.RawMessage
@@ -211,7 +218,20 @@ func TestREADME_NATSPubExamplesAgainstMakeRun(t *testing.T) {
 			}
 			c = dial()
 		default:
-			t.Fatalf("README example publishes to %s; the test knows what ws.send.user.42, ws.send.all and ws.ctl.close.user.42 do", subject)
+			t.Fatalf("README example publishes to %s; the test knows what ws.send.user.42, ws.send.all, ws.send.group.<g> and ws.ctl.close.user.42 do", subject)
 		}
+	}
+}
+
+// join puts user 42 into group with a join request and waits for its
+// answer, as `nats req ws.ctl.join.user.42 '{"groups":[...]}'` does.
+func join(t *testing.T, nc *nats.Conn, group string) {
+	t.Helper()
+	msg, err := nc.Request("ws.ctl.join.user.42", []byte(`{"groups":["`+group+`"]}`), edgetest.Timeout)
+	if err != nil {
+		t.Fatalf("join %s: %v", group, err)
+	}
+	if string(msg.Data) != `{"ok":true}` {
+		t.Fatalf("join %s answered %s", group, msg.Data)
 	}
 }
