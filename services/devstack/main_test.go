@@ -124,10 +124,15 @@ func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 // stop sends SIGTERM and waits for the process to exit; it is idempotent.
 func (p *proc) stop(t *testing.T) error {
 	t.Helper()
-	if p.cmd.ProcessState != nil {
-		return nil
+	// Whether it has exited is what done says: cmd.ProcessState is written
+	// by the reading goroutine's Wait, so reading it here would race.
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails harmlessly if it has just exited
 	select {
 	case err := <-p.done:
 		p.done <- err

@@ -30,11 +30,14 @@ func TestServe_HubStartFailureReleasesOwnNATS(t *testing.T) {
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	cfg := Config{Addr: "127.0.0.1:0", Path: "/ws", ID: "e1", JWTSecret: "test-secret-0123456789"}
-	cfg.URL = ns.ClientURL()
-	cfg.AuthTimeout, cfg.CalloutTimeout, cfg.JWKSRefresh = time.Second, time.Second, time.Second
-	cfg.MaxMessageBytes, cfg.SendQueue, cfg.PingInterval = 1024, 8, time.Second
-	cfg.HandshakeTimeout, cfg.MaxHeaderBytes = time.Second, 4096
+	// The defaults, as a deployment gets them, plus what this test needs.
+	for k, v := range map[string]string{"NATS_URL": ns.ClientURL(), "EDGE_ADDR": "127.0.0.1:0", "EDGE_ID": "e1", "EDGE_JWT_SECRET": "test-secret-0123456789"} {
+		t.Setenv(k, v)
+	}
+	cfg, err := LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

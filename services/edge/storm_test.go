@@ -36,9 +36,11 @@ const (
 	stormQueue       = 1024                   // EDGE_AUTH_QUEUE of the test
 	stormCallout     = 100 * time.Millisecond // how long the application takes to answer
 	// stormRTTBound is the round trip established connections must keep
-	// while the storm lasts: generous, for a loaded 2-core machine; an edge
-	// whose workers all wait on authentications misses it by seconds.
-	stormRTTBound = 2 * time.Second
+	// while the storm lasts: generous, for a loaded 2-core machine running
+	// the whole suite with -race (seen there: p99 0.4 s, max 4.5 s); the
+	// figure worth reading is the logged p99. An edge whose workers all
+	// wait on authentications stalls them for the whole storm.
+	stormRTTBound = 10 * time.Second
 	// stormSlack is the goroutines allowed besides the budget's and the
 	// handshakes in flight: NATS, HTTP, poller workers, timers.
 	stormSlack = 300
