@@ -4,6 +4,8 @@
 // handler runs on one of a few long-lived workers (whose stacks have already
 // grown to what handling a message takes), or on a fresh goroutine when they
 // are all busy, so that a handler that blocks never holds up the others.
+// Without epoll (NewPortable) it parks a goroutine per armed socket instead,
+// which the poller owns like the others: Close wakes them and waits for them.
 package netpoll
 
 import (
