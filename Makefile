@@ -6,7 +6,7 @@ TEST_TIMEOUT ?= 15m
 VERSION    ?= 0.1.0
 IMAGE_REPO ?= wsgate
 
-.PHONY: all build run test deps vet fmt-check test-go skipped fuzz fuzz-short test-chart image-contexts images bench microbench clean
+.PHONY: all build run test deps vet lint fmt-check test-go skipped fuzz fuzz-short test-chart image-contexts images bench microbench clean
 
 all: build
 
@@ -20,10 +20,10 @@ build:
 run: build
 	GODEBUG=$${GODEBUG:+$$GODEBUG,}schedtrace=2147483647 ./$(BIN)/wsgate-dev
 
-## test: the tools the tests need (deps), formatting, vet, every Go test with -race (the JS client's
+## test: the tools the tests need (deps), formatting, vet, staticcheck (lint), every Go test with -race (the JS client's
 ## node tests and the browser tests run inside go test), a short fuzz run, static builds; it ends with
 ## a loud list of the tests that skipped for want of a tool, and the command that installs it
-test: deps fmt-check vet test-go fuzz-short test-chart build image-contexts skipped
+test: deps fmt-check vet lint test-go fuzz-short test-chart build image-contexts skipped
 
 # Where make test notes the tools .ci/deps could not install, and where the tests append their skips
 # (WSGATE_SKIP_LOG): go test shows a skip only with -v, so `skipped` lists them at the end.
@@ -44,6 +44,14 @@ fmt-check:
 
 vet:
 	$(GO) vet $(PKGS)
+
+## lint: staticcheck (pinned, installed from the Go module proxy into bench/.bin on first use) over every
+## package of every module of the workspace: PKGS plus the chart's module; `make lint` runs it alone
+STATICCHECK_VERSION := 0.8.2
+STATICCHECK         := bench/.bin/staticcheck
+lint:
+	@$(STATICCHECK) -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION))' || GOBIN=$(CURDIR)/bench/.bin GOWORK=off $(GO) install honnef.co/go/tools/cmd/staticcheck@v$(STATICCHECK_VERSION)
+	$(STATICCHECK) $(PKGS) ./charts/...
 
 test-go:
 	@mkdir -p $(BIN) && rm -f $(SKIP_LOG)

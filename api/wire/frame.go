@@ -44,9 +44,11 @@ type ClientFrame struct {
 // frame was refused, in words fit to send back to the client. Details and Ref
 // may share data's memory.
 func ParseClientFrame(data []byte) (ClientFrame, error) {
-	// The WebSocket library does not check text frames, and details and ref
-	// go back to clients verbatim: a browser fails the whole connection on
-	// invalid UTF-8, so it must not get past here.
+	// On the edge this never fails: its reader (services/edge/internal/wsconn)
+	// closes with 1007 on a text message that is not UTF-8, and binary ones
+	// are refused. It stays so that the parser is safe whoever calls it: the
+	// scanner assumes valid UTF-8 (scan.go), and details and ref go back to
+	// clients verbatim, where a browser fails the whole connection on invalid UTF-8.
 	if !utf8.Valid(data) {
 		return ClientFrame{}, fmt.Errorf("%w: not valid UTF-8", ErrBadFrame)
 	}

@@ -1,7 +1,8 @@
 // Package edge is the wsgate edge service: it accepts WebSocket connections,
 // authenticates them, publishes what clients send to NATS and delivers what
 // is published to them (DESIGN.md). cmd/edge runs it; other programs (the dev
-// stack, tests) can embed it.
+// stack, tests) can embed it. docs/ARCHITECTURE.md maps a message's path
+// through the internal packages and the goroutines Serve starts.
 package edge
 
 import (

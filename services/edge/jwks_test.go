@@ -34,7 +34,11 @@ func (k signingKey) jwk() map[string]string {
 	case *rsa.PublicKey:
 		return map[string]string{"kty": "RSA", "kid": k.kid, "alg": "RS256", "use": "sig", "n": b(pub.N.Bytes()), "e": b(big.NewInt(int64(pub.E)).Bytes())}
 	case *ecdsa.PublicKey:
-		return map[string]string{"kty": "EC", "kid": k.kid, "crv": "P-256", "x": b(pub.X.FillBytes(make([]byte, 32))), "y": b(pub.Y.FillBytes(make([]byte, 32)))}
+		point, err := pub.Bytes() // 0x04‖X‖Y, 32 bytes each on P-256
+		if err != nil {
+			panic(err)
+		}
+		return map[string]string{"kty": "EC", "kid": k.kid, "crv": "P-256", "x": b(point[1:33]), "y": b(point[33:])}
 	case ed25519.PublicKey:
 		return map[string]string{"kty": "OKP", "kid": k.kid, "crv": "Ed25519", "x": b(pub)}
 	}

@@ -197,8 +197,19 @@ func parseJWK(raw json.RawMessage) (string, jwk, error) {
 		if !ok || (j.Alg != "" && j.Alg != c.alg) {
 			return j.Kid, jwk{}, fmt.Errorf("curve %q with alg %q is not supported", j.Crv, j.Alg)
 		}
-		k := &ecdsa.PublicKey{Curve: c.c, X: new(big.Int).SetBytes(b(j.X)), Y: new(big.Int).SetBytes(b(j.Y))}
-		if !c.c.IsOnCurve(k.X, k.Y) {
+		// The coordinates as numbers, as before (leading zeros may be omitted), then the
+		// uncompressed point 0x04‖X‖Y, which ParseUncompressedPublicKey checks is on the curve.
+		size := (c.c.Params().BitSize + 7) / 8
+		x, y := new(big.Int).SetBytes(b(j.X)), new(big.Int).SetBytes(b(j.Y))
+		if x.BitLen() > 8*size || y.BitLen() > 8*size {
+			return j.Kid, jwk{}, errors.New("EC point is not on the curve")
+		}
+		point := make([]byte, 1+2*size)
+		point[0] = 4
+		x.FillBytes(point[1 : 1+size])
+		y.FillBytes(point[1+size:])
+		k, err := ecdsa.ParseUncompressedPublicKey(c.c, point)
+		if err != nil {
 			return j.Kid, jwk{}, errors.New("EC point is not on the curve")
 		}
 		return j.Kid, jwk{key: k, alg: c.alg}, nil

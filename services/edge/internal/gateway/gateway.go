@@ -1,6 +1,8 @@
-// Package gateway accepts WebSocket connections and runs each one's reader:
+// Package gateway accepts WebSocket connections and reads each one:
 // authentication, frame validation, and publishing of inbound envelopes and
-// lifecycle events to NATS.
+// lifecycle events to NATS. gateway.go has the upgrade (ServeHTTP); session.go
+// the connection: Readable reads its frames when the poller (package netpoll)
+// says the socket is readable, handle validates each, publish sends it to NATS.
 package gateway
 
 import (

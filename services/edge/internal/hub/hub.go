@@ -2,7 +2,10 @@
 // indexes connections by user, group and session, holds a NATS subscription
 // for each index entry only while a local connection needs it, routes every
 // outbound message to the connections it targets (encoded once per edge), and
-// runs the shared timer that pings, expires and times out connections.
+// runs the shared timer that pings, expires and times out connections. A
+// message goes route → deliver (which queues it on each target's
+// wsconn.Conn) → flush (which writes it); timer.go has the timer, joined.go
+// the groups joined at run time.
 package hub
 
 import (

@@ -4,6 +4,8 @@
 // handler runs on one of a few long-lived workers (whose stacks have already
 // grown to what handling a message takes), or on a fresh goroutine when they
 // are all busy, so that a handler that blocks never holds up the others.
+// Without epoll (NewPortable) it parks a goroutine per armed socket instead,
+// which the poller owns like the others: Close wakes them and waits for them.
 package netpoll
 
 import (
@@ -33,16 +35,18 @@ type Poller struct {
 	portable bool    // static
 	work     chan Handler
 	workers  sync.WaitGroup
-	stopping chan struct{} // closed by Close
-	stopped  chan struct{} // closed when Run has returned
+	stopping chan struct{}  // closed by Close
+	stopped  chan struct{}  // closed when Run has returned
+	parks    sync.WaitGroup // portable: the goroutines parked per armed socket; Run waits for them
 
 	armMu     sync.RWMutex
 	armClosed bool // owned by armMu: Arm refuses
 
 	mu       sync.Mutex
-	handlers map[uint64]*registration // by token; owned by mu
-	next     uint64                   // owned by mu: the last token given
-	closed   bool                     // owned by mu
+	handlers map[uint64]*registration   // by token; owned by mu
+	parked   map[uint64]syscall.RawConn // portable, owned by mu: the sockets a goroutine is parked on, by token
+	next     uint64                     // owned by mu: the last token given
+	closed   bool                       // owned by mu
 }
 
 // New returns a poller on epoll, or a portable one where epoll is missing;
@@ -62,7 +66,7 @@ func New() *Poller {
 // (what New falls back to without epoll).
 func NewPortable() *Poller {
 	return &Poller{portable: true, work: make(chan Handler), stopping: make(chan struct{}), stopped: make(chan struct{}),
-		handlers: map[uint64]*registration{}}
+		handlers: map[uint64]*registration{}, parked: map[uint64]syscall.RawConn{}}
 }
 
 // Portable reports whether p parks a goroutine per armed socket.
@@ -73,11 +77,13 @@ func (p *Poller) Portable() bool { return p.portable }
 const workersPerCPU = 4
 
 // Run waits for readable sockets and runs their handlers until Close. It
-// returns after every handler it started, on a worker or not, has returned.
+// returns after every handler it started, on a worker or not, has returned
+// (in portable mode: after every parked goroutine has).
 func (p *Poller) Run() {
 	defer close(p.stopped)
 	if p.portable {
 		<-p.stopping
+		p.parks.Wait()
 		return
 	}
 	n := workersPerCPU * runtime.GOMAXPROCS(0)
@@ -234,6 +240,12 @@ func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) (readAgain bo
 	}
 	if p.portable {
 		reg.rest()
+		// Counted under armMu: Close, which waits for the parked goroutines
+		// through Run, cannot have begun.
+		p.parks.Add(1)
+		p.mu.Lock()
+		p.parked[token] = rc
+		p.mu.Unlock()
 		go p.park(rc, token)
 		return false, nil
 	}
@@ -255,8 +267,10 @@ func (p *Poller) Arm(rc syscall.RawConn, token uint64, first bool) (readAgain bo
 }
 
 // Close stops Run and waits for it (so Run must have been started). Sockets
-// still armed are not told; in portable mode their goroutines stay parked
-// until the sockets close.
+// still armed are not told. In portable mode the goroutines parked on them
+// are woken by shutting down the sockets' reading side (their owners could
+// not be told of input any more: Arm fails from now on), and Run waits for
+// every parked goroutine, so none outlives Close.
 func (p *Poller) Close() {
 	p.armMu.Lock()
 	p.armClosed = true
@@ -269,25 +283,37 @@ func (p *Poller) Close() {
 	}
 	p.closed = true
 	close(p.stopping)
+	parked := make([]syscall.RawConn, 0, len(p.parked))
+	for _, rc := range p.parked {
+		parked = append(parked, rc)
+	}
 	p.mu.Unlock()
 	if !p.portable {
 		p.sys.close()
+	}
+	for _, rc := range parked {
+		// An error means the socket is closed: its goroutine wakes anyway.
+		_ = rc.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_RD) })
 	}
 	<-p.stopped
 }
 
 // park is the portable poller's wait for one socket: a goroutine parked in
-// a read that takes nothing, then the handler on the same goroutine.
+// a read that takes nothing, then the handler on the same goroutine. Its
+// owner is the poller: Arm counts it in parks, Close wakes it, Run waits for it.
 func (p *Poller) park(rc syscall.RawConn, token uint64) {
+	defer p.parks.Done()
 	var peek [1]byte
 	_ = rc.Read(func(fd uintptr) bool {
 		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		return err != unix.EAGAIN && err != unix.EINTR
 	}) // an error (the socket closed) is the handler's to find
 	p.mu.Lock()
+	delete(p.parked, token) // the handler may arm it again
 	reg := p.handlers[token]
+	closed := p.closed
 	p.mu.Unlock()
-	if reg != nil && reg.wake() {
+	if !closed && reg != nil && reg.wake() {
 		reg.h.Readable()
 	}
 }

@@ -1,8 +1,14 @@
-// Package wsconn owns the sending side of one WebSocket connection: a bounded
-// queue of ready-made frames, written to the socket without blocking by
-// whoever queued them, and by a writer goroutine only while the peer's socket
-// is full. An idle connection costs no goroutine and no write buffer, and a
-// frame built once is shared by every connection it goes to.
+// Package wsconn is the framing of one WebSocket connection, both ways.
+//
+// Reading (reader.go): a Reader takes the client's frames off the socket
+// without waiting, unmasks and checks them (RFC 6455: control frames,
+// fragments, the size limit, and UTF-8 of text as it arrives) and hands over
+// whole messages; its owner waits for the socket with a poller. Writing
+// (wsconn.go, frame.go): a Conn is a bounded queue of ready-made frames,
+// written to the socket without blocking by whoever queued them, and by a
+// writer goroutine only while the peer's socket is full. An idle connection
+// costs no goroutine, no read buffer and no write buffer, and a frame built
+// once is shared by every connection it goes to.
 package wsconn
 
 import (
@@ -80,8 +86,7 @@ type Conn struct {
 	n    int
 	werr error
 
-	lastSeen  atomic.Int64 // unix nanoseconds of the last frame or pong read
-	closeSent atomic.Int64 // unix nanoseconds when the close frame was written
+	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong read
 
 	mu        sync.Mutex
 	queue     []item        // owned by mu: frames not written yet, in order
@@ -341,10 +346,8 @@ func (c *Conn) wrote(batch []item, n int) (rest []item, err error) {
 		case kindClose:
 			// The peer answers with its own close frame, which ends the
 			// reader; if it does not, the deadline (a parked reader) or the
-			// owner's timer (see CloseSent) does.
-			now := time.Now()
-			c.closeSent.Store(now.UnixNano())
-			_ = c.nc.SetReadDeadline(now.Add(CloseGrace))
+			// owner's timer (the hub's CloseSent) does.
+			_ = c.nc.SetReadDeadline(time.Now().Add(CloseGrace))
 			return nil, errClosedByUs
 		}
 	}
@@ -469,15 +472,6 @@ func (c *Conn) Abort() {
 		return
 	}
 	_ = c.nc.Close()
-}
-
-// CloseSent is when the close frame was written, or zero: the peer has
-// CloseGrace from then to answer.
-func (c *Conn) CloseSent() time.Time {
-	if t := c.closeSent.Load(); t != 0 {
-		return time.Unix(0, t)
-	}
-	return time.Time{}
 }
 
 // Wait waits for the writer goroutine, if any, to finish. The owner calls it
