@@ -140,8 +140,16 @@ func (p *proc) stop(t *testing.T) error {
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
 		t.Errorf("%s did not stop on SIGTERM", p.cmd.Path)
-		return <-p.done
+		return p.wait()
 	}
+}
+
+// wait waits until the process has exited and returns how; done keeps the
+// answer, so it may be called again (stop calls it at cleanup).
+func (p *proc) wait() error {
+	err := <-p.done
+	p.done <- err
+	return err
 }
 
 // startEdge runs an edge process and returns its ws:// URL.

@@ -48,7 +48,9 @@ func runJetStreamCluster(t *testing.T, n int) ([]*natsserver.Server, []*natsserv
 	}
 	nc := edgetest.Connect(t, nodes[0].ClientURL())
 	js, _ := jetstream.New(nc)
-	edgetest.Eventually(t, "JetStream meta leader", func() bool {
+	// An election on a loaded 2-core machine (the whole suite with -race)
+	// can take longer than a message should.
+	edgetest.EventuallyWithin(t, time.Minute, "JetStream meta leader", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := js.AccountInfo(ctx)

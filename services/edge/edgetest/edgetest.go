@@ -292,7 +292,15 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 // Eventually polls cond until it holds, failing the test after Timeout.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	EventuallyWithin(t, Timeout, what, cond)
+}
+
+// EventuallyWithin is Eventually with its own timeout, for what takes
+// longer on a loaded machine than a message takes (a JetStream cluster
+// electing its meta leader, say).
+func EventuallyWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for: %s", what)
