@@ -102,11 +102,10 @@ func upTo(n int) []int {
 	return s
 }
 
-// Mutations that fail it: the client not sending since on reconnects (or
-// the edge ignoring it: the numbers published while the page was away are
-// missing, and no recovered event), the edge replaying from since instead
-// of after it (a repeated seq: a "repeated message" warning), or the live
-// messages held during the replay being dropped (numbers missing).
+// Mutation that fails it (both cases): the client not sending since on
+// reconnects (the numbers published while the page was away are missing,
+// and no recovered event). A repeated message would show as the client's
+// "ignored a repeated message" warning, which fails it too.
 func TestBrowser_RecoveryAcrossEdgeRestart(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -248,11 +247,11 @@ func (c *counter) routesFile(t *testing.T) string {
 	return path
 }
 
-// Mutations that fail it: the client not resending unacknowledged frames
-// after a reconnect (numbers never acked nor handled), resending them with
-// a new id or the edge deduplicating per connection (numbers handled
-// twice), or acking before the stream stored the frame (with SIGKILL, an
-// acked number is never handled).
+// Mutation that fails it (the SIGTERM case): the client not resending
+// unacknowledged frames after a reconnect (the frames written during the
+// drain are never acked nor handled). A resend of a frame already stored is
+// up to the timing (the test logs how many acks were duplicate:true); the
+// edge's dedupe is proven by TestReliable_EdgeKill9BetweenSendAndAck_ResendHandledOnce.
 func TestBrowser_ReliableAcrossEdgeRestart(t *testing.T) {
 	for _, tt := range []struct {
 		name string
