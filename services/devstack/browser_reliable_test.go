@@ -61,12 +61,15 @@ func harnessSite(t *testing.T, addr string) string {
 	return site.URL
 }
 
-// openHarness opens a harness page and starts a client with opts (see
-// testdata/harness.js).
-func openHarness(tb *tab, url string, opts map[string]any) {
+// openHarness opens a harness page, evaluates setup (if any), and starts a
+// client with opts (see testdata/harness.js).
+func openHarness(tb *tab, url, setup string, opts map[string]any) {
 	tb.t.Helper()
 	tb.navigate(url)
 	tb.waitFor("the client script", `typeof window.wsgate === "object" && typeof window.wsgate.createClient === "function"`)
+	if setup != "" {
+		evalJS[bool](tb, setup)
+	}
 	js, err := json.Marshal(opts)
 	if err != nil {
 		tb.t.Fatal(err)
@@ -123,7 +126,7 @@ func testRecoveryAcrossEdgeRestart(t *testing.T, kill bool) {
 	_, addr2 := startEdgeProc(t, ns.ClientURL(), "edge2", env...)
 	proxy := startProxy(t, addr1)
 	tb := newBrowser(t).tab("module page")
-	openHarness(tb, harnessSite(t, addr2)+"/module.html", map[string]any{
+	openHarness(tb, harnessSite(t, addr2)+"/module.html", "", map[string]any{
 		"url": wsURL(proxy.addr()), "token": mintToken("rita", time.Hour), "actions": []string{"n"},
 	})
 	tb.waitFor("authentication", `client.state === "authenticated"`)
@@ -191,6 +194,26 @@ func publishNumbers(ctx context.Context, js jetstream.JetStream, subject string,
 	return nil
 }
 
+// lossyAcks makes the page's WebSockets drop the Server/ack frames they get
+// while window.dropAcks is true (counted in window.droppedAcks), as a
+// connection that breaks after the edge sent them would. The client uses
+// the page's WebSocket, and sets its onmessage.
+const lossyAcks = `
+	window.dropAcks = false; window.droppedAcks = 0;
+	window.WebSocket = class extends WebSocket {
+		set onmessage(handler) {
+			super.onmessage = (ev) => {
+				if (window.dropAcks && typeof ev.data === "string" && ev.data.startsWith('["Server/ack",')) {
+					window.droppedAcks++;
+					return;
+				}
+				handler(ev);
+			};
+		}
+		get onmessage() { return super.onmessage; }
+	};
+	true`
+
 // counter is a route backend that counts, per number, the count actions
 // ({"n": number}) it handles; it answers 204 (no reply to the client).
 type counter struct {
@@ -247,11 +270,12 @@ func (c *counter) routesFile(t *testing.T) string {
 	return path
 }
 
-// Mutation that fails it (the SIGTERM case): the client not resending
-// unacknowledged frames after a reconnect (the frames written during the
-// drain are never acked nor handled). A resend of a frame already stored is
-// up to the timing (the test logs how many acks were duplicate:true); the
-// edge's dedupe is proven by TestReliable_EdgeKill9BetweenSendAndAck_ResendHandledOnce.
+// Ten acks are lost on the way to the page before the restart (lossyAcks):
+// their frames are stored, and the page resends them to edge2. Mutations
+// that fail it: the client not resending unacknowledged frames after a
+// reconnect (never acked, never handled), or the edge's Nats-Msg-Id per
+// connection instead of per user (the resends are handled twice, and none
+// is acked duplicate:true).
 func TestBrowser_ReliableAcrossEdgeRestart(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -272,7 +296,7 @@ func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
 	startReliableDispatcher(t, ns.ClientURL(), backend.routesFile(t))
 	proxy := startProxy(t, addr1)
 	tb := newBrowser(t).tab("classic page")
-	openHarness(tb, harnessSite(t, addr2)+"/client.html", map[string]any{
+	openHarness(tb, harnessSite(t, addr2)+"/client.html", lossyAcks, map[string]any{
 		"url": wsURL(proxy.addr()), "token": mintToken("sam", time.Hour),
 	})
 	tb.waitFor("authentication", `client.state === "authenticated"`)
@@ -289,12 +313,21 @@ func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
 		true`, browserNumbers, browserNumberEvery.Milliseconds()))
 
 	tb.waitFor("the first acks", `acked.length >= 40`)
+	// The next acks get lost on the way: their frames are stored, but the
+	// page does not know it, and resends them after the reconnection.
+	evalJS[bool](tb, `window.dropAcks = true`)
+	tb.waitFor("lost acks", `droppedAcks >= 10`)
+	evalJS[bool](tb, `window.dropAcks = false; true`)
 	restartEdge(t, edge1, proxy, addr2, kill)
 	tb.waitFor("every ack", fmt.Sprintf(`acked.length >= %d`, browserNumbers))
 	acked := evalJS[[]int](tb, `acked`)
 	slices.Sort(acked)
 	if !slices.Equal(acked, upTo(browserNumbers)) {
 		t.Errorf("acked %v, want 1 to %d once each", acked, browserNumbers)
+	}
+	// Each lost ack was for a stored frame: its resend is a duplicate.
+	if dropped, duplicates := evalJS[int](tb, `droppedAcks`), evalJS[int](tb, `duplicates`); duplicates < dropped {
+		t.Errorf("%d acks lost before the restart but %d acks with duplicate:true after it", dropped, duplicates)
 	}
 	if failed := evalJS[string](tb, `JSON.stringify(failed)`); failed != "[]" {
 		t.Errorf("failed events %s, want none", failed)
@@ -327,6 +360,6 @@ func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
 	if len(handled) != browserNumbers {
 		t.Errorf("handled %d distinct numbers, want %d", len(handled), browserNumbers)
 	}
-	t.Logf("authentications %d, acks with duplicate:true (a resend already stored) %d",
-		evalJS[int](tb, `count("authenticated")`), evalJS[int](tb, `duplicates`))
+	t.Logf("authentications %d, acks lost %d, acks with duplicate:true (a resend already stored) %d",
+		evalJS[int](tb, `count("authenticated")`), evalJS[int](tb, `droppedAcks`), evalJS[int](tb, `duplicates`))
 }
