@@ -993,6 +993,8 @@ const SHARED_EVENTS = [
   "state", "open", "authenticated", "close", "reconnecting", "error",
   "warning", "kicked", "recovered", "acked", "failed", "dropped",
 ];
+// ms a tab waits for the worker's first welcome before it connects itself.
+const WELCOME_TIMEOUT = 10000;
 // The default URL of the worker script, resolved against the page.
 const DEFAULT_WORKER = "/wsgate-worker.js";
 // The Client option through which a hub takes the application frames.
@@ -1036,6 +1038,9 @@ class SharedClient extends Endpoint {
     // One worker per edge URL: tabs of two edges do not share a socket.
     this._worker = new SharedWorkerClass(script, { name: "wsgate " + this._url });
     this._worker.onerror = () => this._workerFailed(script);
+    // A worker whose script threw (say importScripts could not reach the
+    // edge) never answers, and its page gets no error event.
+    this._welcomeTimer = setTimeout(() => this._workerFailed(script), WELCOME_TIMEOUT);
     this._link(this._worker.port);
 
     this._beat = setInterval(() => this._post({ t: "ping" }), HEARTBEAT);
@@ -1105,6 +1110,7 @@ class SharedClient extends Endpoint {
     this._phase = "closed";
     this._state = "closed";
     clearInterval(this._beat);
+    clearTimeout(this._welcomeTimer);
     this._watchPage(false);
     this._port.onmessage = null;
     this._port.close();
@@ -1134,6 +1140,7 @@ class SharedClient extends Endpoint {
   // The worker script did not load (a 404, a syntax error): this tab runs
   // the hub itself, and sends what it kept to it.
   _workerFailed(script) {
+    clearTimeout(this._welcomeTimer);
     if (this._local || this._phase === "closed") return;
     this._emit("warning", { message: "wsgate: the shared worker " + script + " failed, this tab connects itself" });
     if (this._phase === "closed") return;
@@ -1173,6 +1180,7 @@ class SharedClient extends Endpoint {
   // to the shared connection's. A tab that joins a live connection sees
   // open and authenticated, as a tab with its own socket would.
   _onWelcome(m) {
+    clearTimeout(this._welcomeTimer);
     this._ready = true;
     const buffer = this._buffer;
     this._buffer = [];

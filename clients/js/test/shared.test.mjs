@@ -23,11 +23,13 @@ beforeEach(() => {
 });
 
 afterEach(async () => {
+  // The hubs (the tabs' own ones too) take the tabs' bye before the timers
+  // are reset: a late clearInterval would hit a timer of the next test
+  // (mocked timer ids restart).
+  const all = [...hubs, ...tabs.map((t) => t._local).filter(Boolean)];
   for (const t of tabs) t.close();
   tabs = [];
-  // The hubs take the tabs' bye before the timers are reset: a late
-  // clearInterval would hit a timer of the next test (mocked ids restart).
-  await until("every hub empty", () => hubs.every((h) => h.tabs === 0));
+  await until("every hub empty", () => all.every((h) => h.tabs === 0));
   hubs = [];
   mock.timers.reset();
 });
@@ -310,6 +312,33 @@ describe("shared connection", () => {
     ws.receive(["echo", "early", ws.frames.find((f) => f[0] === "echo")[2]]);
     assert.equal(await echo, "early");
     assert.equal(b.hub.tabs, 0, "the failing worker got a tab");
+  });
+
+  test("a worker that never answers (its script threw): the tab connects itself after 10 s", async () => {
+    class SilentSharedWorker {
+      constructor() {
+        const channel = new MessageChannel();
+        this.port = channel.port1;
+        this.other = channel.port2; // nobody listens
+        this.onerror = null;
+        silent.push(this);
+      }
+    }
+    const silent = [];
+    const tab = createClient({ url: URL_, token: "t", shared: true, SharedWorker: SilentSharedWorker, WebSocket: FakeWebSocket });
+    tabs.push(tab);
+    tab.send("early", 1);
+    await advance(9000);
+    assert.equal(FakeWebSocket.instances.length, 0);
+    assert.equal(tab.shared, true);
+    await advance(1000);
+    await until("a socket", () => FakeWebSocket.instances.length === 1);
+    assert.equal(tab.shared, false);
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.receive([AUTH, "ok"]);
+    await until("the early frame", () => ws.frames.some((f) => f[0] === "early"));
+    silent[0].other.close();
   });
 
   test("without SharedWorker, shared: true gives each tab its own connection", async () => {
