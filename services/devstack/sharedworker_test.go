@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -237,4 +238,41 @@ func TestBrowser_SharedWorkerMissing(t *testing.T) {
 		t.Error("client.shared is true though the worker script is missing")
 	}
 	waitConnections(t, c.edge1Addr, 1)
+}
+
+// TestBrowser_SharedSilentTabIsDropped: a tab that stops answering (frozen
+// as a browser freezes a background tab: no timers, no pagehide) is dropped
+// by the worker after three missed pings, so closing the other tab ends the
+// connection; resumed, the tab says hello again and gets a new connection.
+func TestBrowser_SharedSilentTabIsDropped(t *testing.T) {
+	c := startCluster(t)
+	c.serveWorker(t, c.edge1Addr)
+	b := newBrowser(t)
+	opts := map[string]any{"url": wsURL(c.edge1Addr), "token": mintToken("sid", time.Hour), "shared": true}
+	silent, _ := b.closableTab("silent tab")
+	other, closeOther := b.closableTab("other tab")
+	for _, tb := range []*tab{silent, other} {
+		c.startShared(tb, opts, false)
+		tb.waitFor("authentication", `client.state === "authenticated" && client.shared`)
+	}
+	waitConnections(t, c.edge1Addr, 1)
+
+	setLifecycle := func(state page.SetWebLifecycleStateState) {
+		t.Helper()
+		if _, err := chromedp.Call(silent.ctx, page.SetWebLifecycleState, page.SetWebLifecycleStateParams{State: state}); err != nil {
+			t.Fatalf("Page.setWebLifecycleState %s: %v", state, err)
+		}
+	}
+	setLifecycle(page.SetWebLifecycleStateStateFrozen)
+	closeOther()
+	waitConnections(t, c.edge1Addr, 0) // within 3 missed pings (15-20 s)
+
+	setLifecycle(page.SetWebLifecycleStateStateActive)
+	if got := evalJS[string](silent, `client.request("echo", "back")`); got != "back" {
+		t.Errorf("echo after the resume: %q", got)
+	}
+	waitConnections(t, c.edge1Addr, 1)
+	if edges := c.auth.wait(t, "sid", 2); len(edges) != 2 {
+		t.Errorf("sid authenticated %d times, want 2 (a new connection after the drop)", len(edges))
+	}
 }

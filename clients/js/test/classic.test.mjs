@@ -33,7 +33,7 @@ before(() => {
 });
 
 /** Runs the classic script in a fresh fake page; returns the page's global. */
-function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {}) {
+function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs, extra = {} } = {}) {
   FakeWebSocket.reset();
   const script = {
     src,
@@ -55,6 +55,7 @@ function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {
     queueMicrotask,
   };
   page.alert = (message) => page.alerts.push(message);
+  Object.assign(page, extra);
   if (cs) page.cs = cs;
   page.window = page;
   vm.createContext(page);
@@ -205,4 +206,29 @@ test("the shared worker script (src/wsgate-worker.js) serves tabs with the class
   for (let i = 0; i < 50 && ws.closedWith === null; i++) await flush();
   assert.deepEqual(ws.closedWith, { code: 1000, reason: "closed by the client" });
   port1.close();
+});
+
+test("data-shared and data-worker make cs.WebSockets a shared client", () => {
+  const workers = [];
+  class FakeSharedWorker {
+    constructor(url, options) {
+      const channel = new MessageChannel();
+      this.port = channel.port1;
+      this.other = channel.port2;
+      workers.push({ url, name: options.name, worker: this });
+    }
+  }
+  const page = loadPage({
+    attrs: { "data-cs-compat": "", "data-shared": "", "data-worker": "/js/wsgate-worker.js" },
+    extra: { SharedWorker: FakeSharedWorker, setInterval, clearInterval },
+  });
+  const client = page.cs.WebSockets;
+  assert.equal(client.shared, true);
+  assert.deepEqual(
+    workers.map((w) => [w.url, w.name]),
+    [["https://app.example/js/wsgate-worker.js", "wsgate wss://edge.example/ws"]],
+  );
+  client.close();
+  workers[0].worker.other.close();
+  assert.equal(FakeWebSocket.instances.length, 0);
 });
