@@ -1035,8 +1035,11 @@ class SharedClient extends Endpoint {
 
     const base = globalThis.location && globalThis.location.href;
     const script = base ? new URL(options.worker || DEFAULT_WORKER, base).href : options.worker || DEFAULT_WORKER;
-    // One worker per edge URL: tabs of two edges do not share a socket.
-    this._worker = new SharedWorkerClass(script, { name: "wsgate " + this._url });
+    // One worker per edge URL, and per user when the token tells (its sub):
+    // a tab never joins a connection made with another user's token.
+    const claims = tokenClaims(options.token);
+    const sub = claims && typeof claims.sub === "string" ? " " + claims.sub : "";
+    this._worker = new SharedWorkerClass(script, { name: "wsgate " + this._url + sub });
     this._worker.onerror = () => this._workerFailed(script);
     // A worker whose script threw (say importScripts could not reach the
     // edge) never answers, and its page gets no error event.
@@ -1769,6 +1772,12 @@ function errorMessage(details) {
 // Returns the exp claim (seconds) of a JWT, or null when the token is not a
 // JWT or has no exp. The signature is not checked: the edge does that.
 function tokenExp(token) {
+  const claims = tokenClaims(token);
+  return claims && typeof claims.exp === "number" ? claims.exp : null;
+}
+
+// Returns the claims of a JWT, or null when the token is not a JWT.
+function tokenClaims(token) {
   if (typeof token !== "string") return null;
   const parts = token.split(".");
   if (parts.length !== 3) return null;
@@ -1776,7 +1785,7 @@ function tokenExp(token) {
     let b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
     b64 += "=".repeat((4 - (b64.length % 4)) % 4);
     const claims = JSON.parse(atob(b64));
-    return typeof claims.exp === "number" ? claims.exp : null;
+    return claims && typeof claims === "object" ? claims : null;
   } catch {
     return null;
   }

@@ -341,6 +341,26 @@ describe("shared connection", () => {
     silent[0].other.close();
   });
 
+  test("tabs with tokens of two users get two workers, tabs of one user one", () => {
+    const names = [];
+    class NamingSharedWorker {
+      constructor(url, options) {
+        names.push(options.name);
+        const channel = new MessageChannel();
+        this.port = channel.port1;
+        channel.port2.close();
+      }
+    }
+    for (const sub of ["alice", "bob", "alice"]) {
+      const tab = createClient({ url: URL_, token: jwt({ sub }), shared: true, SharedWorker: NamingSharedWorker });
+      tab.close();
+    }
+    createClient({ url: URL_, token: "opaque", shared: true, SharedWorker: NamingSharedWorker }).close();
+    assert.deepEqual(names, [
+      "wsgate " + URL_ + " alice", "wsgate " + URL_ + " bob", "wsgate " + URL_ + " alice", "wsgate " + URL_,
+    ]);
+  });
+
   test("without SharedWorker, shared: true gives each tab its own connection", async () => {
     const a = createClient({ url: URL_, token: "t", shared: true, WebSocket: FakeWebSocket });
     const c = createClient({ url: URL_, token: "t", shared: true, WebSocket: FakeWebSocket });
