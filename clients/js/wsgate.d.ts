@@ -272,8 +272,9 @@ export function installGlobals(win: object, script: HTMLScriptElement | null): v
 /**
  * Runs the shared connection in a SharedWorker: the whole worker script is
  * `importScripts("https://edge.example.com/client.js"); wsgate.serveSharedWorker(self);`.
- * Tabs ping the worker every 5 s; a tab that misses 3 pings is dropped (and
- * rejoins when it speaks again), and the connection closes when no tab is left.
+ * Tabs ping the worker every 5 s; a tab that misses 3 pings (a hidden tab: 3
+ * minutes) is dropped, and rejoins when it speaks again; the connection
+ * closes when no tab is left.
  */
 export function serveSharedWorker(scope: EventTarget): unknown;
 

@@ -974,7 +974,8 @@ class Client extends Endpoint {
 //   request {rid, action, details, id?, timeout?}
 //   token {n, token} | {n, error}   the answer to token?
 //   wake                            the tab became visible or was resumed
-//   ping                            heartbeat, every HEARTBEAT ms
+//   ping {hidden}                   heartbeat, every HEARTBEAT ms and at
+//                                   each visibility change
 //   bye                             the tab leaves: close(), pagehide
 // worker -> tab:
 //   welcome {phase, state}          the answer to hello
@@ -985,10 +986,12 @@ class Client extends Endpoint {
 //   token? {n}                      call getToken; one tab is asked
 //   who                             the worker dropped this tab (pings
 //                                   missed): say hello again
-// A tab that misses HEARTBEAT_MISSES pings in a row is dropped; when no tab
-// is left, the core closes the connection.
+// A tab that misses HEARTBEAT_MISSES pings in a row is dropped (a hidden
+// tab, whose timers a browser may run once a minute, HEARTBEAT_MISSES
+// minutes); when no tab is left, the core closes the connection.
 const HEARTBEAT = 5000;
 const HEARTBEAT_MISSES = 3;
+const HIDDEN_HEARTBEAT = 60000;
 const SHARED_EVENTS = [
   "state", "open", "authenticated", "close", "reconnecting", "error",
   "warning", "kicked", "recovered", "acked", "failed", "dropped",
@@ -1046,17 +1049,25 @@ class SharedClient extends Endpoint {
     this._welcomeTimer = setTimeout(() => this._workerFailed(script), WELCOME_TIMEOUT);
     this._link(this._worker.port);
 
-    this._beat = setInterval(() => this._post({ t: "ping" }), HEARTBEAT);
+    this._beat = setInterval(() => this._post({ t: "ping", hidden: this._hidden() }), HEARTBEAT);
     this._pagehide = () => this._post({ t: "bye" }, true);
     this._pageshow = (ev) => {
       if (ev && ev.persisted) this._post(this._hello, true); // back from the bfcache
     };
     this._wake = () => {
-      const doc = this._win && this._win.document;
-      if (!doc || doc.visibilityState !== "hidden") this._post({ t: "wake" });
+      const hidden = this._hidden();
+      this._post({ t: "ping", hidden });
+      if (!hidden) this._post({ t: "wake" });
     };
     this._win = options.window || globalThis;
     this._watchPage(true);
+  }
+
+  // Whether the page is hidden: its timers may then be throttled to one a
+  // minute (Chrome's intensive throttling), and the worker waits longer.
+  _hidden() {
+    const doc = this._win && this._win.document;
+    return !!doc && doc.visibilityState === "hidden";
   }
 
   get state() {
@@ -1303,6 +1314,7 @@ class SharedHub {
       return;
     }
     tab.seen = Date.now();
+    if (m.t === "ping") tab.hidden = m.hidden === true;
     switch (m.t) {
       case "send":
         this._send(port, m);
@@ -1325,7 +1337,7 @@ class SharedHub {
   _join(port, options) {
     let tab = this._tabs.get(port);
     if (!tab) {
-      tab = { seen: 0, getToken: false };
+      tab = { seen: 0, getToken: false, hidden: false };
       this._tabs.set(port, tab);
     }
     tab.seen = Date.now();
@@ -1452,8 +1464,10 @@ class SharedHub {
   // Drops the tabs that missed HEARTBEAT_MISSES pings: crashed, killed or
   // discarded without a pagehide.
   _dropSilent() {
-    const limit = Date.now() - HEARTBEAT * HEARTBEAT_MISSES;
-    for (const [port, tab] of [...this._tabs]) if (tab.seen < limit) this._leave(port);
+    const now = Date.now();
+    for (const [port, tab] of [...this._tabs]) {
+      if (tab.seen < now - (tab.hidden ? HIDDEN_HEARTBEAT : HEARTBEAT) * HEARTBEAT_MISSES) this._leave(port);
+    }
   }
 }
 

@@ -249,6 +249,22 @@ describe("shared connection", () => {
     assert.deepEqual(ws.closedWith, { code: 1000, reason: "closed by the client" });
   });
 
+  test("a hidden tab (timers throttled to one a minute) is dropped after 3 minutes, not 15 s", async () => {
+    const b = browser();
+    const doc = { visibilityState: "visible", addEventListener() {}, removeEventListener() {} };
+    const win = { document: doc, addEventListener() {}, removeEventListener() {} };
+    const { list, ws } = await liveTabs(b, 1, { window: win });
+    doc.visibilityState = "hidden";
+    await advance(5000); // one ping that says hidden
+    clearInterval(list[0]._beat); // then nothing, as under intensive throttling
+    await advance(60_000);
+    assert.equal(b.hub.tabs, 1);
+    assert.equal(ws.closedWith, null);
+    await advance(130_000);
+    assert.equal(b.hub.tabs, 0);
+    assert.deepEqual(ws.closedWith, { code: 1000, reason: "closed by the client" });
+  });
+
   test("acked and failed go to the tab that sent the reliable frame", async () => {
     const b = browser();
     const { list, ws } = await liveTabs(b, 2);
