@@ -16,6 +16,8 @@
 // authentication, heartbeat and backoff; each timer belongs to a phase and
 // ends with it. Frames out go through one ordered Outbox, replies come back
 // through a RefRouter, and everything else reaches the on() handlers.
+// With shared: true that Client runs in a SharedWorker (SharedHub) and each
+// tab gets a SharedClient facade; see "the shared connection" below.
 
 // The edge replaces this line with its configured WebSocket path when it serves
 // the file (jsclient.Handler). Keep it exactly in this form.
