@@ -272,9 +272,10 @@ export function installGlobals(win: object, script: HTMLScriptElement | null): v
 /**
  * Runs the shared connection in a SharedWorker: the whole worker script is
  * `importScripts("https://edge.example.com/client.js"); wsgate.serveSharedWorker(self);`.
- * Tabs ping the worker every 5 s; a tab that misses 3 pings (a hidden tab: 3
- * minutes) is dropped, and rejoins when it speaks again; the connection
- * closes when no tab is left.
+ * A tab is dropped when its Web Lock is released (it closed, crashed or was
+ * discarded); without Web Locks, when it misses 3 pings of 5 s (a hidden tab:
+ * 3 minutes), and it rejoins when it speaks again. The connection closes when
+ * no tab is left.
  */
 export function serveSharedWorker(scope: EventTarget): unknown;
 

@@ -971,7 +971,8 @@ class Client extends Endpoint {
 // the socket; each tab holds a SharedClient, a facade with the full API,
 // joined to the worker by a MessagePort (the link). The worker's SharedHub
 // serves the tabs. Messages, tab -> worker (field t):
-//   hello {options}                 join; the first tab's options make the core
+//   hello {options, lock?}          join; the first tab's options make the core;
+//                                   lock: a Web Lock the tab holds while it lives
 //   send {action, details, id?}     id: a reliable send
 //   request {rid, action, details, id?, timeout?}
 //   token {n, token} | {n, error}   the answer to token?
@@ -988,9 +989,11 @@ class Client extends Endpoint {
 //   token? {n}                      call getToken; one tab is asked
 //   who                             the worker dropped this tab (pings
 //                                   missed): say hello again
-// A tab that misses HEARTBEAT_MISSES pings in a row is dropped (a hidden
-// tab, whose timers a browser may run once a minute, HEARTBEAT_MISSES
-// minutes); when no tab is left, the core closes the connection.
+// A tab whose Web Lock the worker gets (the tab closed, crashed or was
+// discarded) is dropped; without Web Locks, a tab that misses
+// HEARTBEAT_MISSES pings in a row (a hidden tab, whose timers a browser may
+// run once a minute, HEARTBEAT_MISSES minutes). When no tab is left, the
+// core closes the connection.
 const HEARTBEAT = 5000;
 const HEARTBEAT_MISSES = 3;
 const HIDDEN_HEARTBEAT = 60000;
@@ -1037,6 +1040,27 @@ class SharedClient extends Endpoint {
     this._rid = 0;
     this._local = null; // the in-tab hub when the worker failed to load
     this._options = options;
+    // A Web Lock held while the tab lives: the worker asks for it too and
+    // gets it the moment the tab closes, crashes or is discarded. hello
+    // waits until the tab holds it.
+    this._unlock = null;
+    this._locked = Promise.resolve();
+    const locks = globalThis.navigator && globalThis.navigator.locks;
+    if (locks && typeof locks.request === "function") {
+      const name = "wsgate-tab-" + randomId(12);
+      this._hello.lock = name;
+      this._locked = new Promise((granted) => {
+        locks
+          .request(name, () => {
+            granted();
+            return new Promise((release) => (this._unlock = release));
+          })
+          .catch(() => {
+            delete this._hello.lock;
+            granted();
+          });
+      });
+    }
 
     const base = globalThis.location && globalThis.location.href;
     const script = base ? new URL(options.worker || DEFAULT_WORKER, base).href : options.worker || DEFAULT_WORKER;
@@ -1127,6 +1151,7 @@ class SharedClient extends Endpoint {
     this._state = "closed";
     clearInterval(this._beat);
     clearTimeout(this._welcomeTimer);
+    if (this._unlock) this._unlock();
     this._watchPage(false);
     this._port.onmessage = null;
     this._port.close();
@@ -1143,7 +1168,9 @@ class SharedClient extends Endpoint {
     this._ready = false;
     port.onmessage = (ev) => this._onMessage(ev.data);
     if (typeof port.start === "function") port.start();
-    port.postMessage(this._hello);
+    this._locked.then(() => {
+      if (this._port === port && this._phase !== "closed") port.postMessage(this._hello);
+    });
   }
 
   // Posts m, or keeps it until the link's welcome; now: post at once.
@@ -1298,7 +1325,7 @@ class SharedHub {
   _onMessage(port, m) {
     if (!m || typeof m !== "object") return;
     if (m.t === "hello") {
-      this._join(port, m.options && typeof m.options === "object" ? m.options : {});
+      this._join(port, m.options && typeof m.options === "object" ? m.options : {}, m.lock);
       return;
     }
     const tab = this._tabs.get(port);
@@ -1336,12 +1363,13 @@ class SharedHub {
     }
   }
 
-  _join(port, options) {
+  _join(port, options, lock) {
     let tab = this._tabs.get(port);
     if (!tab) {
-      tab = { seen: 0, getToken: false, hidden: false };
+      tab = { seen: 0, getToken: false, hidden: false, lock: null };
       this._tabs.set(port, tab);
     }
+    this._watchLock(port, tab, lock);
     tab.seen = Date.now();
     tab.getToken = options.getToken === true;
     if (!this._core) this._start(options);
@@ -1350,6 +1378,22 @@ class SharedHub {
     const kept = this._strangers.get(port) || [];
     this._strangers.delete(port);
     for (const m of kept) this._onMessage(port, m);
+  }
+
+  // Waits for the tab's Web Lock: granted when the tab is gone, however it
+  // went. A tab so watched is not dropped for missed pings: a frozen tab
+  // lives on, and gets what it missed when it resumes.
+  _watchLock(port, tab, lock) {
+    const locks = globalThis.navigator && globalThis.navigator.locks;
+    if (typeof lock !== "string" || tab.lock === lock || !locks || typeof locks.request !== "function") return;
+    tab.lock = lock;
+    locks
+      .request(lock, () => {
+        if (this._tabs.get(port) === tab) this._leave(port);
+      })
+      .catch(() => {
+        tab.lock = null;
+      });
   }
 
   _start(options) {
@@ -1468,6 +1512,7 @@ class SharedHub {
   _dropSilent() {
     const now = Date.now();
     for (const [port, tab] of [...this._tabs]) {
+      if (tab.lock) continue;
       if (tab.seen < now - (tab.hidden ? HIDDEN_HEARTBEAT : HEARTBEAT) * HEARTBEAT_MISSES) this._leave(port);
     }
   }

@@ -89,6 +89,36 @@ function browser({ failing = false } = {}) {
   return { hub, SharedWorker: FakeSharedWorker };
 }
 
+/** navigator.locks for exclusive locks: request(name, callback), queued per name. */
+class FakeLocks {
+  constructor() {
+    this.held = new Set();
+    this.waiting = new Map(); // name -> [grant functions]
+  }
+
+  request(name, callback) {
+    return new Promise((resolve, reject) => {
+      const grant = () => {
+        this.held.add(name);
+        Promise.resolve()
+          .then(() => callback({ name }))
+          .then(resolve, reject)
+          .finally(() => {
+            this.held.delete(name);
+            const next = (this.waiting.get(name) || []).shift();
+            if (next) next();
+          });
+      };
+      if (this.held.has(name)) {
+        if (!this.waiting.has(name)) this.waiting.set(name, []);
+        this.waiting.get(name).push(grant);
+      } else {
+        grant();
+      }
+    });
+  }
+}
+
 function openTab(b, options = {}) {
   // No socket heartbeat: the tests move the clock by minutes without pongs.
   const tab = createClient({
@@ -263,6 +293,33 @@ describe("shared connection", () => {
     await advance(130_000);
     assert.equal(b.hub.tabs, 0);
     assert.deepEqual(ws.closedWith, { code: 1000, reason: "closed by the client" });
+  });
+
+  test("with Web Locks a tab is dropped the moment it dies, and never for missed pings", async () => {
+    const locks = new FakeLocks();
+    const saved = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+    Object.defineProperty(globalThis, "navigator", { value: { locks }, configurable: true, writable: true });
+    try {
+      const b = browser();
+      const { list, ws } = await liveTabs(b, 2);
+      assert.equal(locks.held.size, 2, "each tab holds its lock");
+      clearInterval(list[0]._beat);
+      clearInterval(list[1]._beat);
+      await advance(30_000); // a frozen tab: no pings, still alive
+      assert.equal(b.hub.tabs, 2);
+      // Tab 0 crashes: no bye, its lock is released by the browser.
+      list[0]._port.onmessage = null;
+      list[0]._unlock();
+      await until("tab 0 dropped", () => b.hub.tabs === 1);
+      assert.equal(ws.closedWith, null);
+      list[1].close();
+      await until("the socket closed", () => ws.closedWith !== null);
+      tabs = tabs.filter((t) => t !== list[0]); // its page is gone
+      list[0]._port.close();
+    } finally {
+      if (saved) Object.defineProperty(globalThis, "navigator", saved);
+      else delete globalThis.navigator;
+    }
   });
 
   test("acked and failed go to the tab that sent the reliable frame", async () => {
