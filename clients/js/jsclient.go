@@ -1,5 +1,6 @@
 // Package jsclient embeds the wsgate JavaScript client and serves it, as the
-// ES module /client.mjs and as the classic script /client.js.
+// ES module /client.mjs and as the classic script /client.js, with the
+// shared worker script /wsgate-worker.js that loads /client.js.
 //
 // The client has one source, src/wsgate.mjs. The classic script is derived
 // from it on the fly (see Classic), so there is no second copy to keep in sync.
@@ -22,6 +23,9 @@ import (
 
 //go:embed src/wsgate.mjs
 var source []byte
+
+//go:embed src/wsgate-worker.js
+var workerSource []byte
 
 // pathLine is the marked line of the source that Handler rewrites so that a
 // client without a url connects to the edge's configured WebSocket path.
@@ -64,6 +68,13 @@ func Classic() []byte {
 		panic(err)
 	}
 	return b
+}
+
+// Worker returns the shared worker script: it imports /client.js from its
+// own origin and serves the tabs of createClient({shared: true}). A page on
+// another origin than the edge serves its own copy, with the edge's URL.
+func Worker() []byte {
+	return bytes.Clone(workerSource)
 }
 
 // toClassic drops the final export statement of a module source and wraps the
@@ -109,10 +120,12 @@ func newAsset(body []byte) asset {
 type handler struct {
 	module  asset
 	classic asset
+	worker  asset
 }
 
 // Handler returns an http.Handler serving GET and HEAD for /client.js (the
-// classic script) and /client.mjs (the ES module), with their default
+// classic script), /client.mjs (the ES module) and /wsgate-worker.js (the
+// shared worker script, for pages on the edge's origin), with their default
 // WebSocket path set to wsPath ("" means "/ws"; a leading "/" is added when
 // missing). Other paths get 404, other methods 405.
 //
@@ -136,7 +149,7 @@ func Handler(wsPath string) http.Handler {
 	if err != nil {
 		panic(err)
 	}
-	return &handler{module: newAsset(module), classic: newAsset(classic)}
+	return &handler{module: newAsset(module), classic: newAsset(classic), worker: newAsset(Worker())}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -146,6 +159,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a = h.classic
 	case "/client.mjs":
 		a = h.module
+	case "/wsgate-worker.js":
+		a = h.worker
 	default:
 		http.NotFound(w, r)
 		return

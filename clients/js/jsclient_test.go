@@ -35,6 +35,7 @@ func TestHandlerServesBothVariants(t *testing.T) {
 	}{
 		{name: "classic", path: "/client.js", want: Classic()},
 		{name: "module", path: "/client.mjs", want: Module()},
+		{name: "shared worker", path: "/wsgate-worker.js", want: Worker()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,7 +146,7 @@ func TestClassic(t *testing.T) {
 			t.Errorf("the classic variant lacks %q", want)
 		}
 	}
-	if !bytes.HasSuffix(bytes.TrimSpace(Module()), []byte("export { createClient, installGlobals, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };")) {
+	if !bytes.HasSuffix(bytes.TrimSpace(Module()), []byte("export { createClient, installGlobals, serveSharedWorker, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };")) {
 		t.Error("the module does not end with its export statement")
 	}
 	// Callers own what they get.
@@ -181,7 +182,7 @@ func node(t *testing.T) string {
 func TestNodeParsesBothVariants(t *testing.T) {
 	bin := node(t)
 	dir := t.TempDir()
-	for name, body := range map[string][]byte{"client.js": Classic(), "client.mjs": Module()} {
+	for name, body := range map[string][]byte{"client.js": Classic(), "client.mjs": Module(), "wsgate-worker.js": Worker()} {
 		file := filepath.Join(dir, name)
 		if err := os.WriteFile(file, body, 0o600); err != nil {
 			t.Fatal(err)

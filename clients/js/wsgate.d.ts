@@ -113,6 +113,24 @@ export interface ClientOptions {
    * server asked to slow down). Default `globalThis` in a browser.
    */
   window?: EventTarget & { document?: EventTarget & { visibilityState?: string } };
+  /**
+   * Share one connection between all of the origin's tabs: it lives in a
+   * SharedWorker (one per `url`), each tab keeps the whole API. The first
+   * tab's options make the connection; `getToken` is asked of one open tab
+   * at a time. `persist` has no localStorage in a worker (frames stay in the
+   * worker's memory). Without SharedWorker (Chrome for Android, Safari
+   * before 16) each tab connects itself, as without `shared`; so does a
+   * tab whose worker script fails to load (a `warning` event says so).
+   * Default false.
+   */
+  shared?: boolean;
+  /**
+   * URL of the shared worker script, resolved against the page; it must be
+   * of the page's origin (see the README). Default `/wsgate-worker.js`.
+   */
+  worker?: string;
+  /** SharedWorker class to use with `shared` (tests); default `globalThis.SharedWorker`. */
+  SharedWorker?: new (url: string, options: { name: string }) => SharedWorker;
 }
 
 /** Error rejecting `request()` promises. */
@@ -201,6 +219,8 @@ export interface WsgateClient {
   readonly state: ClientState;
   /** Current phase of the state machine (announced by `state` events). */
   readonly phase: ClientPhase;
+  /** Whether the connection is the shared worker's (`shared` option), false when this tab owns it. */
+  readonly shared: boolean;
 
   /** Adds callbacks for frames with `action` (success) and `action:error` (error). Either may be omitted. */
   on(action: string, success?: SuccessCallback | null, error?: ErrorCallback | null): this;
@@ -244,9 +264,20 @@ export function createClient(options?: ClientOptions): WsgateClient;
 /**
  * Classic-script bootstrap (called by /client.js): sets `win.wsgate` and, when
  * `script` has `data-cs-compat`, `win.cs.WebSockets` connected to the script's
- * origin (`data-path` overrides the path, `data-token` gives the token).
+ * origin (`data-path` overrides the path, `data-token` gives the token,
+ * `data-shared` shares it between tabs, `data-worker` is the worker's URL).
  */
 export function installGlobals(win: object, script: HTMLScriptElement | null): void;
+
+/**
+ * Runs the shared connection in a SharedWorker: the whole worker script is
+ * `importScripts("https://edge.example.com/client.js"); wsgate.serveSharedWorker(self);`.
+ * A tab is dropped when its Web Lock is released (it closed, crashed or was
+ * discarded); without Web Locks, when it misses 3 pings of 5 s (a hidden tab:
+ * 3 minutes), and it rejoins when it speaks again. The connection closes when
+ * no tab is left.
+ */
+export function serveSharedWorker(scope: EventTarget): unknown;
 
 /** The WebSocket path used when no url is given, as set by the edge that served the file. */
 export const DEFAULT_PATH: string;
@@ -260,7 +291,7 @@ export const PHASES: readonly ClientPhase[];
 // Globals set by the classic script /client.js.
 declare global {
   interface Window {
-    wsgate: { createClient: typeof createClient; WsgateError: typeof WsgateError };
+    wsgate: { createClient: typeof createClient; WsgateError: typeof WsgateError; serveSharedWorker: typeof serveSharedWorker };
     /** Set by <script src=".../client.js" data-cs-compat>: the seed's cs.WebSockets. */
     cs?: { WebSockets?: WsgateClient; [member: string]: unknown };
   }

@@ -245,6 +245,7 @@ func (s *Server) build() error {
 	client := jsclient.Handler(cfg.Path)
 	mux.Handle("GET /client.js", client)
 	mux.Handle("GET /client.mjs", client)
+	mux.Handle("GET /wsgate-worker.js", client)
 	s.probe.Register(mux)
 	mux.Handle("GET /metrics", s.tel.MetricsHandler())
 	for _, r := range s.extra {

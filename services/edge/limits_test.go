@@ -232,7 +232,7 @@ func TestRateLimit_429ThenClose4429(t *testing.T) {
 func TestHTTPEndpoints_ProbesMetricsAndClient(t *testing.T) {
 	ns := edgetest.RunNATS(t)
 	e := startEdge(t, ns, nil)
-	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/client.js", "/client.mjs"} {
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/client.js", "/client.mjs", "/wsgate-worker.js"} {
 		if s := e.status(p); s != http.StatusOK {
 			t.Fatalf("%s: %d", p, s)
 		}

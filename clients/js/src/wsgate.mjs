@@ -16,6 +16,8 @@
 // authentication, heartbeat and backoff; each timer belongs to a phase and
 // ends with it. Frames out go through one ordered Outbox, replies come back
 // through a RefRouter, and everything else reaches the on() handlers.
+// With shared: true that Client runs in a SharedWorker (SharedHub) and each
+// tab gets a SharedClient facade; see "the shared connection" below.
 
 // The edge replaces this line with its configured WebSocket path when it serves
 // the file (jsclient.Handler). Keep it exactly in this form.
@@ -94,13 +96,141 @@ class WsgateError extends Error {
   }
 }
 
-/** Creates a client and starts connecting at once (like the seed's cs.WebSockets). */
+/**
+ * Creates a client and starts connecting at once (like the seed's
+ * cs.WebSockets). With shared: true the connection lives in a SharedWorker
+ * that all of the origin's tabs share, where the browser has SharedWorker;
+ * elsewhere (Chrome for Android, Safari before 16) each tab connects itself.
+ */
 function createClient(options) {
-  return new Client(options || {});
+  options = options || {};
+  if (options.shared) {
+    const SW = options.SharedWorker !== undefined ? options.SharedWorker : globalThis.SharedWorker;
+    if (typeof SW === "function") {
+      try {
+        return new SharedClient(options, SW);
+      } catch (err) {
+        // A worker URL of another origin (SecurityError): connect here.
+        console.warn("wsgate: no shared worker (" + err + "), this tab connects itself");
+      }
+    }
+  }
+  return new Client(options);
 }
 
-class Client {
+// Endpoint is what every client offers a page, whoever owns the socket: the
+// on() handlers of actions and the listeners of events.
+class Endpoint {
+  constructor() {
+    this._handlers = new Map(); // action -> [{success, error, once, dead}]
+    this._listeners = new Map(); // event -> Set of functions
+  }
+
+  on(action, success, error) {
+    return this._addHandler(action, success, error, false);
+  }
+
+  once(action, success, error) {
+    return this._addHandler(action, success, error, true);
+  }
+
+  off(action, success, error) {
+    const list = this._handlers.get(action);
+    if (!list) return this;
+    for (const h of list) {
+      if (!success && !error) {
+        h.dead = true;
+        continue;
+      }
+      if (success && h.success === success) h.success = null;
+      if (error && h.error === error) h.error = null;
+      if (!h.success && !h.error) h.dead = true;
+    }
+    const alive = list.filter((h) => !h.dead);
+    if (alive.length) this._handlers.set(action, alive);
+    else this._handlers.delete(action);
+    return this;
+  }
+
+  /** Subscribes to a client event (see wsgate.d.ts for the list). */
+  addListener(event, listener) {
+    if (typeof listener !== "function") return this;
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(listener);
+    return this;
+  }
+
+  removeListener(event, listener) {
+    const set = this._listeners.get(event);
+    if (set) set.delete(listener);
+    return this;
+  }
+
+  _addHandler(action, success, error, once) {
+    success = typeof success === "function" ? success : null;
+    error = typeof error === "function" ? error : null;
+    if (!action || (!success && !error)) return this;
+    const list = this._handlers.get(action) || [];
+    list.push({ success, error, once, dead: false });
+    this._handlers.set(action, list);
+    return this;
+  }
+
+  _dispatch(action, details) {
+    const isError = action.endsWith(ERROR_SUFFIX);
+    const name = isError ? action.slice(0, -ERROR_SUFFIX.length) : action;
+    const list = this._handlers.get(name);
+    if (!list) return;
+    // Seed rule: an array is spread into arguments, anything else is one.
+    const args = Array.isArray(details) ? details : [details];
+    for (const h of list.slice()) {
+      if (h.dead) continue; // removed by an earlier callback of this frame
+      const callback = isError ? h.error : h.success;
+      if (h.once) {
+        // once() ends at the first answer, success or error, even when it
+        // has no callback for that kind of answer.
+        h.dead = true;
+        this._handlers.set(name, this._handlers.get(name).filter((x) => !x.dead));
+        if (this._handlers.get(name).length === 0) this._handlers.delete(name);
+      }
+      if (!callback) continue;
+      try {
+        callback(...args);
+      } catch (err) {
+        this._reportCallbackError(err);
+      }
+    }
+  }
+
+  // ---- events ------------------------------------------------------------
+
+  _emit(event, detail) {
+    const set = this._listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(detail);
+      } catch (err) {
+        // A faulty listener must not break the connection logic; "error"
+        // listeners that throw go to the console to avoid a loop.
+        if (event === "error") console.error(err);
+        else this._reportCallbackError(err);
+      }
+    }
+  }
+
+  _reportCallbackError(err) {
+    if (this._listeners.has("error") && this._listeners.get("error").size > 0) {
+      this._emit("error", { code: 0, message: "wsgate: a callback threw", error: err, fatal: false });
+    } else {
+      console.error(err);
+    }
+  }
+}
+
+class Client extends Endpoint {
   constructor(options) {
+    super();
     this._options = { ...DEFAULTS, ...options };
     for (const key of Object.keys(DEFAULTS)) {
       if (typeof this._options[key] !== "number" || !(this._options[key] >= 0)) {
@@ -116,8 +246,8 @@ class Client {
     this._getToken = typeof options.getToken === "function" ? options.getToken : null;
     this._random = typeof options.random === "function" ? options.random : Math.random;
 
-    this._handlers = new Map(); // action -> [{success, error, once, dead}]
-    this._listeners = new Map(); // event -> Set of functions
+    // In a shared worker, application frames go to the tabs instead of on() handlers.
+    this._sink = typeof options[FRAME_SINK] === "function" ? options[FRAME_SINK] : null;
     this._outbox = new Outbox(openStore(options, this._url, (message) => this._emit("warning", { message })));
     this._router = new RefRouter();
 
@@ -177,33 +307,12 @@ class Client {
     return this._phase;
   }
 
+  /** Whether the connection is shared with other tabs (false: this tab's own). */
+  get shared() {
+    return false;
+  }
+
   // ---- seed API: cs.WebSockets ------------------------------------------
-
-  on(action, success, error) {
-    return this._addHandler(action, success, error, false);
-  }
-
-  once(action, success, error) {
-    return this._addHandler(action, success, error, true);
-  }
-
-  off(action, success, error) {
-    const list = this._handlers.get(action);
-    if (!list) return this;
-    for (const h of list) {
-      if (!success && !error) {
-        h.dead = true;
-        continue;
-      }
-      if (success && h.success === success) h.success = null;
-      if (error && h.error === error) h.error = null;
-      if (!h.success && !h.error) h.dead = true;
-    }
-    const alive = list.filter((h) => !h.dead);
-    if (alive.length) this._handlers.set(action, alive);
-    else this._handlers.delete(action);
-    return this;
-  }
 
   /**
    * Sends [action, details]; with {reliable: true} (and optionally the id to
@@ -247,20 +356,6 @@ class Client {
       });
       this._enqueue(entry);
     });
-  }
-
-  /** Subscribes to a client event (see wsgate.d.ts for the list). */
-  addListener(event, listener) {
-    if (typeof listener !== "function") return this;
-    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
-    this._listeners.get(event).add(listener);
-    return this;
-  }
-
-  removeListener(event, listener) {
-    const set = this._listeners.get(event);
-    if (set) set.delete(listener);
-    return this;
   }
 
   /** Stops everything: socket, timers, reconnects; rejects pending requests. */
@@ -863,66 +958,576 @@ class Client {
 
   // ---- frames in ---------------------------------------------------------
 
-  _addHandler(action, success, error, once) {
-    success = typeof success === "function" ? success : null;
-    error = typeof error === "function" ? error : null;
-    if (!action || (!success && !error)) return this;
-    const list = this._handlers.get(action) || [];
-    list.push({ success, error, once, dead: false });
-    this._handlers.set(action, list);
+  _dispatch(action, details) {
+    if (this._sink) this._sink(action, details);
+    else super._dispatch(action, details);
+  }
+
+}
+
+// ---- the shared connection ---------------------------------------------------
+
+// With shared: true one Client, the core, runs in a SharedWorker and owns
+// the socket; each tab holds a SharedClient, a facade with the full API,
+// joined to the worker by a MessagePort (the link). The worker's SharedHub
+// serves the tabs. Messages, tab -> worker (field t):
+//   hello {options, lock?}          join; the first tab's options make the core;
+//                                   lock: a Web Lock the tab holds while it lives
+//   send {action, details, id?}     id: a reliable send
+//   request {rid, action, details, id?, timeout?}
+//   token {n, token} | {n, error}   the answer to token?
+//   wake                            the tab became visible or was resumed
+//   ping {hidden}                   heartbeat, every HEARTBEAT ms and at
+//                                   each visibility change
+//   bye                             the tab leaves: close(), pagehide
+// worker -> tab:
+//   welcome {phase, state}          the answer to hello
+//   event {event, detail, phase, state}  a core event; acked and failed go
+//                                   to the tab that sent the frame only
+//   frame {action, details}         an application frame, to every tab
+//   reply {rid, value} | {rid, error: {code, message, details}}
+//   token? {n}                      call getToken; one tab is asked
+//   who                             the worker dropped this tab (pings
+//                                   missed): say hello again
+// A tab whose Web Lock the worker gets (the tab closed, crashed or was
+// discarded) is dropped; without Web Locks, a tab that misses
+// HEARTBEAT_MISSES pings in a row (a hidden tab, whose timers a browser may
+// run once a minute, HEARTBEAT_MISSES minutes). When no tab is left, the
+// core closes the connection.
+const HEARTBEAT = 5000;
+const HEARTBEAT_MISSES = 3;
+const HIDDEN_HEARTBEAT = 60000;
+const SHARED_EVENTS = [
+  "state", "open", "authenticated", "close", "reconnecting", "error",
+  "warning", "kicked", "recovered", "acked", "failed", "dropped",
+];
+// ms a tab waits for the worker's first welcome before it connects itself.
+const WELCOME_TIMEOUT = 10000;
+// The default URL of the worker script, resolved against the page.
+const DEFAULT_WORKER = "/wsgate-worker.js";
+// The Client option through which a hub takes the application frames.
+const FRAME_SINK = Symbol("wsgate frame sink");
+
+// The options a tab can pass to the worker: plain data, no functions.
+function sharedOptions(options, url) {
+  const o = { url, getToken: options.getToken === true || typeof options.getToken === "function" };
+  if (typeof options.token === "string" && options.token) o.token = options.token;
+  if (typeof options.persist === "string" || options.persist === true) o.persist = options.persist;
+  for (const key of Object.keys(DEFAULTS)) {
+    if (typeof options[key] === "number") o[key] = options[key];
+  }
+  return o;
+}
+
+/**
+ * SharedClient is a tab's client whose connection lives in a SharedWorker.
+ * It keeps the on() handlers and event listeners of this tab; the worker
+ * keeps the socket, the outbox and the token. If the worker script fails to
+ * load, the tab runs the same hub itself (a connection of its own).
+ */
+class SharedClient extends Endpoint {
+  constructor(options, SharedWorkerClass) {
+    super();
+    this._url = resolveUrl(options.url);
+    this._getToken = typeof options.getToken === "function" ? options.getToken : null;
+    this._hello = { t: "hello", options: sharedOptions(options, this._url) };
+    this._phase = "token";
+    this._state = "connecting";
+    this._welcomed = false; // the first welcome came
+    this._ready = false; // the current link said welcome: messages can flow
+    this._buffer = []; // messages waiting for the welcome
+    this._pending = new Map(); // rid -> {resolve, reject}
+    this._rid = 0;
+    this._local = null; // the in-tab hub when the worker failed to load
+    this._options = options;
+    // A Web Lock held while the tab lives: the worker asks for it too and
+    // gets it the moment the tab closes, crashes or is discarded. hello
+    // waits until the tab holds it.
+    this._unlock = null;
+    this._locked = Promise.resolve();
+    const locks = globalThis.navigator && globalThis.navigator.locks;
+    if (locks && typeof locks.request === "function") {
+      const name = "wsgate-tab-" + randomId(12);
+      this._hello.lock = name;
+      this._locked = new Promise((granted) => {
+        locks
+          .request(name, () => {
+            granted();
+            return new Promise((release) => (this._unlock = release));
+          })
+          .catch(() => {
+            delete this._hello.lock;
+            granted();
+          });
+      });
+    }
+
+    const base = globalThis.location && globalThis.location.href;
+    const script = base ? new URL(options.worker || DEFAULT_WORKER, base).href : options.worker || DEFAULT_WORKER;
+    // One worker per edge URL, and per user when the token tells (its sub):
+    // a tab never joins a connection made with another user's token.
+    const claims = tokenClaims(options.token);
+    const sub = claims && typeof claims.sub === "string" ? " " + claims.sub : "";
+    this._worker = new SharedWorkerClass(script, { name: "wsgate " + this._url + sub });
+    this._worker.onerror = () => this._workerFailed(script);
+    // A worker whose script threw (say importScripts could not reach the
+    // edge) never answers, and its page gets no error event.
+    this._welcomeTimer = setTimeout(() => this._workerFailed(script), WELCOME_TIMEOUT);
+    this._link(this._worker.port);
+
+    this._beat = setInterval(() => this._post({ t: "ping", hidden: this._hidden() }), HEARTBEAT);
+    this._pagehide = () => this._post({ t: "bye" }, true);
+    this._pageshow = (ev) => {
+      if (ev && ev.persisted) this._post(this._hello, true); // back from the bfcache
+    };
+    this._wake = () => {
+      const hidden = this._hidden();
+      this._post({ t: "ping", hidden });
+      if (!hidden) this._post({ t: "wake" });
+    };
+    this._win = options.window || globalThis;
+    this._watchPage(true);
+  }
+
+  // Whether the page is hidden: its timers may then be throttled to one a
+  // minute (Chrome's intensive throttling), and the worker waits longer.
+  _hidden() {
+    const doc = this._win && this._win.document;
+    return !!doc && doc.visibilityState === "hidden";
+  }
+
+  get state() {
+    return this._state;
+  }
+
+  get phase() {
+    return this._phase;
+  }
+
+  /** Whether the connection is shared with other tabs. */
+  get shared() {
+    return this._local === null;
+  }
+
+  send(action, details, options) {
+    const id = messageId(options);
+    const frame = JSON.parse(encode(action, details, undefined, id));
+    if (this._phase === "closed") {
+      this._emit("warning", { message: "wsgate: client is closed, dropped " + action, action });
+      if (id !== undefined) {
+        this._emit("failed", { id, action, details, code: 503, message: "wsgate: client is closed" });
+      }
+      return this;
+    }
+    this._post({ t: "send", action, details: frame[1], id });
     return this;
   }
 
-  _dispatch(action, details) {
-    const isError = action.endsWith(ERROR_SUFFIX);
-    const name = isError ? action.slice(0, -ERROR_SUFFIX.length) : action;
-    const list = this._handlers.get(name);
-    if (!list) return;
-    // Seed rule: an array is spread into arguments, anything else is one.
-    const args = Array.isArray(details) ? details : [details];
-    for (const h of list.slice()) {
-      if (h.dead) continue; // removed by an earlier callback of this frame
-      const callback = isError ? h.error : h.success;
-      if (h.once) {
-        // once() ends at the first answer, success or error, even when it
-        // has no callback for that kind of answer.
-        h.dead = true;
-        this._handlers.set(name, this._handlers.get(name).filter((x) => !x.dead));
-        if (this._handlers.get(name).length === 0) this._handlers.delete(name);
-      }
-      if (!callback) continue;
-      try {
-        callback(...args);
-      } catch (err) {
-        this._reportCallbackError(err);
-      }
+  request(action, details, options) {
+    let frame, id;
+    try {
+      id = messageId(options);
+      frame = JSON.parse(encode(action, details, undefined, id));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this._phase === "closed") {
+      return Promise.reject(new WsgateError(503, "wsgate: client is closed"));
+    }
+    const rid = ++this._rid;
+    const timeout = options && typeof options.timeout === "number" ? options.timeout : undefined;
+    return new Promise((resolve, reject) => {
+      this._pending.set(rid, { resolve, reject });
+      this._post({ t: "request", rid, action, details: frame[1], id, timeout });
+    });
+  }
+
+  /** Leaves the shared connection; the worker closes it when no tab is left. */
+  close() {
+    if (this._phase === "closed") return this;
+    this._post({ t: "bye" }, true);
+    const previous = this._phase;
+    this._phase = "closed";
+    this._state = "closed";
+    clearInterval(this._beat);
+    clearTimeout(this._welcomeTimer);
+    if (this._unlock) this._unlock();
+    this._watchPage(false);
+    this._port.onmessage = null;
+    this._port.close();
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) p.reject(new WsgateError(503, "wsgate: client is closed"));
+    this._emit("state", { state: "closed", previous });
+    this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
+    return this;
+  }
+
+  _link(port) {
+    this._port = port;
+    this._ready = false;
+    port.onmessage = (ev) => this._onMessage(ev.data);
+    if (typeof port.start === "function") port.start();
+    this._locked.then(() => {
+      if (this._port === port && this._phase !== "closed") port.postMessage(this._hello);
+    });
+  }
+
+  // Posts m, or keeps it until the link's welcome; now: post at once.
+  _post(m, now) {
+    if (this._phase === "closed") return;
+    if (this._ready || now) this._port.postMessage(m);
+    else this._buffer.push(m);
+  }
+
+  // The worker script did not load (a 404, a syntax error): this tab runs
+  // the hub itself, and sends what it kept to it.
+  _workerFailed(script) {
+    clearTimeout(this._welcomeTimer);
+    if (this._local || this._phase === "closed") return;
+    this._emit("warning", { message: "wsgate: the shared worker " + script + " failed, this tab connects itself" });
+    if (this._phase === "closed") return;
+    const channel = new MessageChannel();
+    this._local = new SharedHub({ WebSocket: this._options.WebSocket, random: this._options.random });
+    this._local.attach(channel.port2);
+    this._port.onmessage = null;
+    this._port.close();
+    this._link(channel.port1);
+  }
+
+  _onMessage(m) {
+    if (!m || typeof m !== "object" || this._phase === "closed") return;
+    switch (m.t) {
+      case "welcome":
+        this._onWelcome(m);
+        break;
+      case "event":
+        this._onEvent(m);
+        break;
+      case "frame":
+        this._dispatch(m.action, m.details);
+        break;
+      case "reply":
+        this._onReply(m);
+        break;
+      case "token?":
+        this._giveToken(m.n);
+        break;
+      case "who":
+        this._port.postMessage(this._hello);
+        break;
     }
   }
 
-  // ---- events ------------------------------------------------------------
+  // The answer to hello: sends what waited, and brings this tab's state up
+  // to the shared connection's. A tab that joins a live connection sees
+  // open and authenticated, as a tab with its own socket would.
+  _onWelcome(m) {
+    clearTimeout(this._welcomeTimer);
+    this._ready = true;
+    const buffer = this._buffer;
+    this._buffer = [];
+    for (const b of buffer) this._port.postMessage(b);
+    const first = !this._welcomed;
+    this._welcomed = true;
+    const previous = this._phase;
+    this._phase = m.phase;
+    this._state = m.state;
+    if (previous !== m.phase) this._emit("state", { state: m.phase, previous });
+    if (first && (m.phase === "live" || m.phase === "recovering")) {
+      this._emit("open", { url: this._url });
+      this._emit("authenticated", {});
+    }
+  }
 
-  _emit(event, detail) {
-    const set = this._listeners.get(event);
-    if (!set) return;
-    for (const listener of [...set]) {
-      try {
-        listener(detail);
-      } catch (err) {
-        // A faulty listener must not break the connection logic; "error"
-        // listeners that throw go to the console to avoid a loop.
-        if (event === "error") console.error(err);
-        else this._reportCallbackError(err);
+  _onEvent(m) {
+    this._phase = m.phase;
+    this._state = m.state;
+    let detail = m.detail;
+    if (detail && detail.error && typeof detail.error === "object" && !(detail.error instanceof Error)) {
+      const err = new Error(detail.error.message);
+      err.name = detail.error.name;
+      detail = { ...detail, error: err };
+    }
+    this._emit(m.event, detail);
+  }
+
+  _onReply(m) {
+    const p = this._pending.get(m.rid);
+    if (!p) return;
+    this._pending.delete(m.rid);
+    if (m.error) p.reject(new WsgateError(m.error.code, m.error.message, m.error.details));
+    else p.resolve(m.value);
+  }
+
+  async _giveToken(n) {
+    try {
+      if (!this._getToken) throw new Error("wsgate: this tab has no getToken");
+      const token = await this._getToken();
+      this._post({ t: "token", n, token: token || null }, true);
+    } catch (err) {
+      this._post({ t: "token", n, error: String((err && err.message) || err) }, true);
+    }
+  }
+
+  _watchPage(on) {
+    const win = this._win;
+    const doc = win && win.document;
+    const method = on ? "addEventListener" : "removeEventListener";
+    if (win && typeof win[method] === "function") {
+      win[method]("pagehide", this._pagehide);
+      win[method]("pageshow", this._pageshow);
+      win[method]("online", this._wake);
+    }
+    if (doc && typeof doc[method] === "function") {
+      doc[method]("visibilitychange", this._wake);
+      doc[method]("resume", this._wake);
+    }
+  }
+}
+
+/**
+ * SharedHub serves the tabs of a shared worker: it makes the core with the
+ * first tab's options, forwards frames and events to the tabs, routes
+ * replies and acks to the tab that asked, asks one tab for tokens, drops
+ * tabs that stop pinging, and closes the core when no tab is left.
+ * options: WebSocket and random for the core (tests).
+ */
+class SharedHub {
+  constructor(options) {
+    options = options || {};
+    this._WebSocket = options.WebSocket;
+    this._random = options.random;
+    this._tabs = new Map(); // port -> {seen, getToken}
+    this._strangers = new Map(); // port -> messages of a dropped tab, kept until its hello
+    this._core = null;
+    this._sweep = null;
+    this._owners = new Map(); // message id of a reliable frame -> port of its tab
+    this._asks = new Map(); // n -> {resolve, reject, port}: getToken calls
+    this._n = 0;
+  }
+
+  /** The number of tabs joined. */
+  get tabs() {
+    return this._tabs.size;
+  }
+
+  /** The core Client, or null while no tab is joined. */
+  get core() {
+    return this._core;
+  }
+
+  attach(port) {
+    port.onmessage = (ev) => this._onMessage(port, ev.data);
+    if (typeof port.start === "function") port.start();
+  }
+
+  _onMessage(port, m) {
+    if (!m || typeof m !== "object") return;
+    if (m.t === "hello") {
+      this._join(port, m.options && typeof m.options === "object" ? m.options : {}, m.lock);
+      return;
+    }
+    const tab = this._tabs.get(port);
+    if (!tab) {
+      if (m.t === "bye") {
+        this._strangers.delete(port);
+        return;
       }
+      // A dropped tab that still lives: it says hello again, then what it sent meanwhile runs.
+      if (!this._strangers.has(port)) {
+        this._strangers.set(port, []);
+        port.postMessage({ t: "who" });
+      }
+      if (m.t !== "ping") this._strangers.get(port).push(m);
+      return;
+    }
+    tab.seen = Date.now();
+    if (m.t === "ping") tab.hidden = m.hidden === true;
+    switch (m.t) {
+      case "send":
+        this._send(port, m);
+        break;
+      case "request":
+        this._request(port, m);
+        break;
+      case "token":
+        this._tokenAnswer(m);
+        break;
+      case "wake":
+        this._core._onWake();
+        break;
+      case "bye":
+        this._leave(port);
+        break;
     }
   }
 
-  _reportCallbackError(err) {
-    if (this._listeners.has("error") && this._listeners.get("error").size > 0) {
-      this._emit("error", { code: 0, message: "wsgate: a callback threw", error: err, fatal: false });
-    } else {
-      console.error(err);
+  _join(port, options, lock) {
+    let tab = this._tabs.get(port);
+    if (!tab) {
+      tab = { seen: 0, getToken: false, hidden: false, lock: null };
+      this._tabs.set(port, tab);
+    }
+    this._watchLock(port, tab, lock);
+    tab.seen = Date.now();
+    tab.getToken = options.getToken === true;
+    if (!this._core) this._start(options);
+    const core = this._core;
+    port.postMessage({ t: "welcome", phase: core.phase, state: core.state });
+    const kept = this._strangers.get(port) || [];
+    this._strangers.delete(port);
+    for (const m of kept) this._onMessage(port, m);
+  }
+
+  // Waits for the tab's Web Lock: granted when the tab is gone, however it
+  // went. A tab so watched is not dropped for missed pings: a frozen tab
+  // lives on, and gets what it missed when it resumes.
+  _watchLock(port, tab, lock) {
+    const locks = globalThis.navigator && globalThis.navigator.locks;
+    if (typeof lock !== "string" || tab.lock === lock || !locks || typeof locks.request !== "function") return;
+    tab.lock = lock;
+    locks
+      .request(lock, () => {
+        if (this._tabs.get(port) === tab) this._leave(port);
+      })
+      .catch(() => {
+        tab.lock = null;
+      });
+  }
+
+  _start(options) {
+    const o = sharedOptions(options, options.url);
+    delete o.getToken;
+    if (options.getToken === true) o.getToken = () => this._askToken();
+    if (this._WebSocket) o.WebSocket = this._WebSocket;
+    if (this._random) o.random = this._random;
+    o[FRAME_SINK] = (action, details) => this._broadcast({ t: "frame", action, details });
+    const core = new Client(o);
+    this._core = core;
+    for (const event of SHARED_EVENTS) core.addListener(event, (detail) => this._onEvent(core, event, detail));
+    this._sweep = setInterval(() => this._dropSilent(), HEARTBEAT);
+  }
+
+  _onEvent(core, event, detail) {
+    if (detail && detail.error !== undefined) {
+      const e = detail.error;
+      detail = { ...detail, error: { name: (e && e.name) || "Error", message: String((e && e.message) || e) } };
+    }
+    const m = { t: "event", event, detail, phase: core.phase, state: core.state };
+    if ((event === "acked" || event === "failed") && detail && this._owners.has(detail.id)) {
+      const port = this._owners.get(detail.id);
+      this._owners.delete(detail.id);
+      if (this._tabs.has(port)) port.postMessage(m);
+      return;
+    }
+    this._broadcast(m);
+  }
+
+  _broadcast(m) {
+    for (const port of this._tabs.keys()) port.postMessage(m);
+  }
+
+  _send(port, m) {
+    const reliable = typeof m.id === "string";
+    if (reliable) this._owners.set(m.id, port);
+    try {
+      this._core.send(m.action, m.details, reliable ? { reliable: true, id: m.id } : undefined);
+    } catch (err) {
+      port.postMessage({ t: "event", event: "warning", detail: { message: String(err.message) }, phase: this._core.phase, state: this._core.state });
     }
   }
+
+  _request(port, m) {
+    const options = {};
+    if (typeof m.timeout === "number") options.timeout = m.timeout;
+    if (typeof m.id === "string") {
+      options.reliable = true;
+      options.id = m.id;
+      this._owners.set(m.id, port);
+    }
+    this._core.request(m.action, m.details, options).then(
+      (value) => port.postMessage({ t: "reply", rid: m.rid, value }),
+      (err) => {
+        const error = { code: typeof err.code === "number" ? err.code : 0, message: String(err.message) };
+        if (err.details !== undefined) error.details = err.details;
+        port.postMessage({ t: "reply", rid: m.rid, error });
+      },
+    );
+  }
+
+  // The core's getToken: asks the tab heard from last among those with a
+  // getToken; the core calls it once at a time (Client._fetchToken).
+  _askToken() {
+    return new Promise((resolve, reject) => {
+      const n = ++this._n;
+      this._asks.set(n, { resolve, reject, port: null });
+      this._ask(n);
+    });
+  }
+
+  _ask(n) {
+    const ask = this._asks.get(n);
+    let best = null;
+    for (const [port, tab] of this._tabs) {
+      if (tab.getToken && (best === null || tab.seen > this._tabs.get(best).seen)) best = port;
+    }
+    if (best === null) {
+      this._asks.delete(n);
+      ask.reject(new Error("wsgate: no open tab has getToken"));
+      return;
+    }
+    ask.port = best;
+    best.postMessage({ t: "token?", n });
+  }
+
+  _tokenAnswer(m) {
+    const ask = this._asks.get(m.n);
+    if (!ask) return;
+    this._asks.delete(m.n);
+    if (typeof m.error === "string") ask.reject(new Error(m.error));
+    else ask.resolve(typeof m.token === "string" ? m.token : null);
+  }
+
+  _leave(port) {
+    if (!this._tabs.delete(port)) return;
+    for (const [id, owner] of this._owners) if (owner === port) this._owners.delete(id);
+    if (this._tabs.size === 0) {
+      const core = this._core;
+      this._core = null;
+      clearInterval(this._sweep);
+      this._sweep = null;
+      this._owners.clear();
+      for (const ask of this._asks.values()) ask.reject(new Error("wsgate: every tab left"));
+      this._asks.clear();
+      core.close();
+      return;
+    }
+    // A getToken call the leaving tab was to answer goes to another tab.
+    for (const [n, ask] of this._asks) if (ask.port === port) this._ask(n);
+  }
+
+  // Drops the tabs that missed HEARTBEAT_MISSES pings: crashed, killed or
+  // discarded without a pagehide.
+  _dropSilent() {
+    const now = Date.now();
+    for (const [port, tab] of [...this._tabs]) {
+      if (tab.lock) continue;
+      if (tab.seen < now - (tab.hidden ? HIDDEN_HEARTBEAT : HEARTBEAT) * HEARTBEAT_MISSES) this._leave(port);
+    }
+  }
+}
+
+/**
+ * Serves a SharedWorker's tabs; the worker script is
+ *   importScripts("https://edge.example.com/client.js");
+ *   wsgate.serveSharedWorker(self);
+ * scope is the worker's global (its "connect" events); options as SharedHub's.
+ */
+function serveSharedWorker(scope, options) {
+  const hub = new SharedHub(options);
+  scope.addEventListener("connect", (ev) => hub.attach(ev.ports[0]));
+  return hub;
 }
 
 // ---- the outbox --------------------------------------------------------------
@@ -1228,6 +1833,12 @@ function errorMessage(details) {
 // Returns the exp claim (seconds) of a JWT, or null when the token is not a
 // JWT or has no exp. The signature is not checked: the edge does that.
 function tokenExp(token) {
+  const claims = tokenClaims(token);
+  return claims && typeof claims.exp === "number" ? claims.exp : null;
+}
+
+// Returns the claims of a JWT, or null when the token is not a JWT.
+function tokenClaims(token) {
   if (typeof token !== "string") return null;
   const parts = token.split(".");
   if (parts.length !== 3) return null;
@@ -1235,7 +1846,7 @@ function tokenExp(token) {
     let b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
     b64 += "=".repeat((4 - (b64.length % 4)) % 4);
     const claims = JSON.parse(atob(b64));
-    return typeof claims.exp === "number" ? claims.exp : null;
+    return claims && typeof claims === "object" ? claims : null;
   } catch {
     return null;
   }
@@ -1253,7 +1864,7 @@ function tokenExpired(token) {
  * edge that served the script, as CleverStyle pages expect.
  */
 function installGlobals(win, script) {
-  win.wsgate = Object.assign(win.wsgate || {}, { createClient, WsgateError });
+  win.wsgate = Object.assign(win.wsgate || {}, { createClient, WsgateError, serveSharedWorker });
   if (!script || !script.hasAttribute || !script.hasAttribute("data-cs-compat")) return;
   const base = win.location && win.location.href;
   const src = new URL(script.src || script.getAttribute("src"), base);
@@ -1261,7 +1872,9 @@ function installGlobals(win, script) {
   const path = script.getAttribute("data-path") || DEFAULT_PATH;
   const token = script.getAttribute("data-token") || null;
   win.cs = win.cs || {};
-  win.cs.WebSockets = createClient({ url: scheme + "//" + src.host + path, token });
+  const shared = script.hasAttribute("data-shared");
+  const worker = script.getAttribute("data-worker") || undefined;
+  win.cs.WebSockets = createClient({ url: scheme + "//" + src.host + path, token, shared, worker });
 }
 
-export { createClient, installGlobals, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };
+export { createClient, installGlobals, serveSharedWorker, WsgateError, DEFAULT_PATH, FINAL_CLOSE_CODES, PHASES };

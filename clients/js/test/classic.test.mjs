@@ -33,7 +33,7 @@ before(() => {
 });
 
 /** Runs the classic script in a fresh fake page; returns the page's global. */
-function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {}) {
+function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs, extra = {} } = {}) {
   FakeWebSocket.reset();
   const script = {
     src,
@@ -55,6 +55,7 @@ function loadPage({ attrs = {}, src = "https://edge.example/client.js", cs } = {
     queueMicrotask,
   };
   page.alert = (message) => page.alerts.push(message);
+  Object.assign(page, extra);
   if (cs) page.cs = cs;
   page.window = page;
   vm.createContext(page);
@@ -150,4 +151,84 @@ test("cs.WebSockets recovers: since on the reconnect, recovered event (classic b
   assert.deepEqual(JSON.parse(JSON.stringify(events)), [{ recovered: true, count: 1, epoch: "e1" }]);
   assert.deepEqual(got, ["a", "b"]);
   cs.close();
+});
+
+test("the shared worker script (src/wsgate-worker.js) serves tabs with the classic build", async () => {
+  const workerScript = readFileSync(new URL("../src/wsgate-worker.js", import.meta.url), "utf8");
+  const code = workerScript.split("\n").filter((l) => l.trim() && !l.startsWith("//"));
+  assert.equal(code.length, 2, "the worker is not two lines: " + code.join(" | "));
+  FakeWebSocket.reset();
+  const imported = [];
+  let onConnect = null;
+  const scope = {
+    location: { href: "https://app.example/wsgate-worker.js" },
+    WebSocket: FakeWebSocket,
+    URL,
+    atob,
+    crypto,
+    console,
+    setTimeout,
+    clearTimeout,
+    setInterval,
+    clearInterval,
+    queueMicrotask,
+    addEventListener(type, fn) {
+      if (type === "connect") onConnect = fn;
+    },
+  };
+  scope.self = scope;
+  scope.importScripts = (url) => {
+    imported.push(url);
+    vm.runInContext(classic, scope, { filename: "client.js" });
+  };
+  vm.createContext(scope);
+  vm.runInContext(workerScript, scope, { filename: "wsgate-worker.js" });
+  assert.deepEqual(imported, ["/client.js"]);
+  assert.equal(typeof onConnect, "function");
+
+  const { port1, port2 } = new MessageChannel();
+  onConnect({ ports: [port2] });
+  const got = [];
+  port1.onmessage = (ev) => got.push(ev.data);
+  port1.postMessage({ t: "hello", options: { url: "wss://edge.example/ws", token: "t", getToken: false } });
+  for (let i = 0; i < 50 && FakeWebSocket.instances.length === 0; i++) await flush();
+  const ws = FakeWebSocket.last();
+  assert.equal(ws.url, "wss://edge.example/ws");
+  ws.open();
+  assert.deepEqual(ws.frames[0], [AUTH, { token: "t" }]);
+  ws.receive([AUTH, "ok"]);
+  ws.receive(["push", "to every tab"]);
+  const push = () => got.find((m) => m.t === "frame" && m.action === "push");
+  for (let i = 0; i < 50 && !push(); i++) await flush();
+  assert.equal(got[0].t, "welcome");
+  assert.deepEqual(push(), { t: "frame", action: "push", details: "to every tab" });
+  port1.postMessage({ t: "bye" });
+  for (let i = 0; i < 50 && ws.closedWith === null; i++) await flush();
+  assert.deepEqual(ws.closedWith, { code: 1000, reason: "closed by the client" });
+  port1.close();
+});
+
+test("data-shared and data-worker make cs.WebSockets a shared client", () => {
+  const workers = [];
+  class FakeSharedWorker {
+    constructor(url, options) {
+      const channel = new MessageChannel();
+      this.port = channel.port1;
+      this.other = channel.port2;
+      workers.push({ url, name: options.name, worker: this });
+    }
+  }
+  const page = loadPage({
+    attrs: { "data-cs-compat": "", "data-shared": "", "data-worker": "/js/wsgate-worker.js" },
+    extra: { SharedWorker: FakeSharedWorker, setInterval, clearInterval },
+  });
+  const client = page.cs.WebSockets;
+  assert.equal(client.shared, true);
+  assert.deepEqual(
+    workers.map((w) => [w.url, w.name]),
+    [["https://app.example/js/wsgate-worker.js", "wsgate wss://edge.example/ws"]],
+  );
+  client.close();
+  workers[0].worker.other.close();
+  assert.equal(FakeWebSocket.instances.length, 0);
 });
