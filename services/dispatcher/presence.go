@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/wsgate/wsgate/api/wire"
 )
 
@@ -64,17 +62,9 @@ func (s *Sender) GroupPresence(ctx context.Context, group string, limit int) (*w
 
 // presence sends one presence request and decodes its answer into v.
 func (s *Sender) presence(ctx context.Context, subject string, data []byte, v any) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultPresenceTimeout)
-		defer cancel()
-	}
-	m, err := s.nc.RequestWithContext(ctx, subject, data)
+	m, err := s.request(ctx, subject, data, defaultPresenceTimeout, ErrPresenceNotAnswered, "no dispatcher answers presence")
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%w: %s: no dispatcher answers presence", ErrPresenceNotAnswered, subject)
-		}
-		return fmt.Errorf("%w: %s: %w", ErrPresenceNotAnswered, subject, err)
+		return err
 	}
 	var refusal struct {
 		Error *wire.PresenceErrorBody `json:"error"`

@@ -92,17 +92,9 @@ func (s *Sender) membership(ctx context.Context, join bool, target Target, group
 		subject = s.subjects.Leave(target.Kind, target.ID)
 	}
 	data, _ := json.Marshal(wire.Membership{Groups: groups})
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultMembershipTimeout)
-		defer cancel()
-	}
-	m, err := s.nc.RequestWithContext(ctx, subject, data)
+	m, err := s.request(ctx, subject, data, defaultMembershipTimeout, ErrNotAnswered, "no edge is running")
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%w: %s: no edge is running", ErrNotAnswered, subject)
-		}
-		return fmt.Errorf("%w: %s: %w", ErrNotAnswered, subject, err)
+		return err
 	}
 	var a wire.ControlAnswer
 	if err := json.Unmarshal(m.Data, &a); err != nil {
@@ -115,4 +107,23 @@ func (s *Sender) membership(ctx context.Context, join bool, target Target, group
 		return fmt.Errorf("%w: %s: answer without ok", ErrNotAnswered, subject)
 	}
 	return nil
+}
+
+// request sends a NATS request, bounded by timeout when ctx has no
+// deadline; a failure is notAnswered, with noResponders as the reason when
+// nobody listens on subject.
+func (s *Sender) request(ctx context.Context, subject string, data []byte, timeout time.Duration, notAnswered error, noResponders string) (*nats.Msg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	m, err := s.nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, fmt.Errorf("%w: %s: %s", notAnswered, subject, noResponders)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", notAnswered, subject, err)
+	}
+	return m, nil
 }

@@ -156,8 +156,8 @@ func (c *Config) Normalize() error {
 	if c.Presence != presencekv.Off && c.PresenceLease < time.Second {
 		return errors.New("WS_PRESENCE_LEASE: at least 1s (the least TTL NATS keeps)")
 	}
-	if c.PresenceOn() && !validBucket(c.MembersBucket) {
-		return fmt.Errorf("WS_MEMBERS_BUCKET: %q is not a bucket name (A-Z a-z 0-9 _ -)", c.MembersBucket)
+	if err := presencekv.ValidateBucket(c.MembersBucket); c.PresenceOn() && err != nil {
+		return fmt.Errorf("WS_MEMBERS_BUCKET: %w", err)
 	}
 	if err := c.History.check(); err != nil {
 		return err
@@ -219,19 +219,6 @@ func validSubject(s string) error {
 		}
 	}
 	return nil
-}
-
-// validBucket accepts a NATS KV bucket name.
-func validBucket(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // normalizeInbound checks the WS_INBOUND_* values.
