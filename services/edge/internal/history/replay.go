@@ -12,6 +12,10 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 )
 
+// replayRetry is the pause before a replay that could not read the stream
+// tries again (within Config.ReplayTimeout).
+const replayRetry = 100 * time.Millisecond
+
 // Reasons for recovered:false, as counted in the metrics.
 const (
 	ReasonNone        = "none"        // no since: nothing was asked
@@ -64,6 +68,16 @@ func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Res
 		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), errors.New("no replay slot in time"))
 	}
 	res, err := h.replay(ctx, *since, t)
+	for err != nil && ctx.Err() == nil {
+		// The stream could not be read (its leader moving, say): try again
+		// while the replay's time lasts, rather than answer a recovery that
+		// would succeed a moment later with recovered:false.
+		select {
+		case <-time.After(replayRetry):
+		case <-ctx.Done():
+		}
+		res, err = h.replay(ctx, *since, t)
+	}
 	if err != nil {
 		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), err)
 	}
