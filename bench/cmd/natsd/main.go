@@ -8,6 +8,9 @@
 // free loopback port and prints "cluster nats-route://host:port" at once,
 // joins the nodes of -routes, and prints its ready line only once it has
 // routes to -peers other nodes.
+//
+// With -jetstream DIR, JetStream is on with its store in DIR (a cluster's
+// nodes need a -name each).
 package main
 
 import (
@@ -42,10 +45,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	name := fs.String("name", "", "-cluster: this node's server name")
 	routes := fs.String("routes", "", "-cluster: comma-separated route URLs of other nodes to join")
 	peers := fs.Int("peers", 0, "-cluster: other nodes to be routed to before the ready line")
+	jetStream := fs.String("jetstream", "", "turn JetStream on, with its store in this folder (empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	opts := &natsserver.Options{Host: *addr, Port: *port, NoSigs: true, NoLog: true}
+	if *jetStream != "" {
+		opts.JetStream = true
+		opts.StoreDir = *jetStream
+	}
 	if *cluster {
 		opts.ServerName = *name
 		opts.Cluster = natsserver.ClusterOpts{Name: "bench", Host: *addr, Port: -1}

@@ -48,7 +48,14 @@ type Config struct {
 	// server, more a cluster of that many natsd processes, edge i on node
 	// i mod NATSNodes.
 	NATSNodes int
-	Dir       string // for generated files and the servers' logs
+	// JetStream turns JetStream on in every NATS server (storage under Dir),
+	// which WS_HISTORY, WS_INBOUND and WS_PRESENCE need.
+	JetStream bool
+	// EdgeEnv and DispatcherEnv are added to the environment of every edge
+	// and of the dispatcher (e.g. WS_HISTORY=memory), after the stack's own.
+	EdgeEnv       []string
+	DispatcherEnv []string
+	Dir           string // for generated files and the servers' logs
 }
 
 // Stack is a running set of servers.
@@ -81,6 +88,10 @@ func (s *Stack) Names() []string {
 
 type proc struct {
 	name  string
+	path  string
+	args  []string
+	env   []string
+	ready func(context.Context, *proc) error // waits until it serves again after a restart
 	cmd   *exec.Cmd
 	lines chan string   // stdout lines until the match is found
 	done  chan struct{} // closed when stdout reached EOF
@@ -90,7 +101,8 @@ type proc struct {
 // start runs name with env and sends its stdout lines to p.lines, then
 // drains them once nobody listens (see waitLine).
 func start(dir, name, path string, args, env []string) (*proc, error) {
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	// Appended to, so that a restarted server's log follows its first life.
+	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +118,7 @@ func start(dir, name, path string, args, env []string) (*proc, error) {
 		logf.Close()
 		return nil, fmt.Errorf("stack: start %s (%s): %w", name, path, err)
 	}
-	p := &proc{name: name, cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), log: logf}
+	p := &proc{name: name, path: path, args: args, env: env, cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), log: logf}
 	go func() {
 		defer close(p.done)
 		defer close(p.lines)
@@ -207,7 +219,7 @@ func readyLine(l string) (string, bool) { return strings.CutPrefix(l, "ready ") 
 
 // startNATS starts one NATS server.
 func (s *Stack) startNATS(ctx context.Context, cfg Config) error {
-	natsd, err := start(cfg.Dir, "natsd", cfg.NATSD, []string{"-addr", "127.0.0.1", "-port", "-1"}, nil)
+	natsd, err := start(cfg.Dir, "natsd", cfg.NATSD, append([]string{"-addr", "127.0.0.1", "-port", "-1"}, jetStreamArgs(cfg, "natsd")...), nil)
 	if err != nil {
 		return err
 	}
@@ -233,6 +245,7 @@ func (s *Stack) startCluster(ctx context.Context, cfg Config) error {
 		if i > 0 {
 			args = append(args, "-routes", seed)
 		}
+		args = append(args, jetStreamArgs(cfg, name)...)
 		p, err := start(cfg.Dir, name, cfg.NATSD, args, nil)
 		if err != nil {
 			return err
@@ -253,6 +266,15 @@ func (s *Stack) startCluster(ctx context.Context, cfg Config) error {
 		s.NATSURLs = append(s.NATSURLs, u)
 	}
 	return nil
+}
+
+// jetStreamArgs are natsd's arguments for JetStream when cfg asks for it,
+// with the store of node name in its own folder under cfg.Dir.
+func jetStreamArgs(cfg Config, name string) []string {
+	if !cfg.JetStream {
+		return nil
+	}
+	return []string{"-jetstream", filepath.Join(cfg.Dir, "jetstream-"+name)}
 }
 
 // StartOnNATS starts the wsgate edges (and the dispatcher, when asked) of
@@ -279,7 +301,7 @@ func (s *Stack) addWsgate(ctx context.Context, cfg Config) error {
 			"EDGE_RATE_LIMIT=0", "EDGE_SEND_QUEUE=" + strconv.Itoa(max(cfg.SendQueue, 1)),
 			"EDGE_DRAIN_TIMEOUT=1s", "EDGE_MAX_CONNECTIONS=0",
 		}, common...)
-		p, err := start(cfg.Dir, name, filepath.Join(cfg.BinDir, "edge"), nil, env)
+		p, err := start(cfg.Dir, name, filepath.Join(cfg.BinDir, "edge"), nil, append(env, cfg.EdgeEnv...))
 		if err != nil {
 			return err
 		}
@@ -289,19 +311,73 @@ func (s *Stack) addWsgate(ctx context.Context, cfg Config) error {
 			return err
 		}
 		s.URLs = append(s.URLs, "ws://"+addr+"/ws")
+		// A restarted edge listens on the address its clients know.
+		p.env = append(p.env, "EDGE_ADDR="+addr)
+		p.ready = func(ctx context.Context, p *proc) error {
+			_, err := p.waitLine(ctx, logField("edge listening", "addr"))
+			return err
+		}
 	}
 	if cfg.Dispatcher {
 		p, err := start(cfg.Dir, "dispatcher", filepath.Join(cfg.BinDir, "dispatcher"), nil,
-			append([]string{"DISPATCHER_ADDR=127.0.0.1:0", "NATS_URL=" + s.NATSURL}, common...))
+			append(append([]string{"DISPATCHER_ADDR=127.0.0.1:0", "NATS_URL=" + s.NATSURL}, common...), cfg.DispatcherEnv...))
 		if err != nil {
 			return err
 		}
 		s.procs = append(s.procs, p)
-		if _, err := p.waitLine(ctx, logField("dispatcher subscribed", "queue")); err != nil {
+		p.ready = func(ctx context.Context, p *proc) error {
+			_, err := p.waitLine(ctx, logField("dispatcher subscribed", "queue"))
+			return err
+		}
+		if err := p.ready(ctx, p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Kill ends the server called name ("edge1", "dispatcher", …) with SIGKILL,
+// as a crash would, and waits until it is gone.
+func (s *Stack) Kill(name string) error {
+	i := s.index(name)
+	if i < 0 {
+		return fmt.Errorf("stack: no server %q", name)
+	}
+	p := s.procs[i]
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	_ = p.cmd.Wait()
+	return p.log.Close()
+}
+
+// Restart starts the server called name again after Kill, with the same
+// program and environment (an edge on the same address), and waits until
+// it serves.
+func (s *Stack) Restart(ctx context.Context, name string) error {
+	i := s.index(name)
+	if i < 0 {
+		return fmt.Errorf("stack: no server %q", name)
+	}
+	old := s.procs[i]
+	if old.ready == nil {
+		return fmt.Errorf("stack: %s cannot be restarted", name)
+	}
+	p, err := start(filepath.Dir(old.log.Name()), name, old.path, old.args, old.env)
+	if err != nil {
+		return err
+	}
+	p.ready = old.ready
+	s.procs[i] = p
+	return p.ready(ctx, p)
+}
+
+func (s *Stack) index(name string) int {
+	for i, p := range s.procs {
+		if p.name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // FreePort returns a loopback port that was free a moment ago, for servers
@@ -412,6 +488,9 @@ func waitAPI(ctx context.Context, p *proc, base, key string) error {
 func (s *Stack) Stop() error {
 	var errs []error
 	for i := len(s.procs) - 1; i >= 0; i-- {
+		if s.procs[i].cmd.ProcessState != nil {
+			continue // killed and not restarted
+		}
 		if err := s.procs[i].stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stack: %s: %w", s.procs[i].name, err))
 		}
