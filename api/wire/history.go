@@ -26,6 +26,12 @@ type Recovery struct {
 	Epoch     string `json:"epoch"`
 	Recovered bool   `json:"recovered"`
 	Count     int    `json:"count"`
+	// Seq is the position the connection starts from, for its next since:
+	// since's seq when recovered, otherwise a sequence at or before the
+	// first live message it can get (0: the stream's start), so that even
+	// a connection that receives nothing stored has a position to recover
+	// from.
+	Seq uint64 `json:"seq"`
 }
 
 // Since is a client's position in the history: the last sequence it

@@ -110,6 +110,8 @@ func TestHistoryFramesMatchTheSchemas(t *testing.T) {
 		{schemacheck.ServerFrame, `["hi",1,null,0]`},
 		{schemacheck.ServerFrame, `["hi",1,null,1,2]`},
 		{schemacheck.Recovery, `{"epoch":"e","recovered":true}`},
+		{schemacheck.Recovery, `{"epoch":"e","recovered":true,"count":0}`},
+		{schemacheck.Recovery, `{"epoch":"e","recovered":true,"count":0,"seq":-1}`},
 	} {
 		if err := check.Check(tc.schema, []byte(tc.data)); err == nil {
 			t.Errorf("%s accepted by %s", tc.data, tc.schema)

@@ -299,6 +299,35 @@ func limitsEdge(t *testing.T, extra ...string) (js jetstream.JetStream, stamp fu
 	return js, stamp, reconnect, e
 }
 
+// TestHistory_QuietConnectionRecoversFromItsStart: Server/recovery gives a
+// connection a position even when no stored message ever reaches it, so a
+// message published while it is away is recovered, not lost to a since of
+// 0 that the stream's limits have long passed.
+func TestHistory_QuietConnectionRecoversFromItsStart(t *testing.T) {
+	js, _, reconnect, e := limitsEdge(t, "WS_HISTORY_MAX_PER_SUBJECT", "1")
+	// Two messages of another subject: the first is dropped by the cap, so
+	// the stream no longer starts at 1.
+	jsPublish(t, js, "ws.send.user.keeper", "keeper", 1)
+	last := jsPublish(t, js, "ws.send.user.keeper", "keeper", 2)
+
+	claims := map[string]any{"sub": "u1"}
+	var r wire.Recovery
+	edgetest.Eventually(t, "a first connection starts at or after the keeper's messages", func() bool {
+		c := e.dial(t, claims)
+		r = expectRecovery(t, c)
+		_ = c.WS.Close()
+		return r.Seq >= last
+	})
+	if r.Recovered || r.Count != 0 || r.Seq != last {
+		t.Fatalf("first recovery %+v, want not recovered at seq %d", r, last)
+	}
+	jsPublish(t, js, "ws.send.user.u1", "user", 1)
+	got := reconnect(r.Epoch, r.Seq)
+	if !got.Recovered || got.Count != 1 || got.Seq != r.Seq {
+		t.Fatalf("recovery %+v, want the missed message recovered from seq %d", got, r.Seq)
+	}
+}
+
 func TestHistory_NotRecoveredPastThePerSubjectLimit(t *testing.T) {
 	js, stamp, reconnect, e := limitsEdge(t, "WS_HISTORY_MAX_PER_SUBJECT", "3")
 	// An older message of another subject keeps the stream's first

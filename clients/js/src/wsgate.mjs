@@ -597,15 +597,20 @@ class Client extends Endpoint {
     });
   }
 
-  // Server/recovery {epoch, recovered, count}, right after "ok": the
-  // stream's incarnation, and how many missed messages follow.
+  // Server/recovery {epoch, recovered, count, seq}, right after "ok": the
+  // stream's incarnation, how many missed messages follow, and the
+  // position the connection starts from.
   _onRecovery(details) {
     if (!details || typeof details !== "object" || typeof details.epoch !== "string") {
       this._emit("warning", { message: "wsgate: ignored a malformed Server/recovery" });
       return;
     }
-    // Positions of another incarnation of the stream mean nothing here.
-    if (details.epoch !== this._epoch) this._seq = null;
+    // Unless this is the recovery of our own position, the connection
+    // starts from the edge's: a later reconnect then recovers what this
+    // connection misses even if no stored message ever reached it.
+    if (!(this._sinceSent && details.recovered === true && details.epoch === this._epoch)) {
+      this._seq = Number.isSafeInteger(details.seq) && details.seq >= 0 ? details.seq : null;
+    }
     this._epoch = details.epoch;
     const count = typeof details.count === "number" && details.count > 0 ? details.count : 0;
     if (this._sinceSent) {

@@ -112,6 +112,26 @@ describe("recovery", () => {
     assert.deepEqual(ws2.frames[0], [AUTH, { since: { epoch: "e1", seq: 0 } }]);
   });
 
+  test("a connection that got nothing stored keeps the position the edge announced", async () => {
+    const client = newClient();
+    const got = [];
+    client.on("news", (d) => got.push(d));
+    // A first connection: recovered false (nothing asked), the stream at 40.
+    const ws1 = await connect(client, [RECOVERY, { epoch: "e1", recovered: false, count: 0, seq: 40 }]);
+    drop(ws1);
+    const ws2 = await connect(client, [RECOVERY, { epoch: "e1", recovered: true, count: 1, seq: 40 }], ["news", "missed", null, 41]);
+    assert.deepEqual(ws2.frames[0], [AUTH, { since: { epoch: "e1", seq: 40 } }], "not seq 0: that would ask for the whole stream");
+    assert.deepEqual(got, ["missed"]);
+    // Not recovered (the limits dropped what it missed): the new start, not
+    // the old position, is what the next reconnect asks for.
+    drop(ws2);
+    const ws3 = await connect(client, [RECOVERY, { epoch: "e1", recovered: false, count: 0, seq: 900 }]);
+    assert.deepEqual(ws3.frames[0], [AUTH, { since: { epoch: "e1", seq: 41 } }]);
+    drop(ws3);
+    const ws4 = await connect(client);
+    assert.deepEqual(ws4.frames[0], [AUTH, { since: { epoch: "e1", seq: 900 } }]);
+  });
+
   test("the phase is recovering until the announced messages arrived", async () => {
     const client = newClient();
     const phases = [];

@@ -90,7 +90,9 @@ func (s *session) admit(id *auth.Identity) {
 	// With history, the first authentication is followed by a recovery:
 	// live stored messages wait for it from the moment they can arrive.
 	recovering := s.g.cfg.History != nil && s.c.Identity() == nil
+	var start wire.Since // read before the subscriptions: see History.Position
 	if recovering {
+		start = s.g.cfg.History.Position()
 		s.c.BeginRecovery()
 	}
 	err := s.g.hub.Authenticate(ctx, s.c, id)
@@ -112,7 +114,7 @@ func (s *session) admit(id *auth.Identity) {
 		p.Add(s.c)
 	}
 	if recovering {
-		s.recover(id)
+		s.recover(id, start)
 	}
 }
 

@@ -30,8 +30,10 @@ func (s *session) setSince(since wire.Since, err error) {
 // recover runs right after the ok of a first authentication (DESIGN.md
 // §8): Server/recovery, the replayed messages, then the live ones held
 // meanwhile that come after them. It runs on the connection's reader, so
-// nothing the client sends is answered in between.
-func (s *session) recover(id *auth.Identity) {
+// nothing the client sends is answered in between. start is the stream's
+// position read before the connection subscribed: where it starts from
+// when nothing is recovered.
+func (s *session) recover(id *auth.Identity, start wire.Since) {
 	h := s.g.cfg.History
 	ctx := context.Background()
 	var res history.Result
@@ -42,6 +44,12 @@ func (s *session) recover(id *auth.Identity) {
 	}
 	if res.Reason != "" && res.Reason != history.ReasonNone {
 		s.g.cfg.Logger.Debug("connection not recovered", "conn", s.c.Connection, "reason", res.Reason)
+	}
+	switch {
+	case res.Recovery.Recovered:
+		res.Recovery.Seq = s.since.Seq
+	case start.Epoch == res.Recovery.Epoch:
+		res.Recovery.Seq = start.Seq
 	}
 	s.send(wire.ServerFrame(wire.ActionRecovery, res.Recovery))
 	sent := sendPaced(s.c.Conn, res.Frames)

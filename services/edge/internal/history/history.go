@@ -62,7 +62,8 @@ type History struct {
 	slots chan struct{}       // static: one token per running replay
 	m     *metrics            // static
 
-	epoch atomic.Pointer[string] // the stream's current epoch ("" until known)
+	epoch atomic.Pointer[string]     // the stream's current epoch ("" until known)
+	pos   atomic.Pointer[wire.Since] // the stream's epoch and last sequence as last read
 	state atomic.Pointer[error]  // nil when the stream is reachable, else why not
 
 	mu      sync.Mutex
@@ -84,6 +85,7 @@ func New(nc *nats.Conn, cfg Config) (*History, error) {
 	h := &History{cfg: cfg, js: js, slots: make(chan struct{}, cfg.Replays), m: newMetrics(cfg.Meter)}
 	empty := ""
 	h.epoch.Store(&empty)
+	h.pos.Store(&wire.Since{})
 	h.state.Store(&ErrNotReady)
 	return h, nil
 }
@@ -102,6 +104,12 @@ func (h *History) Ready() error { return *h.state.Load() }
 
 // Epoch is the stream's incarnation as last seen ("" before it was seen).
 func (h *History) Epoch() string { return *h.epoch.Load() }
+
+// Position is the stream's epoch and last sequence as last read (every
+// checkInterval): read before a connection subscribes, it is at or before
+// the first stored message the connection can get live, a start from
+// which a later recovery misses nothing.
+func (h *History) Position() wire.Since { return *h.pos.Load() }
 
 // StreamConfig is the configuration every edge creates or updates.
 func (h *History) StreamConfig() jetstream.StreamConfig {
@@ -181,6 +189,7 @@ func (h *History) observe(info *jetstream.StreamInfo) {
 		h.cfg.Logger.Info("history stream available", "stream", h.cfg.Stream)
 	}
 	epoch := EpochOf(info)
+	h.pos.Store(&wire.Since{Epoch: epoch, Seq: info.State.LastSeq})
 	old := h.epoch.Swap(&epoch)
 	if *old != "" && *old != epoch {
 		h.cfg.Logger.Warn("history stream was recreated: live positions restart", "stream", h.cfg.Stream, "epoch", epoch, "was", *old)
