@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cu.Users, "catchup-users", 1000, "catchup: users, one connection each")
 	fs.IntVar(&cu.Missed, "missed", 100, "catchup: messages each user misses")
 	fs.Float64Var(&cu.Rate, "catchup-rate", 0, "catchup: messages per second while the users are away (0: as fast as the stream acknowledges)")
-	fs.Float64Var(&cu.ReconnectRate, "reconnect-rate", 200, "catchup: reconnections per second")
+	fs.Float64Var(&cu.ReconnectRate, "reconnect-rate", 100, "catchup: reconnections per second")
 	sc := stormConfig{Drain: 2 * time.Minute}
 	fs.IntVar(&sc.Users, "storm-users", 10000, "storm: users with history that drop and reconnect")
 	fs.IntVar(&sc.Bystanders, "bystanders", 500, "storm: connections on the same edge that stay")

@@ -105,9 +105,18 @@ func (v *verdict) String() string {
 	return "**FAIL**: " + strings.Join(v.fails, "; ")
 }
 
+// failed is the error of a scenario that ran to its end and failed its
+// checks, as opposed to one that could not run.
+type failed struct {
+	name  string
+	fails []string
+}
+
+func (f *failed) Error() string { return f.name + " failed: " + strings.Join(f.fails, "; ") }
+
 func (v *verdict) err(name string) error {
 	if v.ok() {
 		return nil
 	}
-	return fmt.Errorf("%s failed: %s", name, strings.Join(v.fails, "; "))
+	return &failed{name: name, fails: v.fails}
 }
