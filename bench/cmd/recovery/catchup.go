@@ -145,7 +145,7 @@ func catchup(ctx context.Context, e env, c catchupConfig) (catchupResult, error)
 	var b strings.Builder
 	fmt.Fprintf(&b, "## catchup: %d clients each catch up %d missed messages\n\n", c.Users, c.Missed)
 	fmt.Fprintf(&b, "Target (issue 16): catch-up of 100 missed messages p99 ≤ %s, every number present once. Result: %s\n\n", catchupTarget, v.String())
-	fmt.Fprintf(&b, "Conditions: %s; %s; %d users, one connection each, over %d edges; each received one message (its position), then all sockets were dropped (closed without a close handshake); %d messages per user (%d in all) were published and acknowledged meanwhile at %.0f msg/s; then the clients reconnected with `?since=<epoch>:<seq>`, %.0f per second (target %g), each to its own edge. Nothing else is published during the catch-up.\n\n",
+	fmt.Fprintf(&b, "Conditions: %s; %s; %d users, one connection each, over %d edges; each received one message (its position), then all sockets were dropped (closed with a TCP reset, no close handshake); %d messages per user (%d in all) were published and acknowledged meanwhile at %.0f msg/s; then the clients reconnected with `?since=<epoch>:<seq>`, %.0f per second (target %g), each to its own edge. Nothing else is published during the catch-up.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), c.Users, c.Edges, c.Missed, total, pubRate, reconnectRate, c.ReconnectRate)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", c.command())
 	b.WriteString("| time | count | p50 ms | p99 ms | max ms | rates |\n|---|---:|---:|---:|---:|---|\n")

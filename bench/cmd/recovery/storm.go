@@ -155,7 +155,7 @@ func storm(ctx context.Context, e env, c stormConfig) (stormResult, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## storm: %d clients reconnect with since within %s beside %d bystanders\n\n", c.Users, c.Spread, c.Bystanders)
 	fmt.Fprintf(&b, "Target (issue 16): a storm of 10,000 clients reconnecting with `since` within 10 s: the time until the last one is live, and the other connections' latency during it (reported; no threshold). Pass: every client recovered and caught up, 0 lost, 0 duplicated. Result: %s\n\n", v.String())
-	fmt.Fprintf(&b, "Conditions: %s; %s; one edge holding %d users with history and %d bystanders; messages published all along at %g msg/s (target) round robin over the users and %g msg/s over the bystanders; after %s every user's socket was dropped at once (closed without a close handshake), and each reconnected with `?since=<epoch>:<seq>` after a random wait of 0–%s.\n\n",
+	fmt.Fprintf(&b, "Conditions: %s; %s; one edge holding %d users with history and %d bystanders; messages published all along at %g msg/s (target) round robin over the users and %g msg/s over the bystanders; after %s every user's socket was dropped at once (closed with a TCP reset, no close handshake), and each reconnected with `?since=<epoch>:<seq>` after a random wait of 0–%s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), c.Users, c.Bystanders, c.Rate, c.ByRate, c.Before, c.Spread)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", c.command())
 	fmt.Fprintf(&b, "Time from the drop until the last client was live (recovered and caught up): **%s**.\n\n", res.lastLive.Round(time.Millisecond))
