@@ -203,7 +203,9 @@ func (u *user) read(ws *websocket.Conn, m *metrics) {
 				u.replay = r.Count
 				u.checkCaught(now, m)
 			}
-			u.epoch = r.Epoch
+			if r.Epoch != "" { // an edge that has not seen the stream yet does not know it
+				u.epoch = r.Epoch
+			}
 			u.live.Store(true)
 		case "Client/authentication":
 		default:

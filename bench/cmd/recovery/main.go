@@ -90,16 +90,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	raiseOpenFiles()
+	e := env{binDir: *binDir, natsd: *natsd, dir: *dir, secret: randomHex(), prefix: "ws", log: stdout}
+	var errs []error
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "wsgate-recovery-")
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(d)
-		*dir = d
+		e.dir = d
+		defer func() {
+			if len(errs) == 0 {
+				_ = os.RemoveAll(d)
+			} else {
+				e.logf("the servers' logs are kept in %s", d)
+			}
+		}()
 	}
-	e := env{binDir: *binDir, natsd: *natsd, dir: *dir, secret: randomHex(), prefix: "ws", log: stdout}
-	var errs []error
 	for _, w := range want {
 		var section string
 		var err error
