@@ -117,6 +117,14 @@ bench-recovery: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/natsd ./cmd/recovery
 	ulimit -n $$(ulimit -Hn) && bench/.bin/recovery -scenario all -out docs/perf/recovery.md
 
+## bench-tabs: the JS client's shared mode against a connection per tab: 10,000 users with 3 tabs each
+## idle on 2 edges (30,000 connections, then 10,000), the edges' memory summed (memory only, so any
+## machine will do; ~3 min) -> docs/perf/tabs.md
+.PHONY: bench-tabs
+bench-tabs: build
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
+	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set tabs -runs 3 -out docs/perf/tabs.md
+
 ## microbench: micro-benchmarks of the wire format and of wsconn (-count 6, -benchmem); raw output in
 ## bench/results/micro/micro.txt, then benchstat's table of it (docs/MICROBENCH.md has figures and the
 ## edge's end-to-end before/after comparison)

@@ -188,15 +188,14 @@ func (d *Dispatcher) ReliablePending(ctx context.Context) (map[string]uint64, er
 	var errs []error
 	pending := map[string]uint64{}
 	for _, action := range d.Actions() {
-		c, err := js.Consumer(ctx, r.Stream, ConsumerName(d.opts.Queue, action))
+		// The consumers are push consumers (a deliver group): js.Consumer
+		// refuses them. The lookup fetches their info from the server.
+		c, err := js.PushConsumer(ctx, r.Stream, ConsumerName(d.opts.Queue, action))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", action, err))
 			continue
 		}
 		info := c.CachedInfo()
-		if fresh, err := c.Info(ctx); err == nil {
-			info = fresh
-		}
 		pending[action] = info.NumPending + uint64(info.NumAckPending)
 	}
 	return pending, errors.Join(errs...)

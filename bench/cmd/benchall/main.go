@@ -361,7 +361,7 @@ func median(v []float64) float64 {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	set := fs.String("set", "standard", "standard, reduced, smoke, or scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md)")
+	set := fs.String("set", "standard", "standard, reduced, smoke, scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md) or tabs (shared mode against a connection per tab; writes docs/perf/tabs.md)")
 	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
 	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write (-set scale: docs/SCALING.md unless given)")
 	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
@@ -369,6 +369,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated scenarios of the set to run (default: all)")
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
 	scaleCfg := scaleFlags(fs)
+	tabsCfg := tabsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -399,6 +400,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "wrote %s and its pictures in %s (%s); raw records in %s\n", *out, filepath.Join(filepath.Dir(*out), "plots"), time.Since(started).Round(time.Second), r.results)
 		return nil
+	}
+	if *set == "tabs" {
+		return runTabsSet(ctx, fs, tabsCfg, *runs, *out, *results, *loadgen, stdout)
 	}
 	specs, err := sets(*set)
 	if err != nil {

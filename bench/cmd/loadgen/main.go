@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&cfg.Size, "size", 128, "payload bytes")
 	fs.DurationVar(&cfg.Drain, "drain", 15*time.Second, "longest wait for the last messages")
 	fs.IntVar(&cfg.Edges, "edges", 1, "-start wsgate: edges to start (hello uses 2); users are spread round robin over the edges (or over the -url list)")
+	fs.IntVar(&cfg.Tabs, "tabs", 1, "idle: connections per user (users = conns/tabs), as a browser's tabs each with its own connection")
 	fs.StringVar(&cfg.Client, "client", load.ClientEpoll, "how workers read: epoll (a few event loops, the tool's own client) or gorilla (a goroutine per connection with gorilla/websocket, the common Go client)")
 	fs.Var(&urls, "url", "WebSocket URL of the gateway (repeatable: hello's second edge); not with -start")
 	fs.StringVar(&cfg.NATSURL, "nats", "", "wsgate: NATS URL the publisher uses; not with -start")

@@ -48,6 +48,7 @@ type Config struct {
 	Drain    time.Duration // longest wait for the last messages after sending
 	Edges    int           // wsgate edges started (hello uses 2)
 	Client   string        // how the workers read: ClientEpoll (default) or ClientGorilla
+	Tabs     int           // idle: connections per user (users = Conns/Tabs, as browser tabs without a shared connection); 0 or 1: one
 
 	// Target when the tool does not start the servers.
 	URLs    []string
@@ -96,6 +97,12 @@ func (c *Config) check() error {
 	}
 	if c.Workers == 0 && c.Conns > MaxPerWorker {
 		return fmt.Errorf("load: more than %d connections need worker processes (-workers)", MaxPerWorker)
+	}
+	if c.Tabs > 1 && c.Scenario != Idle {
+		return errors.New("load: -tabs applies to the idle scenario")
+	}
+	if c.Tabs > 1 && c.Conns%c.Tabs != 0 {
+		return fmt.Errorf("load: -conns %d is not a multiple of -tabs %d", c.Conns, c.Tabs)
 	}
 	if c.Scenario != Idle && c.Rate <= 0 {
 		return errors.New("load: -rate must be positive")
@@ -207,6 +214,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	tabs := 1
 	if cfg.Scenario == Hello {
 		tabs = 2
+	}
+	if cfg.Tabs > 1 {
+		tabs = cfg.Tabs
 	}
 	res := &Result{
 		Scenario: cfg.Scenario, Gateway: cfg.Gateway, Label: cfg.Label, Command: cfg.Command,

@@ -150,6 +150,9 @@ func TestConfigChecks(t *testing.T) {
 		{"too many per worker", Config{Scenario: Idle, Gateway: "wsgate", Conns: 40000, Workers: 2}, false},
 		{"too many in process", Config{Scenario: Idle, Gateway: "wsgate", Conns: 20000}, false},
 		{"no rate", Config{Scenario: Broadcast, Gateway: "wsgate", Conns: 10}, false},
+		{"tabs", Config{Scenario: Idle, Gateway: "wsgate", Conns: 30, Tabs: 3}, true},
+		{"tabs not dividing conns", Config{Scenario: Idle, Gateway: "wsgate", Conns: 31, Tabs: 3}, false},
+		{"tabs outside idle", Config{Scenario: Unicast, Gateway: "wsgate", Conns: 30, Tabs: 3, Rate: 1}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -171,6 +171,11 @@ func (s *Service) metrics() {
 		metric.WithDescription("Client/offline events this replica fired.")))
 	s.failures = telemetry.Must(m.Int64Counter("wsgate.dispatcher.presence.errors",
 		metric.WithDescription("Presence KV operations or publications that failed (lost compare-and-set races not counted).")))
+	// At 0 from the start, so that dashboards and alerts see them before
+	// the first event.
+	for _, c := range []metric.Int64Counter{s.reaped, s.offline, s.failures} {
+		c.Add(context.Background(), 0)
+	}
 	_ = telemetry.Must(m.Int64ObservableGauge("wsgate.dispatcher.presence.connections",
 		metric.WithDescription("Connections in presence, as this replica's index holds them."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {

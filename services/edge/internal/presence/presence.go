@@ -132,6 +132,11 @@ func New(nc *nats.Conn, cfg Config) (*Writer, error) {
 		metric.WithDescription("Presence KV writes that failed (not counting lost compare-and-set races).")))
 	w.online = telemetry.Must(m.Int64Counter("wsgate.edge.presence.online_events",
 		metric.WithDescription("Client/online events this edge fired.")))
+	// At 0 from the start, so that dashboards and alerts see them before
+	// the first event.
+	for _, c := range []metric.Int64Counter{w.renewals, w.losses, w.failures, w.online} {
+		c.Add(context.Background(), 0)
+	}
 	_ = telemetry.Must(m.Int64ObservableGauge("wsgate.edge.presence.connections",
 		metric.WithDescription("Connections this edge has recorded in the presence bucket."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
