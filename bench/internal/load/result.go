@@ -94,7 +94,11 @@ type Result struct {
 	// PublishSeconds is how long publishing took (broadcast, unicast):
 	// Sent / PublishSeconds is the rate the publisher really kept, which
 	// falls short of the asked rate when it could not keep up.
-	PublishSeconds  float64  `json:"publish_seconds,omitempty"`
+	PublishSeconds float64 `json:"publish_seconds,omitempty"`
+	// HistoryStored is what the history stream held after a run with
+	// history on: the run's messages (broadcast, unicast) all went
+	// through it when it equals Sent.
+	HistoryStored   uint64   `json:"history_stored,omitempty"`
 	Latency         Latency  `json:"latency"`
 	PublishErrors   uint64   `json:"publish_errors"`
 	ClientErrors    uint64   `json:"client_errors"`

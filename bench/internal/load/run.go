@@ -320,6 +320,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Server.AfterRun = sample()
 	clientEnd := clientCPU(f)
 	runSecs := time.Since(runStart).Seconds()
+	if cfg.History != HistoryOff && cfg.NATSURL != "" && sent > 0 {
+		if res.HistoryStored, err = historyStored(ctx, cfg.NATSURL); err != nil {
+			res.ErrorSamples = append(res.ErrorSamples, err.Error())
+		}
+	}
 
 	f.send(cmdReport)
 	rctx, cancel = context.WithTimeout(ctx, 30*time.Second)
