@@ -110,7 +110,7 @@ bench-scale: build
 
 ## bench-history: the cost of WS_HISTORY: unicast (10,000 users, 12,000 msg/s) and broadcast (10,000
 ## connections, 5 msg/s) with history off and on, interleaved, 3 runs each, against issue 16's targets,
-## then NATS memory per stored subject and message at 100,000 users (~10 min on 2 cores) -> docs/perf/history.md
+## then NATS memory per stored subject and message at 100,000 users (~8 min on 2 cores) -> docs/perf/history.md
 .PHONY: bench-history
 bench-history: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall

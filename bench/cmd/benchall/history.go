@@ -188,7 +188,7 @@ func runHistory(ctx context.Context, r *runner, c historyConfig, out string, env
 					continue
 				}
 				if mode != "off" && res.HistoryStored < res.Sent {
-					cl.errs = append(cl.errs, fmt.Sprintf("the history stream held %d of the %d messages published: not a run with history (%v)", res.HistoryStored, res.Sent, first(res.ErrorSamples, 2)))
+					cl.errs = append(cl.errs, fmt.Sprintf("the history stream held %d of the %d messages published: not a run with history, or a bench/.bin/loadgen older than benchall (%v)", res.HistoryStored, res.Sent, first(res.ErrorSamples, 2)))
 					continue
 				}
 				cl.command = res.Command
@@ -279,10 +279,21 @@ func historyVerdicts(c historyConfig, cells historyCells) []verdict {
 	if c.has(partUnicast) {
 		off, on := cellVal(cells.get(partUnicast, "off"), mP99), cellVal(cells.get(partUnicast, "memory"), mP99)
 		v := verdict{what: "unicast: latency p99, history on ≤ off + " + fmtFlag(p99SlackMs) + " ms",
-			off: off, on: on, limit: off + p99SlackMs, unit: "ms", why: fmt.Sprintf("+%s ms", fmtNum(on-off))}
+			off: off, on: on, limit: off + p99SlackMs, unit: "ms", why: signedMs(on - off)}
 		out = append(out, judge(v, on <= off+p99SlackMs))
 	}
 	return out
+}
+
+// signedMs is a difference in ms with its sign.
+func signedMs(d float64) string {
+	switch {
+	case math.IsNaN(d):
+		return "—"
+	case d < 0:
+		return "−" + fmtNum(-d) + " ms"
+	}
+	return "+" + fmtNum(d) + " ms"
 }
 
 func ratioText(on, off float64) string {
