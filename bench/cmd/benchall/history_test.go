@@ -18,6 +18,9 @@ func fakeHistory(mode string, cpuUs, p99 float64, publishSecs float64) *result {
 	r.Params.History, r.Params.Rate = mode, 100
 	r.Derived.ServerCPUPercent = cpuUs * 1000 / (10 * 1e6) * 100
 	r.Latency.P99 = p99
+	if mode != "off" {
+		r.HistoryStored = r.Sent
+	}
 	return r
 }
 
@@ -34,6 +37,7 @@ func TestHistoryVerdicts_TargetsAndShortRate(t *testing.T) {
 			"memory": {runs: []*result{fakeHistory("memory", 2.7, 5, 12.5)}}, // 1.35×; kept 80/s of 100
 		},
 	}
+	cells[partBroadcast]["memory"].runs[0].HistoryStored = 990
 	vs := historyVerdicts(c, cells)
 	if len(vs) != 3 {
 		t.Fatalf("%d verdicts, want 3 (CPU of each scenario, unicast p99): %+v", len(vs), vs)
@@ -52,6 +56,7 @@ func TestHistoryVerdicts_TargetsAndShortRate(t *testing.T) {
 		"| on (memory) | 100 | 100 |",    // unicast's did not
 		"| 1.29× | **pass** |",
 		"| +2.50 ms | **fail** |",
+		"run whose stream stored 990 of the 1000 messages published",
 		"bench/.bin/loadgen -start wsgate -scenario unicast -history memory",
 		"Not measured in this generation: `-only` left the memory part out.",
 	} {
