@@ -149,6 +149,9 @@ func TestHistorySet_Smoke(t *testing.T) {
 	if err != nil || len(mems) != 1 {
 		t.Fatalf("memory records %v (%v), want one", mems, err)
 	}
+	if _, err := os.Stat(filepath.Join(memDir(r.results, "memory"), "jetstream-natsd")); !os.IsNotExist(err) {
+		t.Errorf("the memory part left its JetStream store behind (%v)", err)
+	}
 	for _, s := range []string{
 		"| memory | 1 | 300 | 300 |", // one message on each of 300 subjects
 		"| memory | 3 | 900 | 300 |",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -110,7 +111,12 @@ func measureMemory(ctx context.Context, cfg memConfig, storage, natsd, binDir, d
 	if err != nil {
 		return res, err
 	}
-	defer func() { _ = st.Stop() }()
+	defer func() {
+		_ = st.Stop()
+		// The store (up to hundreds of MB with file storage) is not a
+		// record of the run; the servers' logs stay.
+		_ = os.RemoveAll(filepath.Join(dir, "jetstream-natsd"))
+	}()
 	pid := 0
 	for i, name := range st.Names() {
 		if name == "natsd" {
