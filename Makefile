@@ -125,6 +125,14 @@ bench-tabs: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set tabs -runs 3 -out docs/perf/tabs.md
 
+## bench-history: the cost of WS_HISTORY: unicast (10,000 users, 12,000 msg/s) and broadcast (10,000
+## connections, 5 msg/s) with history off and on, interleaved, 3 runs each, against issue 16's targets,
+## then NATS memory per stored subject and message at 100,000 users (~8 min on 2 cores) -> docs/perf/history.md
+.PHONY: bench-history
+bench-history: build
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
+	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set history -runs 3 -out docs/perf/history.md
+
 ## microbench: micro-benchmarks of the wire format and of wsconn (-count 6, -benchmem); raw output in
 ## bench/results/micro/micro.txt, then benchstat's table of it (docs/MICROBENCH.md has figures and the
 ## edge's end-to-end before/after comparison)

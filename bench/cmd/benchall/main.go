@@ -52,6 +52,9 @@ type result struct {
 	Expected       uint64   `json:"expected"`
 	Received       uint64   `json:"received"`
 	Lost           uint64   `json:"lost"`
+	Duplicates     uint64   `json:"duplicates"`
+	PublishSeconds float64  `json:"publish_seconds"`
+	HistoryStored  uint64   `json:"history_stored"`
 	AchievedRate   float64  `json:"achieved_rate_per_s"`
 	DeliveriesPerS float64  `json:"deliveries_per_s"`
 	PublishErrors  uint64   `json:"publish_errors"`
@@ -64,6 +67,7 @@ type result struct {
 		Rate      float64 `json:"rate_per_s"`
 		Edges     int     `json:"edges"`
 		NATSNodes int     `json:"nats_nodes"`
+		History   string  `json:"history"`
 	} `json:"params"`
 	Latency struct {
 		P50 float64 `json:"p50_ms"`
@@ -361,7 +365,7 @@ func median(v []float64) float64 {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	set := fs.String("set", "standard", "standard, reduced, smoke, scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md) or tabs (shared mode against a connection per tab; writes docs/perf/tabs.md)")
+	set := fs.String("set", "standard", "standard, reduced, smoke, scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md), tabs (shared mode against a connection per tab; writes docs/perf/tabs.md) or history (WS_HISTORY off and on, and NATS memory per stored subject; writes docs/perf/history.md)")
 	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
 	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write (-set scale: docs/SCALING.md unless given)")
 	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
@@ -370,8 +374,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
 	scaleCfg := scaleFlags(fs)
 	tabsCfg := tabsFlags(fs)
+	historyCfg := historyFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *set == "history" {
+		return runHistorySet(ctx, fs, historyCfg, *runs, *only, *out, *results, *loadgen, stdout)
 	}
 	if *set == "scale" {
 		outGiven := false

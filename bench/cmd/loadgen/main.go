@@ -98,6 +98,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	natsd := fs.String("natsd", filepath.Join(exeDir, "natsd"), "-start wsgate: the natsd program")
 	centrifugo := fs.String("centrifugo", filepath.Join(exeDir, "centrifugo"), "-start centrifugo: the centrifugo binary")
 	sendQueue := fs.Int("send-queue", 4096, "-start wsgate: EDGE_SEND_QUEUE")
+	history := fs.String("history", load.HistoryOff, "-start wsgate: off, memory or file: natsd with JetStream and every edge with WS_HISTORY set to it (the publisher keeps publishing with core NATS to ws.send.*, which the history stream stores)")
 	natsNodes := fs.Int("nats-nodes", 1, "-start wsgate: NATS servers; more than 1 is a cluster of natsd processes, the edges spread over its nodes and the publisher on the first")
 	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
@@ -135,6 +136,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return errors.New("-url and -start exclude each other")
 		}
 		cfg.Gateway = *start
+		if err := load.CheckHistory(cfg.Gateway, *history); err != nil {
+			return err
+		}
+		cfg.History = *history
 		if cfg.Secret == "" {
 			cfg.Secret = randomHex()
 		}
@@ -146,6 +151,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			Self: exe, SendQueue: *sendQueue, NATSNodes: *natsNodes,
 			Dir: filepath.Join(*workDir, cfg.Gateway+"-"+strconv.Itoa(os.Getpid())),
 		}
+		if cfg.History != load.HistoryOff {
+			cfg.Start.JetStream = true
+			cfg.Start.EdgeEnv = append(cfg.Start.EdgeEnv, "WS_HISTORY="+cfg.History)
+		}
+	} else if *history != load.HistoryOff {
+		return errors.New("-history needs -start wsgate (without -start, set WS_HISTORY on the edges you run)")
 	} else if cfg.Secret == "" {
 		return errors.New("-secret is required without -start")
 	}

@@ -25,6 +25,8 @@ type Params struct {
 	// NATSNodes is the number of NATS servers the run started (a cluster
 	// when more than one).
 	NATSNodes int `json:"nats_nodes,omitempty"`
+	// History is WS_HISTORY of the edges: off, memory or file.
+	History string `json:"history"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.
@@ -82,13 +84,21 @@ type Result struct {
 	// Sent is what the run sent: requests (roundtrip, hello) or published
 	// messages (broadcast, unicast); Expected the messages the clients
 	// should have received for it.
-	Sent            uint64   `json:"sent"`
-	Expected        uint64   `json:"expected"`
-	Received        uint64   `json:"received"`
-	Lost            uint64   `json:"lost"`
-	Duplicates      uint64   `json:"duplicates"`
-	AchievedRate    float64  `json:"achieved_rate_per_s"`
-	DeliveriesPerS  float64  `json:"deliveries_per_s"`
+	Sent           uint64  `json:"sent"`
+	Expected       uint64  `json:"expected"`
+	Received       uint64  `json:"received"`
+	Lost           uint64  `json:"lost"`
+	Duplicates     uint64  `json:"duplicates"`
+	AchievedRate   float64 `json:"achieved_rate_per_s"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	// PublishSeconds is how long publishing took (broadcast, unicast):
+	// Sent / PublishSeconds is the rate the publisher really kept, which
+	// falls short of the asked rate when it could not keep up.
+	PublishSeconds float64 `json:"publish_seconds,omitempty"`
+	// HistoryStored is what the history stream held after a run with
+	// history on: the run's messages (broadcast, unicast) all went
+	// through it when it equals Sent.
+	HistoryStored   uint64   `json:"history_stored,omitempty"`
 	Latency         Latency  `json:"latency"`
 	PublishErrors   uint64   `json:"publish_errors"`
 	ClientErrors    uint64   `json:"client_errors"`

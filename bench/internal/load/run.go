@@ -49,6 +49,9 @@ type Config struct {
 	Edges    int           // wsgate edges started (hello uses 2)
 	Client   string        // how the workers read: ClientEpoll (default) or ClientGorilla
 	Tabs     int           // idle: connections per user (users = Conns/Tabs, as browser tabs without a shared connection); 0 or 1: one
+	// History is the WS_HISTORY of the edges (HistoryOff when empty): set
+	// by the caller on Start's EdgeEnv, recorded in Params.
+	History string
 
 	// Target when the tool does not start the servers.
 	URLs    []string
@@ -119,6 +122,12 @@ func (c *Config) check() error {
 	}
 	if c.Prefix == "" {
 		c.Prefix = "ws"
+	}
+	if c.History == "" {
+		c.History = HistoryOff
+	}
+	if err := CheckHistory(c.Gateway, c.History); err != nil {
+		return err
 	}
 	var err error
 	if c.Client, err = checkClient(c.Client); err != nil {
@@ -224,7 +233,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges, Client: cfg.Client,
+			Edges: cfg.Edges, Client: cfg.Client, History: cfg.History,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -321,6 +330,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Server.AfterRun = sample()
 	clientEnd := clientCPU(f)
 	runSecs := time.Since(runStart).Seconds()
+	if cfg.History != HistoryOff && cfg.NATSURL != "" && sent > 0 {
+		if res.HistoryStored, err = historyStored(ctx, cfg.NATSURL); err != nil {
+			res.ErrorSamples = append(res.ErrorSamples, err.Error())
+		}
+	}
 
 	f.send(cmdReport)
 	rctx, cancel = context.WithTimeout(ctx, 30*time.Second)
@@ -413,6 +427,7 @@ func runPhase(ctx context.Context, cfg Config, f fleet, c0 Counters, res *Result
 	}
 	res.firstSendUnixNs = time.Now().UnixNano()
 	n := publish(ctx, cfg, pub, total, c0.Connected, published)
+	res.PublishSeconds = float64(time.Now().UnixNano()-res.firstSendUnixNs) / 1e9
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if err := pub.Close(cctx); err != nil {
 		res.ErrorSamples = append(res.ErrorSamples, "publish: "+err.Error())
