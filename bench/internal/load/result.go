@@ -25,6 +25,8 @@ type Params struct {
 	// NATSNodes is the number of NATS servers the run started (a cluster
 	// when more than one).
 	NATSNodes int `json:"nats_nodes,omitempty"`
+	// Presence: the run had presence on (loadgen -presence).
+	Presence bool `json:"presence,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.
