@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "cost: runs of each setting, off and on interleaved (medians are reported)")
 
 	soakEdges := fs.Int("soak-edges", 3, "soak: edges")
+	dispatchers := fs.Int("dispatchers", 2, "soak: dispatcher replicas, racing for every reap and offline")
 	users := fs.Int("users", 3000, "soak: users, one connection each")
 	kills := fs.Int("kills", 100, "soak: SIGKILLs")
 	killEvery := fs.Duration("kill-every", 3*time.Second, "soak: time between kills")
@@ -159,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if want["soak"] && ctx.Err() == nil {
 		r, err := presenceload.Soak(ctx, presenceload.SoakConfig{
-			Bin: bin, Edges: *soakEdges, Users: *users, Kills: *kills, KillEvery: *killEvery,
+			Bin: bin, Edges: *soakEdges, Dispatchers: *dispatchers, Users: *users, Kills: *kills, KillEvery: *killEvery,
 			Lease: *lease, Grace: *grace, Away: *away, CloseAtEnd: *closeAtEnd, Seed: *seed, Progress: stderr,
 		})
 		if err != nil {

@@ -21,11 +21,12 @@ const (
 
 // The issue's sizes: a run below them is a smoke run of its part.
 const (
-	fullJoins   = 3000
-	fullConns   = 10000
-	fullKills   = 100
-	fullUsers   = 3000
-	fullMembers = 100000
+	fullJoins    = 3000
+	fullConns    = 10000
+	fullKills    = 100
+	fullUsers    = 3000
+	fullMembers  = 100000
+	fullRequests = 2000
 )
 
 func render(o *outcome, rawDir string) string {
@@ -139,8 +140,8 @@ func renderSoak(w func(string, ...any), o *outcome) {
 		return
 	}
 	s := o.soak
-	w("%d users, one connection each, spread over %d edges and one dispatcher. Every %s one running edge, chosen at random, is killed with SIGKILL and restarted after a random pause of up to lease + 1 s (some restarts come after the lease expired, some before, when the new lease epoch makes the dispatcher reap at once). Half of the killed edge's users (`-away`) stay away until their `Client/offline` arrives, then come back; the others reconnect at once to a running edge. Afterwards every user is connected again and presence must list exactly its one connection; then a quarter of the users (`-close-at-end`) close cleanly and presence must drop them.\n\n",
-		s.Users, s.Edges, s.KillEvery)
+	w("%d users, one connection each, spread over %d edges, with %d dispatcher replicas racing for every reap and offline transition. Every %s one running edge, chosen at random, is killed with SIGKILL and restarted after a random pause of up to lease + 1 s (some restarts come after the lease expired, some before, when the new lease epoch makes the dispatcher reap at once). Half of the killed edge's users (`-away`) stay away until their `Client/offline` arrives, then come back; the others reconnect at once to a running edge. Afterwards every user is connected again and presence must list exactly its one connection; then a quarter of the users (`-close-at-end`) close cleanly and presence must drop them.\n\n",
+		s.Users, s.Edges, s.Dispatchers, s.KillEvery)
 	w("Every `Client/online` and `Client/offline` is recorded from NATS. Their message ids carry the revision of the user's presence key (`online.<u>.<rev>`, `offline.<u>.<rev>`), which grows with each transition: sorted by it, each user's events must alternate online, offline, …, and the last must match whether the user is connected at the end. A repeated transition is *duplicated*; a break in the alternation or a wrong last event is *missing*.\n\n")
 	w("**The lease and the grace are shortened for the soak** (`WS_PRESENCE_LEASE=%s`, `WS_PRESENCE_GRACE=%s`, against 10 s and 5 s by default) so that 100 kills fit in minutes; the offline latency limit is lease + grace + 2 s either way (`-lease 10s -grace 5s` runs it with the defaults).\n\n", s.Lease, s.Grace)
 	smoke(w, s.Kills < fullKills || s.Users < fullUsers, fmt.Sprintf("%d kills of %d users", fullKills, fullUsers))
@@ -155,7 +156,7 @@ func renderSoak(w func(string, ...any), o *outcome) {
 	w("| ghost connections after the kills, and after %d clean closes | %d, %d |\n", s.Closed, s.GhostConnections, s.GhostUsers)
 	w("| connected users missing from presence | %d |\n", s.MissingUsers)
 	w("| soak duration (s) | %s |\n\n", num(s.Seconds))
-	w("Command: `bench/.bin/presence -parts soak -soak-edges %d -users %d -kills %d -kill-every %s -lease %s -grace %s`\n\n", s.Edges, s.Users, s.Kills, s.KillEvery, s.Lease, s.Grace)
+	w("Command: `bench/.bin/presence -parts soak -soak-edges %d -dispatchers %d -users %d -kills %d -kill-every %s -lease %s -grace %s`\n\n", s.Edges, s.Dispatchers, s.Users, s.Kills, s.KillEvery, s.Lease, s.Grace)
 	for _, x := range append(s.Samples, s.Events.Samples...) {
 		w("- %s\n", x)
 	}
@@ -175,7 +176,7 @@ func renderCount(w func(string, ...any), o *outcome) {
 	}
 	c := o.count
 	w("The presence bucket is filled with %d connection records of as many users, all in group `big`, under a live lease, in the layout of `api/wire/presence.go` (as any NATS client may write it); the dispatcher's index takes them from its watch of the bucket. Then `ws.presence.group.big` is requested %d times, one request after the other, through NATS to `bin/dispatcher` (the real query path of DESIGN §9): with `{\"limit\": 0}` (counts only, the figure of the target) and with no payload (counts and the default limit of 1,000 member names). Every answer is checked (the count, the number of names).\n\n", c.Members, c.Requests)
-	smoke(w, c.Members < fullMembers, fmt.Sprintf("%d members", fullMembers))
+	smoke(w, c.Members < fullMembers || c.Requests < fullRequests, fmt.Sprintf("%d members, %d requests of each kind", fullMembers, fullRequests))
 	w("| payload | requests/s achieved | p50 | p90 | p99 | max (ms) | wrong answers |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range c.Rows {
 		p := "`" + r.Payload + "`"

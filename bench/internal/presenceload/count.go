@@ -199,11 +199,17 @@ func fill(ctx context.Context, nc *nats.Conn, members int) error {
 		if _, err := js.PublishAsync("$KV."+presenceBucket+".conn."+benchEdge+"."+id, rec); err != nil {
 			return fmt.Errorf("presence count: record %d: %w", i, err)
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return errStopped
+		// In batches, so that a busy server never stalls the publisher.
+		if (i+1)%fillBatch == 0 || i == members-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return errStopped
+			}
+		}
 	}
 	return nil
 }
+
+// fillBatch is the records published before waiting for their acks.
+const fillBatch = 1000

@@ -26,34 +26,37 @@ import (
 // Client/offline arrives (its latency from the kill is the figure); the
 // others reconnect at once to a running edge. After the kills everyone is
 // back, presence must list exactly the open connections, then a fraction
-// CloseAtEnd of the users close cleanly and must go offline.
+// CloseAtEnd of the users close cleanly and must go offline. Dispatchers
+// replicas run (at least one), racing for every reap and offline.
 type SoakConfig struct {
-	Bin        Bin
-	Edges      int
-	Users      int
-	Kills      int
-	KillEvery  time.Duration
-	Lease      time.Duration // WS_PRESENCE_LEASE of the edges
-	Grace      time.Duration // WS_PRESENCE_GRACE of the dispatcher
-	Away       float64
-	CloseAtEnd float64
-	Ramp       float64 // connections opened per second at the start
-	Seed       uint64
-	Progress   io.Writer
+	Bin         Bin
+	Edges       int
+	Dispatchers int
+	Users       int
+	Kills       int
+	KillEvery   time.Duration
+	Lease       time.Duration // WS_PRESENCE_LEASE of the edges
+	Grace       time.Duration // WS_PRESENCE_GRACE of the dispatcher
+	Away        float64
+	CloseAtEnd  float64
+	Ramp        float64 // connections opened per second at the start
+	Seed        uint64
+	Progress    io.Writer
 }
 
 // SoakResult is the outcome of a soak.
 type SoakResult struct {
-	Edges      int     `json:"edges"`
-	Users      int     `json:"users"`
-	Kills      int     `json:"kills"`
-	KillEvery  string  `json:"kill_every"`
-	Lease      string  `json:"lease"`
-	Grace      string  `json:"grace"`
-	Seconds    float64 `json:"seconds"`
-	KillRate   float64 `json:"kills_per_s"` // achieved
-	Reconnects int64   `json:"reconnects"`
-	DialErrors int64   `json:"dial_errors"`
+	Edges       int     `json:"edges"`
+	Dispatchers int     `json:"dispatchers"`
+	Users       int     `json:"users"`
+	Kills       int     `json:"kills"`
+	KillEvery   string  `json:"kill_every"`
+	Lease       string  `json:"lease"`
+	Grace       string  `json:"grace"`
+	Seconds     float64 `json:"seconds"`
+	KillRate    float64 `json:"kills_per_s"` // achieved
+	Reconnects  int64   `json:"reconnects"`
+	DialErrors  int64   `json:"dial_errors"`
 	// OfflineLatency runs from each kill to the Client/offline of each of
 	// the killed edge's users that stayed away.
 	OfflineLatency  Quantiles `json:"offline_latency"`
@@ -145,6 +148,13 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	for i := range s.up {
 		s.up[i] = true
 	}
+	for n := 2; n <= cfg.Dispatchers; n++ {
+		d, err := startDispatcher(ctx, cfg.Bin, sc.Dir, n, st.NATSURL, []string{"WS_PRESENCE_GRACE=" + cfg.Grace.String()})
+		if err != nil {
+			return nil, err
+		}
+		defer d.stop()
+	}
 	nc, err := nats.Connect(st.NATSURL, nats.Name("presence-soak"))
 	if err != nil {
 		return nil, err
@@ -156,7 +166,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	}
 	defer ev.stop()
 
-	res := &SoakResult{Edges: cfg.Edges, Users: cfg.Users, KillEvery: cfg.KillEvery.String(), Lease: cfg.Lease.String(),
+	res := &SoakResult{Edges: cfg.Edges, Dispatchers: max(cfg.Dispatchers, 1), Users: cfg.Users, KillEvery: cfg.KillEvery.String(), Lease: cfg.Lease.String(),
 		Grace: cfg.Grace.String(), OfflineLimitMs: ms(cfg.Lease + cfg.Grace + 2*time.Second)}
 	runCtx, stopUsers := context.WithCancel(ctx)
 	var clients sync.WaitGroup

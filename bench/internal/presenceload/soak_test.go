@@ -8,26 +8,22 @@ import (
 	"time"
 )
 
-// buildBin builds natsd, the edge and the dispatcher into a temporary bin.
+// buildBin builds natsd, the edge and the dispatcher into a temporary bin,
+// in one go build of the workspace (the three link in parallel).
 func buildBin(t *testing.T) Bin {
 	t.Helper()
 	dir := t.TempDir()
-	for _, b := range []struct{ out, pkg, wd string }{
-		{filepath.Join(dir, "natsd"), "./cmd/natsd", filepath.Join("..", "..")},
-		{filepath.Join(dir, "edge"), "./services/edge/cmd/edge", filepath.Join("..", "..", "..")},
-		{filepath.Join(dir, "dispatcher"), "./services/dispatcher/cmd/dispatcher", filepath.Join("..", "..", "..")},
-	} {
-		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
-		cmd.Dir = b.wd
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", b.pkg, err, out)
-		}
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"./bench/cmd/natsd", "./services/edge/cmd/edge", "./services/dispatcher/cmd/dispatcher")
+	cmd.Dir = filepath.Join("..", "..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return Bin{Dir: dir, NATSD: filepath.Join(dir, "natsd"), Work: dir}
 }
 
 // TestSoak_SmallKillsLeaveNoGhostAndEveryEventOnce is the kill soak in
-// small: 100 users on 3 edges, 5 SIGKILLs with restarts; afterwards
+// small: 100 users on 3 edges with 2 dispatchers, 5 SIGKILLs with restarts; afterwards
 // presence lists exactly the open connections, every user's online and
 // offline events alternate once each and match its state, and every user
 // that stayed away got its offline within lease + grace + 2 s.
@@ -36,7 +32,7 @@ func TestSoak_SmallKillsLeaveNoGhostAndEveryEventOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	res, err := Soak(ctx, SoakConfig{
-		Bin: bin, Edges: 3, Users: 100, Kills: 5, KillEvery: time.Second,
+		Bin: bin, Edges: 3, Dispatchers: 2, Users: 100, Kills: 5, KillEvery: time.Second,
 		Lease: time.Second, Grace: time.Second, Away: 0.5, CloseAtEnd: 0.3, Seed: 1,
 		Progress: testWriter{t},
 	})
