@@ -110,7 +110,7 @@ bench-scale: build
 
 ## bench-presence: rooms and presence (issue 18): join in force on K = 2, 4 edges, memory and idle CPU per connection
 ## with presence off and on, a soak of 100 edge SIGKILLs with 3,000 reconnecting users, group counts of a group of
-## 100,000 members (~25 min on 2 cores) -> docs/perf/presence.md; exits 1 on a ghost or a missing/duplicated event
+## 100,000 members (~15 min on 2 cores) -> docs/perf/presence.md; exits 1 on a ghost or a missing/duplicated event
 .PHONY: bench-presence
 bench-presence: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/presence

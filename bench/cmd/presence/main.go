@@ -189,7 +189,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(*out, []byte(render(o, resDir)), 0o644); err != nil {
+	shown := resDir
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, resDir); err == nil && !strings.HasPrefix(rel, "..") {
+			shown = rel
+		}
+	}
+	if err := os.WriteFile(*out, []byte(render(o, shown)), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s (%s); raw records and logs in %s\n", *out, o.elapsed.Round(time.Second), resDir)
