@@ -148,6 +148,13 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	for i := range s.up {
 		s.up[i] = true
 	}
+	// The users exist before the events are watched: the NATS callback
+	// reads byID.
+	for i := range cfg.Users {
+		u := &soakUser{id: "p" + strconv.Itoa(i), i: i, edge: -1}
+		s.users = append(s.users, u)
+		s.byID[u.id] = u
+	}
 	for n := 2; n <= cfg.Dispatchers; n++ {
 		d, err := startDispatcher(ctx, cfg.Bin, sc.Dir, n, st.NATSURL, []string{"WS_PRESENCE_GRACE=" + cfg.Grace.String()})
 		if err != nil {
@@ -182,11 +189,6 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 		}
 		clients.Wait()
 	}()
-	for i := range cfg.Users {
-		u := &soakUser{id: "p" + strconv.Itoa(i), i: i, edge: -1}
-		s.users = append(s.users, u)
-		s.byID[u.id] = u
-	}
 	// Ramp: open the connections at cfg.Ramp per second.
 	tick := time.Duration(float64(time.Second) / cfg.Ramp)
 	for _, u := range s.users {
