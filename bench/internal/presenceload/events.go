@@ -99,34 +99,6 @@ func (e *events) record(m *nats.Msg) {
 	}
 }
 
-// total is the number of events recorded.
-func (e *events) total() (online, offline int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, evs := range e.byUser {
-		for _, ev := range evs {
-			if ev.online {
-				online++
-			} else {
-				offline++
-			}
-		}
-	}
-	return online, offline
-}
-
-// last reports whether user's newest event (by revision) is online, and
-// whether there is one.
-func (e *events) last(user string) (online, ok bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	evs := sortedEvents(e.byUser[user])
-	if len(evs) == 0 {
-		return false, false
-	}
-	return evs[len(evs)-1].online, true
-}
-
 func sortedEvents(evs []event) []event {
 	s := slices.Clone(evs)
 	slices.SortStableFunc(s, func(a, b event) int {
