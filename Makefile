@@ -133,6 +133,14 @@ bench-history: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set history -runs 3 -out docs/perf/history.md
 
+## bench-presence: rooms and presence (issue 18): join in force on K = 2, 4 edges, memory and idle CPU per connection
+## with presence off and on, a soak of 100 edge SIGKILLs with 3,000 reconnecting users, group counts of a group of
+## 100,000 members (~15 min on 2 cores) -> docs/perf/presence.md; exits 1 on a ghost or a missing/duplicated event
+.PHONY: bench-presence
+bench-presence: build
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/presence
+	ulimit -n $$(ulimit -Hn) && bench/.bin/presence -out docs/perf/presence.md
+
 ## microbench: micro-benchmarks of the wire format and of wsconn (-count 6, -benchmem); raw output in
 ## bench/results/micro/micro.txt, then benchstat's table of it (docs/MICROBENCH.md has figures and the
 ## edge's end-to-end before/after comparison)

@@ -100,6 +100,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	sendQueue := fs.Int("send-queue", 4096, "-start wsgate: EDGE_SEND_QUEUE")
 	history := fs.String("history", load.HistoryOff, "-start wsgate: off, memory or file: natsd with JetStream and every edge with WS_HISTORY set to it (the publisher keeps publishing with core NATS to ws.send.*, which the history stream stores)")
 	natsNodes := fs.Int("nats-nodes", 1, "-start wsgate: NATS servers; more than 1 is a cluster of natsd processes, the edges spread over its nodes and the publisher on the first")
+	fs.BoolVar(&cfg.Presence, "presence", false, "-start wsgate: presence on (WS_PRESENCE=memory, JetStream) with the dispatcher, which keeps its index (DESIGN §9)")
 	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
 	fs.StringVar(&cfg.Label, "label", "", "free text stored in the record")
@@ -140,6 +141,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return err
 		}
 		cfg.History = *history
+		if cfg.Presence && cfg.Gateway != "wsgate" {
+			return errors.New("-presence is wsgate's")
+		}
 		if cfg.Secret == "" {
 			cfg.Secret = randomHex()
 		}
@@ -159,6 +163,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return errors.New("-history needs -start wsgate (without -start, set WS_HISTORY on the edges you run)")
 	} else if cfg.Secret == "" {
 		return errors.New("-secret is required without -start")
+	} else if cfg.Presence {
+		return errors.New("-presence needs -start wsgate")
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)

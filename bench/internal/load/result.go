@@ -27,6 +27,8 @@ type Params struct {
 	NATSNodes int `json:"nats_nodes,omitempty"`
 	// History is WS_HISTORY of the edges: off, memory or file.
 	History string `json:"history"`
+	// Presence: the run had presence on (loadgen -presence).
+	Presence bool `json:"presence,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.

@@ -52,6 +52,10 @@ type Config struct {
 	// History is the WS_HISTORY of the edges (HistoryOff when empty): set
 	// by the caller on Start's EdgeEnv, recorded in Params.
 	History string
+	// Presence (wsgate, with Start): presence and stored joins on
+	// (WS_PRESENCE=memory on JetStream) and the dispatcher started, which
+	// keeps presence's index and reaps dead edges (DESIGN §9).
+	Presence bool
 
 	// Target when the tool does not start the servers.
 	URLs    []string
@@ -233,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges, Client: cfg.Client, History: cfg.History,
+			Edges: cfg.Edges, Client: cfg.Client, History: cfg.History, Presence: cfg.Presence,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -253,6 +257,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		sc.RPCProxy = cfg.Scenario == Roundtrip
 		if cfg.Scenario == Hello {
 			sc.Edges = max(sc.Edges, 2)
+		}
+		if cfg.Presence {
+			sc.JetStream, sc.Dispatcher = true, true
+			sc.EdgeEnv = append(sc.EdgeEnv, "WS_PRESENCE=memory")
+			sc.DispatcherEnv = append(sc.DispatcherEnv, "WS_PRESENCE=memory")
 		}
 		st, err := stack.Start(ctx, sc)
 		if err != nil {
