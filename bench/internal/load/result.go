@@ -25,6 +25,8 @@ type Params struct {
 	// NATSNodes is the number of NATS servers the run started (a cluster
 	// when more than one).
 	NATSNodes int `json:"nats_nodes,omitempty"`
+	// Reliable: requests carried message ids (DESIGN.md §8).
+	Reliable bool `json:"reliable,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.
@@ -82,14 +84,21 @@ type Result struct {
 	// Sent is what the run sent: requests (roundtrip, hello) or published
 	// messages (broadcast, unicast); Expected the messages the clients
 	// should have received for it.
-	Sent            uint64   `json:"sent"`
-	Expected        uint64   `json:"expected"`
-	Received        uint64   `json:"received"`
-	Lost            uint64   `json:"lost"`
-	Duplicates      uint64   `json:"duplicates"`
-	AchievedRate    float64  `json:"achieved_rate_per_s"`
-	DeliveriesPerS  float64  `json:"deliveries_per_s"`
-	Latency         Latency  `json:"latency"`
+	Sent           uint64  `json:"sent"`
+	Expected       uint64  `json:"expected"`
+	Received       uint64  `json:"received"`
+	Lost           uint64  `json:"lost"`
+	Duplicates     uint64  `json:"duplicates"`
+	AchievedRate   float64 `json:"achieved_rate_per_s"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	Latency        Latency `json:"latency"`
+	// Reliable runs: Server/ack received (duplicates among them), requests
+	// never acknowledged, and the latency from send to ack (the echo
+	// reply's is Latency).
+	Acked           uint64   `json:"acked,omitempty"`
+	AckDuplicates   uint64   `json:"ack_duplicates,omitempty"`
+	Unacked         uint64   `json:"unacked,omitempty"`
+	AckLatency      *Latency `json:"ack_latency,omitempty"`
 	PublishErrors   uint64   `json:"publish_errors"`
 	ClientErrors    uint64   `json:"client_errors"`
 	ErrorSamples    []string `json:"error_samples,omitempty"`
@@ -104,7 +113,7 @@ type Result struct {
 // OK reports whether the run lost nothing and saw no error.
 func (r *Result) OK() bool {
 	return r.Unsupported == "" && r.Lost == 0 && r.Failed == 0 && r.Dropped == 0 &&
-		r.PublishErrors == 0 && r.ClientErrors == 0
+		r.PublishErrors == 0 && r.ClientErrors == 0 && r.Unacked == 0
 }
 
 // Summary is the one-line outcome of the run.
@@ -118,6 +127,9 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, " rate=%.0f/%.0f/s sent=%d recv=%d/%d lost=%d deliveries/s=%.0f p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms",
 			r.AchievedRate, r.Params.Rate, r.Sent, r.Received, r.Expected, r.Lost, r.DeliveriesPerS,
 			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	}
+	if a := r.AckLatency; a != nil {
+		fmt.Fprintf(&b, " acked=%d unacked=%d duplicate-acks=%d ack-p50=%.2fms ack-p99=%.2fms", r.Acked, r.Unacked, r.AckDuplicates, a.P50, a.P99)
 	}
 	fmt.Fprintf(&b, " rss=%.1fMiB rss/conn=%.2fKiB server-cpu=%.1f%%", r.Derived.RSSAfterRampMiB, r.Derived.RSSPerConnKiB, r.Derived.ServerCPUPercent)
 	if r.Scenario == "idle" {

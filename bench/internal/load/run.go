@@ -48,6 +48,12 @@ type Config struct {
 	Drain    time.Duration // longest wait for the last messages after sending
 	Edges    int           // wsgate edges started (hello uses 2)
 	Client   string        // how the workers read: ClientEpoll (default) or ClientGorilla
+	// Reliable (wsgate roundtrip): requests carry message ids, the edges
+	// store them in the inbound stream (WS_INBOUND=Inbound, memory unless
+	// set) and acknowledge them; a started stack gets JetStream and
+	// WS_INBOUND on its edges and dispatcher.
+	Reliable bool
+	Inbound  string
 
 	// Target when the tool does not start the servers.
 	URLs    []string
@@ -96,6 +102,12 @@ func (c *Config) check() error {
 	}
 	if c.Workers == 0 && c.Conns > MaxPerWorker {
 		return fmt.Errorf("load: more than %d connections need worker processes (-workers)", MaxPerWorker)
+	}
+	if c.Reliable && (c.Scenario != Roundtrip || c.Gateway != "wsgate") {
+		return errors.New("load: -reliable is for the wsgate roundtrip scenario")
+	}
+	if c.Reliable && c.Inbound == "" {
+		c.Inbound = "memory"
 	}
 	if c.Scenario != Idle && c.Rate <= 0 {
 		return errors.New("load: -rate must be positive")
@@ -214,7 +226,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges, Client: cfg.Client,
+			Edges: cfg.Edges, Client: cfg.Client, Reliable: cfg.Reliable,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -234,6 +246,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		sc.RPCProxy = cfg.Scenario == Roundtrip
 		if cfg.Scenario == Hello {
 			sc.Edges = max(sc.Edges, 2)
+		}
+		if cfg.Reliable {
+			sc.JetStream = true
+			sc.EdgeEnv = append(sc.EdgeEnv, "WS_INBOUND="+cfg.Inbound)
+			sc.DispatcherEnv = append(sc.DispatcherEnv, "WS_INBOUND="+cfg.Inbound)
 		}
 		st, err := stack.Start(ctx, sc)
 		if err != nil {
@@ -330,7 +347,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, errors.New("load: workers did not report")
 	}
 	var total Counters
-	var h hist.Snapshot
+	var h, ah hist.Snapshot
 	for _, w := range f {
 		if w.result == nil {
 			total.Add(w.last)
@@ -340,6 +357,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		total.Add(w.result.Counters)
 		h.Merge(*w.result.Hist)
+		if w.result.AckHist != nil {
+			ah.Merge(*w.result.AckHist)
+		}
 		for _, e := range w.result.Errors {
 			if len(res.ErrorSamples) < 10 {
 				res.ErrorSamples = append(res.ErrorSamples, e)
@@ -359,6 +379,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.PublishErrors, res.ClientErrors = pubErrs, total.Errors
 	res.Latency = latencyOf(h)
+	if cfg.Reliable {
+		res.Acked, res.AckDuplicates = total.Acked, total.AckDuplicates
+		res.Unacked = sent - min(total.Acked, sent)
+		al := latencyOf(ah)
+		res.AckLatency = &al
+	}
 	res.RunSeconds = runSecs
 	first := res.firstSendUnixNs
 	if first == 0 {
@@ -512,7 +538,7 @@ func startFleet(ctx context.Context, cfg Config, tabs int) (fleet, error) {
 			Gateway: cfg.Gateway, URLs: cfg.URLs, Secret: cfg.Secret,
 			First: first, Count: last - first, Tabs: tabs, LocalIPs: ips,
 			RampRate: cfg.Ramp / float64(n), Inflight: cfg.Inflight, Size: cfg.Size,
-			Client: cfg.Client,
+			Client: cfg.Client, Reliable: cfg.Reliable,
 		}
 		if cfg.Scenario == Roundtrip {
 			job.Method, job.Rate = "echo", cfg.Rate*float64(job.Count)/float64(cfg.Conns)
