@@ -4,9 +4,11 @@
 // the configuration the edges give it), publishes N actions with distinct
 // Nats-Msg-Id headers to <prefix>.inq.bench, reads natsd's RSS and the
 // stream's bytes, purges the stream (the ids stay in the window, as they
-// do once dispatchers have consumed the actions) and reads RSS again. It
-// does the same with N actions without ids in a fresh natsd; the
-// difference of the two, per action, is the cost of one id in the window.
+// do once dispatchers have consumed the actions: a resend of the first id
+// must still be a duplicate) and reads RSS again. It does the same with N
+// actions without ids in a fresh natsd. The difference of the two RSS
+// growths, less the bytes the Nats-Msg-Id headers add to the stored
+// messages, per action, is the cost of one id in the window.
 //
 //	inboundmem -n 1000000 -json out.json   (≈2 min)
 //
@@ -82,12 +84,16 @@ type Record struct {
 	StreamConfig string `json:"stream_config"`
 	IDs          Phase  `json:"ids"`
 	NoIDs        Phase  `json:"no_ids"`
-	// BytesPerIDWindow: (RSS purged − before) with ids minus the same
-	// without, per action: the ids' cost once the actions are consumed.
-	BytesPerIDWindow float64 `json:"bytes_per_id_window"`
-	// BytesPerIDStored: (RSS stored − before) with ids minus without, less
-	// the stream bytes the id headers add, per action.
-	BytesPerIDStored float64 `json:"bytes_per_id_stored"`
+	// BytesPerID is the figure: (RSS stored − before) with ids minus the
+	// same without, less the stream bytes the id headers add, per action.
+	BytesPerID float64 `json:"bytes_per_id"`
+	// BytesPerActionWithID is the same without subtracting the headers:
+	// what an id costs while its action is still stored.
+	BytesPerActionWithID float64 `json:"bytes_per_action_with_id"`
+	// PurgedRSSDropKiB is how much natsd's RSS fell with the purge, with
+	// ids: the Go runtime keeps freed heap for a while, so RSS after a
+	// purge is no measure of the window alone.
+	PurgedRSSDropKiB int64 `json:"purged_rss_drop_kib"`
 	// StreamBytesPerAction is the stream's bytes per stored action with ids.
 	StreamBytesPerAction float64 `json:"stream_bytes_per_action"`
 }
@@ -133,12 +139,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	per := func(a, b int64) float64 { return float64(a-b) * 1024 / float64(*n) }
-	rec.BytesPerIDWindow = per(rec.IDs.RSSPurgedKiB-rec.IDs.RSSBeforeKiB, rec.NoIDs.RSSPurgedKiB-rec.NoIDs.RSSBeforeKiB)
-	rec.BytesPerIDStored = per(rec.IDs.RSSStoredKiB-rec.IDs.RSSBeforeKiB, rec.NoIDs.RSSStoredKiB-rec.NoIDs.RSSBeforeKiB) -
-		(float64(rec.IDs.StreamBytes)-float64(rec.NoIDs.StreamBytes))/float64(*n)
+	rec.BytesPerActionWithID = per(rec.IDs.RSSStoredKiB-rec.IDs.RSSBeforeKiB, rec.NoIDs.RSSStoredKiB-rec.NoIDs.RSSBeforeKiB)
+	rec.BytesPerID = rec.BytesPerActionWithID - (float64(rec.IDs.StreamBytes)-float64(rec.NoIDs.StreamBytes))/float64(*n)
+	rec.PurgedRSSDropKiB = rec.IDs.RSSStoredKiB - rec.IDs.RSSPurgedKiB
 	rec.StreamBytesPerAction = float64(rec.IDs.StreamBytes) / float64(*n)
-	fmt.Fprintf(stdout, "inboundmem n=%d storage=%s window=%s key=%dB: per id in the window %.0f B (actions consumed), %.0f B (actions stored, their header bytes excluded); stream %.0f B per stored action; window holds ids %v; duplicates %d\n",
-		*n, *storage, rec.Dedupe, rec.KeyBytes, rec.BytesPerIDWindow, rec.BytesPerIDStored, rec.StreamBytesPerAction, rec.IDs.WindowHoldsIDs, rec.IDs.Duplicates+rec.NoIDs.Duplicates)
+	fmt.Fprintf(stdout, "inboundmem n=%d storage=%s window=%s key=%dB: natsd RSS per id in the dedupe window %.0f B (%.0f B with its stored header); stream %.0f B per stored action; window holds ids after purge %v; duplicates %d\n",
+		*n, *storage, rec.Dedupe, rec.KeyBytes, rec.BytesPerID, rec.BytesPerActionWithID, rec.StreamBytesPerAction, rec.IDs.WindowHoldsIDs, rec.IDs.Duplicates+rec.NoIDs.Duplicates)
 	if *jsonOut != "" {
 		data, err := json.MarshalIndent(rec, "", "  ")
 		if err != nil {
