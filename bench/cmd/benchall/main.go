@@ -361,7 +361,7 @@ func median(v []float64) float64 {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	set := fs.String("set", "standard", "standard, reduced, smoke, or scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md)")
+	set := fs.String("set", "standard", "standard, reduced, smoke, scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md) or inbound (reliable inbound; writes docs/perf/inbound.md)")
 	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
 	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write (-set scale: docs/SCALING.md unless given)")
 	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
@@ -369,8 +369,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated scenarios of the set to run (default: all)")
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
 	scaleCfg := scaleFlags(fs)
+	inboundCfg := inboundFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *set == "inbound" {
+		return inboundSet(ctx, fs, inboundCfg, *runs, *out, *results, *loadgen, *only, stdout)
 	}
 	if *set == "scale" {
 		outGiven := false

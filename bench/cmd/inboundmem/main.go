@@ -60,11 +60,17 @@ const (
 
 // Phase is one natsd's readings: with or without message ids.
 type Phase struct {
-	WithIDs        bool    `json:"with_ids"`
-	Actions        int     `json:"actions"`
-	RSSBeforeKiB   int64   `json:"rss_before_kib"`
-	RSSStoredKiB   int64   `json:"rss_stored_kib"`   // the actions stored, their ids in the window
-	RSSPurgedKiB   int64   `json:"rss_purged_kib"`   // the stream purged, the ids still in the window
+	WithIDs      bool  `json:"with_ids"`
+	Actions      int   `json:"actions"`
+	RSSBeforeKiB int64 `json:"rss_before_kib"`
+	RSSStoredKiB int64 `json:"rss_stored_kib"` // the actions stored, their ids in the window
+	RSSPurgedKiB int64 `json:"rss_purged_kib"` // the stream purged, the ids still in the window
+	// The same two readings after a forced collection (natsd's SIGUSR1):
+	// the live heap, without the garbage a Go process carries between
+	// collections.
+	RSSBeforeGCKiB int64   `json:"rss_before_gc_kib"`
+	RSSStoredGCKiB int64   `json:"rss_stored_gc_kib"`
+	RSSPurgedGCKiB int64   `json:"rss_purged_gc_kib"`
 	StreamBytes    uint64  `json:"stream_bytes"`     // the stream's bytes with the actions stored
 	StreamMsgs     uint64  `json:"stream_msgs"`      // the stream's messages then
 	Duplicates     int     `json:"duplicates"`       // publishes the stream called duplicate (must be 0)
@@ -87,6 +93,12 @@ type Record struct {
 	// BytesPerID is the figure: (RSS stored − before) with ids minus the
 	// same without, less the stream bytes the id headers add, per action.
 	BytesPerID float64 `json:"bytes_per_id"`
+	// BytesPerIDLive is the same after forced collections: the live heap.
+	BytesPerIDLive float64 `json:"bytes_per_id_live"`
+	// BytesPerIDPurged is (RSS after purge − before), with ids minus
+	// without, after forced collections: the ids alone once their actions
+	// are gone.
+	BytesPerIDPurged float64 `json:"bytes_per_id_purged"`
 	// BytesPerActionWithID is the same without subtracting the headers:
 	// what an id costs while its action is still stored.
 	BytesPerActionWithID float64 `json:"bytes_per_action_with_id"`
@@ -142,9 +154,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rec.BytesPerActionWithID = per(rec.IDs.RSSStoredKiB-rec.IDs.RSSBeforeKiB, rec.NoIDs.RSSStoredKiB-rec.NoIDs.RSSBeforeKiB)
 	rec.BytesPerID = rec.BytesPerActionWithID - (float64(rec.IDs.StreamBytes)-float64(rec.NoIDs.StreamBytes))/float64(*n)
 	rec.PurgedRSSDropKiB = rec.IDs.RSSStoredKiB - rec.IDs.RSSPurgedKiB
+	rec.BytesPerIDLive = per(rec.IDs.RSSStoredGCKiB-rec.IDs.RSSBeforeGCKiB, rec.NoIDs.RSSStoredGCKiB-rec.NoIDs.RSSBeforeGCKiB) -
+		(float64(rec.IDs.StreamBytes)-float64(rec.NoIDs.StreamBytes))/float64(*n)
+	rec.BytesPerIDPurged = per(rec.IDs.RSSPurgedGCKiB-rec.IDs.RSSBeforeGCKiB, rec.NoIDs.RSSPurgedGCKiB-rec.NoIDs.RSSBeforeGCKiB)
 	rec.StreamBytesPerAction = float64(rec.IDs.StreamBytes) / float64(*n)
-	fmt.Fprintf(stdout, "inboundmem n=%d storage=%s window=%s key=%dB: natsd RSS per id in the dedupe window %.0f B (%.0f B with its stored header); stream %.0f B per stored action; window holds ids after purge %v; duplicates %d\n",
-		*n, *storage, rec.Dedupe, rec.KeyBytes, rec.BytesPerID, rec.BytesPerActionWithID, rec.StreamBytesPerAction, rec.IDs.WindowHoldsIDs, rec.IDs.Duplicates+rec.NoIDs.Duplicates)
+	fmt.Fprintf(stdout, "inboundmem n=%d storage=%s window=%s key=%dB: natsd RSS per id in the dedupe window %.0f B (%.0f B with its stored header; live after GC %.0f B, after purge %.0f B); stream %.0f B per stored action; window holds ids after purge %v; duplicates %d\n",
+		*n, *storage, rec.Dedupe, rec.KeyBytes, rec.BytesPerID, rec.BytesPerActionWithID, rec.BytesPerIDLive, rec.BytesPerIDPurged, rec.StreamBytesPerAction, rec.IDs.WindowHoldsIDs, rec.IDs.Duplicates+rec.NoIDs.Duplicates)
 	if *jsonOut != "" {
 		data, err := json.MarshalIndent(rec, "", "  ")
 		if err != nil {
@@ -190,7 +205,7 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 	c := s.CachedInfo().Config
 	rec.Stream = stream
 	rec.StreamConfig = fmt.Sprintf("retention %s, storage %s, duplicates %s, subjects %v, replicas %d", c.Retention, c.Storage, c.Duplicates, c.Subjects, c.Replicas)
-	if ph.RSSBeforeKiB, err = settled(ctx, pid); err != nil {
+	if ph.RSSBeforeKiB, ph.RSSBeforeGCKiB, err = readings(ctx, pid); err != nil {
 		return ph, err
 	}
 
@@ -255,13 +270,13 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 		return ph, err
 	}
 	ph.StreamBytes, ph.StreamMsgs = info.State.Bytes, info.State.Msgs
-	if ph.RSSStoredKiB, err = settled(ctx, pid); err != nil {
+	if ph.RSSStoredKiB, ph.RSSStoredGCKiB, err = readings(ctx, pid); err != nil {
 		return ph, err
 	}
 	if err := s.Purge(ctx); err != nil {
 		return ph, fmt.Errorf("purge: %w", err)
 	}
-	if ph.RSSPurgedKiB, err = settled(ctx, pid); err != nil {
+	if ph.RSSPurgedKiB, ph.RSSPurgedGCKiB, err = readings(ctx, pid); err != nil {
 		return ph, err
 	}
 	if withIDs {
@@ -275,6 +290,19 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 		ph.WindowHoldsIDs = ack.Duplicate
 	}
 	return ph, nil
+}
+
+// readings are pid's settled RSS as it runs, then after a forced
+// collection (natsd's SIGUSR1).
+func readings(ctx context.Context, pid int) (running, live int64, err error) {
+	if running, err = settled(ctx, pid); err != nil {
+		return 0, 0, err
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		return 0, 0, err
+	}
+	live, err = settled(ctx, pid)
+	return running, live, err
 }
 
 // settled reads pid's RSS until it stops moving (four readings within 0.5 %
