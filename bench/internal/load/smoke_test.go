@@ -150,6 +150,9 @@ func TestConfigChecks(t *testing.T) {
 		{"too many per worker", Config{Scenario: Idle, Gateway: "wsgate", Conns: 40000, Workers: 2}, false},
 		{"too many in process", Config{Scenario: Idle, Gateway: "wsgate", Conns: 20000}, false},
 		{"no rate", Config{Scenario: Broadcast, Gateway: "wsgate", Conns: 10}, false},
+		{"reliable roundtrip", Config{Scenario: Roundtrip, Gateway: "wsgate", Conns: 10, Rate: 1, Reliable: true}, true},
+		{"reliable broadcast", Config{Scenario: Broadcast, Gateway: "wsgate", Conns: 10, Rate: 1, Reliable: true}, false},
+		{"reliable centrifugo", Config{Scenario: Roundtrip, Gateway: "centrifugo", Conns: 10, Rate: 1, Reliable: true}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
