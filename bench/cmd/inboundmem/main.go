@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -188,6 +189,7 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 	}
 	defer st.Stop()
 	pid := st.Pids()[0] // natsd
+	natsLog := filepath.Join(cfg.Dir, "natsd.log")
 	nc, err := nats.Connect(st.NATSURL)
 	if err != nil {
 		return ph, err
@@ -205,7 +207,7 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 	c := s.CachedInfo().Config
 	rec.Stream = stream
 	rec.StreamConfig = fmt.Sprintf("retention %s, storage %s, duplicates %s, subjects %v, replicas %d", c.Retention, c.Storage, c.Duplicates, c.Subjects, c.Replicas)
-	if ph.RSSBeforeKiB, ph.RSSBeforeGCKiB, err = readings(ctx, pid); err != nil {
+	if ph.RSSBeforeKiB, ph.RSSBeforeGCKiB, err = readings(ctx, pid, natsLog); err != nil {
 		return ph, err
 	}
 
@@ -270,13 +272,13 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 		return ph, err
 	}
 	ph.StreamBytes, ph.StreamMsgs = info.State.Bytes, info.State.Msgs
-	if ph.RSSStoredKiB, ph.RSSStoredGCKiB, err = readings(ctx, pid); err != nil {
+	if ph.RSSStoredKiB, ph.RSSStoredGCKiB, err = readings(ctx, pid, natsLog); err != nil {
 		return ph, err
 	}
 	if err := s.Purge(ctx); err != nil {
 		return ph, fmt.Errorf("purge: %w", err)
 	}
-	if ph.RSSPurgedKiB, ph.RSSPurgedGCKiB, err = readings(ctx, pid); err != nil {
+	if ph.RSSPurgedKiB, ph.RSSPurgedGCKiB, err = readings(ctx, pid, natsLog); err != nil {
 		return ph, err
 	}
 	if withIDs {
@@ -293,16 +295,55 @@ func measure(ctx context.Context, cfg stack.Config, n, size int, withIDs bool, r
 }
 
 // readings are pid's settled RSS as it runs, then after a forced
-// collection (natsd's SIGUSR1).
-func readings(ctx context.Context, pid int) (running, live int64, err error) {
+// collection: natsd's SIGUSR1, done when natsd has printed one more
+// "freed" line to its log (a collection of a large heap takes seconds,
+// during which RSS does not move).
+func readings(ctx context.Context, pid int, natsLog string) (running, live int64, err error) {
 	if running, err = settled(ctx, pid); err != nil {
+		return 0, 0, err
+	}
+	before, err := freedLines(natsLog)
+	if err != nil {
 		return 0, 0, err
 	}
 	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
 		return 0, 0, err
 	}
+	deadline := time.Now().Add(settleMax)
+	for {
+		n, err := freedLines(natsLog)
+		if err != nil {
+			return 0, 0, err
+		}
+		if n > before {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("natsd did not collect within %s (see %s)", settleMax, natsLog)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	live, err = settled(ctx, pid)
 	return running, live, err
+}
+
+// freedLines counts natsd's "freed" lines in its log.
+func freedLines(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for line := range strings.Lines(string(data)) {
+		if strings.TrimSpace(line) == "freed" {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // settled reads pid's RSS until it stops moving (four readings within 0.5 %

@@ -13,8 +13,8 @@
 // nodes need a -name each).
 //
 // SIGUSR1 runs a garbage collection and returns the freed memory to the
-// system, so that a memory figure can read the live heap from RSS
-// (bench/cmd/inboundmem).
+// system, then prints "freed", so that a memory figure can read the live
+// heap from RSS (bench/cmd/inboundmem).
 package main
 
 import (
@@ -92,6 +92,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			done = true
 		case <-gc:
 			debug.FreeOSMemory() // a full collection, then the freed pages go back
+			fmt.Fprintln(stdout, "freed")
 		}
 	}
 	ns.Shutdown()
