@@ -141,6 +141,15 @@ bench-presence: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/presence
 	ulimit -n $$(ulimit -Hn) && bench/.bin/presence -out docs/perf/presence.md
 
+## bench-inbound: reliable inbound (issue 17): core vs reliable echo at 5,000/s and stepped up, 3 runs interleaved;
+## the long run of 1,000,000 reliable actions through SIGKILLs of the dispatcher and the edges (exits non-zero on
+## any loss or double handling); NATS memory per message id in the dedupe window (~25 min on 2 cores) -> docs/perf/inbound.md
+.PHONY: bench-inbound
+bench-inbound: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/counthandler ./services/devstack/cmd/counthandler
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall ./cmd/inboundrun ./cmd/inboundmem
+	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set inbound -runs 3 -out docs/perf/inbound.md
+
 ## microbench: micro-benchmarks of the wire format and of wsconn (-count 6, -benchmem); raw output in
 ## bench/results/micro/micro.txt, then benchstat's table of it (docs/MICROBENCH.md has figures and the
 ## edge's end-to-end before/after comparison)

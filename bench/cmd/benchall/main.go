@@ -365,7 +365,7 @@ func median(v []float64) float64 {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchall", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	set := fs.String("set", "standard", "standard, reduced, smoke, scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md), tabs (shared mode against a connection per tab; writes docs/perf/tabs.md) or history (WS_HISTORY off and on, and NATS memory per stored subject; writes docs/perf/history.md)")
+	set := fs.String("set", "standard", "standard, reduced, smoke, scale (wsgate alone on K edges, one NATS server and a cluster; writes docs/SCALING.md), tabs (shared mode against a connection per tab; writes docs/perf/tabs.md), history (WS_HISTORY off and on, and NATS memory per stored subject; writes docs/perf/history.md) or inbound (reliable inbound; writes docs/perf/inbound.md)")
 	runs := fs.Int("runs", 3, "runs of each scenario per gateway (medians are reported)")
 	out := fs.String("out", "docs/PERFORMANCE.md", "the report to write (-set scale: docs/SCALING.md unless given)")
 	results := fs.String("results", "bench/results", "directory of the raw JSON records and logs")
@@ -375,8 +375,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scaleCfg := scaleFlags(fs)
 	tabsCfg := tabsFlags(fs)
 	historyCfg := historyFlags(fs)
+	inboundCfg := inboundFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *set == "inbound" {
+		return inboundSet(ctx, fs, inboundCfg, *runs, *out, *results, *loadgen, *only, stdout)
 	}
 	if *set == "history" {
 		return runHistorySet(ctx, fs, historyCfg, *runs, *only, *out, *results, *loadgen, stdout)

@@ -87,6 +87,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&cfg.Edges, "edges", 1, "-start wsgate: edges to start (hello uses 2); users are spread round robin over the edges (or over the -url list)")
 	fs.IntVar(&cfg.Tabs, "tabs", 1, "idle: connections per user (users = conns/tabs), as a browser's tabs each with its own connection")
 	fs.StringVar(&cfg.Client, "client", load.ClientEpoll, "how workers read: epoll (a few event loops, the tool's own client) or gorilla (a goroutine per connection with gorilla/websocket, the common Go client)")
+	fs.BoolVar(&cfg.Reliable, "reliable", false, "wsgate roundtrip: send each echo as a reliable action (message id, DESIGN.md §8) and count its Server/ack; -start turns on JetStream and WS_INBOUND for the edges and the dispatcher")
+	fs.StringVar(&cfg.Inbound, "inbound", "memory", "-reliable -start: WS_INBOUND storage of the inbound stream (memory or file)")
 	fs.Var(&urls, "url", "WebSocket URL of the gateway (repeatable: hello's second edge); not with -start")
 	fs.StringVar(&cfg.NATSURL, "nats", "", "wsgate: NATS URL the publisher uses; not with -start")
 	fs.StringVar(&cfg.APIURL, "api", "", "centrifugo: base URL of its HTTP API (http://host:port); not with -start")

@@ -11,6 +11,10 @@
 //
 // With -jetstream DIR, JetStream is on with its store in DIR (a cluster's
 // nodes need a -name each).
+//
+// SIGUSR1 runs a garbage collection and returns the freed memory to the
+// system, then prints "freed", so that a memory figure can read the live
+// heap from RSS (bench/cmd/inboundmem).
 package main
 
 import (
@@ -21,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -78,7 +83,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	fmt.Fprintln(stdout, "ready", ns.ClientURL())
-	<-ctx.Done()
+	gc := make(chan os.Signal, 1)
+	signal.Notify(gc, syscall.SIGUSR1)
+	defer signal.Stop(gc)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-gc:
+			debug.FreeOSMemory() // a full collection, then the freed pages go back
+			fmt.Fprintln(stdout, "freed")
+		}
+	}
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	return nil

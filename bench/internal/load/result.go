@@ -29,6 +29,8 @@ type Params struct {
 	History string `json:"history"`
 	// Presence: the run had presence on (loadgen -presence).
 	Presence bool `json:"presence,omitempty"`
+	// Reliable: requests carried message ids (DESIGN.md §8).
+	Reliable bool `json:"reliable,omitempty"`
 }
 
 // Latency is the distribution of message latencies, in milliseconds.
@@ -100,8 +102,15 @@ type Result struct {
 	// HistoryStored is what the history stream held after a run with
 	// history on: the run's messages (broadcast, unicast) all went
 	// through it when it equals Sent.
-	HistoryStored   uint64   `json:"history_stored,omitempty"`
-	Latency         Latency  `json:"latency"`
+	HistoryStored uint64  `json:"history_stored,omitempty"`
+	Latency       Latency `json:"latency"`
+	// Reliable runs: Server/ack received (duplicates among them), requests
+	// never acknowledged, and the latency from send to ack (the echo
+	// reply's is Latency).
+	Acked           uint64   `json:"acked,omitempty"`
+	AckDuplicates   uint64   `json:"ack_duplicates,omitempty"`
+	Unacked         uint64   `json:"unacked,omitempty"`
+	AckLatency      *Latency `json:"ack_latency,omitempty"`
 	PublishErrors   uint64   `json:"publish_errors"`
 	ClientErrors    uint64   `json:"client_errors"`
 	ErrorSamples    []string `json:"error_samples,omitempty"`
@@ -116,7 +125,7 @@ type Result struct {
 // OK reports whether the run lost nothing and saw no error.
 func (r *Result) OK() bool {
 	return r.Unsupported == "" && r.Lost == 0 && r.Failed == 0 && r.Dropped == 0 &&
-		r.PublishErrors == 0 && r.ClientErrors == 0
+		r.PublishErrors == 0 && r.ClientErrors == 0 && r.Unacked == 0
 }
 
 // Summary is the one-line outcome of the run.
@@ -130,6 +139,9 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, " rate=%.0f/%.0f/s sent=%d recv=%d/%d lost=%d deliveries/s=%.0f p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms",
 			r.AchievedRate, r.Params.Rate, r.Sent, r.Received, r.Expected, r.Lost, r.DeliveriesPerS,
 			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	}
+	if a := r.AckLatency; a != nil {
+		fmt.Fprintf(&b, " acked=%d unacked=%d duplicate-acks=%d ack-p50=%.2fms ack-p99=%.2fms", r.Acked, r.Unacked, r.AckDuplicates, a.P50, a.P99)
 	}
 	fmt.Fprintf(&b, " rss=%.1fMiB rss/conn=%.2fKiB server-cpu=%.1f%%", r.Derived.RSSAfterRampMiB, r.Derived.RSSPerConnKiB, r.Derived.ServerCPUPercent)
 	if r.Scenario == "idle" {

@@ -56,6 +56,12 @@ type Config struct {
 	// (WS_PRESENCE=memory on JetStream) and the dispatcher started, which
 	// keeps presence's index and reaps dead edges (DESIGN §9).
 	Presence bool
+	// Reliable (wsgate roundtrip): requests carry message ids, the edges
+	// store them in the inbound stream (WS_INBOUND=Inbound, memory unless
+	// set) and acknowledge them; a started stack gets JetStream and
+	// WS_INBOUND on its edges and dispatcher.
+	Reliable bool
+	Inbound  string
 
 	// Target when the tool does not start the servers.
 	URLs    []string
@@ -110,6 +116,12 @@ func (c *Config) check() error {
 	}
 	if c.Tabs > 1 && c.Conns%c.Tabs != 0 {
 		return fmt.Errorf("load: -conns %d is not a multiple of -tabs %d", c.Conns, c.Tabs)
+	}
+	if c.Reliable && (c.Scenario != Roundtrip || c.Gateway != "wsgate") {
+		return errors.New("load: -reliable is for the wsgate roundtrip scenario")
+	}
+	if c.Reliable && c.Inbound == "" {
+		c.Inbound = "memory"
 	}
 	if c.Scenario != Idle && c.Rate <= 0 {
 		return errors.New("load: -rate must be positive")
@@ -237,7 +249,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges, Client: cfg.Client, History: cfg.History, Presence: cfg.Presence,
+			Edges: cfg.Edges, Client: cfg.Client, History: cfg.History, Presence: cfg.Presence, Reliable: cfg.Reliable,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -262,6 +274,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			sc.JetStream, sc.Dispatcher = true, true
 			sc.EdgeEnv = append(sc.EdgeEnv, "WS_PRESENCE=memory")
 			sc.DispatcherEnv = append(sc.DispatcherEnv, "WS_PRESENCE=memory")
+		}
+		if cfg.Reliable {
+			sc.JetStream = true
+			sc.EdgeEnv = append(sc.EdgeEnv, "WS_INBOUND="+cfg.Inbound)
+			sc.DispatcherEnv = append(sc.DispatcherEnv, "WS_INBOUND="+cfg.Inbound)
 		}
 		st, err := stack.Start(ctx, sc)
 		if err != nil {
@@ -363,7 +380,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, errors.New("load: workers did not report")
 	}
 	var total Counters
-	var h hist.Snapshot
+	var h, ah hist.Snapshot
 	for _, w := range f {
 		if w.result == nil {
 			total.Add(w.last)
@@ -373,6 +390,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		total.Add(w.result.Counters)
 		h.Merge(*w.result.Hist)
+		if w.result.AckHist != nil {
+			ah.Merge(*w.result.AckHist)
+		}
 		for _, e := range w.result.Errors {
 			if len(res.ErrorSamples) < 10 {
 				res.ErrorSamples = append(res.ErrorSamples, e)
@@ -392,6 +412,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.PublishErrors, res.ClientErrors = pubErrs, total.Errors
 	res.Latency = latencyOf(h)
+	if cfg.Reliable {
+		res.Acked, res.AckDuplicates = total.Acked, total.AckDuplicates
+		res.Unacked = sent - min(total.Acked, sent)
+		al := latencyOf(ah)
+		res.AckLatency = &al
+	}
 	res.RunSeconds = runSecs
 	first := res.firstSendUnixNs
 	if first == 0 {
@@ -546,7 +572,7 @@ func startFleet(ctx context.Context, cfg Config, tabs int) (fleet, error) {
 			Gateway: cfg.Gateway, URLs: cfg.URLs, Secret: cfg.Secret,
 			First: first, Count: last - first, Tabs: tabs, LocalIPs: ips,
 			RampRate: cfg.Ramp / float64(n), Inflight: cfg.Inflight, Size: cfg.Size,
-			Client: cfg.Client,
+			Client: cfg.Client, Reliable: cfg.Reliable,
 		}
 		if cfg.Scenario == Roundtrip {
 			job.Method, job.Rate = "echo", cfg.Rate*float64(job.Count)/float64(cfg.Conns)

@@ -28,6 +28,7 @@ type Report struct {
 	Type     string         `json:"type"` // progress, ready, result
 	Counters Counters       `json:"counters"`
 	Hist     *hist.Snapshot `json:"hist,omitempty"`
+	AckHist  *hist.Snapshot `json:"ack_hist,omitempty"` // reliable requests: send to Server/ack
 	Errors   []string       `json:"errors,omitempty"`
 }
 
@@ -91,8 +92,8 @@ func Drive(ctx context.Context, w *Worker, cmds <-chan string, report func(Repor
 		case cmdStop:
 			snd.stop()
 		case cmdReport:
-			h := w.Hist()
-			report(Report{Type: reportResult, Counters: w.Counters(), Hist: &h, Errors: w.ErrorSamples()})
+			h, ah := w.Hist(), w.AckHist()
+			report(Report{Type: reportResult, Counters: w.Counters(), Hist: &h, AckHist: &ah, Errors: w.ErrorSamples()})
 		}
 	}
 }

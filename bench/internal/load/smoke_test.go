@@ -153,6 +153,9 @@ func TestConfigChecks(t *testing.T) {
 		{"tabs", Config{Scenario: Idle, Gateway: "wsgate", Conns: 30, Tabs: 3}, true},
 		{"tabs not dividing conns", Config{Scenario: Idle, Gateway: "wsgate", Conns: 31, Tabs: 3}, false},
 		{"tabs outside idle", Config{Scenario: Unicast, Gateway: "wsgate", Conns: 30, Tabs: 3, Rate: 1}, false},
+		{"reliable roundtrip", Config{Scenario: Roundtrip, Gateway: "wsgate", Conns: 10, Rate: 1, Reliable: true}, true},
+		{"reliable broadcast", Config{Scenario: Broadcast, Gateway: "wsgate", Conns: 10, Rate: 1, Reliable: true}, false},
+		{"reliable centrifugo", Config{Scenario: Roundtrip, Gateway: "centrifugo", Conns: 10, Rate: 1, Reliable: true}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

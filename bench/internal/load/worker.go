@@ -55,6 +55,9 @@ type Job struct {
 	// Client is how the worker reads: ClientEpoll (default) or
 	// ClientGorilla.
 	Client string `json:"client,omitempty"`
+	// Reliable sends each request with a message id (wsgate, DESIGN.md
+	// §8): the edge acknowledges it once the inbound stream stored it.
+	Reliable bool `json:"reliable,omitempty"`
 }
 
 // EdgeOf is the edge (index of a URL among edges) that connection i dials:
@@ -82,6 +85,10 @@ type Counters struct {
 	Errors     uint64 `json:"errors"`     // error messages read, write failures
 	LastRecvNs int64  `json:"last_recv"`  // Unix ns of the last payload message
 	FirstSendN int64  `json:"first_send"` // Unix ns of the first request
+	// Acked counts the Server/ack of reliable requests, AckDuplicates
+	// those that said duplicate: true.
+	Acked         uint64 `json:"acked,omitempty"`
+	AckDuplicates uint64 `json:"ack_duplicates,omitempty"`
 }
 
 // Add sums o into c (LastRecvNs takes the latest, FirstSendN the earliest).
@@ -93,6 +100,8 @@ func (c *Counters) Add(o Counters) {
 	c.Sent += o.Sent
 	c.Received += o.Received
 	c.Errors += o.Errors
+	c.Acked += o.Acked
+	c.AckDuplicates += o.AckDuplicates
 	c.LastRecvNs = max(c.LastRecvNs, o.LastRecvNs)
 	if o.FirstSendN != 0 && (c.FirstSendN == 0 || o.FirstSendN < c.FirstSendN) {
 		c.FirstSendN = o.FirstSendN
@@ -101,12 +110,14 @@ func (c *Counters) Add(o Counters) {
 
 // Worker holds one job's connections.
 type Worker struct {
-	job    Job          // static
-	framer proto.Framer // static
-	hist   *hist.Hist
+	job     Job          // static
+	framer  proto.Framer // static
+	hist    *hist.Hist
+	ackHist *hist.Hist // reliable requests: send to Server/ack
 
 	connected, opened, failed, dropped atomic.Int64
 	sent, received, errs               atomic.Uint64
+	acked, ackDups                     atomic.Uint64
 	lastRecv, firstSend                atomic.Int64
 	closing                            atomic.Bool
 
@@ -138,7 +149,10 @@ func NewWorker(job Job) (*Worker, error) {
 	if job.Client, err = checkClient(job.Client); err != nil {
 		return nil, err
 	}
-	w := &Worker{job: job, framer: f, hist: hist.New()}
+	if job.Reliable && job.Gateway != "wsgate" {
+		return nil, errors.New("load: reliable requests are wsgate's (DESIGN.md §8)")
+	}
+	w := &Worker{job: job, framer: f, hist: hist.New(), ackHist: hist.New()}
 	if job.Client == ClientGorilla {
 		return w, nil
 	}
@@ -168,8 +182,13 @@ func (w *Worker) Counters() Counters {
 		Connected: w.connected.Load(), Opened: w.opened.Load(), Failed: w.failed.Load(),
 		Dropped: w.dropped.Load(), Sent: w.sent.Load(), Received: w.received.Load(),
 		Errors: w.errs.Load(), LastRecvNs: w.lastRecv.Load(), FirstSendN: w.firstSend.Load(),
+		Acked: w.acked.Load(), AckDuplicates: w.ackDups.Load(),
 	}
 }
+
+// AckHist returns the histogram of send to Server/ack so far
+// (microseconds; reliable requests only).
+func (w *Worker) AckHist() hist.Snapshot { return w.ackHist.Snapshot() }
 
 // Hist returns the latency histogram so far (microseconds).
 func (w *Worker) Hist() hist.Snapshot { return w.hist.Snapshot() }
@@ -400,6 +419,8 @@ func (r *receiver) decoded(m proto.Msg) {
 			w.received.Add(1)
 			w.lastRecv.Store(r.now)
 		}
+	case proto.KindAck:
+		w.ack(m.Body, r.now)
 	case proto.KindError:
 		w.errs.Add(1)
 		w.sample(fmt.Errorf("server sent %s", m.Body))
@@ -409,6 +430,24 @@ func (r *receiver) decoded(m proto.Msg) {
 				w.errs.Add(1)
 			}
 		}
+	}
+}
+
+// ack accounts for a Server/ack read at now: an ack that is not durable
+// means the edge runs without the inbound stream, which a reliable run
+// counts as an error.
+func (w *Worker) ack(body []byte, now int64) {
+	a, ok := proto.ParseAck(body)
+	_, sendNs, idOK := proto.ParseMsgID(a.ID)
+	if !ok || !idOK || !a.Durable {
+		w.errs.Add(1)
+		w.sample(fmt.Errorf("unexpected ack %s", body))
+		return
+	}
+	w.ackHist.Record((now - sendNs) / 1000)
+	w.acked.Add(1)
+	if a.Duplicate {
+		w.ackDups.Add(1)
 	}
 }
 
@@ -427,7 +466,7 @@ func (w *Worker) Send(ctx context.Context) {
 	start := time.Now()
 	w.firstSend.CompareAndSwap(0, start.UnixNano())
 	var sent, skipped, next uint64
-	var payload, frame []byte
+	var payload, frame, id []byte
 	seqBase := uint64(w.job.First) << 32 // request ids unique across workers
 	for {
 		select {
@@ -443,8 +482,14 @@ func (w *Worker) Send(ctx context.Context) {
 				c := senders[next%uint64(len(senders))]
 				next++
 				seq := seqBase + sent
-				payload = proto.AppendPayload(payload[:0], time.Now().UnixNano(), seq, w.job.Size)
-				frame = w.framer.AppendRequest(frame[:0], w.job.Method, seq, payload)
+				now := time.Now().UnixNano()
+				payload = proto.AppendPayload(payload[:0], now, seq, w.job.Size)
+				if w.job.Reliable {
+					id = proto.AppendMsgID(id[:0], seq, now)
+					frame = proto.AppendWsgateReliable(frame[:0], w.job.Method, seq, id, payload)
+				} else {
+					frame = w.framer.AppendRequest(frame[:0], w.job.Method, seq, payload)
+				}
 				if err := c.write(opText, frame); err != nil {
 					w.errs.Add(1)
 					continue

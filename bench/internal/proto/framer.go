@@ -21,10 +21,11 @@ const (
 	KindReply              // the answer to a request (roundtrip)
 	KindError              // an error answer or a refusal
 	KindPing               // an application ping, to be answered with Pong
+	KindAck                // wsgate's Server/ack of a reliable request (DESIGN.md §8)
 )
 
 func (k Kind) String() string {
-	return [...]string{"other", "auth-ok", "data", "reply", "error", "ping"}[k]
+	return [...]string{"other", "auth-ok", "data", "reply", "error", "ping", "ack"}[k]
 }
 
 // Msg is one message of a received frame. Body is the part that holds the
@@ -131,6 +132,8 @@ func (Wsgate) Decode(frame []byte, fn func(Msg)) {
 		kind = KindError
 	case string(action) == "echo":
 		kind = KindReply
+	case string(action) == "Server/ack":
+		kind = KindAck
 	case string(action) == WsgateAction, string(action) == "hello":
 		kind = KindData
 	}

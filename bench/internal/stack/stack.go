@@ -55,7 +55,12 @@ type Config struct {
 	// and of the dispatcher (e.g. WS_HISTORY=memory), after the stack's own.
 	EdgeEnv       []string
 	DispatcherEnv []string
-	Dir           string // for generated files and the servers' logs
+	// DispatcherPath, when set, is the program started as "dispatcher"
+	// instead of BinDir/dispatcher (e.g. a handler built on the SDK), with
+	// DispatcherArgs; it must log the service's "dispatcher subscribed".
+	DispatcherPath string
+	DispatcherArgs []string
+	Dir            string // for generated files and the servers' logs
 }
 
 // Stack is a running set of servers.
@@ -319,7 +324,11 @@ func (s *Stack) addWsgate(ctx context.Context, cfg Config) error {
 		}
 	}
 	if cfg.Dispatcher {
-		p, err := start(cfg.Dir, "dispatcher", filepath.Join(cfg.BinDir, "dispatcher"), nil,
+		path := filepath.Join(cfg.BinDir, "dispatcher")
+		if cfg.DispatcherPath != "" {
+			path = cfg.DispatcherPath
+		}
+		p, err := start(cfg.Dir, "dispatcher", path, cfg.DispatcherArgs,
 			append(append([]string{"DISPATCHER_ADDR=127.0.0.1:0", "NATS_URL=" + s.NATSURL}, common...), cfg.DispatcherEnv...))
 		if err != nil {
 			return err
