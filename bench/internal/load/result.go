@@ -22,6 +22,9 @@ type Params struct {
 	Size     int     `json:"size_bytes"`
 	Edges    int     `json:"edges,omitempty"`
 	Client   string  `json:"client,omitempty"`
+	// Publish and PublishInflight are Centrifugo's publishing path.
+	Publish         string `json:"publish,omitempty"`
+	PublishInflight int    `json:"publish_inflight,omitempty"`
 	// NATSNodes is the number of NATS servers the run started (a cluster
 	// when more than one).
 	NATSNodes int `json:"nats_nodes,omitempty"`
@@ -82,12 +85,15 @@ type Result struct {
 	// Sent is what the run sent: requests (roundtrip, hello) or published
 	// messages (broadcast, unicast); Expected the messages the clients
 	// should have received for it.
-	Sent            uint64   `json:"sent"`
-	Expected        uint64   `json:"expected"`
-	Received        uint64   `json:"received"`
-	Lost            uint64   `json:"lost"`
-	Duplicates      uint64   `json:"duplicates"`
-	AchievedRate    float64  `json:"achieved_rate_per_s"`
+	Sent         uint64  `json:"sent"`
+	Expected     uint64  `json:"expected"`
+	Received     uint64  `json:"received"`
+	Lost         uint64  `json:"lost"`
+	Duplicates   uint64  `json:"duplicates"`
+	AchievedRate float64 `json:"achieved_rate_per_s"`
+	// PublishSeconds is the time from the first publish until the gateway
+	// took the last message (broadcast, unicast).
+	PublishSeconds  float64  `json:"publish_seconds,omitempty"`
 	DeliveriesPerS  float64  `json:"deliveries_per_s"`
 	Latency         Latency  `json:"latency"`
 	PublishErrors   uint64   `json:"publish_errors"`
