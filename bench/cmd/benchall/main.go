@@ -3,7 +3,7 @@
 // interleaved, and writes docs/PERFORMANCE.md: medians side by side with
 // ratios, the command of every figure, and the Go micro-benchmarks.
 //
-//	benchall -set standard -runs 3 -out docs/PERFORMANCE.md   (make bench, ≈15 min on 2 cores)
+//	benchall -set standard -runs 3 -out docs/PERFORMANCE.md   (make bench, ≈35 min on 2 cores)
 //	benchall -set reduced  -runs 3 -out docs/PERFORMANCE.md   (preliminary figures)
 //
 // Run it from the repository root after make build and after building
@@ -852,13 +852,17 @@ const howTo = "## How to reproduce\n\n" +
 	"GOBIN=$PWD/bench/.bin go install github.com/centrifugal/centrifugo/v6@v6.9.1   # never committed (bench/.gitignore)\n" +
 	"ulimit -n $(ulimit -Hn)\n" +
 	"bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md            # what make bench does\n" +
+	"bench/.bin/benchall -set standard -runs 3 -only broadcast,broadcast-gorilla,broadcast-godebug-off,broadcast-gorilla-godebug-off -micro=false -out /tmp/tail.md   # the broadcast tail alone\n" +
+	"bench/.bin/benchall -set standard -runs 3 -only unicast,unicast-publish-batch-4,unicast-publish-parallel-4,unicast-publish-single-32 -micro=false -out /tmp/publish.md   # Centrifugo's publishing paths alone\n" +
+	"bench/.bin/loadgen -start centrifugo -scenario unicast -conns 10000 -workers 2 -ramp 2000 -rate 12000 -duration 10s -publish single -publish-inflight 32   # one path\n" +
 	"bench/.bin/loadgen -start wsgate -scenario roundtrip -conns 500 -rate 1000 -duration 10s   # one figure\n" +
 	"bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md                   # make bench-scale: K edges, one NATS server and a cluster\n" +
 	"bench/.bin/loadgen -start wsgate -scenario broadcast -conns 2000 -edges 4 -nats-nodes 3 -client gorilla -rate 5 -messages 50   # 4 edges on a 3-node cluster, goroutine-per-connection clients\n" +
 	"```\n\n" +
 	"`loadgen -h` lists every flag. Without `-start` it measures servers that are already running: " +
 	"`-url ws://… -secret … -nats nats://…` (wsgate) or `-api http://… -api-key …` (Centrifugo), and `-pid N` (repeatable) for the processes whose RSS and CPU to report. " +
-	"Users are spread round robin over the edges (`-edges K`, or the `-url` list), and `-client gorilla` reads each connection in a goroutine of its own with gorilla/websocket instead of the tool's epoll loops. Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
+	"Users are spread round robin over the edges (`-edges K`, or the `-url` list), and `-client gorilla` reads each connection in a goroutine of its own with gorilla/websocket instead of the tool's epoll loops. " +
+	"Centrifugo's publisher uses its HTTP server API as `-publish batch|parallel|single` and `-publish-inflight N` say (batch and 4 unless given); benchall's `-centrifugo-publish` lists the paths of a set (the first for every Centrifugo run), `-broadcast-clients` and `-broadcast-godebug` its broadcast variants (`benchall -h`). Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
 	"While it runs, loadgen prints connected, sent, received, lost-or-in-flight and p99 so far once a second on stderr; at the end one summary line on stdout.\n\n" +
 	"Derived figures: *RSS per connection* = (server RSS after the ramp − before it) / connections; *CPU per connection per second* = server CPU time during the idle hold / connections / hold seconds " +
 	"(both gateways ping every 20–25 s, so a hold shorter than that misses the pings); the *edge alone* rows take the same from the edge's own samples (wsgate's server rows add NATS; Centrifugo is one process, its broker inside); *deliveries per second* = messages received / (last receipt − first send).\n"
