@@ -528,3 +528,61 @@ func renderPublish(w func(string, ...any), specs []spec, cells map[string]map[st
 		"A batch pays the request once for the messages that fell due together, as the documentation recommends; a batch is processed one command after another unless `parallel` is set, so a large batch delivers its last message later than its first. " +
 		"The rows of the main table use the first path of `-centrifugo-publish` for every Centrifugo run; a short path is marked there as here.\n")
 }
+
+// renderTail writes the broadcast scenario's variants side by side (client
+// modes, GODEBUG choices) against the goals of the set: p99 within 1.2× the
+// machine's floor, and no worse than Centrifugo's in the same variant.
+func renderTail(w func(string, ...any), specs []spec, cells map[string]map[string]*cell, floors []floorRecord) {
+	var vs []spec
+	for _, s := range specs {
+		if s.name == "broadcast" || strings.HasPrefix(s.name, "broadcast-") && s.steps == nil {
+			vs = append(vs, s)
+		}
+	}
+	if len(vs) < 2 {
+		return
+	}
+	floor := math.NaN()
+	if len(floors) > 0 {
+		var v []float64
+		for _, f := range floors {
+			v = append(v, f.P99)
+		}
+		floor = median(v)
+	}
+	w("\n## The broadcast tail by client and GODEBUG\n\n")
+	w("The broadcast scenario once per client mode of the load tool and per `GODEBUG` choice, both gateways in the same set. " +
+		"Goals (issue 20): wsgate's p99 at most 1.2× the machine's floor p99 (*The machine's floor* below), and no worse than Centrifugo's in every variant.\n\n")
+	w("| variant | wsgate p50 (ms) | wsgate p99 (ms) | Centrifugo p50 (ms) | Centrifugo p99 (ms) | wsgate p99 / floor p99 (%s ms) | wsgate's p99 no worse than Centrifugo's |\n|---|---:|---:|---:|---:|---:|---|\n", fmtNum(floor))
+	for _, s := range vs {
+		cw, cc := cells[s.name]["wsgate"], cells[s.name]["centrifugo"]
+		p50w, _ := figure(cw, mP50)
+		p99w, vw := figure(cw, mP99)
+		p50c, _ := figure(cc, mP50)
+		p99c, vc := figure(cc, mP99)
+		toFloor := "—"
+		if !math.IsNaN(floor) && floor > 0 && !math.IsNaN(vw) {
+			toFloor = fmt.Sprintf("%.2f× (%s)", vw/floor, map[bool]string{true: "met", false: "not met"}[vw <= 1.2*floor])
+		}
+		versus := "—"
+		switch {
+		case cellMarkText(cw) != "" || cellMarkText(cc) != "":
+			versus = "not compared ⚠"
+		case !math.IsNaN(vw) && !math.IsNaN(vc):
+			versus = map[bool]string{true: "yes", false: "no"}[vw <= vc]
+		}
+		w("| %s | %s | %s | %s | %s | %s | %s |\n", s.name, p50w, p99w, p50c, p99c, toFloor, versus)
+	}
+	w("\n%s\n", tailReading)
+}
+
+// tailReading is what the code says about wsgate's broadcast tail with
+// goroutine-per-connection clients; the table above measures it.
+const tailReading = "What shapes wsgate's tail here, from its code and the Go runtime's: " +
+	"the edge writes a broadcast to its connections in `GOMAXPROCS` shares (the router and the flush workers, `hub/route.go`), each share a tight loop of one `writev` per connection, in the order of a Go map (a new order every message, so every connection sees every place in the burst and the p99 is about the burst's length). " +
+	"Between two broadcasts (200 ms apart at 5 msg/s) every P of the edge is idle and the runtime's monitor thread (sysmon) sleeps deeply; the first system call of the next burst wakes it with its period reset to 20 µs, and while both Ps write no P is idle, so sysmon takes the P of any `writev` it sees in progress on two of its checks in a row (`retake` in runtime/proc.go) and hands it to another thread: two thread switches for a write that then waits for its P back, and every such take resets the period to 20 µs again, for the whole burst. " +
+	"How long a `writev` lasts decides how often that happens: on loopback it runs the reader's TCP receive and wakes the reader. " +
+	"The tool's epoll clients are a few threads that take hundreds of ready sockets per wake-up; goroutine-per-connection clients (gorilla) wake a goroutine per socket, their threads are runnable throughout the burst and preempt the edge's writers inside their system calls, which lengthens them past sysmon's 20 µs and multiplies the takes. " +
+	"`GODEBUG=schedtrace=…` keeps sysmon from the deep sleep, so it stays at its 10 ms period and a 20 µs write is never seen twice: which is why the setting mattered with gorilla clients, and why `bin/edge` now applies it itself. " +
+	"Centrifugo writes with a goroutine per connection: a P taken from one writer runs the next writer, so the same takes cost it less, though each of its deliveries costs more CPU. " +
+	"On a machine where the clients are elsewhere neither the clients' threads nor their wake-ups compete with the edge's writers."

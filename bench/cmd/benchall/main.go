@@ -730,6 +730,7 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 	}
 	w("\nA latency is shown with the rate achieved by the run it comes from (`p99 @ rate`). %s\n", markNote)
 	renderPublish(w, specs, cells)
+	renderTail(w, specs, cells, floors)
 	renderFloor(w, floors, floorErrs)
 	w("\n## What each scenario does, and the command of every figure\n\n")
 	w("Every figure above comes from the command below for its scenario and gateway, run from the repository root (`-json out.json` writes the full record: all percentiles, /proc samples of each server process before, after the ramp and after the run, error samples).\n\n")
