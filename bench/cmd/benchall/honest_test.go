@@ -122,3 +122,38 @@ func TestWithVariants(t *testing.T) {
 		t.Errorf("withExtra %v", got)
 	}
 }
+
+// TestRenderPublish_PathsSideBySide: Centrifugo's unicast once per
+// publishing path, wsgate's for reference, a short path marked.
+func TestRenderPublish_PathsSideBySide(t *testing.T) {
+	specs, _ := sets("standard")
+	paths, _ := parsePublishPaths("batch,single:32")
+	specs, err := withVariants("standard", specs, "epoll", "on", paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells := map[string]map[string]*cell{}
+	for _, s := range specs {
+		cells[s.name] = map[string]*cell{"wsgate": {}, "centrifugo": {}}
+	}
+	cells["unicast"]["wsgate"].runs = []*result{record("unicast", 10000, 12000, 11999, 11998, 5.4, 0)}
+	cells["unicast-publish-batch-4"]["wsgate"].na = "wsgate publishes over NATS"
+	cells["unicast-publish-batch-4"]["centrifugo"].runs = []*result{record("unicast", 10000, 12000, 11998, 11990, 116, 0)}
+	cells["unicast-publish-single-32"]["wsgate"].na = "wsgate publishes over NATS"
+	cells["unicast-publish-single-32"]["centrifugo"].runs = []*result{record("unicast", 10000, 12000, 10450, 10440, 16, 0)}
+	doc := render("standard", 1, "", "x.md", specs, cells, nil, nil, machine{publish: paths[0]}, "", "raw")
+	for _, want := range []string{
+		"## Centrifugo's publishing paths",
+		"| wsgate (NATS publish, for reference) | 11999 |",
+		"| Centrifugo, batch, 4 in flight | 11998 |",
+		"| Centrifugo, single, 32 in flight | 10450 ⚠ short: 10,450 of 12,000/s |",
+		"short of the asked rate here: single, 32 in flight (10,450/s",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if strings.Contains(doc, "| unicast-publish-") {
+		t.Error("a publishing path's rows are in the main table")
+	}
+}
