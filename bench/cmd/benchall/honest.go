@@ -407,7 +407,7 @@ func withVariants(set string, specs []spec, clients, godebugs string, paths []pu
 var markNote = fmt.Sprintf("A ⚠ marks a run that achieved less than %.0f %% of the asked rate (*short*: the gateway did not take the messages or requests as fast as asked), "+
 	"delivered less than %.0f %% of what its achieved rate asks for (*behind*: the last deliveries came well after the last send), lost messages or saw errors; "+
 	"the achieved-rate row says which and in how many runs. Latencies of a marked run measure its queue, not the gateway at the asked load: they are not compared. "+
-	"The achieved rate of a publishing scenario counts until the gateway took the last message (Centrifugo's API answered the last request; NATS flushed the last publish).",
+	"The achieved rate of a publishing scenario counts until the publisher took the last message: Centrifugo's publisher waits while all the requests it may have in flight (`-publish-inflight`) are unanswered; NATS's publish returns once the message is in its connection's buffer (written to the socket when full).",
 	shortShare*100, behindShare*100)
 
 // stepP99 is the p99 at the highest passing step with the rate achieved.
@@ -471,7 +471,7 @@ func renderPublish(w func(string, ...any), specs []spec, cells map[string]map[st
 		"An independent harness on this machine (gorilla clients, one `/api/publish` per message, 32 in flight) measured Centrifugo at this load with p99 16 ms but **10,400–10,700 msg/s achieved of the 12,000 asked**, "+
 		"where an earlier table of this tool said 12,000/s at p99 77–116 ms. The two did not measure the same publisher: this tool's sends the messages that fell due in the same millisecond in one `/api/batch` (and, after a slow request, every message that fell due meanwhile in one larger batch), the harness's sent one request per message. "+
 		"And this tool's achieved rate was the messages over the nominal 10 s, so it could not show a publisher falling behind (its deliveries-per-second row could, and said 11,998/s then); "+
-		"now it counts until the API answered the last request, so each path below shows what it got through.\n\n", strings.TrimSuffix(ps[0].what[:strings.Index(ps[0].what+",", ", Centrifugo")], ","))
+		"now it counts until the publisher took the last message, which waits while all its requests in flight are unanswered, so each path below shows what the API took.\n\n", strings.TrimSuffix(ps[0].what[:strings.Index(ps[0].what+",", ", Centrifugo")], ","))
 	w("| publisher | achieved rate (msg/s) | deliveries per second | p50 (ms) | p99 (ms) | max (ms) | lost | server CPU (%% of one core) | server CPU per delivered message (µs) | load tool CPU (%% of one core) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	row := func(name string, c *cell) {
 		if c == nil || c.na != "" || len(c.runs) == 0 {
@@ -520,9 +520,9 @@ func renderPublish(w func(string, ...any), specs []spec, cells map[string]map[st
 	for _, o := range outcomes {
 		single = single || o.short && strings.HasPrefix(o.path, "single")
 	}
-	w("Reading it: ")
+	w("Reading it. ")
 	if len(short) > 0 {
-		w("short of the asked rate here: %s. ", strings.Join(short, "; "))
+		w("Short of the asked rate here: %s. ", strings.Join(short, "; "))
 	}
 	if len(full) > 0 {
 		w("The whole rate: %s. ", strings.Join(full, "; "))

@@ -147,7 +147,7 @@ func TestRenderPublish_PathsSideBySide(t *testing.T) {
 		"| wsgate (NATS publish, for reference) | 11999 |",
 		"| Centrifugo, batch, 4 in flight | 11998 |",
 		"| Centrifugo, single, 32 in flight | 10450 ⚠ short: 10,450 of 12,000/s |",
-		"short of the asked rate here: single, 32 in flight (10,450/s",
+		"Short of the asked rate here: single, 32 in flight (10,450/s",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the report lacks %q", want)

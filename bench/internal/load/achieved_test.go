@@ -7,14 +7,14 @@ import (
 )
 
 // TestDerive_AchievedRateCountsTheSlowPublisher: a publisher that needs
-// longer than the run's window to hand its messages over (Centrifugo's API
-// taking requests slower than asked) gets the rate it achieved, not the
-// rate asked; one that keeps up gets the rate asked.
+// longer than the run's window to take its messages (Centrifugo's API
+// answering slower than asked, every request in flight) gets the rate it
+// achieved, not the rate asked; one that keeps up gets the rate asked.
 func TestDerive_AchievedRateCountsTheSlowPublisher(t *testing.T) {
 	cfg := Config{Scenario: Unicast, Rate: 12000, Duration: 10 * time.Second}
 	for _, tc := range []struct {
 		name    string
-		publish float64 // seconds until the gateway took the last message
+		publish float64 // seconds until the publisher took the last message
 		want    float64
 	}{
 		{"kept up", 10.0, 12000},

@@ -91,8 +91,9 @@ type Result struct {
 	Lost         uint64  `json:"lost"`
 	Duplicates   uint64  `json:"duplicates"`
 	AchievedRate float64 `json:"achieved_rate_per_s"`
-	// PublishSeconds is the time from the first publish until the gateway
-	// took the last message (broadcast, unicast).
+	// PublishSeconds is the time from the first publish until the
+	// publisher took the last message, with no more requests unanswered
+	// than it may have in flight (broadcast, unicast).
 	PublishSeconds  float64  `json:"publish_seconds,omitempty"`
 	DeliveriesPerS  float64  `json:"deliveries_per_s"`
 	Latency         Latency  `json:"latency"`

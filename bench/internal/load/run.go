@@ -413,14 +413,18 @@ func runPhase(ctx context.Context, cfg Config, f fleet, c0 Counters, res *Result
 	pubStart := time.Now()
 	res.firstSendUnixNs = pubStart.UnixNano()
 	n := publish(ctx, cfg, pub, total, c0.Connected, published)
+	// Until the publisher took the last message: its Publish blocks while
+	// as many requests as it may have in flight are unanswered, so a
+	// gateway that answers slower than asked stretches this, and the
+	// achieved rate shows it. The answers still outstanding then (at most
+	// that many requests) are not counted: one slow answer to the last
+	// broadcast would otherwise make a run short.
+	res.PublishSeconds = time.Since(pubStart).Seconds()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if err := pub.Close(cctx); err != nil {
 		res.ErrorSamples = append(res.ErrorSamples, "publish: "+err.Error())
 	}
 	cancel()
-	// Until the gateway has taken the last message: a publisher that
-	// cannot keep up stretches it, and the achieved rate shows it.
-	res.PublishSeconds = time.Since(pubStart).Seconds()
 	want := uint64(n)
 	if cfg.Scenario == Broadcast {
 		want = uint64(n) * uint64(c0.Connected)
@@ -593,9 +597,9 @@ func derive(res *Result, conns int64, runSecs float64, cfg Config, clientCPUus i
 		if cfg.Scenario == Broadcast && cfg.Messages > 0 {
 			window = float64(cfg.Messages) / cfg.Rate
 		}
-		// The publishing scenarios' window is the time until the gateway
-		// took the last message (which includes up to one send tick after
-		// the last message fell due); the requesters' is the sending time.
+		// The publishing scenarios' window is the time until the publisher
+		// took the last message (up to one send tick after it fell due when
+		// the gateway keeps up); the requesters' is the sending time.
 		if res.PublishSeconds > 0 {
 			window = res.PublishSeconds
 		}

@@ -159,8 +159,9 @@ func NewCentrifugoPublisher(base, key string, opt CentrifugoOptions) (*Centrifug
 			Timeout:   10 * time.Second,
 			Transport: &http.Transport{MaxIdleConnsPerHost: opt.Inflight, MaxConnsPerHost: opt.Inflight},
 		},
-		// A request body waits here only while every poster is busy.
-		jobs: make(chan []byte, opt.Inflight),
+		// Unbuffered: Publish returns once a poster took the request, so
+		// at most Inflight requests are unanswered when it returns.
+		jobs: make(chan []byte),
 	}
 	for range opt.Inflight {
 		p.wg.Go(p.post)
