@@ -456,7 +456,7 @@ func centrifugoConditions(env machine) string {
 
 // renderPublish writes Centrifugo's unicast once per publishing path, with
 // wsgate's unicast for reference, and what the paths explain.
-func renderPublish(w func(string, ...any), specs []spec, cells map[string]map[string]*cell) {
+func renderPublish(w func(string, ...any), specs []spec, cells map[string]map[string]*cell, mainPath publishPath) {
 	var ps []spec
 	for _, s := range specs {
 		if s.sectionName() == sectionPublish {
@@ -526,6 +526,15 @@ func renderPublish(w func(string, ...any), specs []spec, cells map[string]map[st
 	}
 	if len(full) > 0 {
 		w("The whole rate: %s. ", strings.Join(full, "; "))
+	}
+	best := -1
+	for i, o := range outcomes {
+		if !o.short && (best < 0 || o.p99 < outcomes[best].p99) {
+			best = i
+		}
+	}
+	if best >= 0 && len(outcomes) > 1 {
+		w("Of the paths that kept the rate, %s has the lowest p99 (%s ms); the main table uses %s. ", outcomes[best].path, fmtNum(outcomes[best].p99), mainPath)
 	}
 	w("A request per message costs Centrifugo an HTTP request's parsing and answer per message, and the publisher a round trip per message with at most so many in flight. ")
 	if single {

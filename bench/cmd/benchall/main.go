@@ -729,7 +729,7 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 		}
 	}
 	w("\nA latency is shown with the rate achieved by the run it comes from (`p99 @ rate`). %s\n", markNote)
-	renderPublish(w, specs, cells)
+	renderPublish(w, specs, cells, env.publish)
 	renderTail(w, specs, cells, floors)
 	renderFloor(w, floors, floorErrs)
 	w("\n## What each scenario does, and the command of every figure\n\n")
