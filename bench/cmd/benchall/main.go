@@ -815,13 +815,6 @@ func cellVal(c *cell, m metric) float64 {
 	return c.median(m)
 }
 
-func fmtCell(c *cell, v float64) string {
-	if c.na != "" {
-		return "n/a"
-	}
-	return fmtNum(v)
-}
-
 func stepVal(c *cell, v float64) string {
 	switch {
 	case c.na != "":
