@@ -515,7 +515,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var floors []floorRecord
 	var floorErrs []string
-	if fa, ok := floorArgs[*set]; ok && *only == "" {
+	// The floor is measured with the whole set, or with a broadcast
+	// scenario run alone (its goal is stated against the floor).
+	withBroadcast := slices.ContainsFunc(specs, func(s spec) bool { return strings.HasPrefix(s.name, "broadcast") && s.steps == nil })
+	if fa, ok := floorArgs[*set]; ok && (*only == "" || withBroadcast) {
 		floors, floorErrs = r.floor(ctx, floorBin, fa, *runs)
 		if ctx.Err() != nil {
 			return ctx.Err()
