@@ -94,7 +94,8 @@ images:
 	docker build -f services/edge/Dockerfile -t $(IMAGE_REPO)/edge:$(VERSION) .
 	docker build -f services/dispatcher/Dockerfile -t $(IMAGE_REPO)/dispatcher:$(VERSION) .
 
-## bench: wsgate and Centrifugo v6.9.1 side by side under load (~20 min on 2 cores) -> docs/PERFORMANCE.md
+## bench: wsgate and Centrifugo v6.9.1 side by side under load (~35 min on 2 cores: broadcast with both client modes,
+## with and without GODEBUG, and Centrifugo's unicast per publishing path included) -> docs/PERFORMANCE.md
 bench: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall ./cmd/floor
 	test -x bench/.bin/centrifugo || GOBIN=$(CURDIR)/bench/.bin $(GO) install github.com/centrifugal/centrifugo/v6@v6.9.1

@@ -3,7 +3,7 @@
 // interleaved, and writes docs/PERFORMANCE.md: medians side by side with
 // ratios, the command of every figure, and the Go micro-benchmarks.
 //
-//	benchall -set standard -runs 3 -out docs/PERFORMANCE.md   (make bench, ≈15 min on 2 cores)
+//	benchall -set standard -runs 3 -out docs/PERFORMANCE.md   (make bench, ≈35 min on 2 cores)
 //	benchall -set reduced  -runs 3 -out docs/PERFORMANCE.md   (preliminary figures)
 //
 // Run it from the repository root after make build and after building
@@ -63,11 +63,14 @@ type result struct {
 	RunSeconds     float64  `json:"run_seconds"`
 	ErrorSamples   []string `json:"error_samples"`
 	Params         struct {
-		Conns     int     `json:"conns"`
-		Rate      float64 `json:"rate_per_s"`
-		Edges     int     `json:"edges"`
-		NATSNodes int     `json:"nats_nodes"`
-		History   string  `json:"history"`
+		Conns           int     `json:"conns"`
+		Rate            float64 `json:"rate_per_s"`
+		Edges           int     `json:"edges"`
+		NATSNodes       int     `json:"nats_nodes"`
+		Client          string  `json:"client"`
+		Publish         string  `json:"publish"`
+		PublishInflight int     `json:"publish_inflight"`
+		History         string  `json:"history"`
 	} `json:"params"`
 	Latency struct {
 		P50 float64 `json:"p50_ms"`
@@ -171,6 +174,32 @@ type spec struct {
 	args    []string  // loadgen arguments but -start and -json
 	steps   []float64 // when set: -rate steps to find the highest passing one
 	metrics []metric
+	// variant, when set, limits or places the spec (see withVariants).
+	*variant
+}
+
+// variant is what a spec added by withVariants has of its own.
+type variant struct {
+	// only, when set, is the one gateway the spec runs; the other's cell
+	// says why not.
+	only, onlyWhy string
+	// section, when set, renders the spec in a section of its own rather
+	// than in the main table (sectionPublish).
+	section string
+}
+
+func (s spec) onlyGateway() (string, string) {
+	if s.variant == nil {
+		return "", ""
+	}
+	return s.only, s.onlyWhy
+}
+
+func (s spec) sectionName() string {
+	if s.variant == nil {
+		return ""
+	}
+	return s.section
 }
 
 func sets(name string) ([]spec, error) {
@@ -180,55 +209,55 @@ func sets(name string) ([]spec, error) {
 		return []spec{
 			{"idle", "15,000 authenticated connections from 2 worker processes, held 30 s (longer than both gateways' ping period)",
 				[]string{"-scenario", "idle", "-conns", "15000", "-workers", "2", "-ramp", "2000", "-duration", "30s"},
-				nil, []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mGwRSSPerConn, mGwIdleCPU, mRampCPU}},
+				nil, []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mGwRSSPerConn, mGwIdleCPU, mRampCPU}, nil},
 			{"broadcast", "10,000 connections, 50 messages of 128 B to all at 5 msg/s",
 				[]string{"-scenario", "broadcast", "-conns", "10000", "-workers", "2", "-ramp", "2000", "-rate", "5", "-messages", "50"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 			{"broadcast-max", "2,000 connections, rate stepped up for 10 s each: the highest with zero loss and p99 ≤ 100 ms (one pass per gateway)",
 				[]string{"-scenario", "broadcast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-duration", "10s"},
-				[]float64{10, 20, 40, 60, 80, 120, 160, 240, 280, 320, 400}, nil},
+				[]float64{10, 20, 40, 60, 80, 120, 160, 240, 280, 320, 400}, nil, nil},
 			{"unicast-max", "10,000 users, rate to random users stepped up for 10 s each: the highest with zero loss and p99 ≤ 10 ms (one pass per gateway)",
 				[]string{"-scenario", "unicast", "-conns", "10000", "-workers", "2", "-ramp", "2000", "-duration", "10s"},
-				[]float64{2000, 4000, 8000, 12000, 16000, 20000, 24000}, nil},
+				[]float64{2000, 4000, 8000, 12000, 16000, 20000, 24000}, nil, nil},
 			{"roundtrip-max", "1,000 connections sending echo requests, rate stepped up for 10 s each: the highest with zero loss and p99 ≤ 100 ms (one pass per gateway)",
 				[]string{"-scenario", "roundtrip", "-conns", "1000", "-workers", "1", "-duration", "10s"},
-				[]float64{2000, 5000, 8000, 12000, 16000, 20000, 24000, 32000}, nil},
+				[]float64{2000, 5000, 8000, 12000, 16000, 20000, 24000, 32000}, nil, nil},
 			{"unicast", "10,000 users, 12,000 msg/s to random users for 10 s",
 				[]string{"-scenario", "unicast", "-conns", "10000", "-workers", "2", "-ramp", "2000", "-rate", "12000", "-duration", "10s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 			{"roundtrip", "1,000 connections sending echo requests, 5,000 req/s in all for 10 s",
 				[]string{"-scenario", "roundtrip", "-conns", "1000", "-workers", "1", "-rate", "5000", "-duration", "10s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 			{"hello", "500 users with a tab on each of 2 edges; hello at 500/s, both tabs must receive",
 				[]string{"-scenario", "hello", "-conns", "1000", "-workers", "1", "-rate", "500", "-duration", "10s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 		}, nil
 	case "reduced":
 		return []spec{
 			{"idle", "5,000 authenticated connections from 2 worker processes, held 30 s",
 				[]string{"-scenario", "idle", "-conns", "5000", "-workers", "2", "-ramp", "2000", "-duration", "30s"},
-				nil, []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mRampCPU}},
+				nil, []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mRampCPU}, nil},
 			{"broadcast", "2,000 connections, 50 messages of 128 B to all at 5 msg/s",
 				[]string{"-scenario", "broadcast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-rate", "5", "-messages", "50"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 			{"broadcast-max", "2,000 connections, rate stepped up for 5 s each: the highest with zero loss and p99 ≤ 100 ms (one pass per gateway)",
 				[]string{"-scenario", "broadcast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-duration", "5s"},
-				[]float64{10, 20, 30, 40, 60, 80}, nil},
+				[]float64{10, 20, 30, 40, 60, 80}, nil, nil},
 			{"unicast", "2,000 users, 2,000 msg/s to random users for 10 s",
 				[]string{"-scenario", "unicast", "-conns", "2000", "-workers", "1", "-ramp", "2000", "-rate", "2000", "-duration", "10s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 			{"roundtrip", "500 connections sending echo requests, 1,000 req/s in all for 10 s",
 				[]string{"-scenario", "roundtrip", "-conns", "500", "-workers", "1", "-rate", "1000", "-duration", "10s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 			{"hello", "250 users with a tab on each of 2 edges; hello at 200/s, both tabs must receive",
 				[]string{"-scenario", "hello", "-conns", "500", "-workers", "1", "-rate", "200", "-duration", "10s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 		}, nil
 	case "smoke":
 		return []spec{
 			{"roundtrip", "50 connections, 200 req/s for 3 s",
 				[]string{"-scenario", "roundtrip", "-conns", "50", "-workers", "1", "-rate", "200", "-duration", "3s"},
-				nil, msgMetrics},
+				nil, msgMetrics, nil},
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown set %q (standard, reduced, smoke, scale)", name)
@@ -290,6 +319,7 @@ type runner struct {
 	results string
 	log     io.Writer
 	n       int
+	extra   map[string][]string // loadgen arguments of every run of a gateway
 }
 
 // loadgen runs one loadgen and returns its record.
@@ -302,6 +332,7 @@ func (r *runner) loadgen(ctx context.Context, name, gw string, args []string) (*
 		return nil, err
 	}
 	defer logf.Close()
+	args = withExtra(args, r.extra[gw])
 	full := append([]string{"-start", gw}, args...)
 	full = append(full, "-json", out, "-timeout", "5m")
 	cmd := exec.CommandContext(ctx, r.bin, full...)
@@ -338,6 +369,11 @@ type cell struct {
 	maxDel  float64
 	maxP99  float64
 	maxCPU  float64 // server CPU per delivery at that rate (µs)
+	// maxAchieved is the rate achieved at the highest passing step.
+	maxAchieved float64
+	// stopWhy says why the search stopped: the first step that failed
+	// twice, and how; empty when every step passed.
+	stopWhy string
 	stepLog []string
 	steps   []*result // every step's record, in order (tries included)
 }
@@ -372,6 +408,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	loadgen := fs.String("loadgen", "bench/.bin/loadgen", "the loadgen binary")
 	only := fs.String("only", "", "comma-separated scenarios of the set to run (default: all)")
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks of services/edge and api")
+	bcClients := fs.String("broadcast-clients", "epoll,gorilla", "standard and reduced sets: the broadcast scenario once per client mode of loadgen (-client): epoll, gorilla")
+	bcGodebug := fs.String("broadcast-godebug", "on,off", "standard and reduced sets: the broadcast scenario once per GODEBUG choice: on (schedtrace=2147483647 in every process), off (no GODEBUG set: each binary as it starts by itself), zero (schedtrace=0 everywhere: the Go runtime's default even where a binary would apply the setting)")
+	cPublish := fs.String("centrifugo-publish", "batch,parallel,single:32", "Centrifugo's publishing paths, mode[:requests in flight] (batch, parallel, single; 4 in flight unless given): the first is used by every Centrifugo run of the set, and with more than one the unicast scenario is run for Centrifugo in each, side by side in a section of their own")
 	scaleCfg := scaleFlags(fs)
 	tabsCfg := tabsFlags(fs)
 	historyCfg := historyFlags(fs)
@@ -420,6 +459,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	paths, err := parsePublishPaths(*cPublish)
+	if err != nil {
+		return err
+	}
+	if specs, err = withVariants(*set, specs, *bcClients, *bcGodebug, paths); err != nil {
+		return err
+	}
 	if *only != "" {
 		keep := strings.Split(*only, ",")
 		specs = slices.DeleteFunc(specs, func(s spec) bool { return !slices.Contains(keep, s.name) })
@@ -431,22 +477,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	stamp := time.Now().UTC().Format("20060102T150405Z")
-	r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout}
+	r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout,
+		extra: map[string][]string{"centrifugo": paths[0].args()}}
 	if err := os.MkdirAll(r.results, 0o755); err != nil {
 		return err
 	}
 	env := environment()
+	env.publish = paths[0]
 	started := time.Now()
 
 	cells := map[string]map[string]*cell{}
 	for _, s := range specs {
 		cells[s.name] = map[string]*cell{}
 		for _, gw := range gateways {
-			cells[s.name][gw] = &cell{command: "bench/.bin/loadgen " + strings.Join(append([]string{"-start", gw}, s.args...), " ")}
+			cells[s.name][gw] = &cell{command: "bench/.bin/loadgen " + strings.Join(append([]string{"-start", gw}, withExtra(s.args, r.extra[gw])...), " ")}
+			if only, why := s.onlyGateway(); only != "" && only != gw {
+				cells[s.name][gw].na = why
+			}
 		}
 		if s.steps != nil {
 			for _, gw := range gateways {
-				stepSearch(ctx, r, s, cells[s.name][gw], gw)
+				if c := cells[s.name][gw]; c.na == "" {
+					stepSearch(ctx, r, s, c, gw)
+				}
 			}
 			continue
 		}
@@ -477,7 +530,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var floors []floorRecord
 	var floorErrs []string
-	if fa, ok := floorArgs[*set]; ok && *only == "" {
+	// The floor is measured with the whole set, or with a broadcast
+	// scenario run alone (its goal is stated against the floor).
+	withBroadcast := slices.ContainsFunc(specs, func(s spec) bool { return strings.HasPrefix(s.name, "broadcast") && s.steps == nil })
+	if fa, ok := floorArgs[*set]; ok && (*only == "" || withBroadcast) {
 		floors, floorErrs = r.floor(ctx, floorBin, fa, *runs)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -531,15 +587,20 @@ func stepSearch(ctx context.Context, r *runner, s spec, c *cell, gw string) {
 				c.na = res.Unsupported
 				return
 			}
-			pass = res.ok() && res.Latency.P99 <= s.limit() && res.AchievedRate >= 0.95*rate
+			why := stepFailure(res, s.limit())
+			pass = why == ""
 			c.steps = append(c.steps, res)
 			c.stepLog = append(c.stepLog, fmt.Sprintf("%g/s: lost %d, p99 %.1f ms, deliveries %.0f/s, achieved %.1f/s → %s",
-				rate, res.Lost, res.Latency.P99, res.DeliveriesPerS, res.AchievedRate, map[bool]string{true: "pass", false: "fail"}[pass]))
+				rate, res.Lost, res.Latency.P99, res.DeliveriesPerS, res.AchievedRate, orPass(why)))
+			if !pass {
+				c.stopWhy = fmt.Sprintf("%s/s: %s", thousands(rate), why)
+			}
 		}
 		if !pass {
 			return
 		}
-		c.maxRate, c.maxDel, c.maxP99, c.maxCPU = rate, res.DeliveriesPerS, res.Latency.P99, mCPUPerMsg.get(res)
+		c.stopWhy = ""
+		c.maxRate, c.maxDel, c.maxP99, c.maxCPU, c.maxAchieved = rate, res.DeliveriesPerS, res.Latency.P99, mCPUPerMsg.get(res), res.AchievedRate
 		c.command = res.Command
 		c.runs = append(c.runs, res)
 	}
@@ -554,6 +615,7 @@ type machine struct {
 	elapsed    time.Duration
 	centrifugo string
 	revision   string
+	publish    publishPath // Centrifugo's publishing path in every run
 }
 
 func environment() machine {
@@ -656,8 +718,8 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 	w("- **Noise:** other people's tests ran on this machine at the same time, so absolute figures move between runs; gateways are interleaved run by run so that the noise falls on both alike, and each figure is the median of %d runs (per figure, so one row's figures may come from different runs).\n", runs)
 	w("- wsgate revision: %s (a `-dirty` tree includes uncommitted edits of the working tree).\n", orDash(env.revision))
 	w("- wsgate: `bin/edge` (EDGE_RATE_LIMIT=0, EDGE_SEND_QUEUE=4096, LOG_LEVEL=info: startup lines only) + `bench/.bin/natsd` (nats-server v2.15.2, default options) + `bin/dispatcher` for roundtrip and hello, each a child process of the tool; **server figures of wsgate are the sum over edge, NATS and dispatcher.**\n")
-	w("- Centrifugo: %s, built from v6.9.1 with `go install` (`go install` does not stamp the version, hence 0.0.0), memory engine, one node, HMAC tokens whose `channels` claim subscribes every connection server-side to `bench:all` and `user:<id>` (the equivalent of wsgate's implicit `all` and `user.<id>` targets), HTTP API for publishing (`/api/publish`; several messages due in the same millisecond go in one `/api/batch`, as NATS pipelines them for wsgate). Roundtrip uses Centrifugo's RPC proxy to `loadgen rpcecho` (the equivalent of wsgate's dispatcher echo); **Centrifugo's server figures include that backend.**\n", orDash(env.centrifugo))
-	w("- Every process of a run (servers of either gateway, NATS, the dispatcher, Centrifugo's RPC backend, the load tool's workers) runs with `GODEBUG=schedtrace=2147483647`, as wsgate's images do: it keeps the Go runtime's monitor thread at its 10 ms pace instead of polling every 20 µs after each idle spell (see `loadgen -h`, `-godebug`).\n")
+	w("%s", centrifugoConditions(env))
+	w("- Unless a scenario's name says otherwise (`-godebug-off`, `-godebug-zero`), every process of a run (servers of either gateway, NATS, the dispatcher, Centrifugo's RPC backend, the load tool's workers) runs with `GODEBUG=schedtrace=2147483647`, as wsgate's images do: it keeps the Go runtime's monitor thread at its 10 ms pace instead of polling every 20 µs after each idle spell (see `loadgen -h`, `-godebug`). `bin/edge` and `bin/dispatcher` apply it to themselves when `GODEBUG` does not set `schedtrace` (they re-execute themselves once at start with it added; `GODEBUG=schedtrace=0` keeps the runtime's default), so a deployment that sets nothing gets it too.\n")
 	w("- Go %s. Payloads are 128-byte JSON objects carrying the send time and a sequence number; latency is from the publisher's (or requester's) clock to the receiving client's read, same machine.\n", env.goVersion)
 	w("- Where the load tool itself needs most of a core (see its CPU row), the two cores are the limit, not the gateway: compare *server CPU per delivered message* rather than the highest rate alone.\n")
 	w("- Raw JSON records and logs of this run: `%s` (not committed).\n\n", rawDir)
@@ -665,20 +727,28 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 	w("## Figures (medians)\n\n")
 	w("| scenario | figure | wsgate | Centrifugo | wsgate / Centrifugo |\n|---|---|---:|---:|---|\n")
 	for _, s := range specs {
+		if s.sectionName() != "" {
+			continue
+		}
 		cw, cc := cells[s.name]["wsgate"], cells[s.name]["centrifugo"]
 		if s.steps != nil {
-			w("| %s | highest rate with zero loss, p99 ≤ %g ms (msg/s) | %s | %s | %s |\n", s.name, s.limit(), stepVal(cw, cw.maxRate), stepVal(cc, cc.maxRate), ratio(cw.maxRate, cc.maxRate, "higher"))
+			w("| %s | highest rate with zero loss, p99 ≤ %g ms, achieved ≥ %g %% of it (msg/s) | %s | %s | %s |\n", s.name, s.limit(), shortShare*100, stepVal(cw, cw.maxRate), stepVal(cc, cc.maxRate), ratio(cw.maxRate, cc.maxRate, "higher"))
+			w("| %s | achieved rate at that step (msg/s) | %s | %s | — |\n", s.name, stepVal(cw, cw.maxAchieved), stepVal(cc, cc.maxAchieved))
 			w("| %s | deliveries per second at that rate | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxDel), stepVal(cc, cc.maxDel), ratio(cw.maxDel, cc.maxDel, "higher"))
-			w("| %s | latency p99 at that rate (ms) | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxP99), stepVal(cc, cc.maxP99), ratio(cw.maxP99, cc.maxP99, "lower"))
+			w("| %s | latency p99 at that rate (ms) | %s | %s | %s |\n", s.name, stepP99(cw), stepP99(cc), ratio(cw.maxP99, cc.maxP99, "lower"))
 			w("| %s | server CPU per delivered message at that rate (µs) | %s | %s | %s |\n", s.name, stepVal(cw, cw.maxCPU), stepVal(cc, cc.maxCPU), ratio(cw.maxCPU, cc.maxCPU, "lower"))
+			w("| %s | why the search stopped (the first step that failed twice) | %s | %s | — |\n", s.name, stopCell(cw), stopCell(cc))
 			continue
 		}
 		for _, m := range s.metrics {
-			vw, vc := cellVal(cw, m), cellVal(cc, m)
-			fw, fc := fmtCell(cw, vw), fmtCell(cc, vc)
-			w("| %s | %s | %s | %s | %s |\n", s.name, m.name, fw, fc, ratio(vw, vc, m.better))
+			fw, vw := figure(cw, m)
+			fc, vc := figure(cc, m)
+			w("| %s | %s | %s | %s | %s |\n", s.name, m.name, fw, fc, compare(m, cw, cc, vw, vc))
 		}
 	}
+	w("\nA latency is shown with the rate achieved by the run it comes from (`p99 @ rate`). %s\n", markNote)
+	renderPublish(w, specs, cells, env.publish)
+	renderTail(w, specs, cells, floors)
 	renderFloor(w, floors, floorErrs)
 	w("\n## What each scenario does, and the command of every figure\n\n")
 	w("Every figure above comes from the command below for its scenario and gateway, run from the repository root (`-json out.json` writes the full record: all percentiles, /proc samples of each server process before, after the ramp and after the run, error samples).\n\n")
@@ -701,9 +771,9 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 			for _, e := range c.errs {
 				w("  - failed run: %s\n", e)
 			}
-			for _, r := range c.runs {
-				if s.steps == nil && !r.ok() {
-					w("  - run with loss or errors: lost %d of %d, failed %d, dropped %d, errors %d %v\n", r.Lost, r.Expected, r.Failed, r.Dropped, r.PublishErrors+r.ClientErrors, first(r.ErrorSamples, 2))
+			for i, r := range c.runs {
+				if s.steps == nil && runMarkText(r) != "" {
+					w("  - run %d: %s (achieved %s of %s/s, lost %d of %d, failed %d, dropped %d, errors %d) %v\n", i+1, runMarkText(r), thousands(r.AchievedRate), thousands(r.Params.Rate), r.Lost, r.Expected, r.Failed, r.Dropped, r.PublishErrors+r.ClientErrors, first(r.ErrorSamples, 2))
 				}
 			}
 		}
@@ -763,13 +833,6 @@ func cellVal(c *cell, m metric) float64 {
 	return c.median(m)
 }
 
-func fmtCell(c *cell, v float64) string {
-	if c.na != "" {
-		return "n/a"
-	}
-	return fmtNum(v)
-}
-
 func stepVal(c *cell, v float64) string {
 	switch {
 	case c.na != "":
@@ -801,13 +864,17 @@ const howTo = "## How to reproduce\n\n" +
 	"GOBIN=$PWD/bench/.bin go install github.com/centrifugal/centrifugo/v6@v6.9.1   # never committed (bench/.gitignore)\n" +
 	"ulimit -n $(ulimit -Hn)\n" +
 	"bench/.bin/benchall -set standard -runs 3 -out docs/PERFORMANCE.md            # what make bench does\n" +
+	"bench/.bin/benchall -set standard -runs 3 -only broadcast,broadcast-gorilla,broadcast-godebug-off,broadcast-gorilla-godebug-off -micro=false -out /tmp/tail.md   # the broadcast tail alone\n" +
+	"bench/.bin/benchall -set standard -runs 3 -only unicast,unicast-publish-batch-4,unicast-publish-parallel-4,unicast-publish-single-32 -micro=false -out /tmp/publish.md   # Centrifugo's publishing paths alone\n" +
+	"bench/.bin/loadgen -start centrifugo -scenario unicast -conns 10000 -workers 2 -ramp 2000 -rate 12000 -duration 10s -publish single -publish-inflight 32   # one path\n" +
 	"bench/.bin/loadgen -start wsgate -scenario roundtrip -conns 500 -rate 1000 -duration 10s   # one figure\n" +
 	"bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md                   # make bench-scale: K edges, one NATS server and a cluster\n" +
 	"bench/.bin/loadgen -start wsgate -scenario broadcast -conns 2000 -edges 4 -nats-nodes 3 -client gorilla -rate 5 -messages 50   # 4 edges on a 3-node cluster, goroutine-per-connection clients\n" +
 	"```\n\n" +
 	"`loadgen -h` lists every flag. Without `-start` it measures servers that are already running: " +
 	"`-url ws://… -secret … -nats nats://…` (wsgate) or `-api http://… -api-key …` (Centrifugo), and `-pid N` (repeatable) for the processes whose RSS and CPU to report. " +
-	"Users are spread round robin over the edges (`-edges K`, or the `-url` list), and `-client gorilla` reads each connection in a goroutine of its own with gorilla/websocket instead of the tool's epoll loops. Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
+	"Users are spread round robin over the edges (`-edges K`, or the `-url` list), and `-client gorilla` reads each connection in a goroutine of its own with gorilla/websocket instead of the tool's epoll loops. " +
+	"Centrifugo's publisher uses its HTTP server API as `-publish batch|parallel|single` and `-publish-inflight N` say (batch and 4 unless given); benchall's `-centrifugo-publish` lists the paths of a set (the first for every Centrifugo run), `-broadcast-clients` and `-broadcast-godebug` its broadcast variants (`benchall -h`). Connections are spread over source addresses 127.0.0.2 … 127.0.0.9 (`-local-ips`) and over worker processes (`-workers`, at most 15,000 connections each, since a process may open 20,000 files here). " +
 	"While it runs, loadgen prints connected, sent, received, lost-or-in-flight and p99 so far once a second on stderr; at the end one summary line on stdout.\n\n" +
 	"Derived figures: *RSS per connection* = (server RSS after the ramp − before it) / connections; *CPU per connection per second* = server CPU time during the idle hold / connections / hold seconds " +
 	"(both gateways ping every 20–25 s, so a hold shorter than that misses the pings); the *edge alone* rows take the same from the edge's own samples (wsgate's server rows add NATS; Centrifugo is one process, its broker inside); *deliveries per second* = messages received / (last receipt − first send).\n"

@@ -89,6 +89,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&cfg.Client, "client", load.ClientEpoll, "how workers read: epoll (a few event loops, the tool's own client) or gorilla (a goroutine per connection with gorilla/websocket, the common Go client)")
 	fs.BoolVar(&cfg.Reliable, "reliable", false, "wsgate roundtrip: send each echo as a reliable action (message id, DESIGN.md §8) and count its Server/ack; -start turns on JetStream and WS_INBOUND for the edges and the dispatcher")
 	fs.StringVar(&cfg.Inbound, "inbound", "memory", "-reliable -start: WS_INBOUND storage of the inbound stream (memory or file)")
+	fs.StringVar(&cfg.Publish.Mode, "publish", proto.PublishBatch, "centrifugo: how the publisher uses its HTTP server API: batch (messages due in the same millisecond in one /api/batch), parallel (the same with \"parallel\": true) or single (one /api/publish per message)")
+	fs.IntVar(&cfg.Publish.Inflight, "publish-inflight", proto.DefaultInflight, "centrifugo: HTTP API requests in flight at most (over as many kept-alive connections)")
 	fs.Var(&urls, "url", "WebSocket URL of the gateway (repeatable: hello's second edge); not with -start")
 	fs.StringVar(&cfg.NATSURL, "nats", "", "wsgate: NATS URL the publisher uses; not with -start")
 	fs.StringVar(&cfg.APIURL, "api", "", "centrifugo: base URL of its HTTP API (http://host:port); not with -start")

@@ -22,6 +22,9 @@ type Params struct {
 	Size     int     `json:"size_bytes"`
 	Edges    int     `json:"edges,omitempty"`
 	Client   string  `json:"client,omitempty"`
+	// Publish and PublishInflight are Centrifugo's publishing path.
+	Publish         string `json:"publish,omitempty"`
+	PublishInflight int    `json:"publish_inflight,omitempty"`
 	// NATSNodes is the number of NATS servers the run started (a cluster
 	// when more than one).
 	NATSNodes int `json:"nats_nodes,omitempty"`
@@ -88,17 +91,17 @@ type Result struct {
 	// Sent is what the run sent: requests (roundtrip, hello) or published
 	// messages (broadcast, unicast); Expected the messages the clients
 	// should have received for it.
-	Sent           uint64  `json:"sent"`
-	Expected       uint64  `json:"expected"`
-	Received       uint64  `json:"received"`
-	Lost           uint64  `json:"lost"`
-	Duplicates     uint64  `json:"duplicates"`
-	AchievedRate   float64 `json:"achieved_rate_per_s"`
-	DeliveriesPerS float64 `json:"deliveries_per_s"`
-	// PublishSeconds is how long publishing took (broadcast, unicast):
-	// Sent / PublishSeconds is the rate the publisher really kept, which
-	// falls short of the asked rate when it could not keep up.
+	Sent         uint64  `json:"sent"`
+	Expected     uint64  `json:"expected"`
+	Received     uint64  `json:"received"`
+	Lost         uint64  `json:"lost"`
+	Duplicates   uint64  `json:"duplicates"`
+	AchievedRate float64 `json:"achieved_rate_per_s"`
+	// PublishSeconds is the time from the first publish until the
+	// publisher took the last message, with no more requests unanswered
+	// than it may have in flight (broadcast, unicast).
 	PublishSeconds float64 `json:"publish_seconds,omitempty"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
 	// HistoryStored is what the history stream held after a run with
 	// history on: the run's messages (broadcast, unicast) all went
 	// through it when it equals Sent.

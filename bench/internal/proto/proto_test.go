@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -185,12 +186,13 @@ func TestTokens(t *testing.T) {
 
 func TestCentrifugoBatchBody(t *testing.T) {
 	p := AppendPayload(nil, 1, 2, 0)
-	one := AppendCentrifugoBatch(nil, []Out{{Payload: p}})
+	one := AppendCentrifugoBatch(nil, []Out{{Payload: p}}, true)
 	if one[0] != pathPublish || string(one[1:]) != `{"channel":"bench:all","data":`+string(p)+`}` {
 		t.Fatalf("publish body %s", one)
 	}
-	many := AppendCentrifugoBatch(nil, []Out{{User: "u1", Payload: p}, {User: "u2", Payload: p}})
+	many := AppendCentrifugoBatch(nil, []Out{{User: "u1", Payload: p}, {User: "u2", Payload: p}}, false)
 	var b struct {
+		Parallel bool `json:"parallel"`
 		Commands []struct {
 			Publish struct {
 				Channel string          `json:"channel"`
@@ -199,31 +201,57 @@ func TestCentrifugoBatchBody(t *testing.T) {
 		} `json:"commands"`
 	}
 	if many[0] != pathBatch || json.Unmarshal(many[1:], &b) != nil || len(b.Commands) != 2 ||
-		b.Commands[1].Publish.Channel != "user:u2" || string(b.Commands[0].Publish.Data) != string(p) {
+		b.Commands[1].Publish.Channel != "user:u2" || string(b.Commands[0].Publish.Data) != string(p) || b.Parallel {
 		t.Fatalf("batch body %s", many)
+	}
+	par := AppendCentrifugoBatch(nil, []Out{{User: "u1", Payload: p}, {User: "u2", Payload: p}}, true)
+	if par[0] != pathBatch || json.Unmarshal(par[1:], &b) != nil || len(b.Commands) != 2 || !b.Parallel {
+		t.Fatalf("parallel batch body %s", par)
 	}
 }
 
+// centrifugoAPI is a fake server API: it counts the channels published per
+// path and the requests in flight at most, refusing the channel user:bad.
+type centrifugoAPI struct {
+	mu       sync.Mutex
+	got      map[string]int
+	inflight int
+	most     int
+	hold     chan struct{} // when set, a request waits for it to close
+}
+
+func (f *centrifugoAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if r.Header.Get("X-API-Key") != "k" {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	f.mu.Lock()
+	f.got[r.URL.Path] += strings.Count(string(body), `"channel"`)
+	f.inflight++
+	f.most = max(f.most, f.inflight)
+	f.mu.Unlock()
+	if f.hold != nil {
+		<-f.hold
+	}
+	f.mu.Lock()
+	f.inflight--
+	f.mu.Unlock()
+	if strings.Contains(string(body), "user:bad") {
+		_, _ = io.WriteString(w, `{"error":{"code":102,"message":"unknown channel"}}`)
+		return
+	}
+	_, _ = io.WriteString(w, `{"result":{}}`)
+}
+
 func TestCentrifugoPublisher(t *testing.T) {
-	var mu sync.Mutex
-	got := map[string]int{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if r.Header.Get("X-API-Key") != "k" {
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		mu.Lock()
-		got[r.URL.Path] += strings.Count(string(body), `"channel"`)
-		mu.Unlock()
-		if strings.Contains(string(body), "user:bad") {
-			_, _ = io.WriteString(w, `{"error":{"code":102,"message":"unknown channel"}}`)
-			return
-		}
-		_, _ = io.WriteString(w, `{"result":{}}`)
-	}))
+	api := &centrifugoAPI{got: map[string]int{}}
+	srv := httptest.NewServer(api)
 	defer srv.Close()
-	p := NewCentrifugoPublisher(srv.URL, "k")
+	p, err := NewCentrifugoPublisher(srv.URL, "k", CentrifugoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pl := AppendPayload(nil, 1, 1, 0)
 	_ = p.Publish([]Out{{Payload: pl}})
 	_ = p.Publish([]Out{{User: "a", Payload: pl}, {User: "b", Payload: pl}, {User: "c", Payload: pl}})
@@ -231,8 +259,53 @@ func TestCentrifugoPublisher(t *testing.T) {
 	if err := p.Close(context.Background()); err == nil {
 		t.Fatal("Close must report the refused publish")
 	}
-	if got["/api/publish"] != 2 || got["/api/batch"] != 3 || p.Errors() != 1 {
-		t.Fatalf("requests %v, errors %d", got, p.Errors())
+	if api.got["/api/publish"] != 2 || api.got["/api/batch"] != 3 || p.Errors() != 1 {
+		t.Fatalf("requests %v, errors %d", api.got, p.Errors())
+	}
+}
+
+// TestCentrifugoPublisher_SingleKeepsInflightRequests: in single mode every
+// message is a request of its own, and exactly as many as asked are in
+// flight at once when the API is slow.
+func TestCentrifugoPublisher_SingleKeepsInflightRequests(t *testing.T) {
+	const inflight = 8
+	api := &centrifugoAPI{got: map[string]int{}, hold: make(chan struct{})}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	p, err := NewCentrifugoPublisher(srv.URL, "k", CentrifugoOptions{Mode: PublishSingle, Inflight: inflight})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := AppendPayload(nil, 1, 1, 0)
+	batch := make([]Out, 3*inflight)
+	for i := range batch {
+		batch[i] = Out{User: strconv.Itoa(i), Payload: pl}
+	}
+	published := make(chan struct{})
+	go func() { _ = p.Publish(batch); close(published) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		api.mu.Lock()
+		n := api.inflight
+		api.mu.Unlock()
+		if n == inflight {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests in flight, want %d", n, inflight)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(api.hold)
+	<-published
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if api.got["/api/publish"] != len(batch) || api.got["/api/batch"] != 0 || api.most != inflight {
+		t.Fatalf("requests %v, most in flight %d (want %d)", api.got, api.most, inflight)
+	}
+	if _, err := NewCentrifugoPublisher(srv.URL, "k", CentrifugoOptions{Mode: "grpc"}); err == nil {
+		t.Fatal("want an error for an unknown mode")
 	}
 }
 

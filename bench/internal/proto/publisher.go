@@ -89,12 +89,54 @@ func (p *NATSPublisher) Close(ctx context.Context) error {
 	return p.nc.FlushWithContext(ctx)
 }
 
-// CentrifugoPublisher publishes through Centrifugo's HTTP API: one message
-// with /api/publish, a batch that fell due together with /api/batch. A few
-// posters send concurrently, as an application's backend would.
+// Centrifugo's publishing paths (its server API, HTTP).
+const (
+	// PublishBatch sends the messages that fell due together in one
+	// /api/batch request (one /api/publish when alone): the pipelining the
+	// server API documentation recommends against a round trip per command.
+	PublishBatch = "batch"
+	// PublishParallel is PublishBatch with "parallel": true, which has
+	// Centrifugo process a batch's commands concurrently.
+	PublishParallel = "parallel"
+	// PublishSingle sends every message in a request of its own to
+	// /api/publish, as a backend that publishes one event at a time does.
+	PublishSingle = "single"
+)
+
+// CentrifugoOptions choose the publishing path.
+type CentrifugoOptions struct {
+	Mode     string // PublishBatch (default), PublishParallel or PublishSingle
+	Inflight int    // HTTP requests in flight at most (default 4)
+}
+
+// DefaultInflight is the number of requests in flight unless told.
+const DefaultInflight = 4
+
+// CheckCentrifugoOptions fills the defaults of o and checks it.
+func CheckCentrifugoOptions(o CentrifugoOptions) (CentrifugoOptions, error) {
+	switch o.Mode {
+	case "":
+		o.Mode = PublishBatch
+	case PublishBatch, PublishParallel, PublishSingle:
+	default:
+		return o, fmt.Errorf("proto: unknown publish mode %q (batch, parallel or single)", o.Mode)
+	}
+	if o.Inflight < 0 {
+		return o, fmt.Errorf("proto: publish inflight %d must not be negative", o.Inflight)
+	}
+	if o.Inflight == 0 {
+		o.Inflight = DefaultInflight
+	}
+	return o, nil
+}
+
+// CentrifugoPublisher publishes through Centrifugo's HTTP API, with at most
+// Inflight requests in flight over as many kept-alive connections, as an
+// application's backend would.
 type CentrifugoPublisher struct {
 	api    string // base URL, e.g. http://127.0.0.1:8000/api
 	key    string
+	opt    CentrifugoOptions
 	client *http.Client
 	jobs   chan []byte // request bodies, path encoded in the first byte
 	wg     sync.WaitGroup
@@ -104,24 +146,27 @@ type CentrifugoPublisher struct {
 
 var _ Publisher = (*CentrifugoPublisher)(nil)
 
-// posters is how many HTTP requests to the API may be in flight at once.
-const posters = 4
-
 // NewCentrifugoPublisher publishes to the API at base (http://host:port)
-// with key.
-func NewCentrifugoPublisher(base, key string) *CentrifugoPublisher {
+// with key, the way opt says.
+func NewCentrifugoPublisher(base, key string, opt CentrifugoOptions) (*CentrifugoPublisher, error) {
+	opt, err := CheckCentrifugoOptions(opt)
+	if err != nil {
+		return nil, err
+	}
 	p := &CentrifugoPublisher{
-		api: base + "/api", key: key,
+		api: base + "/api", key: key, opt: opt,
 		client: &http.Client{
 			Timeout:   10 * time.Second,
-			Transport: &http.Transport{MaxIdleConnsPerHost: posters, MaxConnsPerHost: posters},
+			Transport: &http.Transport{MaxIdleConnsPerHost: opt.Inflight, MaxConnsPerHost: opt.Inflight},
 		},
-		jobs: make(chan []byte, posters*2),
+		// Unbuffered: Publish returns once a poster took the request, so
+		// at most Inflight requests are unanswered when it returns.
+		jobs: make(chan []byte),
 	}
-	for range posters {
+	for range opt.Inflight {
 		p.wg.Go(p.post)
 	}
-	return p
+	return p, nil
 }
 
 const (
@@ -130,8 +175,9 @@ const (
 )
 
 // AppendCentrifugoBatch appends the body of an API request for batch: a
-// publish, or a batch of publishes (its first byte tells which path).
-func AppendCentrifugoBatch(dst []byte, batch []Out) []byte {
+// publish, or a batch of publishes (its first byte tells which path),
+// processed concurrently by Centrifugo when parallel is set.
+func AppendCentrifugoBatch(dst []byte, batch []Out, parallel bool) []byte {
 	one := func(dst []byte, o Out) []byte {
 		ch := CentrifugoAllChannel
 		if o.User != "" {
@@ -156,6 +202,9 @@ func AppendCentrifugoBatch(dst []byte, batch []Out) []byte {
 		dst = one(dst, o)
 		dst = append(dst, '}')
 	}
+	if parallel {
+		return append(dst, `],"parallel":true}`...)
+	}
 	return append(dst, `]}`...)
 }
 
@@ -165,7 +214,13 @@ func (p *CentrifugoPublisher) Publish(batch []Out) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	p.jobs <- AppendCentrifugoBatch(nil, batch)
+	if p.opt.Mode == PublishSingle {
+		for i := range batch {
+			p.jobs <- AppendCentrifugoBatch(nil, batch[i:i+1], false)
+		}
+		return nil
+	}
+	p.jobs <- AppendCentrifugoBatch(nil, batch, p.opt.Mode == PublishParallel)
 	return nil
 }
 

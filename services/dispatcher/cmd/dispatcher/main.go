@@ -15,9 +15,15 @@ import (
 	"github.com/wsgate/wsgate/services/dispatcher/service"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/memlimit"
+	"github.com/wsgate/wsgate/services/internal/sysmonpace"
 )
 
 func main() {
+	// Before anything else: it may start the program again, with
+	// GODEBUG=schedtrace=2147483647 unless GODEBUG sets schedtrace.
+	if err := sysmonpace.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Stdout)
 	stop()

@@ -13,9 +13,15 @@ import (
 	"github.com/wsgate/wsgate/services/edge"
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/memlimit"
+	"github.com/wsgate/wsgate/services/internal/sysmonpace"
 )
 
 func main() {
+	// Before anything else: it may start the program again, with
+	// GODEBUG=schedtrace=2147483647 unless GODEBUG sets schedtrace.
+	if err := sysmonpace.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Stdout); err != nil {
