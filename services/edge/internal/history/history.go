@@ -64,7 +64,7 @@ type History struct {
 
 	epoch atomic.Pointer[string]     // the stream's current epoch ("" until known)
 	pos   atomic.Pointer[wire.Since] // the stream's epoch and last sequence as last read
-	state atomic.Pointer[error]  // nil when the stream is reachable, else why not
+	state atomic.Pointer[error]      // nil when the stream is reachable, else why not
 
 	mu      sync.Mutex
 	onEpoch func(epoch string) // owned by mu; told when the epoch changes
