@@ -243,7 +243,7 @@ func achieved(r *result) float64 {
 var (
 	mKept     = metric{"achieved rate (/s)", "higher", achieved}
 	mDupes    = metric{"duplicates", "lower", func(r *result) float64 { return float64(r.Duplicates) }}
-	histTable = []metric{mKept, mDeliveries, mP50, mP90, mP99, mMax, mLost, mCPUPerMsg}
+	histTable = []metric{mKept, mDeliveries, mP50, mP90, mP99, mMax, mLost, mDupes, mCPUPerMsg}
 )
 
 // verdict is one target's outcome.
