@@ -58,7 +58,7 @@ type Config struct {
 // Hub is the registry. Lock order: Hub.mu before wsconn.Conn's lock.
 type Hub struct {
 	cfg   Config         // static
-	nc    *nats.Conn     // static
+	nc    Messaging      // static
 	inbox chan *nats.Msg // static: every subscription delivers here
 	// flushes carries shares of a large fan-out to the flush workers.
 	flushes chan []*wsconn.Conn // static
@@ -82,8 +82,8 @@ type Hub struct {
 	perm     []*nats.Subscription
 }
 
-// New returns a hub delivering from nc. Call Start before use.
-func New(nc *nats.Conn, cfg Config) *Hub {
+// New returns a hub delivering from nc (a *nats.Conn). Call Start before use.
+func New(nc Messaging, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
