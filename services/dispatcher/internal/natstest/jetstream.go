@@ -11,28 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
-// RunJetStream is RunServer with JetStream on a temporary store.
+// RunJetStream is RunServer with JetStream on a temporary store
+// (testkit.RunJetStream).
 func RunJetStream(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(Wait) {
-		s.Shutdown()
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return testkit.RunJetStream(t)
 }
 
 // InboundStream creates the inbound stream as the edges do (DESIGN.md §8):

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 // TestConnDropsWrittenFrames: once written, a frame is not kept reachable
@@ -37,7 +39,7 @@ func TestConnDropsWrittenFrames(t *testing.T) {
 				got += n
 			}
 			c.Wait()
-			eventually(t, "frames written", func() bool { return c.stats.frames.Load() == int64(c.sent) })
+			testkit.Eventually(t, "frames written", func() bool { return c.stats.frames.Load() == int64(c.sent) })
 			deadline := time.Now().Add(2 * time.Second)
 			for collected.Load() < int64(tc.frames) && time.Now().Before(deadline) {
 				runtime.GC()
