@@ -61,9 +61,9 @@ type Hub struct {
 	nc    Messaging      // static
 	inbox chan *nats.Msg // static: every subscription delivers here
 	// flushes carries shares of a large fan-out to the flush workers.
-	flushes chan []*wsconn.Conn // static
-	workers int                 // static: number of flush workers
-	timer   *timer              // static
+	flushes chan wsconn.Batch // static
+	workers int               // static: number of flush workers
+	timer   *timer            // static
 	// routed counts the routing batches, for the timer to tell whether
 	// deliveries flow.
 	routed atomic.Uint64
@@ -96,7 +96,7 @@ func New(nc Messaging, cfg Config) *Hub {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	return &Hub{
 		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize), out: newTopicSubjects(cfg),
-		flushes: make(chan []*wsconn.Conn, 4*workers), workers: workers,
+		flushes: make(chan wsconn.Batch, 4*workers), workers: workers,
 		timer:    newTimer(cfg.PingInterval, cfg.AuthTimeout),
 		clients:  map[string]*Client{},
 		users:    map[string]*topic{},

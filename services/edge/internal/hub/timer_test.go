@@ -185,7 +185,8 @@ func TestTick_PingsGoOutInChunksAndDeliveriesDoNotWaitForThem(t *testing.T) {
 		start := time.Now()
 		pinged := make(chan bool, 1)
 		go func() {
-			_, ok := h.ping(t.Context(), visit, time.Now(), time.Hour, chunk, pause, nil)
+			var pings wsconn.Batch
+			ok := h.ping(t.Context(), visit, time.Now(), time.Hour, chunk, pause, &pings)
 			pinged <- ok
 		}()
 		synctest.Wait() // the first chunk is out; ping waits out its pause
@@ -197,11 +198,11 @@ func TestTick_PingsGoOutInChunksAndDeliveriesDoNotWaitForThem(t *testing.T) {
 		// A delivery to a client of the last chunk goes out now, ahead of
 		// its ping.
 		last := visit[len(visit)-1].Conn
-		if flush, err := last.Queue(wsconn.TextFrame([]byte(`["news",1]`)), time.Now()); err != nil {
+		var batch wsconn.Batch
+		if err := last.Queue(&batch, wsconn.TextFrame([]byte(`["news",1]`)), time.Now()); err != nil {
 			t.Fatal(err)
-		} else if flush {
-			last.Flush()
 		}
+		batch.Flush()
 		synctest.Wait()
 		if f := <-seen[len(visit)-1]; f.op != opText || !f.at.Equal(start) {
 			t.Fatalf("last client received opcode %#x at +%v first, want the delivery at once: it waited for its ping", f.op, f.at.Sub(start))

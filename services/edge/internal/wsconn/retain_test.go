@@ -58,23 +58,24 @@ func TestConnDropsWrittenFrames(t *testing.T) {
 // No reference to the frames is left on the caller's stack.
 func queueTracked(t *testing.T, c *testConn, frames, large int, collected *atomic.Int64) (total int) {
 	t.Helper()
+	var batch Batch
 	for i := range frames {
 		f := TextFrame(numbered(i, 200))
 		runtime.AddCleanup(&f[0], func(*atomic.Int64) { collected.Add(1) }, collected)
-		if flush, err := c.Queue(f, time.Now()); err != nil || flush != (i == 0) {
-			t.Fatalf("Queue %d: %v, %v", i, flush, err)
+		if err := c.Queue(&batch, f, time.Now()); err != nil || batch.Len() != 1 {
+			t.Fatalf("Queue %d: batch of %d, %v", i, batch.Len(), err)
 		}
 		total += len(f)
 	}
 	c.sent = frames
 	if large > 0 {
 		f := TextFrame(make([]byte, large))
-		if _, err := c.Queue(f, time.Now()); err != nil {
+		if err := c.Queue(&batch, f, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		total += len(f)
 		c.sent++
 	}
-	c.Flush()
+	batch.Flush()
 	return total
 }
