@@ -21,6 +21,26 @@ func RunJetStream(t testing.TB) *server.Server {
 	return testkit.RunJetStream(t)
 }
 
+// HistoryServer starts a JetStream server with the history stream as the
+// edges make it (WS_HISTORY on the subjects of DESIGN.md §8, no prefix, in
+// memory), and returns a connection to it.
+func HistoryServer(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc := Connect(t, RunJetStream(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatalf("history stream: %v", err)
+	}
+	return nc, js
+}
+
 // InboundStream creates the inbound stream as the edges do (DESIGN.md §8):
 // a work queue on <prefix>.inq.> named name, with a dedupe window.
 func InboundStream(t testing.TB, nc *nats.Conn, name, prefix string) jetstream.Stream {

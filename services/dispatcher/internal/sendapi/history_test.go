@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/natstest"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/sendapi"
@@ -21,13 +20,7 @@ import (
 // JetStream and the history stream.
 func historyAPI(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	nc := natstest.Connect(t, natstest.RunJetStream(t))
-	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
-		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.HistoryServer(t)
 	api, err := sendapi.New(sendapi.Config{
 		Keys: []string{key}, Sender: dispatcher.NewSender(nc, "", dispatcher.SenderWithHistory()), Connected: nc.IsConnected,
 	})
