@@ -6,44 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/dispatcher"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/natstest"
 )
 
-// historyServer starts a NATS server with JetStream and the history stream
-// as the edges make it (subjects of DESIGN.md §8), and returns a connection.
-func historyServer(t *testing.T) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
-		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
-}
-
 func TestSenderWithHistory_ReportsTheStoredSequence(t *testing.T) {
-	nc, js := historyServer(t)
+	nc, js := natstest.HistoryServer(t)
 	s := dispatcher.NewSender(nc, "", dispatcher.SenderWithHistory())
 	ctx := context.Background()
 	var last uint64
@@ -84,7 +53,7 @@ func TestSenderWithHistory_ReportsTheStoredSequence(t *testing.T) {
 }
 
 func TestSenderWithHistory_ErrorWhenNotStored(t *testing.T) {
-	nc, js := historyServer(t)
+	nc, js := natstest.HistoryServer(t)
 	if err := js.DeleteStream(context.Background(), "WS_HISTORY"); err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,13 @@ package edge
 import (
 	"context"
 	"testing"
-	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 // TestServe_HubStartFailureReleasesOwnNATS: when the hub cannot subscribe,
@@ -19,15 +18,7 @@ import (
 // closed connection of its own so that Start fails while the server's
 // connection is live.
 func TestServe_HubStartFailureReleasesOwnNATS(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
+	ns := testkit.RunNATS(t, nil)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	// The defaults, as a deployment gets them, plus what this test needs.

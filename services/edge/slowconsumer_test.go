@@ -134,7 +134,7 @@ func TestSlowConsumer_ClosedWhileThousandOthersKeepReceiving(t *testing.T) {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, roundTimeout, fmt.Sprintf("every reader has %d broadcast messages", sent), func() bool {
+		edgetest.EventuallyWithin(t, roundTimeout, fmt.Sprintf("every reader has %d broadcast messages", sent), func() bool {
 			return failed.Load() > 0 || received.Load() == int64(readers*sent)
 		})
 		if failed.Load() > 0 {
@@ -193,18 +193,6 @@ func TestSlowConsumer_ClosedWhileThousandOthersKeepReceiving(t *testing.T) {
 // roundTimeout bounds the wait for 1,000 readers to take one round: longer
 // than edgetest.Timeout, for busy machines under -race.
 const roundTimeout = 30 * time.Second
-
-// waitFor is edgetest.Eventually with its own timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // dumpMetricsOnFailure logs the edge's close, drop and delivery counters
 // when the test failed, to tell a lost reader's story.

@@ -162,7 +162,7 @@ func TestSoak_ResourcesReturnToBaseline(t *testing.T) {
 	})
 	// A dial cut short by the end of the soak may have been authenticated
 	// without being counted: there may be more lifecycle pairs than churned.
-	waitFor(t, edgetest.Timeout, "one Client/disconnection per Client/authentication, per connection", func() bool {
+	edgetest.EventuallyWithin(t, edgetest.Timeout, "one Client/disconnection per Client/authentication, per connection", func() bool {
 		lifecycleMu.Lock()
 		defer lifecycleMu.Unlock()
 		return len(lifecycle) == 0 && authenticated.Load() >= churned

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"github.com/wsgate/wsgate/bench/internal/proto"
 	"github.com/wsgate/wsgate/bench/internal/stack"
 )
@@ -71,15 +69,7 @@ func openConns(t *testing.T, wsURL string) int {
 func TestGorillaClientOverTwoEdges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := runNATS(t)
 	const secret = "gorilla-secret"
 	st, err := stack.StartOnNATS(ctx, stack.Config{
 		Edges: 2, BinDir: filepath.Dir(edgeBin), Secret: secret, SendQueue: 256, Dir: t.TempDir(),

@@ -331,17 +331,6 @@ func TestUpgrade(t *testing.T) {
 	}
 }
 
-// checkFor polls cond until it holds or the time is up.
-func checkFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestWorkerLoop runs a worker's event loop against a hand-written server
 // on loopback: messages sent with the 101, split frames, a fragmented
 // message, a ping, then the server's close frame or the worker's Close.

@@ -14,57 +14,38 @@ import (
 	"github.com/gorilla/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 // Timeout is how long helpers wait for something that should happen.
-const Timeout = 10 * time.Second
+const Timeout = testkit.Timeout
 
-// RunNATS starts an in-process NATS server on a free loopback port, with
-// monitoring on another, and shuts it down when the test ends.
+// RunNATS starts an in-process NATS server on a free loopback port and
+// shuts it down when the test ends (testkit.RunNATS).
 func RunNATS(t testing.TB) *natsserver.Server {
 	t.Helper()
-	return RunNATSWith(t, &natsserver.Options{})
+	return testkit.RunNATS(t, &natsserver.Options{})
 }
 
 // RunNATSWith is RunNATS with options; host and ports default to loopback
 // and free ports.
 func RunNATSWith(t testing.TB, opts *natsserver.Options) *natsserver.Server {
 	t.Helper()
-	if opts.Host == "" {
-		opts.Host = "127.0.0.1"
-	}
-	if opts.Port == 0 {
-		opts.Port = -1
-	}
-	opts.NoLog, opts.NoSigs = true, true
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(Timeout) {
-		t.Fatal("nats server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
+	return testkit.RunNATS(t, opts)
 }
 
 // RunJetStream is RunNATS with JetStream on, its store in a temporary
 // directory of the test.
 func RunJetStream(t testing.TB) *natsserver.Server {
 	t.Helper()
-	return RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
+	return testkit.RunJetStream(t)
 }
 
-// Connect returns a NATS connection closed at the end of the test.
+// Connect returns a connection to url, closed when the test ends.
 func Connect(t testing.TB, url string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatalf("nats connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return testkit.Connect(t, url)
 }
 
 // Token signs claims with HS256 and secret. A missing exp gets one hour.
@@ -289,10 +270,11 @@ func (c *Client) WaitClose() (int, string) {
 // Done is closed when the connection has ended.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Eventually polls cond until it holds, failing the test after Timeout.
+// Eventually polls cond until it holds, failing the test after Timeout
+// (testkit.Eventually).
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	EventuallyWithin(t, Timeout, what, cond)
+	testkit.Eventually(t, what, cond)
 }
 
 // EventuallyWithin is Eventually with its own timeout, for what takes
@@ -300,13 +282,7 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 // electing its meta leader, say).
 func EventuallyWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.EventuallyWithin(t, timeout, what, cond)
 }
 
 // Take returns the next frame, or false when the connection ended or no

@@ -27,6 +27,7 @@ import (
 
 	"github.com/wsgate/wsgate/services/internal/logging"
 	"github.com/wsgate/wsgate/services/internal/natsconn"
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -35,45 +36,6 @@ func TestMain(m *testing.M) {
 
 // wait is how long a test waits for what should happen at once on loopback.
 const wait = 5 * time.Second
-
-// eventually polls cond until it holds, or fails the test after wait.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s did not happen", wait, what)
-		}
-		<-tick.C
-	}
-}
-
-// runServer starts a NATS server with opts on 127.0.0.1 (a free port unless
-// opts.Port is set); it is shut down when the test ends.
-func runServer(t *testing.T, opts server.Options) *server.Server {
-	t.Helper()
-	opts.Host = "127.0.0.1"
-	if opts.Port == 0 {
-		opts.Port = server.RANDOM_PORT
-	}
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(&opts)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(wait) {
-		s.Shutdown()
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
 
 // syncBuffer is a bytes.Buffer safe for the NATS client's goroutines.
 type syncBuffer struct {
@@ -358,7 +320,7 @@ func TestConnect_EachCredentialKindIsAcceptedAndAWrongOneNamesTheProblem(t *test
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := runServer(t, tt.server)
+			srv := testkit.RunNATS(t, &tt.server)
 			for _, a := range tt.attempts {
 				t.Run(a.name, func(t *testing.T) {
 					var logs syncBuffer
@@ -406,7 +368,8 @@ func TestConnect_EachCredentialKindIsAcceptedAndAWrongOneNamesTheProblem(t *test
 // requires client certificates runs over TLS, verified against NATS_TLS_CA.
 func TestConnect_MutualTLSIsInUse(t *testing.T) {
 	pki := newPKI(t, t.TempDir())
-	srv := runServer(t, tlsServer(t, pki))
+	opts := tlsServer(t, pki)
+	srv := testkit.RunNATS(t, &opts)
 	nc, err := natsconn.Connect(natsconn.Config{
 		URL: srv.ClientURL(), TLSCA: pki.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey,
 	}, "natsconn-test", nil, natsconn.Hooks{})
@@ -465,8 +428,8 @@ func TestConnect_WaitsForNATSAndSurvivesARestart(t *testing.T) {
 		t.Fatalf("MaxReconnect %d, IgnoreAuthErrorAbort %v: want reconnecting forever", nc.Opts.MaxReconnect, nc.Opts.IgnoreAuthErrorAbort)
 	}
 
-	first := runServer(t, server.Options{Port: port})
-	eventually(t, "the first connection", nc.IsConnected)
+	first := testkit.RunNATS(t, &server.Options{Port: port})
+	testkit.EventuallyWithin(t, wait, "the first connection", nc.IsConnected)
 	msgs := make(chan *nats.Msg, 8)
 	sub, err := nc.ChanSubscribe("natsconn.test", msgs)
 	if err != nil {
@@ -480,7 +443,7 @@ func TestConnect_WaitsForNATSAndSurvivesARestart(t *testing.T) {
 	first.Shutdown()
 	first.WaitForShutdown()
 	receive(t, "the disconnected hook", disconnected)
-	runServer(t, server.Options{Port: port})
+	testkit.RunNATS(t, &server.Options{Port: port})
 	receive(t, "the reconnected hook", reconnected)
 	if err := nc.Publish("natsconn.test", []byte("after the restart")); err != nil {
 		t.Fatal(err)

@@ -11,28 +11,34 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
-// RunJetStream is RunServer with JetStream on a temporary store.
+// RunJetStream is RunServer with JetStream on a temporary store
+// (testkit.RunJetStream).
 func RunJetStream(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir(),
-	})
+	return testkit.RunJetStream(t)
+}
+
+// HistoryServer starts a JetStream server with the history stream as the
+// edges make it (WS_HISTORY on the subjects of DESIGN.md §8, no prefix, in
+// memory), and returns a connection to it.
+func HistoryServer(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc := Connect(t, RunJetStream(t))
+	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatalf("nats server: %v", err)
+		t.Fatal(err)
 	}
-	s.Start()
-	if !s.ReadyForConnections(Wait) {
-		s.Shutdown()
-		t.Fatal("nats server not ready")
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatalf("history stream: %v", err)
 	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return nc, js
 }
 
 // InboundStream creates the inbound stream as the edges do (DESIGN.md §8):

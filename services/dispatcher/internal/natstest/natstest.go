@@ -19,6 +19,7 @@ import (
 
 	"github.com/wsgate/wsgate/api/schemacheck"
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 // Wait is how long helpers wait for something that should happen at once on
@@ -26,58 +27,24 @@ import (
 const Wait = 5 * time.Second
 
 // RunServer starts a NATS server on 127.0.0.1 and a free port; it is shut
-// down when the test ends.
+// down when the test ends (testkit.RunNATS).
 func RunServer(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host:   "127.0.0.1",
-		Port:   server.RANDOM_PORT,
-		NoLog:  true,
-		NoSigs: true,
-	})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(Wait) {
-		s.Shutdown()
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return testkit.RunNATS(t, nil)
 }
 
 // Connect returns a connection to s, closed when the test ends.
 func Connect(t testing.TB, s *server.Server) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.Name(t.Name()))
-	if err != nil {
-		t.Fatalf("nats connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return testkit.Connect(t, s.ClientURL(), nats.Name(t.Name()))
 }
 
 // CheckFor calls f every interval until it returns nil, and fails the test
-// with f's last error if that does not happen within timeout.
+// with f's last error if that does not happen within timeout
+// (testkit.CheckFor).
 func CheckFor(t testing.TB, timeout, interval time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		<-tick.C
-	}
+	testkit.CheckFor(t, timeout, interval, f)
 }
 
 var checker = sync.OnceValues(schemacheck.New)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -24,21 +23,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-func runJetStream(t *testing.T) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(natstest.Wait) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
 }
 
 func startService(t *testing.T, nc *nats.Conn, cfg Config) *Service {
@@ -102,7 +86,7 @@ func put(t *testing.T, kv jetstream.KeyValue, key string, v any) uint64 {
 // connection stays online. Fails when goOffline purges without LastRevision
 // (both replicas win), or the index does not count a user's connections.
 func TestOffline_OnceWithTwoReplicasAndNotWhileConnected(t *testing.T) {
-	ns := runJetStream(t)
+	ns := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, ns)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
@@ -170,7 +154,7 @@ func TestUnescapeReversesKeyID(t *testing.T) {
 // event goes out once. Fails when reap or goOffline purge without
 // jetstream.LastRevision.
 func TestTransitionsAreCompareAndSet(t *testing.T) {
-	ns := runJetStream(t)
+	ns := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, ns)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
@@ -236,7 +220,7 @@ func mustEnvelope(t *testing.T) []byte {
 // expiry marker); resync finds out and the connection's reap is due, with
 // one Client/disconnection 1006. Fails when resync skips a missing key.
 func TestResync_ReapsAnEdgeWhoseExpiryWasMissed(t *testing.T) {
-	ns := runJetStream(t)
+	ns := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, ns)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
@@ -287,7 +271,7 @@ func TestResync_ReapsAnEdgeWhoseExpiryWasMissed(t *testing.T) {
 // empty bucket) finishes loading and answers. Fails when the index waits
 // for entries to mark itself loaded.
 func TestEmptyBucket_LoadsAndAnswers(t *testing.T) {
-	ns := runJetStream(t)
+	ns := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, ns)
 	startService(t, nc, Config{Mode: presencekv.Memory, Bucket: "empty", Grace: time.Second})
 	natstest.CheckFor(t, natstest.Wait, 20*time.Millisecond, func() error {

@@ -8,14 +8,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/dispatcher"
+	"github.com/wsgate/wsgate/services/dispatcher/internal/natstest"
 	"github.com/wsgate/wsgate/services/dispatcher/internal/sendapi"
 )
 
@@ -23,27 +20,7 @@ import (
 // JetStream and the history stream.
 func historyAPI(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
-		Name: "WS_HISTORY", Subjects: wire.NewSubjects("").HistorySubjects(), Storage: jetstream.MemoryStorage,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.HistoryServer(t)
 	api, err := sendapi.New(sendapi.Config{
 		Keys: []string{key}, Sender: dispatcher.NewSender(nc, "", dispatcher.SenderWithHistory()), Connected: nc.IsConnected,
 	})

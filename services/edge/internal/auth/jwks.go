@@ -24,6 +24,8 @@ import (
 // maxJWKSBytes bounds a JWKS document.
 const maxJWKSBytes = 1 << 20
 
+// Ours, not keyfunc/v3 v3.9.2 (jwkset v0.11.4): there concurrent misses do not share a fetch (10 unknown kids at once made 10 fetches; TestJWKS_FetchIsSharedAndHoldsNoLock wants 1) and the document is read unbounded.
+
 // JWKS is a key set fetched from a URL and kept fresh: it is refetched every
 // refresh interval, and on a token whose kid it does not know, but never
 // more often than once per minInterval, so that tokens with made-up kids

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
@@ -27,7 +26,6 @@ import (
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/callout"
 	"github.com/wsgate/wsgate/services/edge/internal/history"
-	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/inbound"
 	"github.com/wsgate/wsgate/services/edge/internal/netpoll"
 	"github.com/wsgate/wsgate/services/edge/internal/stats"
@@ -85,8 +83,8 @@ type Config struct {
 // Gateway is the http.Handler of the WebSocket endpoint.
 type Gateway struct {
 	cfg      Config         // static
-	hub      *hub.Hub       // static
-	nc       *nats.Conn     // static
+	hub      Registry       // static: a *hub.Hub
+	nc       Publisher      // static: a *nats.Conn
 	verifier *auth.Verifier // static
 	upgrader websocket.Upgrader
 	boot     string // static: random prefix of this process's connection ids
@@ -107,7 +105,7 @@ type Gateway struct {
 
 // New returns a gateway; verifier may have no keys when only anonymous
 // connections are allowed.
-func New(cfg Config, h *hub.Hub, nc *nats.Conn, verifier *auth.Verifier) *Gateway {
+func New(cfg Config, h Registry, nc Publisher, verifier *auth.Verifier) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -25,23 +25,23 @@ const maxKeptPayload = 64 << 10
 
 var serverClose = wsconn.TextFrame(wire.AppendServerFrame(nil, wire.ActionClose, nil, nil))
 
-// deliver queues m for the connections it targets and returns, appended to
-// pending, those whose writing the caller must flush, and how many
-// connections it targeted.
-func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsconn.Conn, int) {
+// deliver queues m for the connections it targets, taking the writing of
+// those nobody was writing into b, and returns how many connections it
+// targeted.
+func (h *Hub) deliver(m *nats.Msg, at time.Time, b *wsconn.Batch) int {
 	rest, ok := strings.CutPrefix(m.Subject, h.cfg.Subjects.Prefix+".")
 	if !ok {
-		return pending, 0
+		return 0
 	}
 	if ctl, ok := strings.CutPrefix(rest, "ctl.close."); ok {
 		h.kick(ctl)
-		return pending, 0
+		return 0
 	}
 	target, ok := strings.CutPrefix(rest, "send.")
 	var seq uint64
 	if !ok {
 		if target, seq, ok = h.republished(rest, m); !ok {
-			return pending, 0
+			return 0
 		}
 	}
 	ctx := context.Background()
@@ -57,14 +57,14 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 	if err != nil {
 		h.cfg.Stats.BadOutbound()
 		h.cfg.Logger.DebugContext(ctx, "outbound message refused", "subject", m.Subject, "err", err)
-		return pending, 0
+		return 0
 	}
 	if seq != 0 {
 		h.payload = wire.AppendServerFrameSeq(h.payload[:0], out.Action, out.Details, out.Ref, seq)
 	} else {
 		h.payload = wire.AppendServerFrame(h.payload[:0], out.Action, out.Details, out.Ref)
 	}
-	d := delivery{out: wsconn.NewOutbound(h.payload), at: at, s: h.cfg.Stats, pending: pending, seq: seq}
+	d := delivery{out: wsconn.NewOutbound(h.payload), at: at, s: h.cfg.Stats, batch: b, seq: seq}
 	defer d.counted()
 	if cap(h.payload) > maxKeptPayload {
 		h.payload = nil // a rare large message does not keep its buffer
@@ -93,7 +93,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 	case "filter":
 		if out.Filter == nil {
 			h.cfg.Stats.BadOutbound()
-			return pending, 0
+			return 0
 		}
 		for _, c := range h.clients {
 			if id := c.Identity(); id != nil {
@@ -114,17 +114,17 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, pending []*wsconn.Conn) ([]*wsc
 			d.to(c)
 		}
 	}
-	return d.pending, d.sent
+	return d.sent
 }
 
 // delivery queues one message, each of its frames built once, for many clients.
 type delivery struct {
-	out     wsconn.Outbound
-	at      time.Time // arrival from NATS
-	sent    int
-	s       *stats.Stats
-	pending []*wsconn.Conn // clients to flush
-	seq     uint64         // history sequence of a stored message; 0 for others
+	out   wsconn.Outbound
+	at    time.Time // arrival from NATS
+	sent  int
+	s     *stats.Stats
+	batch *wsconn.Batch // the writing of the clients taken over
+	seq   uint64        // history sequence of a stored message; 0 for others
 }
 
 func (d *delivery) toTopic(t *topic) {
@@ -145,11 +145,8 @@ func (d *delivery) to(c *Client) {
 }
 
 func (d *delivery) queue(c *Client) {
-	flush, err := c.Conn.Queue(d.out.FrameFor(c.Conn), d.at)
+	err := c.Conn.Queue(d.batch, d.out.FrameFor(c.Conn), d.at)
 	d.sent++
-	if flush {
-		d.pending = append(d.pending, c.Conn)
-	}
 	switch {
 	case err == nil:
 		d.s.Delivered.Add(1)

@@ -53,7 +53,7 @@ func TestRun_ShareHandedOverAsTheHubStopsIsWritten(t *testing.T) {
 	routed := 0
 	for round := range rounds {
 		h := New(nil, Config{EdgeID: "e1", Subjects: wire.NewSubjects("ws"), PingInterval: 20 * time.Second, AuthTimeout: 10 * time.Second})
-		h.workers, h.flushes = workers, make(chan []*wsconn.Conn, 4*workers)
+		h.workers, h.flushes = workers, make(chan wsconn.Batch, 4*workers)
 		for _, c := range clients {
 			h.clients[c.ID] = c
 		}

@@ -58,12 +58,12 @@ type Config struct {
 // Hub is the registry. Lock order: Hub.mu before wsconn.Conn's lock.
 type Hub struct {
 	cfg   Config         // static
-	nc    *nats.Conn     // static
+	nc    Messaging      // static
 	inbox chan *nats.Msg // static: every subscription delivers here
 	// flushes carries shares of a large fan-out to the flush workers.
-	flushes chan []*wsconn.Conn // static
-	workers int                 // static: number of flush workers
-	timer   *timer              // static
+	flushes chan wsconn.Batch // static
+	workers int               // static: number of flush workers
+	timer   *timer            // static
 	// routed counts the routing batches, for the timer to tell whether
 	// deliveries flow.
 	routed atomic.Uint64
@@ -82,8 +82,8 @@ type Hub struct {
 	perm     []*nats.Subscription
 }
 
-// New returns a hub delivering from nc. Call Start before use.
-func New(nc *nats.Conn, cfg Config) *Hub {
+// New returns a hub delivering from nc (a *nats.Conn). Call Start before use.
+func New(nc Messaging, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,7 +96,7 @@ func New(nc *nats.Conn, cfg Config) *Hub {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	return &Hub{
 		cfg: cfg, nc: nc, inbox: make(chan *nats.Msg, inboxSize), out: newTopicSubjects(cfg),
-		flushes: make(chan []*wsconn.Conn, 4*workers), workers: workers,
+		flushes: make(chan wsconn.Batch, 4*workers), workers: workers,
 		timer:    newTimer(cfg.PingInterval, cfg.AuthTimeout),
 		clients:  map[string]*Client{},
 		users:    map[string]*topic{},

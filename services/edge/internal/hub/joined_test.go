@@ -7,31 +7,16 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 // joinedHub is a hub on a real NATS server with clients authenticated as
 // ids.
 func joinedHub(t *testing.T, ids ...*auth.Identity) (*Hub, []*Client) {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testkit.Connect(t, testkit.RunNATS(t, nil).ClientURL())
 	h := New(nc, Config{EdgeID: "e1", Subjects: wire.NewSubjects(""), PingInterval: time.Second, AuthTimeout: time.Second})
 	var clients []*Client
 	for i, id := range ids {

@@ -13,16 +13,15 @@ import (
 // route delivers every message of the inbox. One goroutine does it, so that
 // messages from one publisher reach each connection in publish order.
 func (h *Hub) route(ctx context.Context) {
-	var pending []*wsconn.Conn // connections whose writing this goroutine took over
+	var batch wsconn.Batch // connections whose writing this goroutine took over
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-h.inbox:
-			pending, _ = h.deliver(m, time.Now(), pending[:0])
-			pending = h.deliverWaiting(pending)
-			h.flush(pending)
-			clear(pending)
+			h.deliver(m, time.Now(), &batch)
+			h.deliverWaiting(&batch)
+			h.flush(&batch)
 			h.routed.Add(1)
 		}
 	}
@@ -44,21 +43,19 @@ const spreadBatch = 8
 // wait and a message shares none of its recipients with them. When
 // messages come slower than they are routed there are none, and nothing
 // waits.
-func (h *Hub) deliverWaiting(pending []*wsconn.Conn) []*wsconn.Conn {
+func (h *Hub) deliverWaiting(b *wsconn.Batch) {
 	for range maxBatch - 1 {
 		select {
 		case m := <-h.inbox:
-			before := len(pending)
-			var targeted int
-			pending, targeted = h.deliver(m, time.Now(), pending)
-			if added := len(pending) - before; added > 0 && added == targeted && len(pending) >= spreadBatch {
-				return pending // m shared no recipient with the batch
+			before := b.Len()
+			targeted := h.deliver(m, time.Now(), b)
+			if added := b.Len() - before; added > 0 && added == targeted && b.Len() >= spreadBatch {
+				return // m shared no recipient with the batch
 			}
 		default:
-			return pending
+			return
 		}
 	}
-	return pending
 }
 
 // inlineFlush: fan-outs up to this many connections are written by the
@@ -69,35 +66,28 @@ const inlineFlush = 64
 // behind: the router is behind when this many messages wait in the inbox.
 const behind = maxBatch
 
-// flush writes the queues of conns, none of which blocks: a socket that is
-// full gets a writer goroutine of its own. Large sets, and any set while the
-// router is behind, are split between this goroutine and the flush workers,
-// so that every core writes: when messages to different connections
-// (unicasts, replies) come faster than one goroutine writes them, one by
-// one, the writing is shared. Below that, sharing would cost a wake-up for
-// no gain. Only the router calls it (see Run).
-func (h *Hub) flush(conns []*wsconn.Conn) {
-	if h.workers > 1 && (len(conns) > inlineFlush || len(conns) > 1 && len(h.inbox) >= behind) {
-		share := (len(conns) + h.workers - 1) / h.workers
-		for len(conns) > share {
-			h.flushes <- append([]*wsconn.Conn(nil), conns[len(conns)-share:]...)
-			conns = conns[:len(conns)-share]
+// flush writes the queues of b's connections, none of which blocks: a
+// socket that is full gets a writer goroutine of its own. Large sets, and
+// any set while the router is behind, are cut into shares for the flush
+// workers, so that every core writes: when messages to different
+// connections (unicasts, replies) come faster than one goroutine writes
+// them, one by one, the writing is shared. Below that, sharing would cost a
+// wake-up for no gain. Only the router calls it (see Run).
+func (h *Hub) flush(b *wsconn.Batch) {
+	if n := b.Len(); h.workers > 1 && (n > inlineFlush || n > 1 && len(h.inbox) >= behind) {
+		share := (n + h.workers - 1) / h.workers
+		for b.Len() > share {
+			h.flushes <- b.Cut(share)
 		}
 	}
-	flushAll(conns)
+	b.Flush()
 }
 
 // flushLoop is a flush worker. It stops when the router has returned and
 // every share is written, so that no connection is left holding a right to
 // write nobody uses.
 func (h *Hub) flushLoop() {
-	for conns := range h.flushes {
-		flushAll(conns)
-	}
-}
-
-func flushAll(conns []*wsconn.Conn) {
-	for _, c := range conns {
-		c.Flush()
+	for share := range h.flushes {
+		share.Flush()
 	}
 }

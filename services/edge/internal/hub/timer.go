@@ -205,7 +205,7 @@ func (h *Hub) tick(ctx context.Context) {
 	visited := 0 // visits made since start; visit v is of slot v % slots
 	var visit []*Client
 	var due []expired
-	var pending []*wsconn.Conn
+	var pings wsconn.Batch
 	routed := h.routed.Load()
 	for {
 		select {
@@ -227,7 +227,7 @@ func (h *Hub) tick(ctx context.Context) {
 			busy := r != routed
 			routed = r
 			var ok bool
-			pending, ok = h.ping(ctx, visit, now, deadAfter, pingChunkSize(len(visit), t.period, busy), pingPause, pending)
+			ok = h.ping(ctx, visit, now, deadAfter, pingChunkSize(len(visit), t.period, busy), pingPause, &pings)
 			clear(visit)
 			clear(due)
 			if !ok {
@@ -262,12 +262,12 @@ func pingChunkSize(n int, period time.Duration, busy bool) int {
 	return max(pingChunk, (n+pauses-1)/pauses)
 }
 
-// ping visits the clients chunk at a time, pausing between chunks; it
-// returns pending emptied for reuse, and false if ctx ended meanwhile. A
+// ping visits the clients chunk at a time, pausing between chunks, each
+// chunk's pings written through b; it returns false if ctx ended meanwhile. A
 // ping is queued just before its chunk is written: a client waiting for
 // its turn keeps no claim on its connection's writing, so a delivery
 // meanwhile goes out at once.
-func (h *Hub) ping(ctx context.Context, visit []*Client, now time.Time, deadAfter time.Duration, chunk int, pause time.Duration, pending []*wsconn.Conn) ([]*wsconn.Conn, bool) {
+func (h *Hub) ping(ctx context.Context, visit []*Client, now time.Time, deadAfter time.Duration, chunk int, pause time.Duration, b *wsconn.Batch) bool {
 	var wait *time.Timer
 	defer func() {
 		if wait != nil {
@@ -278,15 +278,11 @@ func (h *Hub) ping(ctx context.Context, visit []*Client, now time.Time, deadAfte
 		part := visit[:min(chunk, len(visit))]
 		visit = visit[len(part):]
 		for _, c := range part {
-			if h.visit(c, now, deadAfter) {
-				pending = append(pending, c.Conn)
-			}
+			h.visit(c, now, deadAfter, b)
 		}
 		// Written here, not shared with the flush workers: a tick's
 		// pings take one core at most, never the router's.
-		flushAll(pending)
-		clear(pending)
-		pending = pending[:0]
+		b.Flush()
 		if len(visit) == 0 {
 			break
 		}
@@ -297,11 +293,11 @@ func (h *Hub) ping(ctx context.Context, visit []*Client, now time.Time, deadAfte
 		}
 		select {
 		case <-ctx.Done():
-			return pending, false
+			return false
 		case <-wait.C:
 		}
 	}
-	return pending, true
+	return true
 }
 
 // expire acts on a deadline that came due.
@@ -321,13 +317,12 @@ func (h *Hub) expire(e expired, now time.Time) {
 	}
 }
 
-// visit drops c if it has been silent too long, or pings it; it reports
-// whether c has a ping to flush.
-func (h *Hub) visit(c *Client, now time.Time, deadAfter time.Duration) (flush bool) {
+// visit drops c if it has been silent too long, or pings it through b.
+func (h *Hub) visit(c *Client, now time.Time, deadAfter time.Duration, b *wsconn.Batch) {
 	if now.Sub(c.Conn.LastSeen()) > deadAfter {
 		h.cfg.Stats.DeadPeer()
 		c.Conn.Abort()
-		return false
+		return
 	}
-	return c.Conn.Ping()
+	c.Conn.Ping(b)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -151,84 +152,71 @@ func readFrames(peer net.Conn, seen chan<- frameSeen) {
 	}
 }
 
-func TestTick_PingsGoOutInChunksAndDeliveriesDoNotWaitForThem(t *testing.T) {
-	const chunk, chunks, pause = 4, 3, 50 * time.Millisecond
-	const opText, opPing = 0x1, 0x9
-	h := New(nil, Config{PingInterval: 20 * time.Second, AuthTimeout: 10 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var visit []*Client
+// pipeClients returns n clients of h on in-memory pipes (what a synctest
+// bubble can wait on), with a channel each of the frames its peer reads.
+// The pipes close when the test ends.
+func pipeClients(t *testing.T, h *Hub, n int) ([]*Client, []chan frameSeen) {
+	t.Helper()
+	var clients []*Client
 	var seen []chan frameSeen
-	for i := range chunk * chunks {
-		peer, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer peer.Close()
-		server, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i := range n {
+		server, peer := net.Pipe()
 		conn := wsconn.New(server, 16, h.cfg.Stats, func(error) {})
-		defer conn.Abort()
-		visit = append(visit, NewClient(conn, "e1", strconv.Itoa(i), "127.0.0.1", "", ""))
+		t.Cleanup(func() { conn.Abort(); _ = peer.Close(); conn.Wait() })
+		clients = append(clients, NewClient(conn, "e1", strconv.Itoa(i), "127.0.0.1", "", ""))
 		ch := make(chan frameSeen, 4)
 		seen = append(seen, ch)
 		go readFrames(peer, ch)
 	}
-	next := func(i int) frameSeen {
-		t.Helper()
-		select {
-		case f := <-seen[i]:
-			return f
-		case <-time.After(10 * time.Second):
-			t.Fatalf("client %d received nothing", i)
-			return frameSeen{}
-		}
-	}
+	return clients, seen
+}
 
-	pinged := make(chan bool, 1)
-	go func() {
-		_, ok := h.ping(t.Context(), visit, time.Now(), time.Hour, chunk, pause, nil)
-		pinged <- ok
-	}()
-	first := next(0)
-	if first.op != opPing {
-		t.Fatalf("first client received opcode %#x, want a ping", first.op)
-	}
-	// The first chunk is out; the last one waits two pauses. A delivery to
-	// a client of the last chunk goes out now, ahead of its ping.
-	last := visit[len(visit)-1].Conn
-	if flush, err := last.Queue(wsconn.TextFrame([]byte(`["news",1]`)), time.Now()); err != nil {
-		t.Fatal(err)
-	} else if flush {
-		last.Flush()
-	}
-	if !<-pinged {
-		t.Fatal("ping stopped early")
-	}
-	if f := next(len(visit) - 1); f.op != opText {
-		t.Fatalf("last client received opcode %#x first, want the delivery: it waited for its ping", f.op)
-	}
-	for i := range visit {
-		f := first
-		if i > 0 {
-			f = next(i)
-		}
-		if f.op != opPing {
-			t.Fatalf("client %d received opcode %#x, want a ping", i, f.op)
-		}
-		// Chunk k goes out after k pauses (half of it allows for the
-		// peers' reading).
-		if i/chunk > 0 {
-			if gap := f.at.Sub(first.at); gap < time.Duration(i/chunk)*pause/2 {
-				t.Errorf("client %d (chunk %d) pinged %v after the first, want at least %v", i, i/chunk, gap, time.Duration(i/chunk)*pause/2)
+// TestTick_PingsGoOutInChunksAndDeliveriesDoNotWaitForThem: a tick's pings
+// go out a chunk at a time, chunk k exactly k pauses after the first (the
+// bubble's clock), and a delivery to a client of a later chunk goes out at
+// once, ahead of its ping. Fails when ping stops pausing, pauses before the
+// first chunk, or holds the right to write across a pause.
+func TestTick_PingsGoOutInChunksAndDeliveriesDoNotWaitForThem(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const chunk, chunks, pause = 4, 3, 50 * time.Millisecond
+		const opText, opPing = 0x1, 0x9
+		h := New(nil, Config{PingInterval: 20 * time.Second, AuthTimeout: 10 * time.Second})
+		visit, seen := pipeClients(t, h, chunk*chunks)
+		start := time.Now()
+		pinged := make(chan bool, 1)
+		go func() {
+			var pings wsconn.Batch
+			ok := h.ping(t.Context(), visit, time.Now(), time.Hour, chunk, pause, &pings)
+			pinged <- ok
+		}()
+		synctest.Wait() // the first chunk is out; ping waits out its pause
+		for i := range visit {
+			if got, want := len(seen[i]), min(1, max(0, chunk-i)); got != want {
+				t.Fatalf("client %d got %d frames before the first pause, want %d", i, got, want)
 			}
 		}
-	}
+		// A delivery to a client of the last chunk goes out now, ahead of
+		// its ping.
+		last := visit[len(visit)-1].Conn
+		var batch wsconn.Batch
+		if err := last.Queue(&batch, wsconn.TextFrame([]byte(`["news",1]`)), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		batch.Flush()
+		synctest.Wait()
+		if f := <-seen[len(visit)-1]; f.op != opText || !f.at.Equal(start) {
+			t.Fatalf("last client received opcode %#x at +%v first, want the delivery at once: it waited for its ping", f.op, f.at.Sub(start))
+		}
+		if !<-pinged {
+			t.Fatal("ping stopped early")
+		}
+		for i := range visit {
+			f := <-seen[i]
+			if want := start.Add(time.Duration(i/chunk) * pause); f.op != opPing || !f.at.Equal(want) {
+				t.Fatalf("client %d (chunk %d) received opcode %#x at +%v, want a ping at +%v", i, i/chunk, f.op, f.at.Sub(start), want.Sub(start))
+			}
+		}
+	})
 }
 
 func TestTick_PingChunksOnlyWhileDeliveriesFlow(t *testing.T) {

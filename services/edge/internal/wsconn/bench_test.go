@@ -99,14 +99,12 @@ func BenchmarkQueueFlush(b *testing.B) {
 		queued := 0
 		b.ReportAllocs()
 		b.SetBytes(int64(len(frame)))
+		var batch Batch
 		for b.Loop() {
-			flush, err := c.Queue(frame, time.Now())
-			if err != nil {
+			if err := c.Queue(&batch, frame, time.Now()); err != nil {
 				b.Fatal(err)
 			}
-			if flush {
-				c.Flush()
-			}
+			batch.Flush()
 			if queued++; queued == every {
 				if _, err := io.ReadFull(client, buf); err != nil {
 					b.Fatal(err)
@@ -122,14 +120,12 @@ func BenchmarkQueueFlush(b *testing.B) {
 		c := New(server, 1<<20, nopStats{}, nil)
 		b.ReportAllocs()
 		b.SetBytes(int64(len(frame)))
+		var batch Batch
 		for b.Loop() {
-			flush, err := c.Queue(frame, time.Now())
-			if err != nil {
+			if err := c.Queue(&batch, frame, time.Now()); err != nil {
 				b.Fatal(err)
 			}
-			if flush {
-				c.Flush()
-			}
+			batch.Flush()
 		}
 		b.StopTimer()
 		c.Abort()
@@ -171,26 +167,18 @@ func BenchmarkFanout1000(b *testing.B) {
 			}
 		})
 	}
-	pending := make([]*Conn, 0, conns)
+	pending := Batch{conns: make([]*Conn, 0, conns)}
 	var before, after runtime.MemStats
 	b.ReportAllocs()
 	runtime.ReadMemStats(&before)
 	for b.Loop() {
 		now := time.Now()
 		for _, c := range cs {
-			flush, err := c.Queue(frame, now)
-			if err != nil {
+			if err := c.Queue(&pending, frame, now); err != nil {
 				b.Fatal(err)
 			}
-			if flush {
-				pending = append(pending, c)
-			}
 		}
-		for _, c := range pending {
-			c.Flush()
-		}
-		clear(pending)
-		pending = pending[:0]
+		pending.Flush()
 	}
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N*conns), "allocs/delivery")

@@ -78,26 +78,18 @@ func benchFanoutDeflate(b *testing.B, payload []byte, on bool) {
 			}
 		})
 	}
-	pending := make([]*Conn, 0, conns)
+	pending := Batch{conns: make([]*Conn, 0, conns)}
 	b.ReportAllocs()
 	start := time.Now()
 	for b.Loop() {
 		out := NewOutbound(payload)
 		now := time.Now()
 		for _, c := range cs {
-			flush, err := c.Queue(out.FrameFor(c), now)
-			if err != nil {
+			if err := c.Queue(&pending, out.FrameFor(c), now); err != nil {
 				b.Fatal(err)
 			}
-			if flush {
-				pending = append(pending, c)
-			}
 		}
-		for _, c := range pending {
-			c.Flush()
-		}
-		clear(pending)
-		pending = pending[:0]
+		pending.Flush()
 	}
 	b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*conns), "ns/delivery")
 	b.ReportMetric(float64(frameLen), "wire-B/msg")

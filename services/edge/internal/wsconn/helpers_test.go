@@ -264,18 +264,6 @@ type nopStats struct{}
 func (nopStats) Wrote(int, int)        {}
 func (nopStats) Latency(time.Duration) {}
 
-// eventually polls cond until it holds, failing the test after testTimeout.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // Wait is Fill that blocks until the socket has bytes, or its end (the
 // edge waits with a poller instead); it fails only when waiting failed (the
 // read deadline passed, the socket was closed).

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/services/internal/testkit"
 )
 
 // TestConnDropsWrittenFrames: once written, a frame is not kept reachable
@@ -37,7 +39,7 @@ func TestConnDropsWrittenFrames(t *testing.T) {
 				got += n
 			}
 			c.Wait()
-			eventually(t, "frames written", func() bool { return c.stats.frames.Load() == int64(c.sent) })
+			testkit.Eventually(t, "frames written", func() bool { return c.stats.frames.Load() == int64(c.sent) })
 			deadline := time.Now().Add(2 * time.Second)
 			for collected.Load() < int64(tc.frames) && time.Now().Before(deadline) {
 				runtime.GC()
@@ -56,23 +58,24 @@ func TestConnDropsWrittenFrames(t *testing.T) {
 // No reference to the frames is left on the caller's stack.
 func queueTracked(t *testing.T, c *testConn, frames, large int, collected *atomic.Int64) (total int) {
 	t.Helper()
+	var batch Batch
 	for i := range frames {
 		f := TextFrame(numbered(i, 200))
 		runtime.AddCleanup(&f[0], func(*atomic.Int64) { collected.Add(1) }, collected)
-		if flush, err := c.Queue(f, time.Now()); err != nil || flush != (i == 0) {
-			t.Fatalf("Queue %d: %v, %v", i, flush, err)
+		if err := c.Queue(&batch, f, time.Now()); err != nil || batch.Len() != 1 {
+			t.Fatalf("Queue %d: batch of %d, %v", i, batch.Len(), err)
 		}
 		total += len(f)
 	}
 	c.sent = frames
 	if large > 0 {
 		f := TextFrame(make([]byte, large))
-		if _, err := c.Queue(f, time.Now()); err != nil {
+		if err := c.Queue(&batch, f, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		total += len(f)
 		c.sent++
 	}
-	c.Flush()
+	batch.Flush()
 	return total
 }

@@ -142,29 +142,34 @@ func (c *Conn) Pong(data []byte) error {
 func (c *Conn) send(it item) error {
 	flush, err := c.push(it)
 	if flush {
-		c.Flush()
+		c.flush()
 	}
 	return err
 }
 
-// Queue queues a frame that arrived from NATS at at. When it reports flush,
-// the caller has taken over the writing and must call Flush soon; frames
-// queued meanwhile by others go out with it, in order. Nothing else waits
-// for the socket, so one flusher can serve many connections in turn.
-func (c *Conn) Queue(frame []byte, at time.Time) (flush bool, err error) {
-	return c.push(item{b: frame, at: at.UnixNano(), kind: kindDelivery})
+// Queue queues a frame that arrived from NATS at at. When nobody is
+// writing c, the writing is taken over into b (see Batch), whose Flush
+// writes the frame and those queued meanwhile by others, in order. Nothing
+// else waits for the socket, so one flusher can serve many connections in
+// turn.
+func (c *Conn) Queue(b *Batch, frame []byte, at time.Time) error {
+	flush, err := c.push(item{b: frame, at: at.UnixNano(), kind: kindDelivery})
+	if flush {
+		b.hold(c)
+	}
+	return err
 }
 
 // Ping queues a protocol ping; the peer's pong proves it alive. A full queue
-// skips it rather than counting it against the peer. Like Queue, it may hand
-// the writing to the caller.
-func (c *Conn) Ping() (flush bool) {
+// skips it rather than counting it against the peer. Like Queue, it may take
+// the writing over into b.
+func (c *Conn) Ping(b *Batch) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing || len(c.queue) >= c.maxQueue {
-		return false
+	flush := !c.closing && len(c.queue) < c.maxQueue && c.enqueueLocked(item{b: pingFrame, kind: kindControl})
+	c.mu.Unlock()
+	if flush {
+		b.hold(c)
 	}
-	return c.enqueueLocked(item{b: pingFrame, kind: kindControl})
 }
 
 func (c *Conn) push(it item) (flush bool, err error) {
@@ -198,7 +203,7 @@ func (c *Conn) Close(code int, reason string) bool {
 	flush := c.closeLocked(code, reason)
 	c.mu.Unlock()
 	if flush {
-		c.Flush()
+		c.flush()
 	}
 	return true
 }
@@ -258,10 +263,11 @@ func (c *Conn) done(batch []item) {
 	c.mu.Unlock()
 }
 
-// Flush writes the queued frames without blocking; when the peer's socket is
-// full, a writer goroutine takes over the rest. Only the caller that was
-// handed the writing (by Queue or Ping) calls it.
-func (c *Conn) Flush() {
+// flush writes the queued frames without blocking; when the peer's socket is
+// full, a writer goroutine takes over the rest. Only the holder of the right
+// to write calls it: Send, Pong and Close for themselves, Batch.Flush for
+// Queue and Ping.
+func (c *Conn) flush() {
 	if c.rc == nil {
 		c.startWriter(nil)
 		return

@@ -92,15 +92,15 @@ func TestConnWritesInOrder(t *testing.T) {
 		}},
 		{name: "Queue, then Flush by another goroutine", frames: 100, size: 300, queued: true,
 			write: func(t *testing.T, c *testConn, frames [][]byte) {
-				queueAll(t, c, frames)
+				batch := queueAll(t, c, frames)
 				done := make(chan struct{})
-				go func() { defer close(done); c.Flush() }()
+				go func() { defer close(done); batch.Flush() }()
 				<-done
 			}},
 		{name: "many frames coalesced", frames: 2*maxIovecs + 10, size: 20, queued: true,
 			write: func(t *testing.T, c *testConn, frames [][]byte) {
-				queueAll(t, c, frames)
-				c.Flush()
+				batch := queueAll(t, c, frames)
+				batch.Flush()
 			}},
 		{name: "more than the socket takes at once", frames: 8, size: 1 << 20, write: func(t *testing.T, c *testConn, frames [][]byte) {
 			for _, f := range frames {
@@ -113,12 +113,12 @@ func TestConnWritesInOrder(t *testing.T) {
 			write: func(t *testing.T, c *testConn, frames [][]byte) {
 				var wg sync.WaitGroup
 				for _, f := range frames {
-					flush, err := c.Queue(f, time.Now())
-					if err != nil {
+					var batch Batch
+					if err := c.Queue(&batch, f, time.Now()); err != nil {
 						t.Fatal(err)
 					}
-					if flush {
-						wg.Go(c.Flush)
+					if batch.Len() > 0 {
+						wg.Go(batch.Flush)
 					}
 				}
 				wg.Wait()
@@ -166,18 +166,20 @@ func TestConnWritesInOrder(t *testing.T) {
 	}
 }
 
-// queueAll queues frames; only the first Queue may hand over the writing.
-func queueAll(t *testing.T, c *testConn, frames [][]byte) {
+// queueAll queues frames and returns the batch that holds the writing:
+// only the first Queue may hand it over.
+func queueAll(t *testing.T, c *testConn, frames [][]byte) *Batch {
 	t.Helper()
+	var batch Batch
 	for i, f := range frames {
-		flush, err := c.Queue(f, time.Now())
-		if err != nil {
+		if err := c.Queue(&batch, f, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if flush != (i == 0) {
-			t.Fatalf("Queue %d handed over the writing: %v", i, flush)
+		if batch.Len() != 1 {
+			t.Fatalf("after Queue %d the batch holds %d connections, want 1", i, batch.Len())
 		}
 	}
+	return &batch
 }
 
 // TestConnControlFrames: pings and pongs go out between text frames, in order.
@@ -188,9 +190,9 @@ func TestConnControlFrames(t *testing.T) {
 	if err := c.Send(TextFrame([]byte("one"))); err != nil {
 		t.Fatal(err)
 	}
-	if c.Ping() {
-		c.Flush()
-	}
+	var batch Batch
+	c.Ping(&batch)
+	batch.Flush()
 	if err := c.Pong([]byte("app data")); err != nil {
 		t.Fatal(err)
 	}
@@ -312,14 +314,15 @@ func checkClosed(t testing.TB, c *testConn) {
 	if err := c.Send(TextFrame([]byte("late"))); !errors.Is(err, ErrClosed) {
 		t.Errorf("Send after close: %v, want ErrClosed", err)
 	}
-	if _, err := c.Queue(TextFrame([]byte("late")), time.Now()); !errors.Is(err, ErrClosed) {
+	var batch Batch
+	if err := c.Queue(&batch, TextFrame([]byte("late")), time.Now()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Queue after close: %v, want ErrClosed", err)
 	}
 	if err := c.Pong(nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Pong after close: %v, want ErrClosed", err)
 	}
-	if c.Ping() {
-		t.Error("Ping after close handed over the writing")
+	if c.Ping(&batch); batch.Len() != 0 {
+		t.Error("Queue or Ping after close handed over the writing")
 	}
 }
 
@@ -348,11 +351,9 @@ func TestConnSlowConsumer(t *testing.T) {
 			var sent int
 			var overflow error
 			for sent = 0; sent < 1000 && overflow == nil; sent++ {
-				flush, err := c.Queue(TextFrame(numbered(sent, 64<<10)), time.Now())
-				if flush {
-					c.Flush()
-				}
-				overflow = err
+				var batch Batch
+				overflow = c.Queue(&batch, TextFrame(numbered(sent, 64<<10)), time.Now())
+				batch.Flush()
 			}
 			if !errors.Is(overflow, ErrQueueFull) {
 				t.Fatalf("after %d frames of 64 KiB: %v, want ErrQueueFull", sent, overflow)
@@ -427,12 +428,12 @@ func TestConnAbortBeforeFlush(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	server, _ := tcpPair(t)
 	c := newTestConn(t, server, 16)
-	flush, err := c.Queue(TextFrame([]byte("x")), time.Now())
-	if !flush || err != nil {
-		t.Fatalf("Queue: %v, %v", flush, err)
+	var batch Batch
+	if err := c.Queue(&batch, TextFrame([]byte("x")), time.Now()); batch.Len() != 1 || err != nil {
+		t.Fatalf("Queue: batch of %d, %v", batch.Len(), err)
 	}
 	c.Abort()
-	c.Flush()
+	batch.Flush()
 	c.Wait()
 	if err := c.endErr(t); err == nil {
 		t.Error("writing ended without an error")
@@ -500,10 +501,11 @@ func TestConnOverGorilla(t *testing.T) {
 	if err := c.Send(TextFrame([]byte("sent"))); err != nil {
 		t.Fatal(err)
 	}
-	if flush, err := c.Queue(TextFrame(large), time.Now()); err != nil || !flush {
-		t.Fatalf("Queue: %v, %v", flush, err)
+	var batch Batch
+	if err := c.Queue(&batch, TextFrame(large), time.Now()); err != nil || batch.Len() != 1 {
+		t.Fatalf("Queue: batch of %d, %v", batch.Len(), err)
 	}
-	c.Flush()
+	batch.Flush()
 	c.Close(wire.CloseTokenExpired, "token expired")
 	for _, want := range [][]byte{[]byte("sent"), large} {
 		_, data, err := ws.ReadMessage()
