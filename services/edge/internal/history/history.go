@@ -58,6 +58,7 @@ var ErrNotReady = errors.New("history: stream not ready yet")
 // History is the edge's handle on the history stream.
 type History struct {
 	cfg   Config              // static
+	nc    *nats.Conn          // static
 	js    jetstream.JetStream // static
 	slots chan struct{}       // static: one token per running replay
 	m     *metrics            // static
@@ -65,6 +66,8 @@ type History struct {
 	epoch atomic.Pointer[string]     // the stream's current epoch ("" until known)
 	pos   atomic.Pointer[wire.Since] // the stream's epoch and last sequence as last read
 	state atomic.Pointer[error]      // nil when the stream is reachable, else why not
+
+	reads streamReads // stream info requests shared by replays
 
 	mu      sync.Mutex
 	onEpoch func(epoch string) // owned by mu; told when the epoch changes
@@ -82,7 +85,7 @@ func New(nc *nats.Conn, cfg Config) (*History, error) {
 	if err != nil {
 		return nil, fmt.Errorf("history: %w", err)
 	}
-	h := &History{cfg: cfg, js: js, slots: make(chan struct{}, cfg.Replays), m: newMetrics(cfg.Meter)}
+	h := &History{cfg: cfg, nc: nc, js: js, slots: make(chan struct{}, cfg.Replays), m: newMetrics(cfg.Meter)}
 	empty := ""
 	h.epoch.Store(&empty)
 	h.pos.Store(&wire.Since{})

@@ -67,7 +67,7 @@ func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Res
 	case <-ctx.Done():
 		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), errors.New("no replay slot in time"))
 	}
-	res, err := h.replay(ctx, *since, t)
+	res, err := h.replay(ctx, *since, t, start)
 	for err != nil && ctx.Err() == nil {
 		// The stream could not be read (its leader moving, say): try again
 		// while the replay's time lasts, rather than answer a recovery that
@@ -76,7 +76,7 @@ func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Res
 		case <-time.After(replayRetry):
 		case <-ctx.Done():
 		}
-		res, err = h.replay(ctx, *since, t)
+		res, err = h.replay(ctx, *since, t, start)
 	}
 	if err != nil {
 		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), err)
@@ -108,10 +108,12 @@ type subject struct {
 	count int64  // its replayed messages, filtered out ones included
 }
 
-func (h *History) replay(ctx context.Context, since wire.Since, t Targets) (Result, error) {
-	st, err := h.js.Stream(ctx, h.cfg.Stream)
+// replay reads the stream as of a moment after start, when the connection
+// had subscribed: every message stored later reaches it live.
+func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start time.Time) (Result, error) {
+	st, err := h.stream(ctx, start)
 	if err != nil {
-		return Result{}, fmt.Errorf("stream info: %w", err)
+		return Result{}, err
 	}
 	// The epoch is compared here, but only Run records it: a replay's
 	// info may be older than what Run has already seen.
@@ -129,8 +131,14 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets) (Resu
 	}
 	subjects := t.subjects(h.cfg.Subjects)
 	res := Result{Recovery: wire.Recovery{Epoch: epoch, Recovered: true}, Last: since.Seq}
+	direct := info.Config.Replicas <= 1
 	if since.Seq < state.LastSeq {
-		if err := h.read(ctx, st, since.Seq, subjects, t, &res); err != nil {
+		if direct {
+			err = h.readDirect(ctx, since.Seq, state.LastSeq, subjects, t, &res)
+		} else {
+			err = h.read(ctx, st, since.Seq, subjects, t, &res)
+		}
+		if err != nil {
 			return Result{}, err
 		}
 	}
@@ -142,20 +150,36 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets) (Resu
 		if s.first == since.Seq+1 || !gap && s.count < h.cfg.MaxPerSubject {
 			continue
 		}
-		m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(s.name))
+		first, err := h.firstOf(ctx, st, s.name, direct)
 		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return Result{}, err
+		case first == 0:
 			if gap {
 				return no(ReasonLimits) // all of it may have gone
 			}
-		case err != nil:
-			return Result{}, fmt.Errorf("first message of %s: %w", s.name, err)
-		case m.Sequence > since.Seq+1:
+		case first > since.Seq+1:
 			return no(ReasonLimits)
 		}
 	}
 	res.Recovery.Count = len(res.Frames)
 	return res, nil
+}
+
+// firstOf is the sequence of the oldest message stored for subject (0:
+// none).
+func (h *History) firstOf(ctx context.Context, st jetstream.Stream, subject string, direct bool) (uint64, error) {
+	if direct {
+		return h.firstDirect(ctx, subject)
+	}
+	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+	}
+	return m.Sequence, nil
 }
 
 // read replays the stored messages of subjects after seq into res, through

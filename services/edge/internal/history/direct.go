@@ -1,0 +1,208 @@
+package history
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A reconnect storm is thousands of replays at once. Each used to ask the
+// JetStream API for the stream's state and to create and delete a consumer:
+// the server answers API requests one queue at a time, and 5,000 replays on
+// one edge timed out there (bench/cmd/recovery, longrun). Now the state
+// read is shared (streamReads) and, on a stream of one replica, the
+// messages are read with batched direct gets, which the stream serves
+// itself, outside the API queue.
+
+// streamReads shares stream info requests between replays: a replay needs
+// the stream's state as of a moment after it started (after its connection
+// subscribed), and every replay that started before a read was sent shares
+// that read. At most one read is in flight; replays that arrive meanwhile
+// wait for it to end and share the next one.
+type streamReads struct {
+	mu   sync.Mutex
+	last *streamRead // owned by mu: the latest read, maybe still running
+}
+
+// streamRead is one stream info request.
+type streamRead struct {
+	sent time.Time     // when the request was sent
+	done chan struct{} // closed when st and err are set
+	st   jetstream.Stream
+	err  error
+}
+
+// stream returns the stream with its state read after since.
+func (h *History) stream(ctx context.Context, since time.Time) (jetstream.Stream, error) {
+	for {
+		h.reads.mu.Lock()
+		r := h.reads.last
+		switch {
+		case r != nil && !r.sent.Before(since) && !(r.ended() && r.err != nil):
+			h.reads.mu.Unlock()
+			return r.wait(ctx)
+		case r != nil && !r.ended():
+			h.reads.mu.Unlock()
+			if _, err := r.wait(ctx); ctx.Err() != nil {
+				return nil, err
+			}
+			continue // too early for us: share the next one
+		}
+		r = &streamRead{sent: time.Now(), done: make(chan struct{})}
+		h.reads.last = r
+		h.reads.mu.Unlock()
+		// Its own deadline: others wait for this read, whatever ours is.
+		rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		r.st, r.err = h.js.Stream(rctx, h.cfg.Stream)
+		cancel()
+		if r.err != nil {
+			r.err = fmt.Errorf("stream info: %w", r.err)
+		}
+		close(r.done)
+		return r.st, r.err
+	}
+}
+
+func (r *streamRead) ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *streamRead) wait(ctx context.Context) (jetstream.Stream, error) {
+	select {
+	case <-r.done:
+		return r.st, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("stream info: %w", ctx.Err())
+	}
+}
+
+// directBatch is how many messages one direct get asks for.
+const directBatch = 256
+
+// directGet is the request of a direct get (nats-server's
+// JSApiMsgGetRequest).
+type directGet struct {
+	Seq     uint64 `json:"seq"`
+	NextFor string `json:"next_by_subj"`
+	Batch   int    `json:"batch,omitempty"`
+}
+
+// stored is a message read from the stream.
+type stored struct {
+	seq  uint64
+	subj *subject
+	data []byte
+}
+
+// readDirect replays, like read, the stored messages of subjects after seq
+// up to last (the stream's last sequence when the replay started; later
+// ones are live), with direct gets: one batch per subject, merged in
+// sequence order. Only for a stream of one replica, whose one server holds
+// every message it acknowledged; the replicas of a larger stream answer
+// direct gets too, and one that lags would leave a gap.
+func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*subject, t Targets, res *Result) error {
+	inbox := h.nc.NewRespInbox()
+	sub, err := h.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("direct get: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	var msgs []stored
+	for _, s := range subjects {
+		for from := seq + 1; from <= last; {
+			more, next, err := h.directBatch(ctx, sub, inbox, s, from, last, &msgs)
+			if err != nil {
+				return err
+			}
+			if !more {
+				break
+			}
+			from = next
+		}
+	}
+	slices.SortFunc(msgs, func(a, b stored) int { return cmp.Compare(a.seq, b.seq) })
+	for _, m := range msgs {
+		h.add(res, m.subj, m.seq, m.subj.name, m.data, t)
+	}
+	return nil
+}
+
+// directBatch asks for up to directBatch messages of s from seq from and
+// appends those up to last to msgs. more says that the stream holds more
+// of s after next, the sequence after the last message that came (a batch
+// also ends early at the server's byte limit).
+func (h *History) directBatch(ctx context.Context, sub *nats.Subscription, inbox string, s *subject, from, last uint64, msgs *[]stored) (more bool, next uint64, err error) {
+	req, _ := json.Marshal(directGet{Seq: from, NextFor: s.name, Batch: directBatch})
+	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+		return false, 0, fmt.Errorf("direct get %s: %w", s.name, err)
+	}
+	next = from
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return false, 0, fmt.Errorf("direct get %s: %w", s.name, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of the batch, with how many of s remain after it
+			pending, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
+			if err != nil {
+				return false, 0, fmt.Errorf("direct get %s: pending %q: %w", s.name, m.Header.Get(numPendingHeader), err)
+			}
+			return pending > 0 && next <= last, next, nil
+		case "404": // nothing (more) stored for s from there
+			return false, next, nil
+		default:
+			return false, 0, fmt.Errorf("direct get %s: status %s %s", s.name, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return false, 0, fmt.Errorf("direct get %s: sequence %q: %w", s.name, m.Header.Get(jetstream.SequenceHeader), err)
+		}
+		next = seq + 1
+		if seq <= last {
+			*msgs = append(*msgs, stored{seq: seq, subj: s, data: m.Data})
+		}
+	}
+}
+
+// numPendingHeader is the header of a batch's end that says how many
+// messages of its subject the stream holds after it.
+const numPendingHeader = "Nats-Num-Pending"
+
+// firstDirect is the sequence of the oldest message stored for subject
+// (0: none), read with a direct get.
+func (h *History) firstDirect(ctx context.Context, subject string) (uint64, error) {
+	req, _ := json.Marshal(directGet{Seq: 1, NextFor: subject})
+	m, err := h.nc.RequestWithContext(ctx, h.directSubject(), req)
+	if err != nil {
+		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+	}
+	switch status := m.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return 0, nil
+	default:
+		return 0, fmt.Errorf("first message of %s: status %s %s", subject, status, m.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("first message of %s: sequence: %w", subject, err)
+	}
+	return seq, nil
+}
+
+func (h *History) directSubject() string { return "$JS.API.DIRECT.GET." + h.cfg.Stream }
