@@ -3,6 +3,7 @@ package history_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,5 +53,64 @@ func TestEnsure_EdgesStartingTogetherAllSucceed(t *testing.T) {
 		if hs[i].Ready() != nil || hs[i].Epoch() == "" || hs[i].Epoch() != hs[0].Epoch() {
 			t.Fatalf("edge %d: ready %v, epoch %q (edge 0: %q)", i, hs[i].Ready(), hs[i].Epoch(), hs[0].Epoch())
 		}
+	}
+}
+
+// TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer: a burst of
+// recoveries at once asks the JetStream API for the stream's state a few
+// times, not once each, and on a stream of one replica reads with direct
+// gets, creating no consumer: the API's one queue is what a storm of
+// thousands of reconnects on one edge used to time out in.
+func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	const replays = 100
+	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1,
+		Replays: replays, ReplayTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spy := testkit.Connect(t, ns.ClientURL())
+	var infos, creates atomic.Int64
+	for subject, n := range map[string]*atomic.Int64{"$JS.API.STREAM.INFO.WS_HISTORY": &infos, "$JS.API.CONSUMER.CREATE.>": &creates} {
+		if _, err := spy.Subscribe(subject, func(*nats.Msg) { n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	since := wire.Since{Epoch: h.Epoch(), Seq: 0}
+	results := make([]history.Result, replays)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() { results[i] = h.Recover(ctx, &since, history.Targets{User: "u1"}) })
+	}
+	wg.Wait()
+	for i, r := range results {
+		if !r.Recovery.Recovered || r.Recovery.Count != 3 {
+			t.Fatalf("replay %d: %+v (%s)", i, r.Recovery, r.Reason)
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := infos.Load(); n == 0 || n > replays/4 {
+		t.Errorf("%d stream info requests for %d replays at once, want a few shared ones", n, replays)
+	}
+	if n := creates.Load(); n != 0 {
+		t.Errorf("%d consumers created, want none on a stream of one replica", n)
 	}
 }
