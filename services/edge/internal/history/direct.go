@@ -122,20 +122,30 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 	defer func() { _ = sub.Unsubscribe() }()
 	var msgs []stored
 	for _, s := range subjects {
-		for from := seq + 1; from <= last; {
-			more, next, err := h.directBatch(ctx, sub, inbox, s, from, last, &msgs)
-			if err != nil {
-				return err
-			}
-			if !more {
-				break
-			}
-			from = next
+		if c := h.shared[s.name]; c != nil {
+			err = c.read(ctx, h, sub, inbox, s, res.Recovery.Epoch, seq+1, last, sharedKeep(h.cfg.MaxPerSubject), &msgs)
+		} else {
+			err = h.readSubject(ctx, sub, inbox, s, seq+1, last, &msgs)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	slices.SortFunc(msgs, func(a, b stored) int { return cmp.Compare(a.seq, b.seq) })
 	for _, m := range msgs {
 		h.add(res, m.subj, m.seq, m.subj.name, m.data, t)
+	}
+	return nil
+}
+
+// readSubject appends the messages of s with from <= seq <= last to msgs.
+func (h *History) readSubject(ctx context.Context, sub *nats.Subscription, inbox string, s *subject, from, last uint64, msgs *[]stored) error {
+	for from <= last {
+		more, next, err := h.directBatch(ctx, sub, inbox, s, from, last, msgs)
+		if err != nil || !more {
+			return err
+		}
+		from = next
 	}
 	return nil
 }

@@ -67,7 +67,8 @@ type History struct {
 	pos   atomic.Pointer[wire.Since] // the stream's epoch and last sequence as last read
 	state atomic.Pointer[error]      // nil when the stream is reachable, else why not
 
-	reads streamReads // stream info requests shared by replays
+	reads  streamReads    // stream info requests shared by replays
+	shared sharedSubjects // static map: what replays read of all, users and filter
 
 	mu      sync.Mutex
 	onEpoch func(epoch string) // owned by mu; told when the epoch changes
@@ -85,7 +86,8 @@ func New(nc *nats.Conn, cfg Config) (*History, error) {
 	if err != nil {
 		return nil, fmt.Errorf("history: %w", err)
 	}
-	h := &History{cfg: cfg, nc: nc, js: js, slots: make(chan struct{}, cfg.Replays), m: newMetrics(cfg.Meter)}
+	h := &History{cfg: cfg, nc: nc, js: js, slots: make(chan struct{}, cfg.Replays), m: newMetrics(cfg.Meter),
+		shared: newSharedSubjects(cfg.Subjects.SendAll(), cfg.Subjects.SendUsers(), cfg.Subjects.SendFilter())}
 	empty := ""
 	h.epoch.Store(&empty)
 	h.pos.Store(&wire.Since{})

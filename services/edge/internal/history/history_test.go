@@ -2,6 +2,7 @@ package history_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,6 +89,17 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var allReads atomic.Int64 // direct gets of ws.send.all, which every replay covers
+	if _, err := spy.Subscribe("$JS.API.DIRECT.GET.WS_HISTORY", func(m *nats.Msg) {
+		var req struct {
+			Subject string `json:"next_by_subj"`
+		}
+		if json.Unmarshal(m.Data, &req) == nil && req.Subject == "ws.send.all" {
+			allReads.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := spy.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,4 +125,65 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 	if n := creates.Load(); n != 0 {
 		t.Errorf("%d consumers created, want none on a stream of one replica", n)
 	}
+	if n := allReads.Load(); n == 0 || n > replays/4 {
+		t.Errorf("ws.send.all read %d times for %d replays, want a few shared reads", n, replays)
+	}
+}
+
+// TestRecover_SharedSubjectsGiveEachReplayExactlyItsRange: what one replay
+// read of all is kept for the next ones, which still get exactly the
+// messages after their own since, however their ranges overlap.
+func TestRecover_SharedSubjectsGiveEachReplayExactlyItsRange(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 5, MaxBytes: -1, Replicas: 1,
+		Replays: 1, ReplayTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64 // of the messages to all, by number - 1
+	publish := func(subject string, n int) {
+		for range n {
+			m, err := nc.Request(subject, []byte(`{"action":"m","details":1}`), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ack struct {
+				Seq uint64 `json:"seq"`
+			}
+			_ = json.Unmarshal(m.Data, &ack)
+			if subject == "ws.send.all" {
+				seqs = append(seqs, ack.Seq)
+			}
+		}
+	}
+	recoverFrom := func(since uint64) history.Result {
+		r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: since}, history.Targets{User: "u1"})
+		if r.Reason != "" {
+			t.Fatalf("since %d: not recovered (%s)", since, r.Reason)
+		}
+		return r
+	}
+	want := func(r history.Result, from, to int) {
+		t.Helper()
+		if len(r.Frames) != to-from+1 || r.Last != seqs[to-1] {
+			t.Fatalf("got %d frames up to seq %d, want numbers %d..%d (seqs %v)", len(r.Frames), r.Last, from, to, seqs)
+		}
+	}
+	publish("ws.send.all", 3)
+	publish("ws.send.user.other", 2) // not u1's: seqs of all are not contiguous
+	publish("ws.send.all", 1)
+	want(recoverFrom(0), 1, 4)
+	publish("ws.send.all", 2)
+	want(recoverFrom(seqs[1]), 3, 6) // partly from the cache, partly read
+	want(recoverFrom(seqs[4]), 6, 6) // inside what was read
+	want(recoverFrom(seqs[0]), 2, 6) // from before the last replay's range
+	publish("ws.send.all", 3)        // the stream keeps 5 of all: 5..9
+	want(recoverFrom(seqs[3]), 5, 9)
 }
