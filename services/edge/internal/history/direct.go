@@ -139,7 +139,22 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 }
 
 // readSubject appends the messages of s with from <= seq <= last to msgs.
+// A reconnect misses few messages of most of its subjects: it asks for
+// them one at a time first (a lookup under the stream's read lock), and
+// in batches only past directSingles (a batch first counts what is
+// pending, under the stream's write lock, which stalls its writes).
 func (h *History) readSubject(ctx context.Context, sub *nats.Subscription, inbox string, s *subject, from, last uint64, msgs *[]stored) error {
+	for range directSingles {
+		if from > last {
+			return nil
+		}
+		seq, data, err := h.directNext(ctx, sub, inbox, s.name, from)
+		if err != nil || seq == 0 || seq > last {
+			return err
+		}
+		*msgs = append(*msgs, stored{seq: seq, subj: s, data: data})
+		from = seq + 1
+	}
 	for from <= last {
 		more, next, err := h.directBatch(ctx, sub, inbox, s, from, last, msgs)
 		if err != nil || !more {
@@ -148,6 +163,40 @@ func (h *History) readSubject(ctx context.Context, sub *nats.Subscription, inbox
 		from = next
 	}
 	return nil
+}
+
+// directSingles is how many messages of a subject a replay asks for one by
+// one before it asks for batches.
+const directSingles = 3
+
+// directNext is the first message of subject from seq from on (seq 0:
+// none).
+func (h *History) directNext(ctx context.Context, sub *nats.Subscription, inbox, subject string, from uint64) (uint64, []byte, error) {
+	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject})
+	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
+	}
+	m, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
+	}
+	return directReply(subject, m)
+}
+
+// directReply decodes the answer to a single direct get.
+func directReply(subject string, m *nats.Msg) (uint64, []byte, error) {
+	switch status := m.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return 0, nil, nil
+	default:
+		return 0, nil, fmt.Errorf("direct get %s: status %s %s", subject, status, m.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, nil, fmt.Errorf("direct get %s: sequence %q: %w", subject, m.Header.Get(jetstream.SequenceHeader), err)
+	}
+	return seq, m.Data, nil
 }
 
 // directBatch asks for up to directBatch messages of s from seq from and
@@ -201,18 +250,8 @@ func (h *History) firstDirect(ctx context.Context, subject string) (uint64, erro
 	if err != nil {
 		return 0, fmt.Errorf("first message of %s: %w", subject, err)
 	}
-	switch status := m.Header.Get("Status"); status {
-	case "":
-	case "404":
-		return 0, nil
-	default:
-		return 0, fmt.Errorf("first message of %s: status %s %s", subject, status, m.Header.Get("Description"))
-	}
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("first message of %s: sequence: %w", subject, err)
-	}
-	return seq, nil
+	seq, _, err := directReply(subject, m)
+	return seq, err
 }
 
 func (h *History) directSubject() string { return "$JS.API.DIRECT.GET." + h.cfg.Stream }

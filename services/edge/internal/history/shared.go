@@ -48,9 +48,18 @@ func newSharedSubjects(names ...string) sharedSubjects {
 func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscription, inbox string, s *subject, epoch string, from, to uint64, keep int64, msgs *[]stored) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.epoch != epoch || from < c.lo || c.hi < c.lo || from > c.hi+1 {
+	if c.epoch != epoch || c.hi < c.lo || from > c.hi+1 {
 		// Nothing usable: start again from this replay's range.
 		c.epoch, c.lo, c.hi, c.msgs = epoch, from, from-1, nil
+	}
+	if from < c.lo {
+		// Reconnects come back from different positions: extend down.
+		var got []stored
+		if err := h.readSubject(ctx, sub, inbox, s, from, c.lo-1, &got); err != nil {
+			return err
+		}
+		c.msgs = append(got, c.msgs...)
+		c.lo = from
 	}
 	if to > c.hi {
 		var got []stored
@@ -59,11 +68,13 @@ func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscrip
 		}
 		c.msgs = append(c.msgs, got...)
 		c.hi = to
-		if keep > 0 && int64(len(c.msgs)) > keep {
-			drop := len(c.msgs) - int(keep)
-			c.lo = c.msgs[drop-1].seq + 1
-			c.msgs = append(c.msgs[:0], c.msgs[drop:]...)
-		}
+	}
+	// The stream holds at most keep messages of the subject: older ones
+	// cached are gone there too (a replay that needs them finds so).
+	if int64(len(c.msgs)) > keep {
+		drop := len(c.msgs) - int(keep)
+		c.lo = c.msgs[drop-1].seq + 1
+		c.msgs = append(c.msgs[:0], c.msgs[drop:]...)
 	}
 	for _, m := range c.msgs {
 		if m.seq >= from && m.seq <= to {
