@@ -109,14 +109,14 @@ bench-scale: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md
 
-## bench-recovery: issue 16's recovery figures on real processes (natsd with JetStream, edges with WS_HISTORY=memory):
+## bench-recovery: issue 16's recovery figures on real processes (natsd with JetStream, edges with WS_HISTORY=file):
 ## longrun (1,000,000 messages to 10,000 users across ~16 edge SIGKILLs, 0 lost/duplicated or it fails),
 ## catchup (1,000 clients catch up 100 missed messages), storm (10,000 reconnect with since within 10 s beside
 ## 500 bystanders); ~12 min on 2 cores -> docs/perf/recovery.md; bench/.bin/recovery -h lists the flags
 .PHONY: bench-recovery
 bench-recovery: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/natsd ./cmd/recovery
-	ulimit -n $$(ulimit -Hn) && bench/.bin/recovery -scenario all -out docs/perf/recovery.md
+	ulimit -n $$(ulimit -Hn) && bench/.bin/recovery -scenario all -storage file -out docs/perf/recovery.md
 
 ## bench-tabs: the JS client's shared mode against a connection per tab: 10,000 users with 3 tabs each
 ## idle on 2 edges (30,000 connections, then 10,000), the edges' memory summed (memory only, so any

@@ -25,7 +25,7 @@ type catchupConfig struct {
 }
 
 func (c catchupConfig) command() string {
-	return fmt.Sprintf("bench/.bin/recovery -scenario catchup -catchup-users %d -edges %d -missed %d -catchup-rate %g -reconnect-rate %g",
+	return fmt.Sprintf("bench/.bin/recovery -scenario catchup -catchup-users %d -edges %d -missed %d -catchup-rate %g -reconnect-rate %g"+storageArg(),
 		c.Users, c.Edges, c.Missed, c.Rate, c.ReconnectRate)
 }
 

@@ -31,7 +31,7 @@ type longrunConfig struct {
 }
 
 func (c longrunConfig) command() string {
-	return fmt.Sprintf("bench/.bin/recovery -scenario longrun -users %d -edges %d -messages %d -rate %g -kill-every %s -max-kills %d -jitter %s",
+	return fmt.Sprintf("bench/.bin/recovery -scenario longrun -users %d -edges %d -messages %d -rate %g -kill-every %s -max-kills %d -jitter %s"+storageArg(),
 		c.Users, c.Edges, c.Messages, c.Rate, c.KillEvery, c.MaxKills, c.Jitter)
 }
 

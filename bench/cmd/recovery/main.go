@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsd := fs.String("natsd", filepath.Join(exeDir, "natsd"), "bench's natsd program")
 	dir := fs.String("dir", "", "servers' logs and JetStream storage (default: a new temporary directory)")
 	edges := fs.Int("edges", 2, "longrun, catchup: edges")
+	storage := fs.String("storage", "memory", "WS_HISTORY of the edges: memory or file (the stream's storage)")
 	lr := longrunConfig{Drain: 2 * time.Minute}
 	fs.IntVar(&lr.Users, "users", 10000, "longrun: users, one connection each")
 	fs.Int64Var(&lr.Messages, "messages", 1000000, "longrun: numbered messages, round robin over the users")
@@ -75,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	lr.Edges, cu.Edges = *edges, *edges
+	if err := setStorage(*storage); err != nil {
+		return err
+	}
 	want := strings.Split(*which, ",")
 	if *which == "all" {
 		want = scenarios

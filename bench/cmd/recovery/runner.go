@@ -35,6 +35,24 @@ type env struct {
 // edgeEnv is the edges' environment in every scenario (besides the stack's own).
 var edgeEnv = []string{"WS_HISTORY=memory", "WS_HISTORY_MAX_PER_SUBJECT=1000"}
 
+// storageArg is "" for memory storage, or what the command of a figure
+// needs to say for file storage.
+func storageArg() string {
+	if edgeEnv[0] == "WS_HISTORY=memory" {
+		return ""
+	}
+	return " -storage file"
+}
+
+// setStorage makes the stream's storage s (memory or file).
+func setStorage(s string) error {
+	if s != "memory" && s != "file" {
+		return fmt.Errorf("-storage %q: memory or file", s)
+	}
+	edgeEnv[0] = "WS_HISTORY=" + s
+	return nil
+}
+
 // sendQueue is the edges' EDGE_SEND_QUEUE.
 const sendQueue = 1024
 

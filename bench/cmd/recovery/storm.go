@@ -27,7 +27,7 @@ type stormConfig struct {
 }
 
 func (c stormConfig) command() string {
-	return fmt.Sprintf("bench/.bin/recovery -scenario storm -storm-users %d -bystanders %d -storm-rate %g -bystander-rate %g -spread %s -before %s",
+	return fmt.Sprintf("bench/.bin/recovery -scenario storm -storm-users %d -bystanders %d -storm-rate %g -bystander-rate %g -spread %s -before %s"+storageArg(),
 		c.Users, c.Bystanders, c.Rate, c.ByRate, c.Spread, c.Before)
 }
 
