@@ -214,26 +214,20 @@ func (h *History) directBatch(ctx context.Context, sub *nats.Subscription, inbox
 		if err != nil {
 			return false, 0, fmt.Errorf("direct get %s: %w", s.name, err)
 		}
-		switch status := m.Header.Get("Status"); status {
-		case "":
-		case "204": // end of the batch, with how many of s remain after it
+		if m.Header.Get("Status") == "204" { // end of the batch, with how many of s remain after it
 			pending, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
 			if err != nil {
 				return false, 0, fmt.Errorf("direct get %s: pending %q: %w", s.name, m.Header.Get(numPendingHeader), err)
 			}
 			return pending > 0 && next <= last, next, nil
-		case "404": // nothing (more) stored for s from there
-			return false, next, nil
-		default:
-			return false, 0, fmt.Errorf("direct get %s: status %s %s", s.name, status, m.Header.Get("Description"))
 		}
-		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil {
-			return false, 0, fmt.Errorf("direct get %s: sequence %q: %w", s.name, m.Header.Get(jetstream.SequenceHeader), err)
+		seq, data, err := directReply(s.name, m)
+		if err != nil || seq == 0 { // 0: nothing (more) stored for s from there
+			return false, next, err
 		}
 		next = seq + 1
 		if seq <= last {
-			*msgs = append(*msgs, stored{seq: seq, subj: s, data: m.Data})
+			*msgs = append(*msgs, stored{seq: seq, subj: s, data: data})
 		}
 	}
 }
