@@ -487,9 +487,8 @@ func runHistorySet(ctx context.Context, fs *flag.FlagSet, cfg func() (historyCon
 			return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/perf/history.md)", p)
 		}
 	}
-	stamp := time.Now().UTC().Format("20060102T150405Z")
-	r := &runner{bin: loadgen, results: filepath.Join(results, stamp), log: stdout}
-	if err := os.MkdirAll(r.results, 0o755); err != nil {
+	r, err := newRunner(loadgen, results, stdout)
+	if err != nil {
 		return err
 	}
 	started := time.Now()

@@ -210,9 +210,8 @@ func inboundSet(ctx context.Context, fs *flag.FlagSet, get func(string) (inbound
 			return fmt.Errorf("%s is missing: run make bench-inbound (or see its recipe in the Makefile)", p)
 		}
 	}
-	stamp := time.Now().UTC().Format("20060102T150405Z")
-	r := &runner{bin: loadgen, results: filepath.Join(results, stamp), log: stdout}
-	if err := os.MkdirAll(r.results, 0o755); err != nil {
+	r, err := newRunner(loadgen, results, stdout)
+	if err != nil {
 		return err
 	}
 	started := time.Now()

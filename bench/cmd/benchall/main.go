@@ -322,6 +322,13 @@ type runner struct {
 	extra   map[string][]string // loadgen arguments of every run of a gateway
 }
 
+// newRunner is a runner of loadgen bin whose records go to a new folder
+// under results, named for the time.
+func newRunner(bin, results string, log io.Writer) (*runner, error) {
+	r := &runner{bin: bin, results: filepath.Join(results, time.Now().UTC().Format("20060102T150405Z")), log: log}
+	return r, os.MkdirAll(r.results, 0o755)
+}
+
 // loadgen runs one loadgen and returns its record.
 func (r *runner) loadgen(ctx context.Context, name, gw string, args []string) (*result, error) {
 	r.n++
@@ -440,9 +447,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/PERFORMANCE.md)", p)
 			}
 		}
-		stamp := time.Now().UTC().Format("20060102T150405Z")
-		r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout}
-		if err := os.MkdirAll(r.results, 0o755); err != nil {
+		r, err := newRunner(*loadgen, *results, stdout)
+		if err != nil {
 			return err
 		}
 		started := time.Now()
@@ -476,12 +482,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s is missing: run make build and build bench/.bin first (see docs/PERFORMANCE.md)", p)
 		}
 	}
-	stamp := time.Now().UTC().Format("20060102T150405Z")
-	r := &runner{bin: *loadgen, results: filepath.Join(*results, stamp), log: stdout,
-		extra: map[string][]string{"centrifugo": paths[0].args()}}
-	if err := os.MkdirAll(r.results, 0o755); err != nil {
+	r, err := newRunner(*loadgen, *results, stdout)
+	if err != nil {
 		return err
 	}
+	r.extra = map[string][]string{"centrifugo": paths[0].args()}
 	env := environment()
 	env.publish = paths[0]
 	started := time.Now()

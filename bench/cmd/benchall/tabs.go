@@ -262,8 +262,8 @@ func runTabsSet(ctx context.Context, fs *flag.FlagSet, cfg func() (tabsConfig, e
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	r := &runner{bin: loadgen, results: filepath.Join(results, time.Now().UTC().Format("20060102T150405Z")), log: stdout}
-	if err := os.MkdirAll(r.results, 0o755); err != nil {
+	r, err := newRunner(loadgen, results, stdout)
+	if err != nil {
 		return err
 	}
 	started := time.Now()
