@@ -53,12 +53,18 @@ type PresenceConn struct {
 }
 
 // PresenceUserState is the value of user.<user>: the key exists from the
-// user's Client/online to their Client/offline; creating it (CAS) is the
-// online transition, deleting it (CAS) the offline one, so each happens once.
+// user's Client/online to their Client/offline. The edge whose connection
+// brings the user online creates it pending; the dispatcher whose
+// compare-and-set update clears Pending fires Client/online, and the one
+// whose compare-and-set delete removes it fires Client/offline, so each
+// happens once, whichever edge dies.
 type PresenceUserState struct {
 	User       string    `json:"user"`
 	Connection string    `json:"connection"` // the last connection that touched it
 	Since      time.Time `json:"since"`
+	// Pending: Client/online is not fired yet. A touch by another
+	// connection keeps it as it was.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // PresenceKeyID escapes an id (DESIGN.md §3 characters) into a NATS KV key

@@ -196,8 +196,8 @@ func (s *Server) build() error {
 	var rec gateway.Presence
 	if cfg.Presence != presencekv.Off {
 		s.presence, err = presence.New(s.nc, presence.Config{
-			EdgeID: cfg.ID, Subjects: subjects, Bucket: cfg.PresenceBucket, Mode: cfg.Presence,
-			Lease: cfg.PresenceLease, Logger: log, Meter: s.tel.Meter, Inbound: cfg.InboundOn(),
+			EdgeID: cfg.ID, Bucket: cfg.PresenceBucket, Mode: cfg.Presence,
+			Lease: cfg.PresenceLease, Logger: log, Meter: s.tel.Meter,
 			// The dispatchers reaped this edge's connections: they
 			// reconnect (1012) and are recorded again.
 			OnLeaseLost: func() {

@@ -21,8 +21,9 @@ type index struct {
 	conns  map[string]*conn   // by key
 	users  map[string]*user   // by user id: users with connections or a user key
 	groups map[string]*group  // by group id
-	orphan map[*conn]struct{} // connections whose edge holds no lease of their epoch
-	zero   map[*user]struct{} // users online (user key) with no connection
+	orphan  map[*conn]struct{} // connections whose edge holds no lease of their epoch
+	zero    map[*user]struct{} // users online (user key) with no connection
+	pending map[*user]struct{} // users whose key waits for its Client/online
 	byEdge map[string]map[*conn]struct{}
 }
 
@@ -40,10 +41,12 @@ type conn struct {
 type user struct {
 	id        string
 	conns     map[*conn]struct{}
-	keyRev    uint64            // revision of user.<id>; 0: no key (offline)
-	zeroSince time.Time         // when the last connection went, while keyRev != 0
-	last      wire.PresenceConn // the last connection seen (for the offline envelope)
-	offlining bool              // an offline transition is under way
+	keyRev    uint64                 // revision of user.<id>; 0: no key (offline)
+	key       wire.PresenceUserState // the value of user.<id>, while keyRev != 0
+	zeroSince time.Time              // when the last connection went, while keyRev != 0
+	last      wire.PresenceConn      // the last connection seen (for the offline envelope)
+	offlining bool                   // an offline transition is under way
+	claiming  bool                   // an online transition is under way
 }
 
 type group struct {
@@ -55,7 +58,7 @@ func newIndex() *index {
 	return &index{
 		edges: map[string]*edge{}, conns: map[string]*conn{}, users: map[string]*user{},
 		groups: map[string]*group{}, orphan: map[*conn]struct{}{}, zero: map[*user]struct{}{},
-		byEdge: map[string]map[*conn]struct{}{},
+		pending: map[*user]struct{}{}, byEdge: map[string]map[*conn]struct{}{},
 	}
 }
 
@@ -87,11 +90,11 @@ func (x *index) apply(e jetstream.KeyValueEntry, now time.Time) {
 			st.User = unescape(strings.TrimPrefix(key, wire.PresenceKeyUser))
 		}
 		u := x.user(st.User)
-		u.offlining = false
+		u.offlining, u.claiming = false, false
 		if deleted {
-			u.keyRev = 0
+			u.keyRev, u.key = 0, wire.PresenceUserState{}
 		} else {
-			u.keyRev = e.Revision()
+			u.keyRev, u.key = e.Revision(), st
 			if u.last.Connection == "" {
 				edgeID, _, _ := strings.Cut(st.Connection, ".")
 				u.last = wire.PresenceConn{User: st.User, Connection: st.Connection, Edge: edgeID}
@@ -225,9 +228,14 @@ func (x *index) removeConn(c *conn, now time.Time) {
 	}
 }
 
-// settle files u among the users waiting for their offline transition, or
-// forgets it when nothing is left of it.
+// settle files u among the users waiting for their online or offline
+// transition, or forgets it when nothing is left of it.
 func (x *index) settle(u *user) {
+	if u.keyRev != 0 && u.key.Pending {
+		x.pending[u] = struct{}{}
+	} else {
+		delete(x.pending, u)
+	}
 	switch {
 	case len(u.conns) > 0:
 		delete(x.zero, u)
@@ -240,6 +248,21 @@ func (x *index) settle(u *user) {
 		delete(x.zero, u)
 		delete(x.users, u.id)
 	}
+}
+
+// onlineConn is the record of the connection that brought u online, as far
+// as the index knows it (for the online envelope).
+func (x *index) onlineConn(u *user) wire.PresenceConn {
+	for c := range u.conns {
+		if c.rec.Connection == u.key.Connection {
+			return c.rec
+		}
+	}
+	if u.last.Connection != "" {
+		return u.last
+	}
+	edgeID, _, _ := strings.Cut(u.key.Connection, ".")
+	return wire.PresenceConn{User: u.id, Connection: u.key.Connection, Edge: edgeID}
 }
 
 // markLoaded ends the initial load: every connection is judged, and the

@@ -7,11 +7,15 @@
 //   - reaps the connections of an edge whose lease expired or changed
 //     epoch: a compare-and-set purge of each record, and whoever wins it
 //     publishes that connection's Client/disconnection {"code": 1006};
+//   - fires Client/online for a user whose key an edge created pending: a
+//     compare-and-set update of user.<u> that clears the mark, so exactly
+//     one replica wins it, and the event does not depend on the edge
+//     surviving the write;
 //   - fires Client/offline for a user online (user.<u> exists) with no
 //     connection for the grace: a compare-and-set purge of user.<u> on the
 //     revision it saw, so exactly one party wins each transition, and an
 //     edge adding a connection meanwhile (which touches user.<u>) wins over
-//     it.
+//     it. A user's offline waits for its online.
 //
 // With presence off it answers every request with 503.
 package presence
@@ -84,10 +88,12 @@ type Service struct {
 
 	subs   []*nats.Subscription
 	tasks  chan func(context.Context)
+	kick   chan struct{} // a user key waits for its online: claim it now
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	reaped   metric.Int64Counter
+	online   metric.Int64Counter
 	offline  metric.Int64Counter
 	failures metric.Int64Counter
 }
@@ -101,7 +107,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Service, error) {
 	if cfg.Meter == nil {
 		cfg.Meter = noop.NewMeterProvider().Meter("")
 	}
-	s := &Service{cfg: cfg, subj: wire.NewSubjects(cfg.Prefix), nc: nc, x: newIndex()}
+	s := &Service{cfg: cfg, subj: wire.NewSubjects(cfg.Prefix), nc: nc, x: newIndex(), kick: make(chan struct{}, 1)}
 	s.metrics()
 	if cfg.Mode != presencekv.Off {
 		js, err := jetstream.New(nc)
@@ -167,13 +173,15 @@ func (s *Service) metrics() {
 	m := s.cfg.Meter
 	s.reaped = telemetry.Must(m.Int64Counter("wsgate.dispatcher.presence.reaped",
 		metric.WithDescription("Connections of dead edges this replica removed from presence (and published Client/disconnection 1006 for).")))
+	s.online = telemetry.Must(m.Int64Counter("wsgate.dispatcher.presence.online_events",
+		metric.WithDescription("Client/online events this replica fired.")))
 	s.offline = telemetry.Must(m.Int64Counter("wsgate.dispatcher.presence.offline_events",
 		metric.WithDescription("Client/offline events this replica fired.")))
 	s.failures = telemetry.Must(m.Int64Counter("wsgate.dispatcher.presence.errors",
 		metric.WithDescription("Presence KV operations or publications that failed (lost compare-and-set races not counted).")))
 	// At 0 from the start, so that dashboards and alerts see them before
 	// the first event.
-	for _, c := range []metric.Int64Counter{s.reaped, s.offline, s.failures} {
+	for _, c := range []metric.Int64Counter{s.reaped, s.online, s.offline, s.failures} {
 		c.Add(context.Background(), 0)
 	}
 	_ = telemetry.Must(m.Int64ObservableGauge("wsgate.dispatcher.presence.connections",
@@ -214,12 +222,21 @@ func (s *Service) watch(ctx context.Context, w jetstream.KeyWatcher) {
 			} else {
 				s.x.apply(e, time.Now())
 			}
+			claim := len(s.x.pending) > 0
 			s.mu.Unlock()
+			if claim {
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
 }
 
-// tick hands the due reaps and offline transitions to the workers.
+// tick hands the due reaps and user transitions to the workers: every
+// period, and the online claims also as soon as the watch sees a pending
+// user key.
 func (s *Service) tick(ctx context.Context) {
 	period := min(maxTick, s.cfg.Grace/4)
 	if period <= 0 {
@@ -230,16 +247,19 @@ func (s *Service) tick(ctx context.Context) {
 	defer close(s.tasks)
 	lastResync := time.Now()
 	for {
+		all := true
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kick:
+			all = false
 		}
-		if time.Since(lastResync) >= resyncEvery {
+		if all && time.Since(lastResync) >= resyncEvery {
 			lastResync = time.Now()
 			s.resync(ctx)
 		}
-		for _, task := range s.due(time.Now()) {
+		for _, task := range s.due(time.Now(), all) {
 			select {
 			case s.tasks <- task:
 			case <-ctx.Done():
@@ -273,11 +293,23 @@ func (s *Service) resync(ctx context.Context) {
 	}
 }
 
-// due collects the work the index calls for now, marking it under way.
-func (s *Service) due(now time.Time) []func(context.Context) {
+// due collects the work the index calls for now, marking it under way:
+// the online claims, and with all the reaps and offline transitions too.
+func (s *Service) due(now time.Time, all bool) []func(context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var tasks []func(context.Context)
+	for u := range s.x.pending {
+		if u.claiming {
+			continue
+		}
+		u.claiming = true
+		id, rev, key, rec := u.id, u.keyRev, u.key, s.x.onlineConn(u)
+		tasks = append(tasks, func(ctx context.Context) { s.goOnline(ctx, u, id, rev, key, rec) })
+	}
+	if !all {
+		return tasks
+	}
 	for c := range s.x.orphan {
 		if c.reaping {
 			continue
@@ -287,7 +319,7 @@ func (s *Service) due(now time.Time) []func(context.Context) {
 		tasks = append(tasks, func(ctx context.Context) { s.reap(ctx, c, key, rev, rec) })
 	}
 	for u := range s.x.zero {
-		if u.offlining || now.Sub(u.zeroSince) < s.cfg.Grace {
+		if u.offlining || u.key.Pending || now.Sub(u.zeroSince) < s.cfg.Grace {
 			continue
 		}
 		u.offlining = true
@@ -327,6 +359,46 @@ func (s *Service) reap(ctx context.Context, c *conn, key string, rev uint64, rec
 		s.cfg.Logger.Warn("presence: reap failed; retrying", "conn", rec.Connection, "err", err)
 		s.mu.Lock()
 		c.reaping = false
+		s.mu.Unlock()
+	}
+}
+
+// goOnline claims the online transition of a user whose key an edge created
+// pending: the winner of the compare-and-set update that clears the mark
+// fires Client/online for rec, the connection that brought the user online.
+// A touch of the key meanwhile (another connection) makes the update fail,
+// and the watch files the user again with the new revision.
+func (s *Service) goOnline(ctx context.Context, u *user, id string, rev uint64, key wire.PresenceUserState, rec wire.PresenceConn) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	key.Pending = false
+	data, _ := json.Marshal(key)
+	claimed, err := s.kv.Update(ctx, wire.PresenceUserKey(id), data, rev)
+	switch {
+	case err == nil:
+		details, _ := json.Marshal(map[string]string{"user": id})
+		groups := rec.Groups
+		if groups == nil {
+			groups = []string{}
+		}
+		env := wire.Envelope{
+			Action: wire.ActionOnline, Details: details,
+			User: id, Session: rec.Session, Groups: groups, Language: rec.Language,
+			Connection: rec.Connection, Edge: rec.Edge, TS: time.Now().UTC(),
+		}
+		if err := s.emit(&env, "online."+wire.PresenceKeyID(id)+"."+strconv.FormatUint(claimed, 10)); err != nil {
+			s.failures.Add(ctx, 1)
+			s.cfg.Logger.Warn("presence: Client/online not published", "user", id, "err", err)
+			return
+		}
+		s.online.Add(ctx, 1)
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound):
+		// Touched, gone or claimed by another replica: the watch tells.
+	default:
+		s.failures.Add(ctx, 1)
+		s.cfg.Logger.Warn("presence: online transition failed; retrying", "user", id, "err", err)
+		s.mu.Lock()
+		u.claiming = false
 		s.mu.Unlock()
 	}
 }

@@ -150,9 +150,10 @@ func TestUnescapeReversesKeyID(t *testing.T) {
 }
 
 // TestTransitionsAreCompareAndSet: two replicas that decided on the same
-// revision both try to reap a connection and to take a user offline; each
-// event goes out once. Fails when reap or goOffline purge without
-// jetstream.LastRevision.
+// revision both try to reap a connection, to take a user offline and to
+// bring a pending user online; each event goes out once. Fails when reap
+// or goOffline purge without jetstream.LastRevision, or goOnline updates
+// without it.
 func TestTransitionsAreCompareAndSet(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, ns)
@@ -162,7 +163,7 @@ func TestTransitionsAreCompareAndSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ends, offline, marker atomic.Int32
+	var ends, online, offline, marker atomic.Int32
 	if _, err := nc.Subscribe("ws.in.*", func(m *nats.Msg) {
 		natstest.Check(t, schemacheck.Envelope, m.Data)
 		env, _ := wire.DecodeEnvelope(m.Data)
@@ -171,6 +172,8 @@ func TestTransitionsAreCompareAndSet(t *testing.T) {
 			marker.Add(1)
 		case env.Action == wire.ActionDisconnection:
 			ends.Add(1)
+		case env.Action == wire.ActionOnline:
+			online.Add(1)
 		case env.Action == wire.ActionOffline:
 			offline.Add(1)
 		}
@@ -182,13 +185,17 @@ func TestTransitionsAreCompareAndSet(t *testing.T) {
 	userRev := put(t, kv, wire.PresenceUserKey("bob"), wire.PresenceUserState{User: "bob", Connection: "e1.c1"})
 	a := startService(t, nc, Config{Mode: presencekv.Memory, Grace: time.Hour})
 	b := startService(t, nc, Config{Mode: presencekv.Memory, Grace: time.Hour})
+	annRec := wire.PresenceConn{User: "ann", Groups: []string{}, Connection: "e1.c2", Edge: "e1", Epoch: "x", Since: time.Now().UTC()}
+	annKey := wire.PresenceUserState{User: "ann", Connection: "e1.c2", Pending: true}
+	annRev := put(t, kv, wire.PresenceUserKey("ann"), annKey)
 	for _, s := range []*Service{a, b} {
 		s.reap(ctx, &conn{}, wire.PresenceConnKey("e1", "c1"), connRev, rec)
 		s.goOffline(ctx, &user{}, "bob", userRev, rec)
+		s.goOnline(ctx, &user{}, "ann", annRev, annKey, annRec)
 	}
 	_ = nc.Flush()
 	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
-		if ends.Load() < 1 || offline.Load() < 1 {
+		if ends.Load() < 1 || offline.Load() < 1 || online.Load() < 1 {
 			return errNotYet
 		}
 		return nil
@@ -203,8 +210,8 @@ func TestTransitionsAreCompareAndSet(t *testing.T) {
 		}
 		return nil
 	})
-	if ends.Load() != 1 || offline.Load() != 1 {
-		t.Fatalf("%d Client/disconnection, %d Client/offline; want 1 and 1", ends.Load(), offline.Load())
+	if ends.Load() != 1 || offline.Load() != 1 || online.Load() != 1 {
+		t.Fatalf("%d Client/disconnection, %d Client/offline, %d Client/online; want 1 each", ends.Load(), offline.Load(), online.Load())
 	}
 }
 
@@ -250,11 +257,11 @@ func TestResync_ReapsAnEdgeWhoseExpiryWasMissed(t *testing.T) {
 	}
 	s.x.apply(e, time.Now())
 	s.x.markLoaded()
-	if tasks := s.due(time.Now()); len(tasks) != 0 {
+	if tasks := s.due(time.Now(), true); len(tasks) != 0 {
 		t.Fatalf("%d tasks due before the resync", len(tasks))
 	}
 	s.resync(ctx)
-	tasks := s.due(time.Now())
+	tasks := s.due(time.Now(), true)
 	if len(tasks) != 1 {
 		t.Fatalf("%d tasks due after the resync, want the reap", len(tasks))
 	}
@@ -285,4 +292,75 @@ func TestEmptyBucket_LoadsAndAnswers(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestOnline_FiredForAPendingKeyEvenWhenItsEdgeDied: an edge recorded a
+// connection and created its user's key pending, then died before anything
+// else; two replicas fire exactly one Client/online, with the connection's
+// envelope, and once the dead edge's lease is gone, one
+// Client/disconnection 1006 and then one Client/offline. Fails when the
+// online transition is left to the edge, the claim is not a compare-and-set,
+// or the offline does not wait for the online.
+func TestOnline_FiredForAPendingKeyEvenWhenItsEdgeDied(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan wire.Envelope, 16)
+	if _, err := nc.Subscribe("ws.in.*", func(m *nats.Msg) {
+		natstest.Check(t, schemacheck.Envelope, m.Data)
+		env, err := wire.DecodeEnvelope(m.Data)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		events <- env
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	now := time.Now().UTC()
+	put(t, kv, wire.PresenceEdgeKey("e1"), wire.PresenceLease{Epoch: "x", Since: now})
+	put(t, kv, wire.PresenceConnKey("e1", "c1"), wire.PresenceConn{User: "ann", Session: "s1", Groups: []string{"room"}, Language: "fr",
+		Connection: "e1.c1", Edge: "e1", Epoch: "x", Since: now})
+	put(t, kv, wire.PresenceUserKey("ann"), wire.PresenceUserState{User: "ann", Connection: "e1.c1", Since: now, Pending: true})
+	startService(t, nc, Config{Mode: presencekv.Memory, Grace: 200 * time.Millisecond})
+	startService(t, nc, Config{Mode: presencekv.Memory, Grace: 200 * time.Millisecond})
+
+	next := func() wire.Envelope {
+		t.Helper()
+		select {
+		case env := <-events:
+			return env
+		case <-time.After(natstest.Wait):
+			t.Fatal("no event")
+		}
+		return wire.Envelope{}
+	}
+	on := next()
+	if on.Action != wire.ActionOnline || string(on.Details) != `{"user":"ann"}` || on.Connection != "e1.c1" || on.Session != "s1" ||
+		on.Edge != "e1" || on.Language != "fr" || len(on.Groups) != 1 || on.Groups[0] != "room" {
+		t.Fatalf("first event %+v", on)
+	}
+	// The edge is dead: its lease goes (as its expiry would end it).
+	if err := kv.Purge(ctx, wire.PresenceEdgeKey("e1")); err != nil {
+		t.Fatal(err)
+	}
+	if env := next(); env.Action != wire.ActionDisconnection || string(env.Details) != `{"code":1006}` {
+		t.Fatalf("second event %+v", env)
+	}
+	if env := next(); env.Action != wire.ActionOffline || env.User != "ann" {
+		t.Fatalf("third event %+v", env)
+	}
+	// A marker published after them bounds the wait for duplicates.
+	if err := nc.Publish("ws.in."+wire.ActionOffline, mustEnvelope(t)); err != nil {
+		t.Fatal(err)
+	}
+	if env := next(); env.User != "m" {
+		t.Fatalf("a fourth event before the marker: %+v", env)
+	}
 }

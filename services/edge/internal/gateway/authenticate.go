@@ -108,11 +108,13 @@ func (s *session) admit(id *auth.Identity) {
 		s.close(wire.CloseTryLater, "messaging is unavailable")
 		return
 	}
+	// The record comes first: a connection told it is live leaves
+	// presence with a Client/disconnection, even if this edge dies now.
+	if p := s.g.cfg.Presence; p != nil && id.User != "" {
+		p.Add(ctx, s.c)
+	}
 	s.send(okFrame)
 	s.publishEvent(wire.ActionAuthentication, nil, eventAuthentication)
-	if p := s.g.cfg.Presence; p != nil && id.User != "" {
-		p.Add(s.c)
-	}
 	if recovering {
 		s.recover(id, start)
 	}

@@ -1,13 +1,15 @@
 // Package presence records the edge's authenticated connections in the
-// presence KV bucket (DESIGN.md §9) under one lease per edge process, and
-// fires Client/online when a connection brings its user online.
+// presence KV bucket (DESIGN.md §9) under one lease per edge process.
 //
 // Key layout (api/wire): edge.<edge> holds the lease, written with a
 // per-message TTL of the lease and renewed every lease/3 by compare-and-set;
 // conn.<edge>.<conn> holds each connection, tagged with the lease's epoch;
-// user.<user> exists while the user is online. The dispatchers reap the
-// connections of an edge whose lease expired (or whose epoch changed) and
-// fire Client/offline; see services/dispatcher/internal/presence.
+// user.<user> exists while the user is online, created "pending" by the edge
+// whose connection brings the user online. The edge fires no user event:
+// it could die between writing a key and publishing. The dispatchers, which
+// outlive it, fire Client/online (claiming a pending user key) and
+// Client/offline, and reap the connections of an edge whose lease expired
+// (or whose epoch changed); see services/dispatcher/internal/presence.
 package presence
 
 import (
@@ -35,9 +37,9 @@ import (
 )
 
 const (
-	// shards is the number of writer goroutines: each connection's
-	// operations go to one of them, in order; KV round trips of different
-	// connections overlap.
+	// shards is the number of goroutines that apply renewals and ends:
+	// each connection's go to one of them, in order; KV round trips of
+	// different connections overlap. Adds run in the caller.
 	shards = 16
 	// shardQueue bounds the operations waiting per shard; a full queue
 	// makes the connection's reader wait (it must not drop an end).
@@ -51,7 +53,6 @@ const (
 // Config is what the writer needs.
 type Config struct {
 	EdgeID   string
-	Subjects wire.Subjects
 	Bucket   string
 	Mode     string        // presencekv.Memory or presencekv.File
 	Lease    time.Duration // TTL of edge.<edge>; renewed every Lease/3
@@ -62,13 +63,11 @@ type Config struct {
 	OnLeaseLost func()
 	Logger      *slog.Logger
 	Meter       metric.Meter // nil: no metrics
-	// Inbound: reliable inbound is on (WS_INBOUND), so events go through
-	// the inbound stream like the connection events.
-	Inbound bool
 }
 
 // Writer keeps one edge's presence. Add, Changed and Remove may be called
-// from any goroutine; each connection's operations apply in call order.
+// from any goroutine; a connection's Changed and Remove apply in call
+// order, after its Add returned.
 type Writer struct {
 	cfg    Config // static
 	nc     *nats.Conn
@@ -85,18 +84,25 @@ type Writer struct {
 	mu     sync.RWMutex // held to send to shards (read) and to close them (write)
 	closed bool         // owned by mu
 
+	recMu sync.Mutex
+	recs  map[*hub.Client]record // the recorded connections; owned by recMu
+
 	entries  atomic.Int64 // connections recorded now
 	renewals metric.Int64Counter
 	losses   metric.Int64Counter
 	failures metric.Int64Counter
-	online   metric.Int64Counter
+}
+
+// record is what the writer keeps of a recorded connection.
+type record struct {
+	rev   uint64 // of its conn.<edge>.<conn> key
+	since time.Time
 }
 
 type opKind int
 
 const (
-	opAdd opKind = iota
-	opChange
+	opChange opKind = iota
 	opRemove
 )
 
@@ -122,7 +128,7 @@ func New(nc *nats.Conn, cfg Config) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
-	w := &Writer{cfg: cfg, nc: nc, js: js, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	w := &Writer{cfg: cfg, nc: nc, js: js, seed: maphash.MakeSeed(), stop: make(chan struct{}), recs: map[*hub.Client]record{}}
 	m := cfg.Meter
 	w.renewals = telemetry.Must(m.Int64Counter("wsgate.edge.presence.lease_renewals",
 		metric.WithDescription("Renewals of this edge's presence lease.")))
@@ -130,11 +136,9 @@ func New(nc *nats.Conn, cfg Config) (*Writer, error) {
 		metric.WithDescription("Times this edge found its presence lease expired while it lived (its connections were reaped).")))
 	w.failures = telemetry.Must(m.Int64Counter("wsgate.edge.presence.write_errors",
 		metric.WithDescription("Presence KV writes that failed (not counting lost compare-and-set races).")))
-	w.online = telemetry.Must(m.Int64Counter("wsgate.edge.presence.online_events",
-		metric.WithDescription("Client/online events this edge fired.")))
 	// At 0 from the start, so that dashboards and alerts see them before
 	// the first event.
-	for _, c := range []metric.Int64Counter{w.renewals, w.losses, w.failures, w.online} {
+	for _, c := range []metric.Int64Counter{w.renewals, w.losses, w.failures} {
 		c.Add(context.Background(), 0)
 	}
 	_ = telemetry.Must(m.Int64ObservableGauge("wsgate.edge.presence.connections",
@@ -195,6 +199,10 @@ func (w *Writer) Close(ctx context.Context) {
 		w.cfg.Logger.Warn("presence writes did not finish in time")
 		return
 	}
+	w.recMu.Lock()
+	w.entries.Add(-int64(len(w.recs)))
+	clear(w.recs)
+	w.recMu.Unlock()
 	if err := w.kv.Purge(ctx, wire.PresenceEdgeKey(w.cfg.EdgeID), jetstream.LastRevision(w.leaseRev),
 		jetstream.PurgeTTL(presencekv.MarkerTTL)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		w.cfg.Logger.Warn("presence lease not released", "err", err)
@@ -287,9 +295,33 @@ func (w *Writer) record(c *hub.Client, since time.Time) wire.PresenceConn {
 	}
 }
 
-// Add records c, which has just been authenticated (with a user).
-func (w *Writer) Add(c *hub.Client) {
-	w.enqueue(op{kind: opAdd, c: c, rec: w.record(c, time.Now().UTC())})
+// Add records c, which has just been authenticated (with a user), and
+// returns once the record is stored (or could not be): the gateway answers
+// ok after it, so that every connection a client was told is live is in
+// presence, and leaves it with a Client/disconnection even if this edge
+// dies. It runs in the caller, so that a storm of authentications writes
+// with as many round trips in flight as there are callers.
+func (w *Writer) Add(ctx context.Context, c *hub.Client) {
+	w.mu.RLock()
+	closed := w.closed
+	w.mu.RUnlock()
+	if closed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	rec := w.record(c, time.Now().UTC())
+	rev, err := w.put(ctx, wire.PresenceConnKey(w.cfg.EdgeID, c.ID), rec, 0)
+	if err != nil {
+		w.failures.Add(ctx, 1)
+		w.cfg.Logger.Warn("presence: connection not recorded", "conn", c.Connection, "err", err)
+		return
+	}
+	w.recMu.Lock()
+	w.recs[c] = record{rev, rec.Since}
+	w.recMu.Unlock()
+	w.entries.Add(1)
+	w.touchUser(ctx, rec)
 }
 
 // Changed rewrites c's record after its identity changed (a renewal).
@@ -317,35 +349,24 @@ func (w *Writer) enqueue(o op) {
 	}
 }
 
-// work applies one shard's operations in order; revs holds the revision of
-// each recorded connection's key.
+// work applies one shard's operations in order.
 func (w *Writer) work(ops <-chan op) {
-	type entry struct {
-		rev   uint64
-		since time.Time
-	}
-	revs := map[*hub.Client]entry{}
 	for o := range ops {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		key := wire.PresenceConnKey(w.cfg.EdgeID, o.c.ID)
+		w.recMu.Lock()
+		r, ok := w.recs[o.c]
+		if o.kind == opRemove {
+			delete(w.recs, o.c)
+		}
+		w.recMu.Unlock()
 		switch o.kind {
-		case opAdd:
-			rev, err := w.put(ctx, key, o.rec, 0)
-			if err != nil {
-				w.failures.Add(ctx, 1)
-				w.cfg.Logger.Warn("presence: connection not recorded", "conn", o.c.Connection, "err", err)
-				break
-			}
-			revs[o.c] = entry{rev, o.rec.Since}
-			w.entries.Add(1)
-			w.touchUser(ctx, o.rec)
 		case opChange:
-			e, ok := revs[o.c]
 			if !ok {
 				break
 			}
-			o.rec.Since = e.since
-			rev, err := w.put(ctx, key, o.rec, e.rev)
+			o.rec.Since = r.since
+			rev, err := w.put(ctx, key, o.rec, r.rev)
 			if err != nil {
 				if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 					w.failures.Add(ctx, 1)
@@ -353,13 +374,13 @@ func (w *Writer) work(ops <-chan op) {
 				w.cfg.Logger.Warn("presence: connection record not updated", "conn", o.c.Connection, "err", err)
 				break
 			}
-			revs[o.c] = entry{rev, e.since}
+			w.recMu.Lock()
+			w.recs[o.c] = record{rev, r.since}
+			w.recMu.Unlock()
 		case opRemove:
-			e, ok := revs[o.c]
-			delete(revs, o.c)
 			if ok {
 				w.entries.Add(-1)
-				err := w.kv.Purge(ctx, key, jetstream.LastRevision(e.rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
+				err := w.kv.Purge(ctx, key, jetstream.LastRevision(r.rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
 				if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 					// A dispatcher reaped it (the lease had expired) and
 					// published the end.
@@ -374,7 +395,6 @@ func (w *Writer) work(ops <-chan op) {
 		}
 		cancel()
 	}
-	w.entries.Add(-int64(len(revs)))
 }
 
 // put writes a connection record: created when rev is 0, else updated from rev.
@@ -392,17 +412,16 @@ func (w *Writer) put(ctx context.Context, key string, rec wire.PresenceConn, rev
 // touchUser makes sure user.<user> exists and changes its revision, so that
 // a dispatcher about to fire Client/offline (a compare-and-set delete on the
 // revision it saw) loses to this new connection. Creating the key is the
-// online transition: the one who creates it fires Client/online.
+// online transition: it is created pending, and the dispatcher that claims
+// it fires Client/online; a touch keeps the pending mark as it found it.
 func (w *Writer) touchUser(ctx context.Context, rec wire.PresenceConn) {
 	key := wire.PresenceUserKey(rec.User)
-	data, _ := json.Marshal(wire.PresenceUserState{User: rec.User, Connection: rec.Connection, Since: time.Now().UTC()})
+	st := wire.PresenceUserState{User: rec.User, Connection: rec.Connection, Since: time.Now().UTC(), Pending: true}
 	for range touchAttempts {
-		rev, err := w.kv.Create(ctx, key, data)
-		if err == nil {
-			w.emitOnline(rec, rev)
+		data, _ := json.Marshal(st)
+		if _, err := w.kv.Create(ctx, key, data); err == nil {
 			return
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
 			w.failures.Add(ctx, 1)
 			w.cfg.Logger.Warn("presence: user not marked online", "user", rec.User, "err", err)
 			return
@@ -416,6 +435,10 @@ func (w *Writer) touchUser(ctx context.Context, rec wire.PresenceConn) {
 			w.cfg.Logger.Warn("presence: user not touched", "user", rec.User, "err", err)
 			return
 		}
+		var was wire.PresenceUserState
+		touched := st
+		touched.Pending = json.Unmarshal(e.Value(), &was) == nil && was.Pending
+		data, _ = json.Marshal(touched)
 		if _, err := w.kv.Update(ctx, key, data, e.Revision()); err == nil {
 			return
 		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -425,32 +448,4 @@ func (w *Writer) touchUser(ctx context.Context, rec wire.PresenceConn) {
 		}
 	}
 	w.cfg.Logger.Warn("presence: user key kept changing; not touched", "user", rec.User)
-}
-
-// emitOnline publishes Client/online for the user of rec, whose connection
-// brought them online; rev (the user key's) makes its message id unique per
-// transition.
-func (w *Writer) emitOnline(rec wire.PresenceConn, rev uint64) {
-	details, _ := json.Marshal(map[string]string{"user": rec.User})
-	env := wire.Envelope{
-		Action: wire.ActionOnline, Details: details,
-		User: rec.User, Session: rec.Session, Groups: rec.Groups, Language: rec.Language,
-		Connection: rec.Connection, Edge: rec.Edge, TS: time.Now().UTC(),
-	}
-	if err := w.emit(&env, "online."+wire.PresenceKeyID(rec.User)+"."+strconv.FormatUint(rev, 10)); err != nil {
-		w.failures.Add(context.Background(), 1)
-		w.cfg.Logger.Warn("presence: Client/online not published", "user", rec.User, "err", err)
-		return
-	}
-	w.online.Add(context.Background(), 1)
-}
-
-// emit publishes a user lifecycle event: every presence event of the edge
-// leaves through here.
-func (w *Writer) emit(env *wire.Envelope, msgID string) error {
-	var inq string
-	if w.cfg.Inbound {
-		inq = w.cfg.Subjects.Inq(env.Action)
-	}
-	return presencekv.PublishEvent(context.Background(), w.nc, wire.AppendEnvelope(nil, env), msgID, w.cfg.Subjects.In(env.Action), inq)
 }

@@ -36,7 +36,7 @@ func start(t *testing.T, cfg Config) *fixture {
 	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
 	nc := edgetest.Connect(t, ns.ClientURL())
 	subjects := wire.NewSubjects("")
-	cfg.EdgeID, cfg.Subjects, cfg.Bucket, cfg.Mode = "e1", subjects, "presence_test", presencekv.Memory
+	cfg.EdgeID, cfg.Bucket, cfg.Mode = "e1", "presence_test", presencekv.Memory
 	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, nil))
 	w, err := New(nc, cfg)
 	if err != nil {
@@ -85,41 +85,60 @@ func (f *fixture) get(t *testing.T, key string) (jetstream.KeyValueEntry, bool) 
 	return e, true
 }
 
-// TestWriter_RecordsConnectionsAndFiresOnlineOnce: two connections of one
-// user are recorded under the lease's epoch; only the first fires
-// Client/online; removing them deletes their records and publishes each end.
-// Fails when touchUser fires online without winning the Create, or Remove
-// skips ended for a record it deleted itself.
-func TestWriter_RecordsConnectionsAndFiresOnlineOnce(t *testing.T) {
+// TestWriter_RecordsBeforeAddReturnsAndLeavesOnlineToTheDispatchers: Add
+// returns with the connection recorded under the lease's epoch and the user
+// key created pending (the edge fires no Client/online: a dispatcher claims
+// it); a touch by a second connection keeps the mark as it found it;
+// removing the connections deletes their records and publishes each end.
+// Fails when Add returns before the record is stored, touchUser clears or
+// sets Pending on a key it did not create, or Remove skips ended for a
+// record it deleted itself.
+func TestWriter_RecordsBeforeAddReturnsAndLeavesOnlineToTheDispatchers(t *testing.T) {
 	f := start(t, Config{Lease: 2 * time.Second})
-	var online atomic.Int32
-	if _, err := f.nc.Subscribe("ws.in."+wire.ActionOnline, func(*nats.Msg) { online.Add(1) }); err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	a, b, c := f.client(t, "c1", "ann"), f.client(t, "c2", "ann"), f.client(t, "c3", "ann")
+	f.w.Add(ctx, a)
+	e, ok := f.get(t, "conn.e1.c1")
+	if !ok {
+		t.Fatal("Add returned before c1 was recorded")
 	}
-	_ = f.nc.Flush()
-	a, b := f.client(t, "c1", "ann"), f.client(t, "c2", "ann")
-	f.w.Add(a)
-	f.w.Add(b)
-	edgetest.Eventually(t, "both records", func() bool {
-		_, ok1 := f.get(t, "conn.e1.c1")
-		_, ok2 := f.get(t, "conn.e1.c2")
-		return ok1 && ok2
-	})
-	e, _ := f.get(t, "conn.e1.c1")
 	var rec wire.PresenceConn
 	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Epoch != f.w.Epoch() || rec.User != "ann" || rec.Connection != "e1.c1" {
 		t.Fatalf("record %s (%v), epoch %s", e.Value(), err, f.w.Epoch())
 	}
-	edgetest.Eventually(t, "one online", func() bool { return online.Load() == 1 })
+	user := func() wire.PresenceUserState {
+		t.Helper()
+		e, ok := f.get(t, "user.ann")
+		var st wire.PresenceUserState
+		if !ok || json.Unmarshal(e.Value(), &st) != nil {
+			t.Fatalf("user key: %v", e)
+		}
+		return st
+	}
+	if st := user(); !st.Pending || st.Connection != "e1.c1" {
+		t.Fatalf("user key after the first connection: %+v", st)
+	}
+	f.w.Add(ctx, b)
+	if st := user(); !st.Pending || st.Connection != "e1.c2" {
+		t.Fatalf("user key after a touch of a pending key: %+v", st)
+	}
+	// A dispatcher claims the online transition.
+	e, _ = f.get(t, "user.ann")
+	claimed, _ := json.Marshal(wire.PresenceUserState{User: "ann", Connection: "e1.c2"})
+	if _, err := f.kv.Update(ctx, "user.ann", claimed, e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	f.w.Add(ctx, c)
+	if st := user(); st.Pending || st.Connection != "e1.c3" {
+		t.Fatalf("user key after a touch of a claimed key: %+v", st)
+	}
 	var ended atomic.Int32
-	f.w.Remove(a, func() { ended.Add(1) })
-	f.w.Remove(b, func() { ended.Add(1) })
-	edgetest.Eventually(t, "both ends", func() bool { return ended.Load() == 2 })
+	for _, cl := range []*hub.Client{a, b, c} {
+		f.w.Remove(cl, func() { ended.Add(1) })
+	}
+	edgetest.Eventually(t, "three ends", func() bool { return ended.Load() == 3 })
 	if _, ok := f.get(t, "conn.e1.c1"); ok {
 		t.Fatal("c1's record is left")
-	}
-	if n := online.Load(); n != 1 {
-		t.Fatalf("%d Client/online", n)
 	}
 }
 
@@ -132,11 +151,10 @@ func TestWriter_RecordsConnectionsAndFiresOnlineOnce(t *testing.T) {
 func TestWriter_LostLeaseStartsNewEpochAndSkipsReapedEnds(t *testing.T) {
 	var lost atomic.Int32
 	f := start(t, Config{Lease: 1500 * time.Millisecond, OnLeaseLost: func() { lost.Add(1) }})
-	a := f.client(t, "c1", "ann")
-	f.w.Add(a)
-	edgetest.Eventually(t, "record", func() bool { _, ok := f.get(t, "conn.e1.c1"); return ok })
-	first := f.w.Epoch()
 	ctx := context.Background()
+	a := f.client(t, "c1", "ann")
+	f.w.Add(ctx, a)
+	first := f.w.Epoch()
 	if err := f.kv.Purge(ctx, "edge.e1"); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +173,7 @@ func TestWriter_LostLeaseStartsNewEpochAndSkipsReapedEnds(t *testing.T) {
 	ended := make(chan struct{}, 1)
 	f.w.Remove(a, func() { ended <- struct{}{} })
 	b := f.client(t, "c2", "bob")
-	f.w.Add(b)
+	f.w.Add(ctx, b)
 	done := make(chan struct{})
 	f.w.Remove(b, func() { close(done) })
 	select {
