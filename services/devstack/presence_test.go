@@ -561,3 +561,78 @@ func TestWsgateDev_PresenceOn(t *testing.T) {
 	nc := edgetest.Connect(t, natsURL)
 	edgetest.Eventually(t, "user 42 online", func() bool { return userPresence(t, nc, "42").Online })
 }
+
+// TestPresence_KillRightAfterOkLosesNoEvent: 100 users connect to edge1 at
+// once, and edge1 is SIGKILLed the moment the last of them read its ok.
+// A connection told ok is in presence already: each gets exactly one
+// Client/disconnection 1006, and each user exactly one Client/online and
+// then one Client/offline, although the edge died with its writes just
+// done. Fails when the gateway answers ok before the record is stored
+// (presence Add queued after the ok), or when the edge fires Client/online
+// itself after creating the user key (the dispatchers' claim in goOnline).
+func TestPresence_KillRightAfterOkLosesNoEvent(t *testing.T) {
+	const users = 100
+	ns := runJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	ev := recordEvents(t, nc)
+	edge1, e1 := presenceEdge(t, ns.ClientURL(), "edge1")
+	presenceDispatcher(t, ns.ClientURL(), testGrace)
+	presenceDispatcher(t, ns.ClientURL(), testGrace)
+	name := func(i int) string { return fmt.Sprintf("k%03d", i) }
+
+	var wg sync.WaitGroup
+	errs := make(chan error, users)
+	for i := range users {
+		wg.Go(func() {
+			if _, err := dialLight(t, e1, name(i)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	if err := edge1.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	deadline := testLease + testGrace + slack
+	isEnd := func(e event) bool { return e.action == wire.ActionDisconnection }
+	isOffline := func(e event) bool { return e.action == wire.ActionOffline }
+	for ev.count(isEnd) < users || ev.count(isOffline) < users {
+		if time.Since(killed) > deadline {
+			t.Fatalf("%s after the kill: %d of %d Client/disconnection, %d of %d Client/offline",
+				deadline, ev.count(isEnd), users, ev.count(isOffline), users)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A marker user on a second edge: its offline comes after anything a
+	// second dispatcher could still publish.
+	_, e2 := presenceEdge(t, ns.ClientURL(), "edge2")
+	marker, err := dialLight(t, e2, "marker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = marker.ws.Close()
+	ev.wait(t, wire.ActionOffline, "marker", 1)
+
+	for i := range users {
+		u := name(i)
+		var seq []string
+		ev.count(func(e event) bool {
+			if e.user == u && e.action != wire.ActionAuthentication {
+				seq = append(seq, e.action)
+			}
+			return false
+		})
+		if ends := ev.count(func(e event) bool { return isEnd(e) && e.user == u && e.code == 1006 }); ends != 1 {
+			t.Errorf("%s: %d Client/disconnection 1006 (events %v)", u, ends, seq)
+		}
+		if ev.of(wire.ActionOnline, u) != 1 || ev.of(wire.ActionOffline, u) != 1 {
+			t.Errorf("%s: events %v, want one Client/online and one Client/offline", u, seq)
+		}
+	}
+}
