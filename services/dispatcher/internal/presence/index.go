@@ -16,15 +16,15 @@ import (
 // of every key. Counts are kept as entries come and go, so that answers cost
 // no scan. Owned by Service.mu.
 type index struct {
-	loaded bool               // the watch has delivered the bucket's initial values
-	edges  map[string]*edge   // by edge id
-	conns  map[string]*conn   // by key
-	users  map[string]*user   // by user id: users with connections or a user key
-	groups map[string]*group  // by group id
+	loaded  bool               // the watch has delivered the bucket's initial values
+	edges   map[string]*edge   // by edge id
+	conns   map[string]*conn   // by key
+	users   map[string]*user   // by user id: users with connections or a user key
+	groups  map[string]*group  // by group id
 	orphan  map[*conn]struct{} // connections whose edge holds no lease of their epoch
 	zero    map[*user]struct{} // users online (user key) with no connection
 	pending map[*user]struct{} // users whose key waits for its Client/online
-	byEdge map[string]map[*conn]struct{}
+	byEdge  map[string]map[*conn]struct{}
 }
 
 type edge struct {

@@ -52,10 +52,10 @@ const (
 
 // Config is what the writer needs.
 type Config struct {
-	EdgeID   string
-	Bucket   string
-	Mode     string        // presencekv.Memory or presencekv.File
-	Lease    time.Duration // TTL of edge.<edge>; renewed every Lease/3
+	EdgeID string
+	Bucket string
+	Mode   string        // presencekv.Memory or presencekv.File
+	Lease  time.Duration // TTL of edge.<edge>; renewed every Lease/3
 	// OnLeaseLost is called (from the lease goroutine, so it must not
 	// block) when the lease was found expired while this edge lived (a
 	// partition, a stall): the dispatchers have reaped its connections,
@@ -70,7 +70,6 @@ type Config struct {
 // order, after its Add returned.
 type Writer struct {
 	cfg    Config // static
-	nc     *nats.Conn
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue // set by Start
 	seed   maphash.Seed       // static
@@ -128,7 +127,7 @@ func New(nc *nats.Conn, cfg Config) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
-	w := &Writer{cfg: cfg, nc: nc, js: js, seed: maphash.MakeSeed(), stop: make(chan struct{}), recs: map[*hub.Client]record{}}
+	w := &Writer{cfg: cfg, js: js, seed: maphash.MakeSeed(), stop: make(chan struct{}), recs: map[*hub.Client]record{}}
 	m := cfg.Meter
 	w.renewals = telemetry.Must(m.Int64Counter("wsgate.edge.presence.lease_renewals",
 		metric.WithDescription("Renewals of this edge's presence lease.")))
