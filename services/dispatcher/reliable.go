@@ -73,7 +73,10 @@ type ReliableOptions struct {
 // consumer is the one Handle would make (ConsumerName), shared by the
 // replicas and marked with MetadataPrefix. An action that another
 // service's consumer already filters (a work-queue stream refuses a second
-// one) is left to it, logged, and told to Hooks.PrefixConsumer ("taken").
+// one) is left to it, logged, and told to Hooks.PrefixConsumer ("taken");
+// the other way round, Start of a service whose Handle finds the action
+// taken by another queue group's prefix deletes that consumer and takes it
+// over (a delivery in flight there may then be handled once more).
 // At most MaxPrefixConsumers actions get one. Each replica receives a copy
 // of every message of <prefix>.inq.> on core NATS, used only to find new
 // actions: plan the bandwidth of reliable actions once per replica.
@@ -169,7 +172,18 @@ func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]
 	}
 	plan := make([]planned, 0, len(d.handlers))
 	for action, h := range d.handlers {
-		if _, err := stream.CreateOrUpdateConsumer(sctx, d.consumerConfig(action)); err != nil {
+		_, err := stream.CreateOrUpdateConsumer(sctx, d.consumerConfig(action))
+		if notUnique(err) {
+			// Another queue group's prefix may have found the action first.
+			took, terr := d.takeOverFromPrefixes(sctx, stream, action)
+			switch {
+			case terr != nil:
+				err = errors.Join(err, terr)
+			case took:
+				_, err = stream.CreateOrUpdateConsumer(sctx, d.consumerConfig(action))
+			}
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: %w", action, err)
 		}
 		plan = append(plan, planned{d.deliverSubject(action), d.opts.Queue, d.reliableCallback(hctx, action, h)})
@@ -221,8 +235,6 @@ func (d *Dispatcher) ReliablePending(ctx context.Context) (map[string]uint64, er
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
-	pending := map[string]uint64{}
 	actions := d.Actions()
 	d.mu.Lock()
 	pc := d.prefixInq
@@ -230,16 +242,31 @@ func (d *Dispatcher) ReliablePending(ctx context.Context) (map[string]uint64, er
 	if pc != nil {
 		actions = append(actions, pc.consumed()...)
 	}
+	byName := make(map[string]string, len(actions)) // consumer → action
 	for _, action := range actions {
-		// The consumers are push consumers (a deliver group): js.Consumer
-		// refuses them. The lookup fetches their info from the server.
-		c, err := js.PushConsumer(ctx, r.Stream, ConsumerName(d.opts.Queue, action))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", action, err))
-			continue
+		byName[ConsumerName(d.opts.Queue, action)] = action
+	}
+	stream, err := js.Stream(ctx, r.Stream)
+	if err != nil {
+		return nil, err
+	}
+	// One paged listing rather than a request per consumer: a prefix may
+	// have up to MaxPrefixConsumers of them.
+	pending := map[string]uint64{}
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() { // read to the end: the lister's goroutine sends them all
+		if action, ours := byName[info.Name]; ours {
+			pending[action] = info.NumPending + uint64(info.NumAckPending)
 		}
-		info := c.CachedInfo()
-		pending[action] = info.NumPending + uint64(info.NumAckPending)
+	}
+	if err := list.Err(); err != nil {
+		return pending, err
+	}
+	var errs []error
+	for name, action := range byName {
+		if _, found := pending[action]; !found {
+			errs = append(errs, fmt.Errorf("%s: consumer %s not found", action, name))
+		}
 	}
 	return pending, errors.Join(errs...)
 }

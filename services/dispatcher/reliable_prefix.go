@@ -267,9 +267,8 @@ func (pc *prefixConsumers) consume(ctx context.Context, action string) (planned,
 	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	_, err := pc.stream.CreateOrUpdateConsumer(ctx, cfg)
-	var apiErr *jetstream.APIError
 	switch {
-	case errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWQNotUnique:
+	case notUnique(err):
 		pc.set(action, prefixTaken)
 		pc.d.log.Info("reliable action under a prefix left to another consumer of the inbound stream",
 			"action", action, "prefix", prefix, "err", err)
@@ -312,6 +311,42 @@ func (pc *prefixConsumers) add(ctx context.Context, action string, rt *routes, i
 		return
 	}
 	d.subs = append(d.subs, s)
+}
+
+// notUnique reports whether err is the work-queue stream's refusal of a
+// consumer whose filter another consumer has.
+func notUnique(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWQNotUnique
+}
+
+// takeOverFromPrefixes deletes the consumers that another queue group's
+// HandlePrefix made for action (marked with MetadataPrefix), so that
+// action's own handler can have its consumer: a work-queue stream allows
+// one consumer per subject, and a handler of its own wins over a prefix,
+// across services as within one. The prefix's replicas keep their idle
+// subscription and do not find the action again until they restart (then
+// it is taken). It reports whether it deleted any.
+func (d *Dispatcher) takeOverFromPrefixes(ctx context.Context, stream jetstream.Stream, action string) (bool, error) {
+	subject, own := d.subjects.Inq(action), ConsumerName(d.opts.Queue, action)
+	var found []string
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() { // read to the end: the lister's goroutine sends them all
+		if info.Name != own && info.Config.FilterSubject == subject && info.Config.Metadata[MetadataPrefix] != "" {
+			found = append(found, info.Name)
+		}
+	}
+	if err := list.Err(); err != nil {
+		return false, fmt.Errorf("consumers of the inbound stream: %w", err)
+	}
+	for _, name := range found {
+		if err := stream.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return false, fmt.Errorf("delete consumer %s: %w", name, err)
+		}
+		d.log.Warn("deleted another queue group's consumer of an action under its prefix: the action has a handler of its own here",
+			"action", action, "consumer", name)
+	}
+	return len(found) > 0, nil
 }
 
 func (pc *prefixConsumers) set(action string, s prefixState) {

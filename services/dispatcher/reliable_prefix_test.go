@@ -346,10 +346,52 @@ func TestReliablePrefix_LeavesOtherServicesConsumersAlone(t *testing.T) {
 	}
 }
 
+// A service with a handler of its own for an action that another service's
+// prefix found first still starts, and takes the action over: the prefix's
+// consumer is deleted, the prefix keeps its other actions; another Handle's
+// consumer is never taken. Mutations that fail it: no take-over (Start
+// fails: filtered consumer not unique), a take-over of any consumer.
+func TestReliablePrefix_HandleOfAnotherServiceWinsOverAPrefix(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	edge := natstest.Connect(t, ns)
+	st := natstest.InboundStream(t, edge, "WS_INBOUND", "ws")
+	c := newTally()
+	startService(t, ns, dispatcher.ReliableOptions{AckWait: 5 * time.Second},
+		reliableService{prefixes: map[string]dispatcher.HandlerFunc{"shop/": c.handler("shop/")}}, dispatcher.WithQueue("shop"))
+	natstest.PublishReliable(t, edge, "ws", natstest.Envelope("shop/invoice", 1), "u1.i1")
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		return c.check(map[string][]int{"shop/ shop/invoice": {1}})
+	})
+	startService(t, ns, dispatcher.ReliableOptions{AckWait: 5 * time.Second},
+		reliableService{exact: map[string]dispatcher.HandlerFunc{"shop/invoice": c.handler("billing")}}, dispatcher.WithQueue("billing"))
+	natstest.PublishReliable(t, edge, "ws", natstest.Envelope("shop/invoice", 2), "u1.i2")
+	natstest.PublishReliable(t, edge, "ws", natstest.Envelope("shop/pay", 3), "u1.p3")
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if err := c.check(map[string][]int{"shop/ shop/invoice": {1}, "billing shop/invoice": {2}, "shop/ shop/pay": {3}}); err != nil {
+			return err
+		}
+		return streamHolds(st, 0)
+	})
+
+	// Only a prefix's consumer is taken over: a third service with its own
+	// handler is refused, as two Handles of one action always were.
+	third, err := dispatcher.New(natstest.Connect(t, ns), dispatcher.WithQueue("audit"),
+		dispatcher.WithReliable(dispatcher.ReliableOptions{AckWait: 5 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handle(t, third, "shop/invoice", c.handler("audit"))
+	if err := third.Start(context.Background()); err == nil {
+		_ = third.Drain(context.Background())
+		t.Fatal("a second Handle of shop/invoice took the first one's consumer")
+	}
+}
+
 // Drain stops the consumers made while running like the others: an action
-// stored after Drain is left for the next dispatcher. Mutation that fails
-// it: not draining those subscriptions (the drained dispatcher takes it,
-// or delivers into its closed inbox and panics).
+// stored after Drain is left for the next dispatcher, and ReliablePending
+// counts it. Mutations that fail it: not draining those subscriptions (the
+// drained dispatcher takes it, or delivers into its closed inbox and
+// panics), ReliablePending without the found consumers.
 func TestReliablePrefix_DrainStopsFoundConsumers(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	edge := natstest.Connect(t, ns)
@@ -358,7 +400,7 @@ func TestReliablePrefix_DrainStopsFoundConsumers(t *testing.T) {
 	svc := func(c *tally) reliableService {
 		return reliableService{prefixes: map[string]dispatcher.HandlerFunc{"shop/": c.handler("shop/")}}
 	}
-	_, drain := startService(t, ns, dispatcher.ReliableOptions{AckWait: 5 * time.Second}, svc(first))
+	d, drain := startService(t, ns, dispatcher.ReliableOptions{AckWait: 5 * time.Second}, svc(first))
 	natstest.PublishReliable(t, edge, "ws", natstest.Envelope("shop/pay", 1), "u1.p1")
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		return first.check(map[string][]int{"shop/ shop/pay": {1}})
@@ -366,6 +408,11 @@ func TestReliablePrefix_DrainStopsFoundConsumers(t *testing.T) {
 	drain()
 	natstest.PublishReliable(t, edge, "ws", natstest.Envelope("shop/pay", 2), "u1.p2")
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return streamHolds(st, 1) })
+	// The found consumer's pending action is reported like a Handle's.
+	pending, err := d.ReliablePending(context.Background())
+	if err != nil || len(pending) != 1 || pending["shop/pay"] != 1 {
+		t.Fatalf("ReliablePending: %v, %v; want shop/pay: 1", pending, err)
+	}
 	startService(t, ns, dispatcher.ReliableOptions{AckWait: 5 * time.Second}, svc(second))
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if err := second.check(map[string][]int{"shop/ shop/pay": {2}}); err != nil {
