@@ -191,7 +191,9 @@ func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]
 	if len(d.prefixes) == 0 {
 		return plan, nil, nil
 	}
-	pc, found, err := d.startPrefixConsumers(sctx, hctx, stream)
+	// ctx, not sctx: each step has its own timeout, and there may be up to
+	// MaxPrefixConsumers actions to give a consumer.
+	pc, found, err := d.startPrefixConsumers(ctx, hctx, stream)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -89,11 +89,9 @@ type prefixConsumers struct {
 	// route returns the route of an action's deliveries, on the handlers'
 	// context; static after construction.
 	route func(action string, h Handler) nats.MsgHandler
-	// queue holds the actions found by a signal, waiting for a consumer.
-	// An action is claimed (in actions) before it is sent, and forgotten
-	// only once received, so it never holds more than max: sends never
-	// block.
-	queue  chan string
+	// wake tells loop that queued holds actions (capacity 1: a pending
+	// wake-up covers every action queued before loop takes them).
+	wake   chan struct{}
 	signal *nats.Subscription // set by startPrefixConsumers, unsubscribed by stop
 
 	cancel   context.CancelFunc // stops loop; set by run
@@ -102,6 +100,7 @@ type prefixConsumers struct {
 
 	mu      sync.Mutex             // guards the fields below
 	actions map[string]prefixState // every action found under the prefixes, at most max
+	queued  []string               // actions found by a signal, waiting for loop; claimed in actions
 	full    bool                   // max was reached (logged once)
 }
 
@@ -117,7 +116,7 @@ func (d *Dispatcher) startPrefixConsumers(ctx, hctx context.Context, stream jets
 		inq:     d.subjects.Inq(""),
 		max:     d.opts.Reliable.MaxPrefixConsumers,
 		route:   func(action string, h Handler) nats.MsgHandler { return d.reliableCallback(hctx, action, h) },
-		queue:   make(chan string, d.opts.Reliable.MaxPrefixConsumers),
+		wake:    make(chan struct{}, 1),
 		actions: map[string]prefixState{},
 	}
 	// Subscribed before the look at the stream, so that an action stored
@@ -177,8 +176,14 @@ func (pc *prefixConsumers) loop(ctx context.Context, rt *routes, inbox chan *nat
 		select {
 		case <-ctx.Done():
 			return
-		case action := <-pc.queue:
-			pc.add(ctx, action, rt, inbox)
+		case <-pc.wake:
+			pc.mu.Lock()
+			queued := pc.queued
+			pc.queued = nil
+			pc.mu.Unlock()
+			for _, action := range queued {
+				pc.add(ctx, action, rt, inbox)
+			}
 		case <-tick.C:
 			found, err := pc.scan(ctx)
 			if err != nil {
@@ -204,8 +209,15 @@ func (pc *prefixConsumers) onSignal(msg *nats.Msg) {
 	if !ok {
 		return
 	}
-	if pc.claim(prefix, action) {
-		pc.queue <- action // never blocks: see queue
+	if !pc.claim(prefix, action) {
+		return
+	}
+	pc.mu.Lock()
+	pc.queued = append(pc.queued, action)
+	pc.mu.Unlock()
+	select {
+	case pc.wake <- struct{}{}:
+	default: // a wake-up is pending already
 	}
 }
 
