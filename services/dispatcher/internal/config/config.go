@@ -46,10 +46,11 @@ type Config struct {
 	MaxDeliver     int           `envconfig:"DISPATCHER_MAX_DELIVER" default:"5" desc:"deliveries of a reliable action before it goes to <prefix>.dead.<action>"`
 	RetryBackoff   string        `envconfig:"DISPATCHER_RETRY_BACKOFF" default:"1s,2s,5s,10s" desc:"pauses before the 2nd, 3rd, ... delivery of a failed reliable action (comma separated; the last repeats)"`
 	AckWait        time.Duration `envconfig:"DISPATCHER_ACK_WAIT" default:"30s" desc:"how long a delivered reliable action may go unanswered (a killed dispatcher) before it is delivered again"`
+	History        string        `envconfig:"WS_HISTORY" default:"off" desc:"off, memory or file: with history on (as on the edges), sends to stored targets go through JetStream and wait for the history stream's acknowledgement"`
+
 	// PrefixConsumersMax bounds the durable consumers made for reliable
 	// actions found under prefix routes (dispatcher.ReliableOptions.MaxPrefixConsumers).
 	PrefixConsumersMax int `envconfig:"DISPATCHER_PREFIX_CONSUMERS_MAX" default:"1000" desc:"reliable actions under prefix routes that get a durable consumer of their own; beyond it further ones are not consumed from the stream (logged once, counted as limited)"`
-	History        string        `envconfig:"WS_HISTORY" default:"off" desc:"off, memory or file: with history on (as on the edges), sends to stored targets go through JetStream and wait for the history stream's acknowledgement"`
 }
 
 // InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
