@@ -107,10 +107,13 @@ type Dispatcher struct {
 	state    state
 	handlers map[string]Handler // frozen once started
 	prefixes map[string]Handler // frozen once started; see HandlePrefix
-	subs     []subscription     // set by Start, taken by Drain
+	subs     []subscription     // set by Start (and grown by prefixInq), taken by Drain
 	inbox    chan *nats.Msg     // every subscription delivers here; set by Start, closed by Drain
 	idle     <-chan struct{}    // closed when every worker has exited; set by Start
 	cancel   context.CancelFunc // cancels the handlers' context; set by Start
+	// prefixInq consumes the reliable actions under the prefixes; set by
+	// Start with WithReliable and a prefix, stopped by Drain.
+	prefixInq *prefixConsumers
 }
 
 // subscription is one action's queue subscription.
@@ -203,20 +206,23 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	plan := d.plan(hctx)
-	reliable, err := d.planReliable(ctx, hctx)
+	reliable, prefixInq, err := d.planReliable(ctx, hctx)
 	if err != nil {
 		cancel()
 		return err
 	}
 	plan = append(plan, reliable...)
-	routes := make(map[string]nats.MsgHandler, len(plan))
+	rt := &routes{static: make(map[string]nats.MsgHandler, len(plan))}
 	for _, p := range plan {
-		routes[p.subject] = p.cb
+		rt.static[p.subject] = p.cb
 	}
 	inbox := make(chan *nats.Msg, inboxSize)
-	idle := d.startWorkers(inbox, routes)
+	idle := d.startWorkers(inbox, rt)
 	subs := make([]subscription, 0, len(plan))
 	fail := func(err error) error {
+		if prefixInq != nil {
+			prefixInq.stop()
+		}
 		for _, s := range subs {
 			_ = s.sub.Unsubscribe() // best effort: the error being returned matters more
 		}
@@ -226,17 +232,11 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return err
 	}
 	for _, p := range plan {
-		sub, err := d.nc.ChanQueueSubscribe(p.subject, p.queue, inbox)
+		s, err := d.subscribe(p, inbox)
 		if err != nil {
-			return fail(fmt.Errorf("dispatcher: subscribe %s: %w", p.subject, err))
+			return fail(err)
 		}
-		done := make(chan struct{})
-		closeDone := sync.OnceFunc(func() { close(done) })
-		sub.SetClosedHandler(func(string) { closeDone() })
-		if !sub.IsValid() {
-			closeDone() // closed before the handler was set
-		}
-		subs = append(subs, subscription{sub: sub, done: done})
+		subs = append(subs, s)
 	}
 	fctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
@@ -248,19 +248,62 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fail(fmt.Errorf("dispatcher: confirm subscriptions: %w", err))
 	}
 	d.subs, d.inbox, d.idle, d.cancel, d.state = subs, inbox, idle, cancel, stateStarted
+	if prefixInq != nil {
+		d.prefixInq = prefixInq
+		prefixInq.run(rt, inbox)
+	}
 	return nil
 }
 
+// subscribe makes the subscription p, delivering into inbox.
+func (d *Dispatcher) subscribe(p planned, inbox chan *nats.Msg) (subscription, error) {
+	sub, err := d.nc.ChanQueueSubscribe(p.subject, p.queue, inbox)
+	if err != nil {
+		return subscription{}, fmt.Errorf("dispatcher: subscribe %s: %w", p.subject, err)
+	}
+	done := make(chan struct{})
+	closeDone := sync.OnceFunc(func() { close(done) })
+	sub.SetClosedHandler(func(string) { closeDone() })
+	if !sub.IsValid() {
+		closeDone() // closed before the handler was set
+	}
+	return subscription{sub: sub, done: done}, nil
+}
+
+// routes finds the callback of a delivered message by the subject of the
+// subscription it came through.
+type routes struct {
+	static map[string]nats.MsgHandler // frozen at Start
+	// dynamic holds the routes of the consumers prefixInq creates while
+	// running (string → nats.MsgHandler); each is stored before its
+	// subscription is made.
+	dynamic sync.Map
+}
+
+// lookup returns the route of subject.
+func (r *routes) lookup(subject string) (nats.MsgHandler, bool) {
+	if cb, ok := r.static[subject]; ok {
+		return cb, true
+	}
+	cb, ok := r.dynamic.Load(subject)
+	if !ok {
+		return nil, false
+	}
+	return cb.(nats.MsgHandler), true
+}
+
 // startWorkers starts Concurrency workers that run the handler of each
-// message of inbox, found by its subscription's subject in routes, until
-// inbox is closed and empty. The returned channel is closed when they all
-// have exited.
-func (d *Dispatcher) startWorkers(inbox <-chan *nats.Msg, routes map[string]nats.MsgHandler) <-chan struct{} {
+// message of inbox, found by its subscription's subject in rt, until inbox
+// is closed and empty. The returned channel is closed when they all have
+// exited.
+func (d *Dispatcher) startWorkers(inbox <-chan *nats.Msg, rt *routes) <-chan struct{} {
 	var wg sync.WaitGroup
 	for range d.opts.Concurrency {
 		wg.Go(func() {
 			for msg := range inbox {
-				routes[msg.Sub.Subject](msg)
+				if cb, ok := rt.lookup(msg.Sub.Subject); ok {
+					cb(msg)
+				}
 			}
 		})
 	}
@@ -279,13 +322,18 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 	d.mu.Lock()
 	prev := d.state
 	d.state = stateClosed
-	subs, inbox, idle, cancel := d.subs, d.inbox, d.idle, d.cancel
+	subs, inbox, idle, cancel, prefixInq := d.subs, d.inbox, d.idle, d.cancel, d.prefixInq
 	d.subs, d.inbox = nil, nil
 	d.mu.Unlock()
 	if prev != stateStarted {
 		return nil
 	}
 	defer cancel()
+	if prefixInq != nil {
+		// It subscribes nothing once the state is closed; stopping it
+		// waits for a consumer creation in progress.
+		prefixInq.stop()
+	}
 
 	for _, s := range subs {
 		// An error means the subscription or the connection is already

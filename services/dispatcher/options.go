@@ -73,6 +73,10 @@ type Hooks struct {
 	// Reliable is called for what becomes of each delivery of a reliable
 	// action (WithReliable): acked, retried, dead, redelivered, dropped.
 	Reliable func(action string, ev ReliableEvent)
+	// PrefixConsumer is called for what becomes of each reliable action
+	// found under a HandlePrefix prefix (WithReliable): created, taken,
+	// failed, limited.
+	PrefixConsumer func(prefix, action string, ev PrefixConsumerEvent)
 }
 
 func defaultOptions() Options {

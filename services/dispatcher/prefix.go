@@ -31,6 +31,11 @@ import (
 // may share without losing their messages to the prefixes. Replicas that
 // share a queue should register the same prefixes and actions, and two
 // services should not claim the same actions under one queue.
+//
+// With WithReliable, the reliable actions under the prefix (<prefix>.inq.<action>)
+// are handled too, with the same rules: each gets the durable consumer
+// Handle would give it once the dispatcher finds it (see WithReliable), and
+// Message.ID, Message.Attempt, retries and dead letters are as for Handle.
 func (d *Dispatcher) HandlePrefix(prefix string, h HandlerFunc) error {
 	if err := wire.ValidateAction(prefix); err != nil {
 		return fmt.Errorf("%w: prefix: %w", ErrInvalidAction, err)
@@ -98,12 +103,7 @@ func (d *Dispatcher) plan(ctx context.Context) []planned {
 	if len(d.prefixes) == 0 {
 		return plan
 	}
-	// The router gets copies: the callback reads them without the lock.
-	r := router{
-		exact:    maps.Clone(d.handlers),
-		byPrefix: maps.Clone(d.prefixes),
-		prefixes: sortedPrefixes(d.prefixes),
-	}
+	r := d.router()
 	in := d.subjects.In("")
 	cb := func(msg *nats.Msg) {
 		action := strings.TrimPrefix(msg.Subject, in)
@@ -111,11 +111,21 @@ func (d *Dispatcher) plan(ctx context.Context) []planned {
 		if wire.ValidateAction(action) != nil {
 			return
 		}
-		if h, ok := r.lookup(action); ok {
+		if _, h, ok := r.lookup(action); ok {
 			d.receive(ctx, msg, action, h)
 		}
 	}
 	return append(plan, planned{d.subjects.InAll(), PrefixQueue(d.opts.Queue), cb})
+}
+
+// router returns the router of the registered handlers. It gets copies: its
+// users read them without the lock. d.mu must be held.
+func (d *Dispatcher) router() router {
+	return router{
+		exact:    maps.Clone(d.handlers),
+		byPrefix: maps.Clone(d.prefixes),
+		prefixes: sortedPrefixes(d.prefixes),
+	}
 }
 
 // router finds the prefix handler of an action; it is read-only once built.
@@ -125,14 +135,14 @@ type router struct {
 	prefixes []string // the keys of byPrefix, longest first
 }
 
-// lookup returns the handler of action's longest prefix, unless action has a
-// handler, and so a subscription, of its own.
-func (r router) lookup(action string) (Handler, bool) {
+// lookup returns action's longest prefix and its handler, unless action has
+// a handler, and so a subscription, of its own.
+func (r router) lookup(action string) (string, Handler, bool) {
 	if _, own := r.exact[action]; own {
-		return nil, false
+		return "", nil, false
 	}
 	if p, ok := MatchPrefix(r.prefixes, action); ok {
-		return r.byPrefix[p], true
+		return p, r.byPrefix[p], true
 	}
-	return nil, false
+	return "", nil, false
 }

@@ -41,6 +41,12 @@ type ReliableOptions struct {
 	// AckWait is how long a delivery may go unanswered before the stream
 	// delivers it again (to any replica): the longest a handler may take.
 	AckWait time.Duration
+	// MaxPrefixConsumers bounds the actions under HandlePrefix prefixes
+	// that get a consumer of their own (default DefaultMaxPrefixConsumers):
+	// each costs a durable consumer on the NATS server, and clients choose
+	// the actions. Beyond it an action is not consumed from the stream; the
+	// dispatcher logs it once and tells Hooks.PrefixConsumer ("limited").
+	MaxPrefixConsumers int
 }
 
 // WithReliable makes the dispatcher consume, for every action registered
@@ -59,7 +65,21 @@ type ReliableOptions struct {
 // happen once records (User, ID) with the effect, in one transaction (see
 // the package's Example_idempotent).
 //
-// Actions under a HandlePrefix prefix are consumed from core NATS only.
+// Actions under a HandlePrefix prefix (and no Handle of their own) are
+// consumed the same way, each through a consumer of its own, made once the
+// action is found: in the stream at Start (actions stored while no
+// dispatcher ran), from the stream's messages while running, and in the
+// stream every 30 s (a signal lost while the connection was down). That
+// consumer is the one Handle would make (ConsumerName), shared by the
+// replicas and marked with MetadataPrefix. An action that another
+// service's consumer already filters (a work-queue stream refuses a second
+// one) is left to it, logged, and told to Hooks.PrefixConsumer ("taken");
+// the other way round, Start of a service whose Handle finds the action
+// taken by another queue group's prefix deletes that consumer and takes it
+// over (a delivery in flight there may then be handled once more).
+// At most MaxPrefixConsumers actions get one. Each replica receives a copy
+// of every message of <prefix>.inq.> on core NATS, used only to find new
+// actions: plan the bandwidth of reliable actions once per replica.
 func WithReliable(r ReliableOptions) Option {
 	return func(o *Options) error {
 		if r.Stream == "" {
@@ -77,11 +97,16 @@ func WithReliable(r ReliableOptions) Option {
 		if len(r.Backoff) == 0 {
 			r.Backoff = DefaultBackoff
 		}
+		if r.MaxPrefixConsumers == 0 {
+			r.MaxPrefixConsumers = DefaultMaxPrefixConsumers
+		}
 		switch {
 		case r.MaxDeliver < 1:
 			return fmt.Errorf("%w: max deliver must be at least 1, got %d", ErrInvalidOption, r.MaxDeliver)
 		case r.AckWait < time.Second:
 			return fmt.Errorf("%w: ack wait must be at least 1s, got %s", ErrInvalidOption, r.AckWait)
+		case r.MaxPrefixConsumers < 1:
+			return fmt.Errorf("%w: max prefix consumers must be at least 1, got %d", ErrInvalidOption, r.MaxPrefixConsumers)
 		}
 		for _, b := range r.Backoff {
 			if b <= 0 {
@@ -123,15 +148,17 @@ func (d *Dispatcher) deliverSubject(action string) string {
 }
 
 // planReliable creates or updates the consumer of each action's reliable
-// frames and returns their subscriptions. d.mu must be held.
-func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]planned, error) {
+// frames and returns their subscriptions; with a prefix registered, it also
+// returns the prefixConsumers that gives the actions under the prefixes
+// theirs (stopped by the caller if Start fails). d.mu must be held.
+func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]planned, *prefixConsumers, error) {
 	r := d.opts.Reliable
-	if r == nil || len(d.handlers) == 0 {
-		return nil, nil
+	if r == nil || len(d.handlers)+len(d.prefixes) == 0 {
+		return nil, nil, nil
 	}
 	js, err := jetstream.New(d.nc)
 	if err != nil {
-		return nil, fmt.Errorf("dispatcher: jetstream: %w", err)
+		return nil, nil, fmt.Errorf("dispatcher: jetstream: %w", err)
 	}
 	sctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
@@ -141,30 +168,54 @@ func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]
 	}
 	stream, err := js.Stream(sctx, r.Stream)
 	if err != nil {
-		return nil, fmt.Errorf("dispatcher: inbound stream %s: %w", r.Stream, err)
+		return nil, nil, fmt.Errorf("dispatcher: inbound stream %s: %w", r.Stream, err)
 	}
 	plan := make([]planned, 0, len(d.handlers))
 	for action, h := range d.handlers {
-		deliver := d.deliverSubject(action)
-		_, err := stream.CreateOrUpdateConsumer(sctx, jetstream.ConsumerConfig{
-			Durable:        ConsumerName(d.opts.Queue, action),
-			Description:    "wsgate dispatcher " + d.opts.Queue + ": reliable " + action,
-			DeliverSubject: deliver,
-			DeliverGroup:   d.opts.Queue,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        r.AckWait,
-			// The dispatcher counts deliveries itself, so that the last one
-			// ends on the dead-letter subject rather than silently.
-			MaxDeliver:    -1,
-			FilterSubject: d.subjects.Inq(action),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("dispatcher: consumer of %s: %w", action, err)
+		_, err := stream.CreateOrUpdateConsumer(sctx, d.consumerConfig(action))
+		if notUnique(err) {
+			// Another queue group's prefix may have found the action first.
+			took, terr := d.takeOverFromPrefixes(sctx, stream, action)
+			switch {
+			case terr != nil:
+				err = errors.Join(err, terr)
+			case took:
+				_, err = stream.CreateOrUpdateConsumer(sctx, d.consumerConfig(action))
+			}
 		}
-		plan = append(plan, planned{deliver, d.opts.Queue, d.reliableCallback(hctx, action, h)})
+		if err != nil {
+			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: %w", action, err)
+		}
+		plan = append(plan, planned{d.deliverSubject(action), d.opts.Queue, d.reliableCallback(hctx, action, h)})
 	}
-	return plan, nil
+	if len(d.prefixes) == 0 {
+		return plan, nil, nil
+	}
+	// ctx, not sctx: each step has its own timeout, and there may be up to
+	// MaxPrefixConsumers actions to give a consumer.
+	pc, found, err := d.startPrefixConsumers(ctx, hctx, stream)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(plan, found...), pc, nil
+}
+
+// consumerConfig is the durable consumer of action's reliable frames: the
+// same for every replica of the queue group, so that they share it.
+func (d *Dispatcher) consumerConfig(action string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        ConsumerName(d.opts.Queue, action),
+		Description:    "wsgate dispatcher " + d.opts.Queue + ": reliable " + action,
+		DeliverSubject: d.deliverSubject(action),
+		DeliverGroup:   d.opts.Queue,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        d.opts.Reliable.AckWait,
+		// The dispatcher counts deliveries itself, so that the last one
+		// ends on the dead-letter subject rather than silently.
+		MaxDeliver:    -1,
+		FilterSubject: d.subjects.Inq(action),
+	}
 }
 
 // reliableCallback returns the route of action's reliable messages; it runs
@@ -173,9 +224,10 @@ func (d *Dispatcher) reliableCallback(ctx context.Context, action string, h Hand
 	return func(msg *nats.Msg) { d.receiveReliable(ctx, msg, action, h) }
 }
 
-// ReliablePending returns, per action with a handler, how many reliable
-// actions wait in its consumer: not delivered yet, or delivered and not
-// answered. It asks the NATS server; nil without WithReliable.
+// ReliablePending returns, per action with a consumer (its own handler's,
+// or one found under a prefix), how many reliable actions wait in it: not
+// delivered yet, or delivered and not answered. It asks the NATS server;
+// nil without WithReliable.
 func (d *Dispatcher) ReliablePending(ctx context.Context) (map[string]uint64, error) {
 	r := d.opts.Reliable
 	if r == nil {
@@ -185,18 +237,38 @@ func (d *Dispatcher) ReliablePending(ctx context.Context) (map[string]uint64, er
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
+	actions := d.Actions()
+	d.mu.Lock()
+	pc := d.prefixInq
+	d.mu.Unlock()
+	if pc != nil {
+		actions = append(actions, pc.consumed()...)
+	}
+	byName := make(map[string]string, len(actions)) // consumer → action
+	for _, action := range actions {
+		byName[ConsumerName(d.opts.Queue, action)] = action
+	}
+	stream, err := js.Stream(ctx, r.Stream)
+	if err != nil {
+		return nil, err
+	}
+	// One paged listing rather than a request per consumer: a prefix may
+	// have up to MaxPrefixConsumers of them.
 	pending := map[string]uint64{}
-	for _, action := range d.Actions() {
-		// The consumers are push consumers (a deliver group): js.Consumer
-		// refuses them. The lookup fetches their info from the server.
-		c, err := js.PushConsumer(ctx, r.Stream, ConsumerName(d.opts.Queue, action))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", action, err))
-			continue
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() { // read to the end: the lister's goroutine sends them all
+		if action, ours := byName[info.Name]; ours {
+			pending[action] = info.NumPending + uint64(info.NumAckPending)
 		}
-		info := c.CachedInfo()
-		pending[action] = info.NumPending + uint64(info.NumAckPending)
+	}
+	if err := list.Err(); err != nil {
+		return pending, err
+	}
+	var errs []error
+	for name, action := range byName {
+		if _, found := pending[action]; !found {
+			errs = append(errs, fmt.Errorf("%s: consumer %s not found", action, name))
+		}
 	}
 	return pending, errors.Join(errs...)
 }

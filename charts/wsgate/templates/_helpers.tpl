@@ -312,7 +312,7 @@ The dispatcher's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "DISPATCHER_QUEUE" $d.queue }}
 {{- $_ := set $env "DISPATCHER_CONCURRENCY" (printf "%d" (int64 $d.concurrency)) }}
 {{- /* The WS_ variables are shared, as in .env.example; the dispatcher ignores dedupe and replicas. */}}
-{{- with .Values.inbound }}{{ $_ := set $env "WS_INBOUND" .mode }}{{ $_ := set $env "WS_INBOUND_STREAM" .stream }}{{ $_ := set $env "WS_INBOUND_DEDUPE" .dedupe }}{{ $_ := set $env "WS_INBOUND_REPLICAS" (printf "%d" (int64 .replicas)) }}{{ $_ := set $env "WS_INBOUND_MAX_AGE" .maxAge }}{{ $_ := set $env "DISPATCHER_MAX_DELIVER" (printf "%d" (int64 .maxDeliver)) }}{{ $_ := set $env "DISPATCHER_RETRY_BACKOFF" .retryBackoff }}{{ $_ := set $env "DISPATCHER_ACK_WAIT" .ackWait }}{{ end }}
+{{- with .Values.inbound }}{{ $_ := set $env "WS_INBOUND" .mode }}{{ $_ := set $env "WS_INBOUND_STREAM" .stream }}{{ $_ := set $env "WS_INBOUND_DEDUPE" .dedupe }}{{ $_ := set $env "WS_INBOUND_REPLICAS" (printf "%d" (int64 .replicas)) }}{{ $_ := set $env "WS_INBOUND_MAX_AGE" .maxAge }}{{ $_ := set $env "DISPATCHER_MAX_DELIVER" (printf "%d" (int64 .maxDeliver)) }}{{ $_ := set $env "DISPATCHER_RETRY_BACKOFF" .retryBackoff }}{{ $_ := set $env "DISPATCHER_ACK_WAIT" .ackWait }}{{ $_ := set $env "DISPATCHER_PREFIX_CONSUMERS_MAX" (printf "%d" (int64 .prefixConsumersMax)) }}{{ end }}
 {{- with include "wsgate.routesFile" . | fromYaml }}
 {{- $_ := set $env "DISPATCHER_ROUTES_FILE" (printf "%s/%s" (include "wsgate.routesMountPath" $) .key) }}
 {{- end }}

@@ -91,6 +91,19 @@ func (t *counters) prepare(meter metric.Meter, d *dispatcher.Dispatcher) {
 		})))
 }
 
+// label is the action label of action's series: its own for an action with
+// a handler, "<prefix>*" for one a prefix handles (see prepare). Valid once
+// prepared.
+func (t *counters) label(action string) string {
+	if _, own := t.byAction[action]; own {
+		return action
+	}
+	if p, ok := dispatcher.MatchPrefix(t.prefixes, action); ok {
+		return p + "*"
+	}
+	return action
+}
+
 // hooks returns the dispatcher hooks that feed the counters.
 func (t *counters) hooks() dispatcher.Hooks {
 	ctx := context.Background()

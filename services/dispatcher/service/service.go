@@ -171,7 +171,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		dispatcher.WithConcurrency(cfg.Concurrency),
 		dispatcher.WithPrefix(cfg.Prefix),
 		dispatcher.WithLogger(log),
-		dispatcher.WithHooks(reliable.hooks(counts.hooks())),
+		dispatcher.WithHooks(reliable.hooks(counts.hooks(), counts.label)),
 		dispatcher.WithTracer(o.tracer),
 	}
 	if cfg.InboundOn() {
@@ -219,7 +219,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	counts.prepare(tel.Meter, d)
 	if cfg.InboundOn() {
-		reliable.observePending(tel.Meter, d, log)
+		reliable.observePending(tel.Meter, d, log, counts.label)
 	}
 
 	pres, err := startPresence(ctx, nc, cfg, log, tel.Meter)

@@ -268,7 +268,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		"DISPATCHER_ADDR", "DISPATCHER_QUEUE", "DISPATCHER_CONCURRENCY", "DISPATCHER_API_KEYS",
 		"DISPATCHER_API_MAX_BODY", "DISPATCHER_ROUTES_FILE", "DISPATCHER_ROUTES_SECRET",
 		"WS_PRESENCE", "WS_PRESENCE_BUCKET", "WS_PRESENCE_GRACE",
-		"WS_INBOUND", "WS_INBOUND_STREAM", "DISPATCHER_MAX_DELIVER", "DISPATCHER_RETRY_BACKOFF", "DISPATCHER_ACK_WAIT", "WS_HISTORY"} {
+		"WS_INBOUND", "WS_INBOUND_STREAM", "DISPATCHER_MAX_DELIVER", "DISPATCHER_RETRY_BACKOFF", "DISPATCHER_ACK_WAIT", "DISPATCHER_PREFIX_CONSUMERS_MAX", "WS_HISTORY"} {
 		t.Setenv(env, "") // restores the variable after the test
 		os.Unsetenv(env)
 	}
@@ -283,6 +283,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	want.APIMaxBody = 1 << 20
 	want.Presence, want.PresenceBucket, want.PresenceGrace = "off", "wsgate_presence", 5*time.Second
 	want.Inbound, want.InboundStream, want.MaxDeliver, want.RetryBackoff, want.AckWait = "off", "WS_INBOUND", 5, "1s,2s,5s,10s", 30*time.Second
+	want.PrefixConsumersMax = 1000
 	want.History = "off"
 	if cfg != want {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)

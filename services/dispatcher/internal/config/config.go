@@ -47,6 +47,10 @@ type Config struct {
 	RetryBackoff   string        `envconfig:"DISPATCHER_RETRY_BACKOFF" default:"1s,2s,5s,10s" desc:"pauses before the 2nd, 3rd, ... delivery of a failed reliable action (comma separated; the last repeats)"`
 	AckWait        time.Duration `envconfig:"DISPATCHER_ACK_WAIT" default:"30s" desc:"how long a delivered reliable action may go unanswered (a killed dispatcher) before it is delivered again"`
 	History        string        `envconfig:"WS_HISTORY" default:"off" desc:"off, memory or file: with history on (as on the edges), sends to stored targets go through JetStream and wait for the history stream's acknowledgement"`
+
+	// PrefixConsumersMax bounds the durable consumers made for reliable
+	// actions found under prefix routes (dispatcher.ReliableOptions.MaxPrefixConsumers).
+	PrefixConsumersMax int `envconfig:"DISPATCHER_PREFIX_CONSUMERS_MAX" default:"1000" desc:"reliable actions under prefix routes that get a durable consumer of their own; beyond it further ones are not consumed from the stream (logged once, counted as limited)"`
 }
 
 // InboundOn reports whether reliable inbound is on (WS_INBOUND memory or file).
@@ -56,7 +60,8 @@ func (c Config) InboundOn() bool { return c.Inbound == "memory" || c.Inbound == 
 // Validate.
 func (c Config) Reliable() dispatcher.ReliableOptions {
 	backoff, _ := c.backoffList()
-	return dispatcher.ReliableOptions{Stream: c.InboundStream, MaxDeliver: c.MaxDeliver, Backoff: backoff, AckWait: c.AckWait}
+	return dispatcher.ReliableOptions{Stream: c.InboundStream, MaxDeliver: c.MaxDeliver, Backoff: backoff, AckWait: c.AckWait,
+		MaxPrefixConsumers: c.PrefixConsumersMax}
 }
 
 // backoffList parses DISPATCHER_RETRY_BACKOFF.
@@ -86,6 +91,9 @@ func (c Config) validateInbound() error {
 	}
 	if c.MaxDeliver < 1 {
 		return fmt.Errorf("DISPATCHER_MAX_DELIVER: must be at least 1, got %d", c.MaxDeliver)
+	}
+	if c.PrefixConsumersMax < 1 {
+		return fmt.Errorf("DISPATCHER_PREFIX_CONSUMERS_MAX: must be at least 1, got %d", c.PrefixConsumersMax)
 	}
 	if err := dispatcher.WithReliable(c.Reliable())(&dispatcher.Options{}); err != nil {
 		return fmt.Errorf("WS_INBOUND_STREAM or DISPATCHER_ACK_WAIT: %w", err)
