@@ -3,12 +3,14 @@ package history_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/wsgate/wsgate/api/wire"
@@ -186,4 +188,85 @@ func TestRecover_SharedSubjectsGiveEachReplayExactlyItsRange(t *testing.T) {
 	want(recoverFrom(seqs[0]), 2, 6) // from before the last replay's range
 	publish("ws.send.all", 3)        // the stream keeps 5 of all: 5..9
 	want(recoverFrom(seqs[3]), 5, 9)
+}
+
+// TestRecover_ALongSparseRangeGivesEveryMessageOnceInOrder: a user whose
+// messages are one in ten of the stream, more of them than one direct get
+// batch holds, recovers every one of them once and in sequence order,
+// merged with the messages to all, whether it asks from the start or from
+// the middle (the replay reads its subject in several batches, each from
+// where the last ended).
+func TestRecover_ALongSparseRangeGivesEveryMessageOnceInOrder(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	h, err := history.New(nc, history.Config{Storage: history.StorageFile, Stream: "WS_HISTORY",
+		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 1000, MaxBytes: -1, Replicas: 1,
+		Replays: 1, ReplayTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		mine   = 700 // u1's messages: more than two batches
+		others = 9   // other users' messages around each of u1's
+	)
+	var futures []jetstream.PubAckFuture
+	var subjects []string
+	publish := func(subject string) {
+		f, err := js.PublishAsync(subject, []byte(`{"action":"m","details":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures, subjects = append(futures, f), append(subjects, subject)
+	}
+	for i := range mine {
+		for o := range others {
+			publish("ws.send.user.o" + strconv.Itoa(o))
+		}
+		publish("ws.send.user.u1")
+		if i%100 == 0 {
+			publish("ws.send.all")
+		}
+	}
+	var want []uint64 // the sequences u1 receives, in order
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if subjects[i] == "ws.send.user.u1" || subjects[i] == "ws.send.all" {
+				want = append(want, ack.Sequence)
+			}
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatal("publish acknowledgements did not come")
+		}
+	}
+	for _, from := range []int{0, len(want) / 2} {
+		since := uint64(0)
+		if from > 0 {
+			since = want[from-1]
+		}
+		r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: since}, history.Targets{User: "u1"})
+		if !r.Recovery.Recovered || r.Recovery.Count != len(want)-from {
+			t.Fatalf("from %d: %+v (%s), want %d recovered", from, r.Recovery, r.Reason, len(want)-from)
+		}
+		for i, f := range r.Frames {
+			var frame []json.RawMessage
+			var seq uint64
+			if err := json.Unmarshal(f, &frame); err != nil || len(frame) != 4 || json.Unmarshal(frame[3], &seq) != nil {
+				t.Fatalf("from %d: frame %d %s", from, i, f)
+			}
+			if seq != want[from+i] {
+				t.Fatalf("from %d: frame %d has seq %d, want %d", from, i, seq, want[from+i])
+			}
+		}
+	}
 }
