@@ -132,6 +132,9 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	subjects := t.subjects(h.cfg.Subjects)
 	res := Result{Recovery: wire.Recovery{Epoch: epoch, Recovered: true}, Last: since.Seq}
 	direct := info.Config.Replicas <= 1
+	if h.beforeRead != nil {
+		h.beforeRead()
+	}
 	if since.Seq < state.LastSeq {
 		if direct {
 			err = h.readDirect(ctx, since.Seq, state.LastSeq, subjects, t, &res)
@@ -142,23 +145,30 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 			return Result{}, err
 		}
 	}
-	// Limits drop the oldest messages first (of the stream for age and
-	// bytes, of the subject for the per-subject cap): a subject that still
-	// holds a message at or before since lost nothing after it.
+	// Limits drop the oldest messages first: of the stream for age and
+	// bytes, of the subject for the per-subject cap. They may drop messages
+	// after since while this replay reads, so what the stream holds is
+	// looked at once the messages are read: the stream's first sequence,
+	// then each subject's first message and count.
 	gap := state.FirstSeq > since.Seq+1
-	for _, s := range subjects {
-		if s.first == since.Seq+1 || !gap && s.count < h.cfg.MaxPerSubject {
-			continue
-		}
-		first, err := h.firstOf(ctx, st, s.name, direct)
-		switch {
-		case err != nil:
+	read := time.Now()
+	if !gap && since.Seq < state.LastSeq {
+		now, err := h.stream(ctx, read)
+		if err != nil {
 			return Result{}, err
-		case first == 0:
-			if gap {
-				return no(ReasonLimits) // all of it may have gone
-			}
-		case first > since.Seq+1:
+		}
+		info := now.CachedInfo()
+		if EpochOf(info) != epoch {
+			return no(ReasonEpoch)
+		}
+		gap = info.State.FirstSeq > since.Seq+1
+	}
+	for _, s := range subjects {
+		held, err := h.held(ctx, st, s.name, direct, read)
+		if err != nil {
+			return Result{}, err
+		}
+		if !complete(since.Seq, held, h.cfg.MaxPerSubject, gap) {
 			return no(ReasonLimits)
 		}
 	}
@@ -166,20 +176,56 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	return res, nil
 }
 
-// firstOf is the sequence of the oldest message stored for subject (0:
-// none).
-func (h *History) firstOf(ctx context.Context, st jetstream.Stream, subject string, direct bool) (uint64, error) {
-	if direct {
-		return h.firstDirect(ctx, subject)
+// complete reports whether a subject lost none of its messages after
+// since, from what it holds now (its first message and its count, read
+// after the replay read them) and whether the stream's age or bytes limits
+// may have dropped messages after since (gap). A subject that still holds
+// a message at or right after since lost nothing after it (limits drop the
+// oldest first). Otherwise, what it lacks after since may never have been
+// stored, or been dropped by the stream's limits (gap), or by its cap: a
+// cap drop leaves it with max messages, and without gap nothing can bring
+// it below since, so fewer than max says no cap drop happened.
+func complete(since uint64, held heldMsgs, max int64, gap bool) bool {
+	switch {
+	case held.first != 0 && held.first <= since+1:
+		return true
+	case gap:
+		return false
+	default:
+		return max <= 0 || held.count < uint64(max)
 	}
+}
+
+// held is what the stream holds of subject, read after the moment read.
+// The subjects every connection replays share the read.
+func (h *History) held(ctx context.Context, st jetstream.Stream, subject string, direct bool, read time.Time) (heldMsgs, error) {
+	readHeld := func(ctx context.Context) (heldMsgs, error) {
+		if direct {
+			return h.heldDirect(ctx, subject)
+		}
+		return heldConsumerPath(ctx, st, subject)
+	}
+	if c := h.shared[subject]; c != nil {
+		return c.held.get(ctx, read, readHeld)
+	}
+	return readHeld(ctx)
+}
+
+// heldConsumerPath is held on a stream of more than one replica, through
+// the JetStream API (the stream's leader answers it).
+func heldConsumerPath(ctx context.Context, st jetstream.Stream, subject string) (heldMsgs, error) {
 	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
+		return heldMsgs{}, nil
 	case err != nil:
-		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+		return heldMsgs{}, fmt.Errorf("first message of %s: %w", subject, err)
 	}
-	return m.Sequence, nil
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return heldMsgs{}, fmt.Errorf("messages of %s: %w", subject, err)
+	}
+	return heldMsgs{m.Sequence, info.State.Subjects[subject]}, nil
 }
 
 // read replays the stored messages of subjects after seq into res, through

@@ -20,7 +20,13 @@ type sharedSubject struct {
 	lo    uint64     // msgs is every message of the subject with lo <= seq <= hi
 	hi    uint64     //   (none read yet when hi < lo)
 	msgs  []stored   // in sequence order
+
+	held latestRead[heldMsgs] // what the stream holds of the subject, shared
 }
+
+// heldMsgs is what the stream holds of a subject: the sequence of its
+// oldest message (0: none) and how many.
+type heldMsgs struct{ first, count uint64 }
 
 // sharedKeep is how many messages a shared subject's cache keeps: the
 // stream's per-subject limit, or 10,000 without one.
