@@ -180,38 +180,48 @@ func (h *History) directBatch(ctx context.Context, sub *nats.Subscription, inbox
 // messages of its subject the stream holds after it.
 const numPendingHeader = "Nats-Num-Pending"
 
-// heldDirect is the sequence of the oldest message stored for subject (0:
-// none) and how many the stream holds of it, read with one direct get of a
-// batch of one from the stream's start (where counting what follows is
-// cheap).
-func (h *History) heldDirect(ctx context.Context, subject string) (heldMsgs, error) {
+// firstDirect is the sequence of the oldest message stored for subject
+// (0: none), read with a direct get.
+func (h *History) firstDirect(ctx context.Context, subject string) (uint64, error) {
+	req, _ := json.Marshal(directGet{Seq: 1, NextFor: subject})
+	m, err := h.nc.RequestWithContext(ctx, h.directSubject(), req)
+	if err != nil {
+		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+	}
+	seq, _, err := directReply(subject, m)
+	return seq, err
+}
+
+// countDirect is how many messages the stream holds of subject, read with
+// a direct get of a batch of one from the stream's start, whose end says
+// how many follow.
+func (h *History) countDirect(ctx context.Context, subject string) (uint64, error) {
 	inbox := h.nc.NewRespInbox()
 	sub, err := h.nc.SubscribeSync(inbox)
 	if err != nil {
-		return heldMsgs{}, fmt.Errorf("messages of %s: %w", subject, err)
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	req, _ := json.Marshal(directGet{Seq: 1, NextFor: subject, Batch: 1})
 	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
-		return heldMsgs{}, fmt.Errorf("messages of %s: %w", subject, err)
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
 	m, err := sub.NextMsgWithContext(ctx)
 	if err != nil {
-		return heldMsgs{}, fmt.Errorf("messages of %s: %w", subject, err)
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
-	first, _, err := directReply(subject, m)
-	if err != nil || first == 0 {
-		return heldMsgs{}, err
+	if first, _, err := directReply(subject, m); err != nil || first == 0 {
+		return 0, err
 	}
 	m, err = sub.NextMsgWithContext(ctx) // the batch's end, with how many remain
 	if err != nil {
-		return heldMsgs{}, fmt.Errorf("messages of %s: %w", subject, err)
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
 	pending, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
 	if m.Header.Get("Status") != "204" || err != nil {
-		return heldMsgs{}, fmt.Errorf("messages of %s: batch end %q, pending %q", subject, m.Header.Get("Status"), m.Header.Get(numPendingHeader))
+		return 0, fmt.Errorf("messages of %s: batch end %q, pending %q", subject, m.Header.Get("Status"), m.Header.Get(numPendingHeader))
 	}
-	return heldMsgs{first, 1 + pending}, nil
+	return 1 + pending, nil
 }
 
 func (h *History) directSubject() string { return "$JS.API.DIRECT.GET." + h.cfg.Stream }

@@ -164,11 +164,11 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 		gap = info.State.FirstSeq > since.Seq+1
 	}
 	for _, s := range subjects {
-		held, err := h.held(ctx, st, s.name, direct, read)
+		lost, err := h.lostAfter(ctx, st, s.name, direct, since.Seq, gap, read)
 		if err != nil {
 			return Result{}, err
 		}
-		if !complete(since.Seq, held, h.cfg.MaxPerSubject, gap) {
+		if lost {
 			return no(ReasonLimits)
 		}
 	}
@@ -176,56 +176,68 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	return res, nil
 }
 
-// complete reports whether a subject lost none of its messages after
-// since, from what it holds now (its first message and its count, read
-// after the replay read them) and whether the stream's age or bytes limits
-// may have dropped messages after since (gap). A subject that still holds
-// a message at or right after since lost nothing after it (limits drop the
-// oldest first). Otherwise, what it lacks after since may never have been
-// stored, or been dropped by the stream's limits (gap), or by its cap: a
-// cap drop leaves it with max messages, and without gap nothing can bring
-// it below since, so fewer than max says no cap drop happened.
-func complete(since uint64, held heldMsgs, max int64, gap bool) bool {
+// lostAfter reports whether the limits may have dropped messages of subject
+// after since, from what the stream holds of it once the replay read its
+// messages (read) and whether the stream's age or bytes limits may have
+// dropped messages after since (gap). A subject that still holds a message
+// at or right after since lost nothing after it (limits drop the oldest
+// first). Otherwise what it lacks after since may never have been stored,
+// or been dropped by the stream's limits (gap), or by its cap: a cap drop
+// leaves it with the cap's count, and without gap nothing brings it below
+// that again, so an empty subject, or one holding fewer, lost nothing.
+// The count is read only then: counting costs the server a scan.
+func (h *History) lostAfter(ctx context.Context, st jetstream.Stream, subject string, direct bool, since uint64, gap bool, read time.Time) (bool, error) {
+	first, err := h.firstHeld(ctx, st, subject, direct, read)
 	switch {
-	case held.first != 0 && held.first <= since+1:
-		return true
+	case err != nil:
+		return false, err
+	case first != 0 && first <= since+1:
+		return false, nil
 	case gap:
-		return false
-	default:
-		return max <= 0 || held.count < uint64(max)
+		return true, nil
+	case first == 0 || h.cfg.MaxPerSubject <= 0:
+		return false, nil
 	}
+	count, err := h.countHeld(ctx, st, subject, direct)
+	if err != nil {
+		return false, err
+	}
+	return count >= uint64(h.cfg.MaxPerSubject), nil
 }
 
-// held is what the stream holds of subject, read after the moment read.
-// The subjects every connection replays share the read.
-func (h *History) held(ctx context.Context, st jetstream.Stream, subject string, direct bool, read time.Time) (heldMsgs, error) {
-	readHeld := func(ctx context.Context) (heldMsgs, error) {
+// firstHeld is the sequence of the oldest message the stream holds of
+// subject (0: none), read after the moment read. The subjects every
+// connection replays share the read.
+func (h *History) firstHeld(ctx context.Context, st jetstream.Stream, subject string, direct bool, read time.Time) (uint64, error) {
+	first := func(ctx context.Context) (uint64, error) {
 		if direct {
-			return h.heldDirect(ctx, subject)
+			return h.firstDirect(ctx, subject)
 		}
-		return heldConsumerPath(ctx, st, subject)
+		m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, nil
+		case err != nil:
+			return 0, fmt.Errorf("first message of %s: %w", subject, err)
+		}
+		return m.Sequence, nil
 	}
 	if c := h.shared[subject]; c != nil {
-		return c.held.get(ctx, read, readHeld)
+		return c.first.get(ctx, read, first)
 	}
-	return readHeld(ctx)
+	return first(ctx)
 }
 
-// heldConsumerPath is held on a stream of more than one replica, through
-// the JetStream API (the stream's leader answers it).
-func heldConsumerPath(ctx context.Context, st jetstream.Stream, subject string) (heldMsgs, error) {
-	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return heldMsgs{}, nil
-	case err != nil:
-		return heldMsgs{}, fmt.Errorf("first message of %s: %w", subject, err)
+// countHeld is how many messages the stream holds of subject.
+func (h *History) countHeld(ctx context.Context, st jetstream.Stream, subject string, direct bool) (uint64, error) {
+	if direct {
+		return h.countDirect(ctx, subject)
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
-		return heldMsgs{}, fmt.Errorf("messages of %s: %w", subject, err)
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
-	return heldMsgs{m.Sequence, info.State.Subjects[subject]}, nil
+	return info.State.Subjects[subject], nil
 }
 
 // read replays the stored messages of subjects after seq into res, through

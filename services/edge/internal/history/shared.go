@@ -21,12 +21,8 @@ type sharedSubject struct {
 	hi    uint64     //   (none read yet when hi < lo)
 	msgs  []stored   // in sequence order
 
-	held latestRead[heldMsgs] // what the stream holds of the subject, shared
+	first latestRead[uint64] // the sequence of its oldest message held, shared
 }
-
-// heldMsgs is what the stream holds of a subject: the sequence of its
-// oldest message (0: none) and how many.
-type heldMsgs struct{ first, count uint64 }
 
 // sharedKeep is how many messages a shared subject's cache keeps: the
 // stream's per-subject limit, or 10,000 without one.
