@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,75 +17,20 @@ import (
 // JetStream API for the stream's state and to create and delete a consumer:
 // the server answers API requests one queue at a time, and 5,000 replays on
 // one edge timed out there (bench/cmd/recovery, longrun). Now the state
-// read is shared (streamReads) and, on a stream of one replica, the
+// read is shared (latestRead) and, on a stream of one replica, the
 // messages are read with batched direct gets, which the stream serves
 // itself, outside the API queue.
 
-// streamReads shares stream info requests between replays: a replay needs
-// the stream's state as of a moment after it started (after its connection
-// subscribed), and every replay that started before a read was sent shares
-// that read. At most one read is in flight; replays that arrive meanwhile
-// wait for it to end and share the next one.
-type streamReads struct {
-	mu   sync.Mutex
-	last *streamRead // owned by mu: the latest read, maybe still running
-}
-
-// streamRead is one stream info request.
-type streamRead struct {
-	sent time.Time     // when the request was sent
-	done chan struct{} // closed when st and err are set
-	st   jetstream.Stream
-	err  error
-}
-
-// stream returns the stream with its state read after since.
+// stream returns the stream with its state read after since, sharing the
+// read with the replays that need one as recent (see latestRead).
 func (h *History) stream(ctx context.Context, since time.Time) (jetstream.Stream, error) {
-	for {
-		h.reads.mu.Lock()
-		r := h.reads.last
-		switch {
-		case r != nil && !r.sent.Before(since) && !(r.ended() && r.err != nil):
-			h.reads.mu.Unlock()
-			return r.wait(ctx)
-		case r != nil && !r.ended():
-			h.reads.mu.Unlock()
-			if _, err := r.wait(ctx); ctx.Err() != nil {
-				return nil, err
-			}
-			continue // too early for us: share the next one
+	return h.reads.get(ctx, since, func(ctx context.Context) (jetstream.Stream, error) {
+		st, err := h.js.Stream(ctx, h.cfg.Stream)
+		if err != nil {
+			return nil, fmt.Errorf("stream info: %w", err)
 		}
-		r = &streamRead{sent: time.Now(), done: make(chan struct{})}
-		h.reads.last = r
-		h.reads.mu.Unlock()
-		// Its own deadline: others wait for this read, whatever ours is.
-		rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		r.st, r.err = h.js.Stream(rctx, h.cfg.Stream)
-		cancel()
-		if r.err != nil {
-			r.err = fmt.Errorf("stream info: %w", r.err)
-		}
-		close(r.done)
-		return r.st, r.err
-	}
-}
-
-func (r *streamRead) ended() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (r *streamRead) wait(ctx context.Context) (jetstream.Stream, error) {
-	select {
-	case <-r.done:
-		return r.st, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("stream info: %w", ctx.Err())
-	}
+		return st, nil
+	})
 }
 
 // directBatch is how many messages one direct get asks for.
@@ -246,6 +190,38 @@ func (h *History) firstDirect(ctx context.Context, subject string) (uint64, erro
 	}
 	seq, _, err := directReply(subject, m)
 	return seq, err
+}
+
+// countDirect is how many messages the stream holds of subject, read with
+// a direct get of a batch of one from the stream's start, whose end says
+// how many follow.
+func (h *History) countDirect(ctx context.Context, subject string) (uint64, error) {
+	inbox := h.nc.NewRespInbox()
+	sub, err := h.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req, _ := json.Marshal(directGet{Seq: 1, NextFor: subject, Batch: 1})
+	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
+	}
+	m, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
+	}
+	if first, _, err := directReply(subject, m); err != nil || first == 0 {
+		return 0, err
+	}
+	m, err = sub.NextMsgWithContext(ctx) // the batch's end, with how many remain
+	if err != nil {
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
+	}
+	pending, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
+	if m.Header.Get("Status") != "204" || err != nil {
+		return 0, fmt.Errorf("messages of %s: batch end %q, pending %q", subject, m.Header.Get("Status"), m.Header.Get(numPendingHeader))
+	}
+	return 1 + pending, nil
 }
 
 func (h *History) directSubject() string { return "$JS.API.DIRECT.GET." + h.cfg.Stream }

@@ -67,11 +67,13 @@ type History struct {
 	pos   atomic.Pointer[wire.Since] // the stream's epoch and last sequence as last read
 	state atomic.Pointer[error]      // nil when the stream is reachable, else why not
 
-	reads  streamReads    // stream info requests shared by replays
-	shared sharedSubjects // static map: what replays read of all, users and filter
+	reads  latestRead[jetstream.Stream] // stream info requests shared by replays
+	shared sharedSubjects               // static map: what replays read of all, users and filter
 
 	mu      sync.Mutex
 	onEpoch func(epoch string) // owned by mu; told when the epoch changes
+
+	beforeRead func() // tests only (export_test.go): runs as a replay starts reading
 }
 
 // New returns the history of nc's JetStream; call Run to create the stream.

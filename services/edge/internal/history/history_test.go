@@ -270,3 +270,75 @@ func TestRecover_ALongSparseRangeGivesEveryMessageOnceInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRecover_MessagesDroppedWhileReadingAreNotASilentGap: the limits drop
+// messages after since between the replay's read of the stream's state and
+// its read of the messages, by the subject's cap (three more messages of
+// the user) or from the stream's head (a purge, as the age limit drops);
+// the replay answers recovered: false, never true with a gap. Without a
+// drop, the same replay recovers everything. Fails when the limits check
+// trusts the state read before the messages (the stream's first sequence,
+// or the count of the messages read instead of what the subject holds).
+func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
+	for _, drop := range []string{"none", "cap", "head"} {
+		t.Run(drop, func(t *testing.T) {
+			ns := testkit.RunJetStream(t)
+			nc := testkit.Connect(t, ns.ClientURL())
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+				Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 5, MaxBytes: -1, Replicas: 1,
+				Replays: 1, ReplayTimeout: 20 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Ensure(ctx); err != nil {
+				t.Fatal(err)
+			}
+			msg := []byte(`{"action":"m","details":1}`)
+			publish := func(subject string) uint64 {
+				ack, err := js.Publish(ctx, subject, msg)
+				if err != nil {
+					t.Error(err)
+					return 0
+				}
+				return ack.Sequence
+			}
+			publish("ws.send.user.other") // keeps the stream's head before since
+			var seqs []uint64
+			for range 5 {
+				seqs = append(seqs, publish("ws.send.user.u1"))
+			}
+			stream, err := js.Stream(ctx, "WS_HISTORY")
+			if err != nil {
+				t.Fatal(err)
+			}
+			history.SetBeforeRead(h, func() {
+				switch drop {
+				case "cap": // u1 holds 5 at most: its oldest three go, one after since
+					for range 3 {
+						publish("ws.send.user.u1")
+					}
+				case "head":
+					if err := stream.Purge(ctx, jetstream.WithPurgeSequence(seqs[3])); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: seqs[1]}, history.Targets{User: "u1"})
+			if drop == "none" {
+				if !r.Recovery.Recovered || r.Recovery.Count != 3 {
+					t.Fatalf("no drop: %+v (%s), want 3 recovered", r.Recovery, r.Reason)
+				}
+				return
+			}
+			if r.Recovery.Recovered || r.Reason != history.ReasonLimits {
+				t.Fatalf("drop by %s while reading: %+v (reason %q), want recovered false for the limits", drop, r.Recovery, r.Reason)
+			}
+		})
+	}
+}

@@ -132,6 +132,9 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	subjects := t.subjects(h.cfg.Subjects)
 	res := Result{Recovery: wire.Recovery{Epoch: epoch, Recovered: true}, Last: since.Seq}
 	direct := info.Config.Replicas <= 1
+	if h.beforeRead != nil {
+		h.beforeRead()
+	}
 	if since.Seq < state.LastSeq {
 		if direct {
 			err = h.readDirect(ctx, since.Seq, state.LastSeq, subjects, t, &res)
@@ -142,23 +145,30 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 			return Result{}, err
 		}
 	}
-	// Limits drop the oldest messages first (of the stream for age and
-	// bytes, of the subject for the per-subject cap): a subject that still
-	// holds a message at or before since lost nothing after it.
+	// Limits drop the oldest messages first: of the stream for age and
+	// bytes, of the subject for the per-subject cap. They may drop messages
+	// after since while this replay reads, so what the stream holds is
+	// looked at once the messages are read: the stream's first sequence,
+	// then each subject's first message and count.
 	gap := state.FirstSeq > since.Seq+1
-	for _, s := range subjects {
-		if s.first == since.Seq+1 || !gap && s.count < h.cfg.MaxPerSubject {
-			continue
-		}
-		first, err := h.firstOf(ctx, st, s.name, direct)
-		switch {
-		case err != nil:
+	read := time.Now()
+	if !gap && since.Seq < state.LastSeq {
+		now, err := h.stream(ctx, read)
+		if err != nil {
 			return Result{}, err
-		case first == 0:
-			if gap {
-				return no(ReasonLimits) // all of it may have gone
-			}
-		case first > since.Seq+1:
+		}
+		info := now.CachedInfo()
+		if EpochOf(info) != epoch {
+			return no(ReasonEpoch)
+		}
+		gap = info.State.FirstSeq > since.Seq+1
+	}
+	for _, s := range subjects {
+		lost, err := h.lostAfter(ctx, st, s.name, direct, since.Seq, gap, read)
+		if err != nil {
+			return Result{}, err
+		}
+		if lost {
 			return no(ReasonLimits)
 		}
 	}
@@ -166,20 +176,68 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	return res, nil
 }
 
-// firstOf is the sequence of the oldest message stored for subject (0:
-// none).
-func (h *History) firstOf(ctx context.Context, st jetstream.Stream, subject string, direct bool) (uint64, error) {
-	if direct {
-		return h.firstDirect(ctx, subject)
-	}
-	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+// lostAfter reports whether the limits may have dropped messages of subject
+// after since, from what the stream holds of it once the replay read its
+// messages (read) and whether the stream's age or bytes limits may have
+// dropped messages after since (gap). A subject that still holds a message
+// at or right after since lost nothing after it (limits drop the oldest
+// first). Otherwise what it lacks after since may never have been stored,
+// or been dropped by the stream's limits (gap), or by its cap: a cap drop
+// leaves it with the cap's count, and without gap nothing brings it below
+// that again, so an empty subject, or one holding fewer, lost nothing.
+// The count is read only then: counting costs the server a scan.
+func (h *History) lostAfter(ctx context.Context, st jetstream.Stream, subject string, direct bool, since uint64, gap bool, read time.Time) (bool, error) {
+	first, err := h.firstHeld(ctx, st, subject, direct, read)
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
 	case err != nil:
-		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+		return false, err
+	case first != 0 && first <= since+1:
+		return false, nil
+	case gap:
+		return true, nil
+	case first == 0 || h.cfg.MaxPerSubject <= 0:
+		return false, nil
 	}
-	return m.Sequence, nil
+	count, err := h.countHeld(ctx, st, subject, direct)
+	if err != nil {
+		return false, err
+	}
+	return count >= uint64(h.cfg.MaxPerSubject), nil
+}
+
+// firstHeld is the sequence of the oldest message the stream holds of
+// subject (0: none), read after the moment read. The subjects every
+// connection replays share the read.
+func (h *History) firstHeld(ctx context.Context, st jetstream.Stream, subject string, direct bool, read time.Time) (uint64, error) {
+	first := func(ctx context.Context) (uint64, error) {
+		if direct {
+			return h.firstDirect(ctx, subject)
+		}
+		m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, nil
+		case err != nil:
+			return 0, fmt.Errorf("first message of %s: %w", subject, err)
+		}
+		return m.Sequence, nil
+	}
+	if c := h.shared[subject]; c != nil {
+		return c.first.get(ctx, read, first)
+	}
+	return first(ctx)
+}
+
+// countHeld is how many messages the stream holds of subject.
+func (h *History) countHeld(ctx context.Context, st jetstream.Stream, subject string, direct bool) (uint64, error) {
+	if direct {
+		return h.countDirect(ctx, subject)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, fmt.Errorf("messages of %s: %w", subject, err)
+	}
+	return info.State.Subjects[subject], nil
 }
 
 // read replays the stored messages of subjects after seq into res, through

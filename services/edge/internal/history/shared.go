@@ -20,6 +20,8 @@ type sharedSubject struct {
 	lo    uint64     // msgs is every message of the subject with lo <= seq <= hi
 	hi    uint64     //   (none read yet when hi < lo)
 	msgs  []stored   // in sequence order
+
+	first latestRead[uint64] // the sequence of its oldest message held, shared
 }
 
 // sharedKeep is how many messages a shared subject's cache keeps: the
