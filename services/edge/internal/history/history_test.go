@@ -210,7 +210,9 @@ func TestRecover_ALongSparseRangeGivesEveryMessageOnceInOrder(t *testing.T) {
 	if err := h.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(nc)
+	// Room for every publish below in flight: the default (4,000) stalls a
+	// publisher that a loaded machine's server acknowledges slowly.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<14))
 	if err != nil {
 		t.Fatal(err)
 	}
