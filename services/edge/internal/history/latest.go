@@ -42,11 +42,14 @@ func (l *latestRead[T]) get(ctx context.Context, since time.Time, read func(cont
 			return r.wait(ctx)
 		case r != nil && !r.ended():
 			l.mu.Unlock()
-			if _, err := r.wait(ctx); ctx.Err() != nil {
+			_, _ = r.wait(ctx) // too early for us: share the next one
+			if ctx.Err() != nil {
+				// Even if the read ended well just before: its value is
+				// not for us, and there is no time left for the next.
 				var zero T
-				return zero, err
+				return zero, fmt.Errorf("shared read: %w", ctx.Err())
 			}
-			continue // too early for us: share the next one
+			continue
 		}
 		r = &oneRead[T]{sent: time.Now(), done: make(chan struct{})}
 		l.last = r
