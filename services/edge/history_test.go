@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -536,4 +540,55 @@ func TestHistory_ReconnectStormIsQueued(t *testing.T) {
 		}
 		checkExactlyOnceInOrder(t, readNumbered(t, c, 3), []string{"user"}, 1, 3)
 	}
+}
+
+// TestHistory_ARecoveryHoldsNoAuthenticationSlot: the authentication
+// budget bounds authentications, not the recoveries after them. With one
+// authentication slot and no queue, a client stuck in its recovery (it
+// does not read a replay larger than its socket's buffers) keeps no other
+// client from authenticating: the next one gets ok and its recovery, not
+// 503 and 1013 as when a recovering connection kept its slot.
+func TestHistory_ARecoveryHoldsNoAuthenticationSlot(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1", "EDGE_AUTH_CONCURRENCY", "1", "EDGE_AUTH_QUEUE", "0"))
+	first := e.dial(t, map[string]any{"sub": "first"})
+	epoch := expectRecovery(t, first).Epoch
+
+	// 16 MiB of replay to a client with a 4 KiB receive buffer: more than
+	// its socket and the edge's hold.
+	big := strings.Repeat("x", 512<<10)
+	for range 32 {
+		if _, err := js.Publish(context.Background(), "ws.send.user.stuck", []byte(`{"action":"m","details":"`+big+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	d := websocket.Dialer{NetDialContext: small.DialContext}
+	replays := e.metricSum(t, "wsgate_edge_history_replays_total")
+	stuck, resp, err := d.Dial(e.URL+"?since="+epoch+":0", bearer(token(t, map[string]any{"sub": "stuck"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	defer stuck.Close()
+	// Its replay has been read (the counter counts it before it is sent)
+	// and is being written to a socket nobody reads.
+	edgetest.Eventually(t, "the stuck client's replay read", func() bool {
+		return e.metricSum(t, "wsgate_edge_history_replays_total") == replays+1
+	})
+
+	next := e.dial(t, map[string]any{"sub": "next"})
+	if r := expectRecovery(t, next); r.Epoch != epoch {
+		t.Fatalf("next client's recovery: %+v", r)
+	}
+	publish(t, nc, "ws.send.user.next", `{"action":"live"}`)
+	next.Expect("live")
 }

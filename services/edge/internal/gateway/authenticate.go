@@ -35,8 +35,7 @@ func (s *session) onAuthentication(f wire.ClientFrame) {
 		if !s.acquireAuth() {
 			return
 		}
-		defer s.g.auths.release()
-		s.admit(&auth.Identity{Groups: []string{}, Language: s.language("")})
+		s.admitAndRecover(&auth.Identity{Groups: []string{}, Language: s.language("")})
 	case current == nil:
 		s.authenticate(token)
 	case token == "":
@@ -72,25 +71,40 @@ func (s *session) authenticate(token string) {
 	if !s.acquireAuth() {
 		return
 	}
-	defer s.g.auths.release()
 	id, err := s.identify(token)
 	if err != nil {
+		s.g.auths.release()
 		s.refuse(err)
 		return
 	}
-	id = s.localized(id)
-	s.admit(id)
+	s.admitAndRecover(s.localized(id))
+}
+
+// admitAndRecover admits the connection with the authentication slot its
+// caller took, gives the slot back, then recovers what the connection
+// missed. A recovery waits for a budget of its own (EDGE_HISTORY_REPLAYS,
+// up to EDGE_HISTORY_REPLAY_TIMEOUT): holding an authentication slot
+// meanwhile filled the authentication queue in a reconnect storm, and the
+// edge turned away with 1013 the very clients it was recovering.
+func (s *session) admitAndRecover(id *auth.Identity) {
+	recovering, start := s.admit(id)
+	s.g.auths.release()
+	if recovering {
+		s.recover(id, start)
+	}
 }
 
 // admit makes the connection authenticated. The ok frame and the lifecycle
 // event follow the NATS server's confirmation of the subscriptions (DESIGN §4).
-func (s *session) admit(id *auth.Identity) {
+// It reports whether the connection is to recover next, and from where it
+// starts when nothing is recovered.
+func (s *session) admit(id *auth.Identity) (recovering bool, start wire.Since) {
 	ctx, cancel := context.WithTimeout(context.Background(), authPublishTimeout)
 	defer cancel()
 	// With history, the first authentication is followed by a recovery:
 	// live stored messages wait for it from the moment they can arrive.
-	recovering := s.g.cfg.History != nil && s.c.Identity() == nil
-	var start wire.Since // read before the subscriptions: see History.Position
+	recovering = s.g.cfg.History != nil && s.c.Identity() == nil
+	// start is read before the subscriptions: see History.Position.
 	if recovering {
 		start = s.g.cfg.History.Position()
 		s.c.BeginRecovery()
@@ -100,13 +114,13 @@ func (s *session) admit(id *auth.Identity) {
 		s.g.cfg.Stats.AuthFailed("user_limit")
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeTooManyRequests, "too many connections for this user"))
 		s.close(wire.CloseTryLater, "too many connections for this user")
-		return
+		return false, wire.Since{}
 	}
 	if err != nil {
 		s.g.cfg.Logger.Error("authenticate connection", "conn", s.c.Connection, "user", id.User, "err", err)
 		s.send(wire.ErrorFrame(wire.ErrorAction(wire.ActionAuthentication), wire.CodeUnavailable, "messaging is unavailable, try again later"))
 		s.close(wire.CloseTryLater, "messaging is unavailable")
-		return
+		return false, wire.Since{}
 	}
 	// The record comes first: a connection told it is live leaves
 	// presence with a Client/disconnection, even if this edge dies now.
@@ -115,9 +129,7 @@ func (s *session) admit(id *auth.Identity) {
 	}
 	s.send(okFrame)
 	s.publishEvent(wire.ActionAuthentication, nil, eventAuthentication)
-	if recovering {
-		s.recover(id, start)
-	}
+	return recovering, start
 }
 
 // renew replaces the identity of a live connection with a fresh token's,
