@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +80,46 @@ func (u *user) since() string {
 	return u.epoch + ":" + strconv.FormatUint(u.seq, 10)
 }
 
+// counter counts events by name, from any goroutine.
+type counter struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (t *counter) add(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == nil {
+		t.n = map[string]int64{}
+	}
+	t.n[name]++
+}
+
+// rows are the counter's names and counts as table rows, most frequent first.
+func (t *counter) rows(prefix string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names := make([]string, 0, len(t.n))
+	for name := range t.n {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(t.n[b], t.n[a]), cmp.Compare(a, b)) })
+	var b strings.Builder
+	for _, name := range names {
+		fmt.Fprintf(&b, "| %s%s | %d |\n", prefix, name, t.n[name])
+	}
+	return b.String()
+}
+
+// endOf names how a socket ended: the close code and reason the edge sent,
+// or that it ended without a close frame (a reset, a kill, our own drop).
+func endOf(err error) string {
+	if ce, ok := errors.AsType[*websocket.CloseError](err); ok {
+		return fmt.Sprintf("close %d %q", ce.Code, ce.Text)
+	}
+	return "no close frame"
+}
+
 // metrics are what the connections of a scenario count, from any reader.
 type metrics struct {
 	live        atomic.Pointer[hist.Hist] // publish to receipt of live messages, µs
@@ -95,6 +138,7 @@ type metrics struct {
 	seqBack      atomic.Int64 // stored messages whose seq did not increase on a connection
 	errFrames    atomic.Int64 // error frames (Client/error, …:error, Server/close)
 	dialErrors   atomic.Int64 // failed dials (the edge was down, say)
+	ends         counter      // how sockets ended (close code, or no close frame)
 
 	lastCaught atomic.Int64 // unix ns of the last recovery that caught up
 }
@@ -153,6 +197,7 @@ func (u *user) read(ws *websocket.Conn, m *metrics) {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
 			u.live.Store(false)
+			m.ends.add(endOf(err))
 			return
 		}
 		now := time.Now()

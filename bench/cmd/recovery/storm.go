@@ -168,7 +168,9 @@ func storm(ctx context.Context, e env, c stormConfig) (stormResult, error) {
 	b.WriteString("\n| delivery | count |\n|---|---:|\n")
 	fmt.Fprintf(&b, "| reconnections with since | %d |\n| recovered: true | %d |\n| recovered: false | %d |\n| caught up | %d |\n", m.reconnects.Load(), m.recovered.Load(), res.notRecovered, res.caught)
 	fmt.Fprintf(&b, "| messages replayed | %d |\n| numbers expected (users + bystanders) | %d |\n| received (distinct) | %d |\n", m.replayed.Load(), t.expected+tb.expected, t.received+tb.received)
-	fmt.Fprintf(&b, "| lost | %d |\n| duplicated | %d |\n| out of order (or seq not increasing) | %d |\n\n", res.lost, res.dups, res.outOfOrder)
+	fmt.Fprintf(&b, "| lost | %d |\n| duplicated | %d |\n| out of order (or seq not increasing) | %d |\n", res.lost, res.dups, res.outOfOrder)
+	b.WriteString(m.ends.rows("storm clients' sockets ended: "))
+	b.WriteString("\n")
 	res.section = b.String()
 	return res, v.err("storm")
 }
