@@ -21,7 +21,28 @@ type sharedSubject struct {
 	hi    uint64     //   (none read yet when hi < lo)
 	msgs  []stored   // in sequence order
 
+	// The largest end of a range a replay of epoch asked for. Each end is a
+	// last sequence the stream reported before the replay asked, so a read
+	// sent later finds every message of the subject up to it stored: the
+	// replay that reads extends the cache that far, and those that queued
+	// behind it find their range read.
+	askedMu    sync.Mutex
+	askedEpoch string
+	asked      uint64
+
 	first latestRead[uint64] // the sequence of its oldest message held, shared
+}
+
+// ask records that a replay of epoch needs the subject up to to, and
+// returns the furthest any replay of epoch needs it.
+func (c *sharedSubject) ask(epoch string, to uint64) uint64 {
+	c.askedMu.Lock()
+	defer c.askedMu.Unlock()
+	if c.askedEpoch != epoch {
+		c.askedEpoch, c.asked = epoch, 0
+	}
+	c.asked = max(c.asked, to)
+	return c.asked
 }
 
 // sharedKeep is how many messages a shared subject's cache keeps: the
@@ -48,6 +69,7 @@ func newSharedSubjects(names ...string) sharedSubjects {
 // from the stream only what the cache does not hold. keep bounds the cache
 // to that many messages.
 func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscription, inbox string, s *subject, epoch string, from, to uint64, keep int64, msgs *[]stored) error {
+	c.ask(epoch, to)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.epoch != epoch || c.hi < c.lo || from > c.hi+1 {
@@ -64,12 +86,16 @@ func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscrip
 		c.lo = from
 	}
 	if to > c.hi {
+		// Read for the replays waiting behind this one too: in a storm the
+		// stream's last sequence moves between any two of them, and a read
+		// for each one's end would make them read one after another.
+		upTo := max(to, c.ask(epoch, to))
 		var got []stored
-		if err := h.readSubject(ctx, sub, inbox, s, c.hi+1, to, &got); err != nil {
+		if err := h.readSubject(ctx, sub, inbox, s, c.hi+1, upTo, &got); err != nil {
 			return err
 		}
 		c.msgs = append(c.msgs, got...)
-		c.hi = to
+		c.hi = upTo
 	}
 	// The stream holds at most keep messages of the subject: older ones
 	// cached are gone there too (a replay that needs them finds so).
