@@ -271,6 +271,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_ADDR" (printf ":%d" (int $e.port)) }}
 {{- $_ := set $env "EDGE_PATH" $e.path }}
 {{- $_ := set $env "EDGE_HISTORY_REPLAYS" (toString (int .Values.history.replays)) }}
+{{- $_ := set $env "EDGE_HISTORY_REPLAY_WAIT" .Values.history.replayWait }}
 {{- $_ := set $env "EDGE_HISTORY_REPLAY_TIMEOUT" .Values.history.replayTimeout }}
 {{- with $e.allowedOrigins }}{{ $_ := set $env "EDGE_ALLOWED_ORIGINS" (join "," .) }}{{ end }}
 {{- $_ := set $env "EDGE_ALLOW_ANONYMOUS" (toString $e.allowAnonymous) }}

@@ -85,7 +85,8 @@ type History struct {
 	MaxBytes      int64         `envconfig:"WS_HISTORY_MAX_BYTES" default:"268435456" desc:"byte cap of the history stream (-1 = none); the oldest messages go first"`
 	Replicas      int           `envconfig:"WS_HISTORY_REPLICAS" default:"1" desc:"replicas of the history stream (3 on a NATS cluster)"`
 	Replays       int           `envconfig:"EDGE_HISTORY_REPLAYS" default:"32" desc:"recoveries one edge runs at once; the others wait for a slot"`
-	ReplayTimeout time.Duration `envconfig:"EDGE_HISTORY_REPLAY_TIMEOUT" default:"10s" desc:"a recovery that waited and ran this long answers recovered:false and goes live"`
+	ReplayWait    time.Duration `envconfig:"EDGE_HISTORY_REPLAY_WAIT" default:"30s" desc:"a recovery waits this long at most for one of EDGE_HISTORY_REPLAYS; past it, it answers recovered:false and goes live"`
+	ReplayTimeout time.Duration `envconfig:"EDGE_HISTORY_REPLAY_TIMEOUT" default:"10s" desc:"a recovery that has read the stream this long (once it has a slot) answers recovered:false and goes live"`
 }
 
 // On reports whether history is on.
@@ -268,6 +269,7 @@ func (h History) check() error {
 		{"WS_HISTORY_MAX_BYTES", h.MaxBytes > 0 || h.MaxBytes == -1},
 		{"WS_HISTORY_REPLICAS", h.Replicas >= 1 && h.Replicas <= 5},
 		{"EDGE_HISTORY_REPLAYS", h.Replays > 0},
+		{"EDGE_HISTORY_REPLAY_WAIT", h.ReplayWait > 0},
 		{"EDGE_HISTORY_REPLAY_TIMEOUT", h.ReplayTimeout > 0},
 	} {
 		if !p.ok {

@@ -45,8 +45,10 @@ type Config struct {
 	MaxBytes      int64 // -1: no byte cap
 	Replicas      int
 	// Replays is how many replays run at once on this edge; the others
-	// wait for a slot, at most ReplayTimeout with their own replay.
+	// wait for a slot, at most ReplayWait (0: ReplayTimeout). A replay
+	// then runs at most ReplayTimeout.
 	Replays       int
+	ReplayWait    time.Duration
 	ReplayTimeout time.Duration
 	Logger        *slog.Logger
 	Meter         metric.Meter // nil: no metrics

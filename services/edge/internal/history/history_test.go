@@ -344,3 +344,65 @@ func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
 		})
 	}
 }
+
+// TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout: the wait
+// for a replay slot (ReplayWait) and the replay (ReplayTimeout) have
+// budgets of their own. With one slot, four replays each held 500 ms
+// and a timeout of 1.2 s, the last waits 1.5 s for its slot and still
+// recovers; only past ReplayWait does a replay give up waiting.
+func TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1,
+		Replays: 1, ReplayWait: 5 * time.Second, ReplayTimeout: 1200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	history.SetBeforeRead(h, func() { time.Sleep(500 * time.Millisecond) })
+	since := wire.Since{Epoch: h.Epoch(), Seq: 0}
+	results := make([]history.Result, 4)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() { results[i] = h.Recover(ctx, &since, history.Targets{User: "u1"}) })
+	}
+	wg.Wait()
+	for i, r := range results {
+		if !r.Recovery.Recovered || r.Recovery.Count != 1 {
+			t.Fatalf("replay %d: %+v (%s)", i, r.Recovery, r.Reason)
+		}
+	}
+
+	// Past ReplayWait: a replay that finds the only slot taken too long.
+	h2, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1,
+		Replays: 1, ReplayWait: 200 * time.Millisecond, ReplayTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reading := make(chan struct{}, 1)
+	history.SetBeforeRead(h2, func() {
+		reading <- struct{}{}
+		time.Sleep(time.Second)
+	})
+	first := make(chan history.Result)
+	go func() { first <- h2.Recover(ctx, &since, history.Targets{User: "u1"}) }()
+	<-reading // the first has the slot
+	if r := h2.Recover(ctx, &since, history.Targets{User: "u1"}); r.Recovery.Recovered || r.Reason != history.ReasonUnavailable {
+		t.Fatalf("a replay past its wait: %+v (%s), want unavailable", r.Recovery, r.Reason)
+	}
+	if r := <-first; !r.Recovery.Recovered {
+		t.Fatalf("the replay that had the slot: %+v (%s)", r.Recovery, r.Reason)
+	}
+}

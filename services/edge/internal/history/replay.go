@@ -53,20 +53,31 @@ type Result struct {
 // announces the epoch. With since it replays, in order, every stored
 // message for targets after since.Seq, or says recovered:false when that
 // cannot be complete. It waits for a replay slot (Config.Replays) at most
-// Config.ReplayTimeout, which also bounds the replay itself.
+// Config.ReplayWait, then replays for at most Config.ReplayTimeout.
 func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Result {
 	if since == nil {
 		return Result{Recovery: wire.Recovery{Epoch: h.Epoch()}, Reason: ReasonNone}
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
-	defer cancel()
+	// Waiting for a slot is the edge's own queue, not the stream's health:
+	// it has a budget of its own, so that a replay that waited long in a
+	// reconnect storm still has its whole ReplayTimeout to read.
+	wait := h.cfg.ReplayWait
+	if wait <= 0 {
+		wait = h.cfg.ReplayTimeout
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case h.slots <- struct{}{}:
 		defer func() { <-h.slots }()
-	case <-ctx.Done():
+	case <-timer.C:
 		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), errors.New("no replay slot in time"))
+	case <-ctx.Done():
+		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), fmt.Errorf("waiting for a replay slot: %w", ctx.Err()))
 	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
+	defer cancel()
 	res, err := h.replay(ctx, *since, t, start)
 	for err != nil && ctx.Err() == nil {
 		// The stream could not be read (its leader moving, say): try again
