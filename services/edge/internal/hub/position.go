@@ -44,6 +44,17 @@ func (c *Client) BeginRecovery() {
 	p.mu.Unlock()
 }
 
+// Recovering reports whether the client's recovery runs.
+func (c *Client) Recovering() bool {
+	p := c.pos.Load()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.recovering
+}
+
 // EndRecovery queues the held messages that come after last (the
 // recovery's last replayed sequence, or 0), in order, and turns the client
 // live. It reports false when too many arrived meanwhile: the connection

@@ -317,9 +317,12 @@ func (h *Hub) expire(e expired, now time.Time) {
 	}
 }
 
-// visit drops c if it has been silent too long, or pings it through b.
+// visit drops c if it has been silent too long, or pings it through b. A
+// recovering client is only pinged: its recovery runs on its reader, which
+// reads nothing meanwhile (pongs included), and has bounds of its own
+// (EDGE_HISTORY_REPLAY_WAIT and _TIMEOUT, then the replay's write timeout).
 func (h *Hub) visit(c *Client, now time.Time, deadAfter time.Duration, b *wsconn.Batch) {
-	if now.Sub(c.Conn.LastSeen()) > deadAfter {
+	if now.Sub(c.Conn.LastSeen()) > deadAfter && !c.Recovering() {
 		h.cfg.Stats.DeadPeer()
 		c.Conn.Abort()
 		return

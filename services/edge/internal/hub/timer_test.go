@@ -242,3 +242,30 @@ func TestTick_PingChunksOnlyWhileDeliveriesFlow(t *testing.T) {
 		}
 	}
 }
+
+// TestVisit_ARecoveringClientIsPingedNotDroppedAsSilent: a connection's
+// recovery runs on its reader, which reads no pong meanwhile, so silence
+// during a recovery (up to EDGE_HISTORY_REPLAY_WAIT and _TIMEOUT, longer
+// than two ping intervals) says nothing of the peer: the client is pinged.
+// Live again and still silent, it is dropped.
+func TestVisit_ARecoveringClientIsPingedNotDroppedAsSilent(t *testing.T) {
+	h := New(nil, Config{PingInterval: 20 * time.Second, AuthTimeout: 10 * time.Second})
+	clients, seen := pipeClients(t, h, 1)
+	c := clients[0]
+	later := time.Now().Add(time.Hour) // silent for an hour
+	c.BeginRecovery()
+	var pings wsconn.Batch
+	h.visit(c, later, time.Minute, &pings)
+	if pings.Len() != 1 {
+		t.Fatal("a recovering client was dropped as silent, want a ping")
+	}
+	pings.Flush()
+	if f := <-seen[0]; f.op != 0x9 {
+		t.Fatalf("peer got opcode %#x, want a ping", f.op)
+	}
+	c.EndRecovery(0)
+	h.visit(c, later, time.Minute, &pings)
+	if pings.Len() != 0 {
+		t.Fatal("a silent live client was pinged, want it dropped")
+	}
+}
