@@ -406,3 +406,75 @@ func TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout(t *testing.T) 
 		t.Fatalf("the replay that had the slot: %+v (%s)", r.Recovery, r.Reason)
 	}
 }
+
+// TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached: without a
+// gap in the stream, only the per-subject cap drops messages after since,
+// and it leaves a subject holding the cap's count. A replay that read
+// fewer than the cap, with fewer than the cap stored since, asks the
+// stream nothing more about its subjects: no first-message lookup (a scan
+// of the stream's blocks for the server) after reading. A since at the
+// stream's last sequence reads nothing at all.
+func TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
+		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 100, MaxBytes: -1, Replicas: 1,
+		Replays: 4, ReplayTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for range 5 {
+		m, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ack struct {
+			Seq uint64 `json:"seq"`
+		}
+		_ = json.Unmarshal(m.Data, &ack)
+		last = ack.Seq
+	}
+	spy := testkit.Connect(t, ns.ClientURL())
+	var lookups, gets atomic.Int64
+	if _, err := spy.Subscribe("$JS.API.DIRECT.GET.WS_HISTORY", func(m *nats.Msg) {
+		gets.Add(1)
+		var req struct {
+			Seq uint64 `json:"seq"`
+		}
+		if json.Unmarshal(m.Data, &req) == nil && req.Seq == 1 {
+			lookups.Add(1) // from the stream's start: a first message or a count
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: 2}, history.Targets{User: "u1", Groups: []string{"g"}})
+	if !r.Recovery.Recovered || r.Recovery.Count != 3 {
+		t.Fatalf("%+v (%s), want 3 recovered", r.Recovery, r.Reason)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := lookups.Load(); n != 0 {
+		t.Errorf("%d lookups from the stream's start after a replay of 3 under a cap of 100, want none", n)
+	}
+	before := gets.Load()
+	r = h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: last}, history.Targets{User: "u1"})
+	if !r.Recovery.Recovered || r.Recovery.Count != 0 {
+		t.Fatalf("%+v (%s), want 0 recovered", r.Recovery, r.Reason)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := gets.Load() - before; n != 0 {
+		t.Errorf("%d direct gets for a since at the stream's last sequence, want none", n)
+	}
+}

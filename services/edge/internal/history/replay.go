@@ -140,8 +140,13 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	case since.Seq > state.LastSeq:
 		return no(ReasonAhead)
 	}
-	subjects := t.subjects(h.cfg.Subjects)
 	res := Result{Recovery: wire.Recovery{Epoch: epoch, Recovered: true}, Last: since.Seq}
+	if since.Seq == state.LastSeq {
+		// Nothing after since was stored before the connection subscribed:
+		// everything after it comes live, and nothing can have been lost.
+		return res, nil
+	}
+	subjects := t.subjects(h.cfg.Subjects)
 	direct := info.Config.Replicas <= 1
 	if h.beforeRead != nil {
 		h.beforeRead()
@@ -163,7 +168,8 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 	// then each subject's first message and count.
 	gap := state.FirstSeq > since.Seq+1
 	read := time.Now()
-	if !gap && since.Seq < state.LastSeq {
+	var newer uint64 // messages stored since the replay's start, at most
+	if !gap {
 		now, err := h.stream(ctx, read)
 		if err != nil {
 			return Result{}, err
@@ -173,8 +179,17 @@ func (h *History) replay(ctx context.Context, since wire.Since, t Targets, start
 			return no(ReasonEpoch)
 		}
 		gap = info.State.FirstSeq > since.Seq+1
+		newer = info.State.LastSeq - min(info.State.LastSeq, state.LastSeq)
 	}
 	for _, s := range subjects {
+		if !gap && (h.cfg.MaxPerSubject <= 0 || uint64(s.count)+newer < uint64(h.cfg.MaxPerSubject)) {
+			// Without a gap only the per-subject cap drops messages after
+			// since, and a drop leaves the subject holding the cap's count,
+			// all after since: those up to the replay's start it read
+			// (s.count), the others came after it (newer at most). Fewer
+			// than the cap in all: nothing of s was lost, no need to ask.
+			continue
+		}
 		lost, err := h.lostAfter(ctx, st, s.name, direct, since.Seq, gap, read)
 		if err != nil {
 			return Result{}, err
