@@ -29,7 +29,7 @@ type session struct {
 	g              *Gateway
 	c              *hub.Client
 	r              *wsconn.Reader
-	nc             net.Conn
+	sock           net.Conn
 	acceptLanguage string
 	callout        *wire.CalloutRequest // the upgrade's credentials, when a callout is configured
 	msgSeq         uint64
@@ -42,10 +42,7 @@ type session struct {
 	since    *wire.Since // the position to recover from (history on), from the upgrade or the first authentication
 	sinceBad bool        // a since was given but malformed
 
-	tokens      float64   // rate limiter bucket
-	lastRefill  time.Time // rate limiter clock
-	drops       int       // frames dropped by the limiter in the current window
-	dropsWindow time.Time // start of that window
+	limit limiter // the frames it may send (EDGE_RATE_LIMIT, EDGE_RATE_BURST)
 
 	unacked atomic.Int32 // reliable frames waiting for the inbound stream (reliable.go)
 }
@@ -54,18 +51,15 @@ type session struct {
 // the edge stops reading it and tears it down.
 const maxIgnoredAfterClose = 64
 
-// rateWindow is how long dropped frames count towards closing with 4429.
-const rateWindow = 10 * time.Second
-
-func (g *Gateway) newSession(nc net.Conn, r *http.Request) (*session, error) {
-	rd, err := wsconn.NewReader(nc, int(g.cfg.MaxMessageBytes))
+func (g *Gateway) newSession(sock net.Conn, r *http.Request) (*session, error) {
+	rd, err := wsconn.NewReader(sock, int(g.cfg.MaxMessageBytes))
 	if err != nil {
 		return nil, err
 	}
-	s := &session{g: g, r: rd, nc: nc, acceptLanguage: r.Header.Get("Accept-Language"), tokens: float64(g.cfg.RateBurst), lastRefill: time.Now()}
+	s := &session{g: g, r: rd, sock: sock, acceptLanguage: r.Header.Get("Accept-Language"), limit: newLimiter(g.cfg.RateBurst)}
 	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
 	var conn *wsconn.Conn
-	conn = wsconn.New(nc, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
+	conn = wsconn.New(sock, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
 		// The writer failed, or finished with a close frame: the reader
 		// finds out through the end of input, or the hub's timer aborts
 		// the connection when the peer does not answer in time.
@@ -75,7 +69,7 @@ func (g *Gateway) newSession(nc net.Conn, r *http.Request) (*session, error) {
 			conn.Abort()
 		}
 	})
-	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(nc.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
+	s.c = hub.NewClient(conn, g.cfg.EdgeID, id, wsconn.RemoteIP(sock.RemoteAddr()), r.UserAgent(), r.Header.Get("Origin"))
 	if g.cfg.Callout != nil {
 		s.callout = calloutRequest(g.cfg.EdgeID, r)
 	}
@@ -244,7 +238,7 @@ func (s *session) finish(code int) {
 	// after Wait has begun.
 	conn.Abort()
 	conn.Wait()
-	_ = s.nc.Close()
+	_ = s.sock.Close()
 	g.cfg.Stats.Closed(code)
 	if id := s.c.Identity(); id != nil {
 		details, _ := json.Marshal(map[string]int{"code": code})
@@ -286,30 +280,21 @@ func (s *session) handle(data []byte) {
 	}
 }
 
-// allow applies the per-connection token bucket. The first frame over the
+// allow applies the connection's rate limit. The first frame over the
 // limit gets Client/error 429; a client that keeps going is closed 4429.
 func (s *session) allow() bool {
-	rate := s.g.cfg.RateLimit
-	if rate <= 0 {
+	if s.g.cfg.RateLimit <= 0 {
 		return true
 	}
-	now := time.Now()
-	burst := float64(s.g.cfg.RateBurst)
-	s.tokens = min(burst, s.tokens+now.Sub(s.lastRefill).Seconds()*rate)
-	s.lastRefill = now
-	if s.tokens >= 1 {
-		s.tokens--
+	ok, dropped := s.limit.take(time.Now(), s.g.cfg.RateLimit, s.g.cfg.RateBurst)
+	if ok {
 		return true
 	}
-	if now.Sub(s.dropsWindow) > rateWindow {
-		s.dropsWindow, s.drops = now, 0
-	}
-	s.drops++
 	s.g.cfg.Stats.RateLimited()
 	switch {
-	case s.drops == 1:
+	case dropped == 1:
 		s.clientError(wire.CodeTooManyRequests, "rate limit exceeded: frames are being dropped")
-	case s.drops > s.g.cfg.RateBurst:
+	case dropped > s.g.cfg.RateBurst:
 		s.close(wire.CloseRateLimited, "rate limit exceeded")
 	}
 	return false
