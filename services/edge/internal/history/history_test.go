@@ -1,6 +1,7 @@
 package history_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"strconv"
@@ -59,6 +60,46 @@ func TestEnsure_EdgesStartingTogetherAllSucceed(t *testing.T) {
 	}
 }
 
+// ensured is a History of the stream WS_HISTORY on nc, with cfg's settings
+// (memory storage, no byte cap, MaxAge a minute and one replica unless cfg
+// says), its stream made.
+func ensured(t *testing.T, nc *nats.Conn, cfg history.Config) *history.History {
+	t.Helper()
+	cfg.Stream, cfg.Subjects = "WS_HISTORY", wire.NewSubjects("")
+	cfg.Storage = cmp.Or(cfg.Storage, history.StorageMemory)
+	cfg.MaxAge = cmp.Or(cfg.MaxAge, time.Minute)
+	cfg.MaxBytes = cmp.Or(cfg.MaxBytes, -1)
+	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
+	h, err := history.New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// recoverAtOnce runs n recoveries of user u1 from the stream's start at
+// once, and checks that each recovered count messages.
+func recoverAtOnce(ctx context.Context, t *testing.T, h *history.History, n, count int) {
+	t.Helper()
+	since := wire.Since{Epoch: h.Epoch(), Seq: 0}
+	results := make([]history.Result, n)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() { results[i] = h.Recover(ctx, &since, history.Targets{User: "u1"}) })
+	}
+	wg.Wait()
+	for i, r := range results {
+		if !r.Recovery.Recovered || r.Recovery.Count != count {
+			t.Fatalf("replay %d: %+v (%s), want %d recovered", i, r.Recovery, r.Reason, count)
+		}
+	}
+}
+
 // TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer: a burst of
 // recoveries at once asks the JetStream API for the stream's state a few
 // times, not once each, and on a stream of one replica reads with direct
@@ -68,17 +109,9 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 	ns := testkit.RunJetStream(t)
 	nc := testkit.Connect(t, ns.ClientURL())
 	const replays = 100
-	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1,
-		Replays: replays, ReplayTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := ensured(t, nc, history.Config{MaxPerSubject: 10, Replays: replays, ReplayTimeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := h.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for range 3 {
 		if _, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
 			t.Fatal(err)
@@ -106,18 +139,7 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	since := wire.Since{Epoch: h.Epoch(), Seq: 0}
-	results := make([]history.Result, replays)
-	var wg sync.WaitGroup
-	for i := range results {
-		wg.Go(func() { results[i] = h.Recover(ctx, &since, history.Targets{User: "u1"}) })
-	}
-	wg.Wait()
-	for i, r := range results {
-		if !r.Recovery.Recovered || r.Recovery.Count != 3 {
-			t.Fatalf("replay %d: %+v (%s)", i, r.Recovery, r.Reason)
-		}
-	}
+	recoverAtOnce(ctx, t, h, replays, 3)
 	if err := spy.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -138,17 +160,9 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 func TestRecover_SharedSubjectsGiveEachReplayExactlyItsRange(t *testing.T) {
 	ns := testkit.RunJetStream(t)
 	nc := testkit.Connect(t, ns.ClientURL())
-	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 5, MaxBytes: -1, Replicas: 1,
-		Replays: 1, ReplayTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := ensured(t, nc, history.Config{MaxPerSubject: 5, Replays: 1, ReplayTimeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := h.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var seqs []uint64 // of the messages to all, by number - 1
 	publish := func(subject string, n int) {
 		for range n {
@@ -199,17 +213,9 @@ func TestRecover_SharedSubjectsGiveEachReplayExactlyItsRange(t *testing.T) {
 func TestRecover_ALongSparseRangeGivesEveryMessageOnceInOrder(t *testing.T) {
 	ns := testkit.RunJetStream(t)
 	nc := testkit.Connect(t, ns.ClientURL())
-	h, err := history.New(nc, history.Config{Storage: history.StorageFile, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 1000, MaxBytes: -1, Replicas: 1,
-		Replays: 1, ReplayTimeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := ensured(t, nc, history.Config{Storage: history.StorageFile, MaxPerSubject: 1000, Replays: 1, ReplayTimeout: 20 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := h.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// Room for every publish below in flight: the default (4,000) stalls a
 	// publisher that a loaded machine's server acknowledges slowly.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<14))
@@ -292,15 +298,7 @@ func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
-				Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 5, MaxBytes: -1, Replicas: 1,
-				Replays: 1, ReplayTimeout: 20 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := h.Ensure(ctx); err != nil {
-				t.Fatal(err)
-			}
+			h := ensured(t, nc, history.Config{MaxPerSubject: 5, Replays: 1, ReplayTimeout: 20 * time.Second})
 			msg := []byte(`{"action":"m","details":1}`)
 			publish := func(subject string) uint64 {
 				ack, err := js.Publish(ctx, subject, msg)
@@ -353,44 +351,18 @@ func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
 func TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout(t *testing.T) {
 	ns := testkit.RunJetStream(t)
 	nc := testkit.Connect(t, ns.ClientURL())
-	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1,
-		Replays: 1, ReplayWait: 5 * time.Second, ReplayTimeout: 1200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := ensured(t, nc, history.Config{MaxPerSubject: 10, Replays: 1, ReplayWait: 5 * time.Second, ReplayTimeout: 1200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := h.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	history.SetBeforeRead(h, func() { time.Sleep(500 * time.Millisecond) })
+	recoverAtOnce(ctx, t, h, 4, 1)
 	since := wire.Since{Epoch: h.Epoch(), Seq: 0}
-	results := make([]history.Result, 4)
-	var wg sync.WaitGroup
-	for i := range results {
-		wg.Go(func() { results[i] = h.Recover(ctx, &since, history.Targets{User: "u1"}) })
-	}
-	wg.Wait()
-	for i, r := range results {
-		if !r.Recovery.Recovered || r.Recovery.Count != 1 {
-			t.Fatalf("replay %d: %+v (%s)", i, r.Recovery, r.Reason)
-		}
-	}
 
 	// Past ReplayWait: a replay that finds the only slot taken too long.
-	h2, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 10, MaxBytes: -1, Replicas: 1,
-		Replays: 1, ReplayWait: 200 * time.Millisecond, ReplayTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h2.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h2 := ensured(t, nc, history.Config{MaxPerSubject: 10, Replays: 1, ReplayWait: 200 * time.Millisecond, ReplayTimeout: 5 * time.Second})
 	reading := make(chan struct{}, 1)
 	history.SetBeforeRead(h2, func() {
 		reading <- struct{}{}
@@ -417,17 +389,9 @@ func TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout(t *testing.T) 
 func TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached(t *testing.T) {
 	ns := testkit.RunJetStream(t)
 	nc := testkit.Connect(t, ns.ClientURL())
-	h, err := history.New(nc, history.Config{Storage: history.StorageMemory, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 100, MaxBytes: -1, Replicas: 1,
-		Replays: 4, ReplayTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := ensured(t, nc, history.Config{MaxPerSubject: 100, Replays: 4, ReplayTimeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := h.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var last uint64
 	for range 5 {
 		m, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second)
