@@ -104,6 +104,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	sendQueue := fs.Int("send-queue", 4096, "-start wsgate: EDGE_SEND_QUEUE")
 	history := fs.String("history", load.HistoryOff, "-start wsgate: off, memory or file: natsd with JetStream and every edge with WS_HISTORY set to it (the publisher keeps publishing with core NATS to ws.send.*, which the history stream stores)")
 	natsNodes := fs.Int("nats-nodes", 1, "-start wsgate: NATS servers; more than 1 is a cluster of natsd processes, the edges spread over its nodes and the publisher on the first")
+	fs.BoolVar(&cfg.Compress, "compress", false, "-client gorilla: the clients offer permessage-deflate; -start wsgate turns EDGE_COMPRESSION on")
 	fs.BoolVar(&cfg.Presence, "presence", false, "-start wsgate: presence on (WS_PRESENCE=memory, JetStream) with the dispatcher, which keeps its index (DESIGN §9)")
 	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
@@ -158,6 +159,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			Edges: cfg.Edges, BinDir: *binDir, NATSD: *natsd, Centrifugo: *centrifugo,
 			Self: exe, SendQueue: *sendQueue, NATSNodes: *natsNodes,
 			Dir: filepath.Join(*workDir, cfg.Gateway+"-"+strconv.Itoa(os.Getpid())),
+		}
+		if cfg.Compress {
+			cfg.Start.EdgeEnv = append(cfg.Start.EdgeEnv, "EDGE_COMPRESSION=on")
 		}
 		if cfg.History != load.HistoryOff {
 			cfg.Start.JetStream = true

@@ -132,8 +132,9 @@ func (w *Worker) openGorilla(i int) (*gconn, error) {
 	raw, hdr := w.framer.Dial(w.job.URLs[w.edgeOf(i)], token)
 	nd := w.dialer(i)
 	d := websocket.Dialer{
-		NetDialContext:   nd.DialContext,
-		HandshakeTimeout: handshakeTimeout,
+		NetDialContext:    nd.DialContext,
+		HandshakeTimeout:  handshakeTimeout,
+		EnableCompression: w.job.Compress,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout+handshakeTimeout)
 	defer cancel()

@@ -37,6 +37,29 @@ func TestEdgeOf(t *testing.T) {
 	}
 }
 
+// metric is the sum of the edge's samples of name.
+func metric(t *testing.T, wsURL, name string) int {
+	t.Helper()
+	base := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws")
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || (f[0] != name && !strings.HasPrefix(f[0], name+"{")) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			n += int(v)
+		}
+	}
+	return n
+}
+
 // openConns sums the edge's wsgate_edge_connections gauge (every state).
 func openConns(t *testing.T, wsURL string) int {
 	t.Helper()
@@ -65,14 +88,27 @@ func openConns(t *testing.T, wsURL string) int {
 
 // TestGorillaClientOverTwoEdges runs the gorilla client mode against two
 // real edges: the worker's connections are spread over both, and a
-// broadcast published on NATS reaches every one of them.
+// broadcast published on NATS reaches every one of them. With compression
+// offered to edges that have it on, the edges send the broadcast
+// compressed and the clients read it whole.
 func TestGorillaClientOverTwoEdges(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		t.Run("compress="+strconv.FormatBool(compress), func(t *testing.T) { gorillaOverTwoEdges(t, compress) })
+	}
+}
+
+func gorillaOverTwoEdges(t *testing.T, compress bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 	ns := runNATS(t)
 	const secret = "gorilla-secret"
+	size := 64
+	var env []string
+	if compress {
+		size, env = 2048, []string{"EDGE_COMPRESSION=on"} // above the edge's 128-byte threshold
+	}
 	st, err := stack.StartOnNATS(ctx, stack.Config{
-		Edges: 2, BinDir: filepath.Dir(edgeBin), Secret: secret, SendQueue: 256, Dir: t.TempDir(),
+		Edges: 2, BinDir: filepath.Dir(edgeBin), Secret: secret, SendQueue: 256, Dir: t.TempDir(), EdgeEnv: env,
 	}, ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +120,7 @@ func TestGorillaClientOverTwoEdges(t *testing.T) {
 	})
 
 	const conns = 30
-	w, err := NewWorker(Job{Gateway: "wsgate", URLs: st.URLs, Secret: secret, Count: conns, Tabs: 1, RampRate: 500, Inflight: 8, Size: 64, Client: ClientGorilla})
+	w, err := NewWorker(Job{Gateway: "wsgate", URLs: st.URLs, Secret: secret, Count: conns, Tabs: 1, RampRate: 500, Inflight: 8, Size: size, Client: ClientGorilla, Compress: compress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +147,7 @@ func TestGorillaClientOverTwoEdges(t *testing.T) {
 	}
 	const messages = 3
 	for seq := range messages {
-		payload := proto.AppendPayload(nil, time.Now().UnixNano(), uint64(seq), 64)
+		payload := proto.AppendPayload(nil, time.Now().UnixNano(), uint64(seq), size)
 		if err := pub.Publish([]proto.Out{{Payload: payload}}); err != nil {
 			t.Fatal(err)
 		}
@@ -122,6 +158,12 @@ func TestGorillaClientOverTwoEdges(t *testing.T) {
 	checkFor(t, "every connection to receive every message", func() bool { return w.Counters().Received == conns*messages })
 	if h := w.Hist(); h.Count != conns*messages {
 		t.Fatalf("latency samples %d, want %d", h.Count, conns*messages)
+	}
+	for _, u := range st.URLs {
+		// Compressed once per edge and message, not once per connection.
+		if n, want := metric(t, u, "wsgate_edge_deliveries_compressed_total"), map[bool]int{true: messages}[compress]; n != want {
+			t.Errorf("edge %s compressed %d deliveries, want %d", u, n, want)
+		}
 	}
 	w.Close()
 	closed = true

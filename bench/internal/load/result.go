@@ -22,6 +22,8 @@ type Params struct {
 	Size     int     `json:"size_bytes"`
 	Edges    int     `json:"edges,omitempty"`
 	Client   string  `json:"client,omitempty"`
+	// Compress: the clients offered permessage-deflate (loadgen -compress).
+	Compress bool `json:"compress,omitempty"`
 	// Publish and PublishInflight are Centrifugo's publishing path.
 	Publish         string `json:"publish,omitempty"`
 	PublishInflight int    `json:"publish_inflight,omitempty"`

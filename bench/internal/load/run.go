@@ -48,6 +48,7 @@ type Config struct {
 	Drain    time.Duration // longest wait for the last messages after sending
 	Edges    int           // wsgate edges started (hello uses 2)
 	Client   string        // how the workers read: ClientEpoll (default) or ClientGorilla
+	Compress bool          // gorilla clients offer permessage-deflate
 	Tabs     int           // idle: connections per user (users = Conns/Tabs, as browser tabs without a shared connection); 0 or 1: one
 	// History is the WS_HISTORY of the edges (HistoryOff when empty): set
 	// by the caller on Start's EdgeEnv, recorded in Params.
@@ -255,7 +256,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges, Client: cfg.Client, History: cfg.History, Presence: cfg.Presence, Reliable: cfg.Reliable,
+			Edges: cfg.Edges, Client: cfg.Client, Compress: cfg.Compress, History: cfg.History, Presence: cfg.Presence, Reliable: cfg.Reliable,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -588,7 +589,7 @@ func startFleet(ctx context.Context, cfg Config, tabs int) (fleet, error) {
 			Gateway: cfg.Gateway, URLs: cfg.URLs, Secret: cfg.Secret,
 			First: first, Count: last - first, Tabs: tabs, LocalIPs: ips,
 			RampRate: cfg.Ramp / float64(n), Inflight: cfg.Inflight, Size: cfg.Size,
-			Client: cfg.Client, Reliable: cfg.Reliable,
+			Client: cfg.Client, Compress: cfg.Compress, Reliable: cfg.Reliable,
 		}
 		if cfg.Scenario == Roundtrip {
 			job.Method, job.Rate = "echo", cfg.Rate*float64(job.Count)/float64(cfg.Conns)

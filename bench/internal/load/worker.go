@@ -55,6 +55,9 @@ type Job struct {
 	// Client is how the worker reads: ClientEpoll (default) or
 	// ClientGorilla.
 	Client string `json:"client,omitempty"`
+	// Compress (gorilla client): offer permessage-deflate, as browsers do;
+	// an edge with EDGE_COMPRESSION=on then sends compressed frames.
+	Compress bool `json:"compress,omitempty"`
 	// Reliable sends each request with a message id (wsgate, DESIGN.md
 	// §8): the edge acknowledges it once the inbound stream stored it.
 	Reliable bool `json:"reliable,omitempty"`
@@ -151,6 +154,9 @@ func NewWorker(job Job) (*Worker, error) {
 	}
 	if job.Reliable && job.Gateway != "wsgate" {
 		return nil, errors.New("load: reliable requests are wsgate's (DESIGN.md §8)")
+	}
+	if job.Compress && job.Client != ClientGorilla {
+		return nil, errors.New("load: compression needs the gorilla client (the epoll client does not inflate)")
 	}
 	w := &Worker{job: job, framer: f, hist: hist.New(), ackHist: hist.New()}
 	if job.Client == ClientGorilla {
