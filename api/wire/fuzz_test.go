@@ -59,25 +59,9 @@ func subjectSafe(s string) bool {
 // sameJSON reports whether a and b are the same JSON value (nil is null).
 // Numbers are compared by their text, so no precision is lost on the way.
 func sameJSON(a, b json.RawMessage) bool {
-	va, erra := decodeJSON(a)
-	vb, errb := decodeJSON(b)
+	va, erra := wire.DecodeAsWritten(a)
+	vb, errb := wire.DecodeAsWritten(b)
 	return erra == nil && errb == nil && reflect.DeepEqual(va, vb)
-}
-
-func decodeJSON(raw json.RawMessage) (any, error) {
-	if len(raw) == 0 {
-		raw = json.RawMessage("null")
-	}
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	if d.More() {
-		return nil, errors.New("trailing data")
-	}
-	return v, nil
 }
 
 // isRef reports whether raw is what an accepted ref may be: absent, or a JSON
@@ -285,7 +269,7 @@ func compact(raw json.RawMessage) json.RawMessage {
 	if raw == nil {
 		return nil
 	}
-	v, err := decodeJSON(raw)
+	v, err := wire.DecodeAsWritten(raw)
 	if err != nil {
 		return raw
 	}

@@ -112,11 +112,11 @@ func sameValue(t *testing.T, got []byte, v any) {
 	}
 	// Numbers are compared as written: a number too large for a float64 is
 	// still JSON, and both sides copy the same raw bytes.
-	g, err := decodeNumbers(got)
+	g, err := DecodeAsWritten(got)
 	if err != nil {
 		t.Fatalf("%q is not JSON: %v", got, err)
 	}
-	w, err := decodeNumbers(want)
+	w, err := DecodeAsWritten(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +125,14 @@ func sameValue(t *testing.T, got []byte, v any) {
 	}
 }
 
-func decodeNumbers(b []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
+// DecodeAsWritten decodes a JSON value keeping its numbers as written
+// (json.Number), so that no precision is lost on the way; empty is null.
+// Exported for the package's external tests too.
+func DecodeAsWritten(raw []byte) (any, error) {
+	if len(raw) == 0 {
+		raw = []byte("null")
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var v any
 	if err := d.Decode(&v); err != nil {

@@ -3,7 +3,6 @@ package load
 import (
 	"bufio"
 	"context"
-	"io"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -37,7 +36,7 @@ func TestEdgeOf(t *testing.T) {
 	}
 }
 
-// metric is the sum of the edge's samples of name.
+// metric is the sum of the edge's samples of name (all its labels).
 func metric(t *testing.T, wsURL, name string) int {
 	t.Helper()
 	base := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws")
@@ -57,32 +56,6 @@ func metric(t *testing.T, wsURL, name string) int {
 			n += int(v)
 		}
 	}
-	return n
-}
-
-// openConns sums the edge's wsgate_edge_connections gauge (every state).
-func openConns(t *testing.T, wsURL string) int {
-	t.Helper()
-	base := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws")
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	n := 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "wsgate_edge_connections") || strings.HasPrefix(line, "wsgate_edge_connections_") {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			n += int(v)
-		}
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
 	return n
 }
 
@@ -138,7 +111,7 @@ func gorillaOverTwoEdges(t *testing.T, compress bool) {
 		t.Fatalf("connected %d, failed %d: %v", c.Connected, c.Failed, w.ErrorSamples())
 	}
 	for _, u := range st.URLs {
-		checkFor(t, "the edge to count its connections", func() bool { return openConns(t, u) == conns/2 })
+		checkFor(t, "the edge to count its connections", func() bool { return metric(t, u, "wsgate_edge_connections") == conns/2 })
 	}
 
 	pub, err := proto.NewNATSPublisher(ns.ClientURL(), "ws")

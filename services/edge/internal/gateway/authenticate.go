@@ -83,7 +83,7 @@ func (s *session) authenticate(token string) {
 // admitAndRecover admits the connection with the authentication slot its
 // caller took, gives the slot back, then recovers what the connection
 // missed. A recovery waits for a budget of its own (EDGE_HISTORY_REPLAYS,
-// up to EDGE_HISTORY_REPLAY_TIMEOUT): holding an authentication slot
+// up to EDGE_HISTORY_REPLAY_WAIT): holding an authentication slot
 // meanwhile filled the authentication queue in a reconnect storm, and the
 // edge turned away with 1013 the very clients it was recovering.
 func (s *session) admitAndRecover(id *auth.Identity) {

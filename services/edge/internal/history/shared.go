@@ -89,7 +89,7 @@ func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscrip
 		// Read for the replays waiting behind this one too: in a storm the
 		// stream's last sequence moves between any two of them, and a read
 		// for each one's end would make them read one after another.
-		upTo := max(to, c.ask(epoch, to))
+		upTo := c.ask(epoch, to)
 		var got []stored
 		if err := h.readSubject(ctx, sub, inbox, s, c.hi+1, upTo, &got); err != nil {
 			return err
