@@ -23,7 +23,7 @@ func newHistory(cfg Config, nc *nats.Conn, subjects wire.Subjects, log *slog.Log
 	return history.New(nc, history.Config{
 		Storage: h.Storage, Stream: h.Stream, Subjects: subjects,
 		MaxAge: h.MaxAge, MaxPerSubject: h.MaxPerSubject, MaxBytes: h.MaxBytes, Replicas: h.Replicas,
-		Replays: h.Replays, ReplayWait: h.ReplayWait, ReplayTimeout: h.ReplayTimeout, Logger: log, Meter: tel.Meter,
+		Replays: h.Replays, ReplayWait: h.ReplayWait, ReplayTimeout: h.ReplayTimeout, Window: h.Window, Logger: log, Meter: tel.Meter,
 	})
 }
 

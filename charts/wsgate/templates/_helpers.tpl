@@ -273,6 +273,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_HISTORY_REPLAYS" (toString (int .Values.history.replays)) }}
 {{- $_ := set $env "EDGE_HISTORY_REPLAY_WAIT" .Values.history.replayWait }}
 {{- $_ := set $env "EDGE_HISTORY_REPLAY_TIMEOUT" .Values.history.replayTimeout }}
+{{- $_ := set $env "EDGE_HISTORY_WINDOW" (toString (int64 .Values.history.window)) }}
 {{- with $e.allowedOrigins }}{{ $_ := set $env "EDGE_ALLOWED_ORIGINS" (join "," .) }}{{ end }}
 {{- $_ := set $env "EDGE_ALLOW_ANONYMOUS" (toString $e.allowAnonymous) }}
 {{- with $e.jwt.jwksUrl }}{{ $_ := set $env "EDGE_JWT_JWKS_URL" . }}{{ end }}

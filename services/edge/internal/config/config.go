@@ -87,6 +87,7 @@ type History struct {
 	Replays       int           `envconfig:"EDGE_HISTORY_REPLAYS" default:"32" desc:"recoveries one edge runs at once; the others wait for a slot"`
 	ReplayWait    time.Duration `envconfig:"EDGE_HISTORY_REPLAY_WAIT" default:"30s" desc:"a recovery waits this long at most for one of EDGE_HISTORY_REPLAYS; past it, it answers recovered:false and goes live"`
 	ReplayTimeout time.Duration `envconfig:"EDGE_HISTORY_REPLAY_TIMEOUT" default:"10s" desc:"a recovery that has read the stream this long (once it has a slot) answers recovered:false and goes live"`
+	Window        int64         `envconfig:"EDGE_HISTORY_WINDOW" default:"67108864" desc:"bytes of the stream's recent messages an edge reads once and keeps while many recoveries run at once (a reconnect storm), so that they do not each ask NATS; 0 = off"`
 }
 
 // On reports whether history is on.
@@ -271,6 +272,7 @@ func (h History) check() error {
 		{"EDGE_HISTORY_REPLAYS", h.Replays > 0},
 		{"EDGE_HISTORY_REPLAY_WAIT", h.ReplayWait > 0},
 		{"EDGE_HISTORY_REPLAY_TIMEOUT", h.ReplayTimeout > 0},
+		{"EDGE_HISTORY_WINDOW", h.Window >= 0},
 	} {
 		if !p.ok {
 			return fmt.Errorf("%s: value out of range", p.name)

@@ -15,7 +15,7 @@ func TestHistoryDefaultsAndBadValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config.History{Storage: "off", Stream: "WS_HISTORY", MaxAge: 2 * time.Minute, MaxPerSubject: 100,
-		MaxBytes: 256 << 20, Replicas: 1, Replays: 32, ReplayWait: 30 * time.Second, ReplayTimeout: 10 * time.Second}
+		MaxBytes: 256 << 20, Replicas: 1, Replays: 32, ReplayWait: 30 * time.Second, ReplayTimeout: 10 * time.Second, Window: 64 << 20}
 	if c.History != want || c.History.On() {
 		t.Fatalf("defaults %+v, want %+v (off)", c.History, want)
 	}
@@ -29,6 +29,7 @@ func TestHistoryDefaultsAndBadValues(t *testing.T) {
 		"EDGE_HISTORY_REPLAYS":        "0",
 		"EDGE_HISTORY_REPLAY_WAIT":    "0s",
 		"EDGE_HISTORY_REPLAY_TIMEOUT": "-1s",
+		"EDGE_HISTORY_WINDOW":         "-1",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, value)

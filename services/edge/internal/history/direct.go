@@ -65,7 +65,19 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	var msgs []stored
+	if h.win.max > 0 && h.busy.Load() >= h.atOnce {
+		// A storm: the window serves what it holds of the range; the rest,
+		// older than it reaches, is read subject by subject.
+		first, err := h.win.serve(ctx, h, sub, inbox, res.Recovery.Epoch, seq+1, last, subjects, &msgs)
+		if err != nil {
+			return err
+		}
+		last = first - 1
+	}
 	for _, s := range subjects {
+		if seq >= last {
+			break // the window served it all
+		}
 		if c := h.shared[s.name]; c != nil {
 			err = c.read(ctx, h, sub, inbox, s, res.Recovery.Epoch, seq+1, last, sharedKeep(h.cfg.MaxPerSubject), &msgs)
 		} else {

@@ -50,6 +50,10 @@ type Config struct {
 	Replays       int
 	ReplayWait    time.Duration
 	ReplayTimeout time.Duration
+	// Window is how many bytes of the stream's recent messages an edge
+	// keeps during a reconnect storm, read once and shared by its replays
+	// (0: none; see window).
+	Window int64
 	Logger        *slog.Logger
 	Meter         metric.Meter // nil: no metrics
 }
@@ -71,6 +75,9 @@ type History struct {
 
 	reads  latestRead[jetstream.Stream] // stream info requests shared by replays
 	shared sharedSubjects               // static map: what replays read of all, users and filter
+	win    window                       // the recent range read once for a storm's replays
+	busy   atomic.Int64                 // replays running or waiting for a slot
+	atOnce int64                        // static: replays at once from which the window is used
 
 	mu      sync.Mutex
 	onEpoch func(epoch string) // owned by mu; told when the epoch changes
@@ -91,7 +98,8 @@ func New(nc *nats.Conn, cfg Config) (*History, error) {
 		return nil, fmt.Errorf("history: %w", err)
 	}
 	h := &History{cfg: cfg, nc: nc, js: js, slots: make(chan struct{}, cfg.Replays), m: newMetrics(cfg.Meter),
-		shared: newSharedSubjects(cfg.Subjects.SendAll(), cfg.Subjects.SendUsers(), cfg.Subjects.SendFilter())}
+		shared: newSharedSubjects(cfg.Subjects.SendAll(), cfg.Subjects.SendUsers(), cfg.Subjects.SendFilter()),
+		win:    window{max: cfg.Window}, atOnce: windowAtOnce}
 	empty := ""
 	h.epoch.Store(&empty)
 	h.pos.Store(&wire.Since{})
@@ -178,6 +186,7 @@ func (h *History) Run(ctx context.Context) {
 }
 
 func (h *History) check(ctx context.Context) {
+	h.win.expire(time.Now().Add(-windowIdle))
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	st, err := h.js.Stream(ctx, h.cfg.Stream)

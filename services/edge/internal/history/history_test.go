@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -287,9 +288,12 @@ func TestRecover_ALongSparseRangeGivesEveryMessageOnceInOrder(t *testing.T) {
 // drop, the same replay recovers everything. Fails when the limits check
 // trusts the state read before the messages (the stream's first sequence,
 // or the count of the messages read instead of what the subject holds).
+// The same holds for a replay served from a window read before the drop,
+// which still holds the dropped messages.
 func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
-	for _, drop := range []string{"none", "cap", "head"} {
-		t.Run(drop, func(t *testing.T) {
+	for _, c := range []struct{ drop, window string }{{"none", ""}, {"cap", ""}, {"head", ""}, {"none", "window"}, {"cap", "window"}, {"head", "window"}} {
+		drop := c.drop
+		t.Run(strings.TrimSuffix(drop+"/"+c.window, "/"), func(t *testing.T) {
 			ns := testkit.RunJetStream(t)
 			nc := testkit.Connect(t, ns.ClientURL())
 			js, err := jetstream.New(nc)
@@ -298,7 +302,11 @@ func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			h := ensured(t, nc, history.Config{MaxPerSubject: 5, Replays: 1, ReplayTimeout: 20 * time.Second})
+			cfg := history.Config{MaxPerSubject: 5, Replays: 1, ReplayTimeout: 20 * time.Second}
+			if c.window != "" {
+				cfg.Window = 64 << 20
+			}
+			h := ensured(t, nc, cfg)
 			msg := []byte(`{"action":"m","details":1}`)
 			publish := func(subject string) uint64 {
 				ack, err := js.Publish(ctx, subject, msg)
@@ -316,6 +324,13 @@ func TestRecover_MessagesDroppedWhileReadingAreNotASilentGap(t *testing.T) {
 			stream, err := js.Stream(ctx, "WS_HISTORY")
 			if err != nil {
 				t.Fatal(err)
+			}
+			if c.window != "" {
+				history.SetWindowAtOnce(h, 1)
+				r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: seqs[1]}, history.Targets{User: "u1"})
+				if !r.Recovery.Recovered || r.Recovery.Count != 3 {
+					t.Fatalf("filling the window: %+v (%s), want 3 recovered", r.Recovery, r.Reason)
+				}
 			}
 			history.SetBeforeRead(h, func() {
 				switch drop {

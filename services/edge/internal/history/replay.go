@@ -59,6 +59,8 @@ func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Res
 		return Result{Recovery: wire.Recovery{Epoch: h.Epoch()}, Reason: ReasonNone}
 	}
 	start := time.Now()
+	h.busy.Add(1)
+	defer h.busy.Add(-1)
 	// Waiting for a slot is the edge's own queue, not the stream's health:
 	// it has a budget of its own, so that a replay that waited long in a
 	// reconnect storm still has its whole ReplayTimeout to read.
