@@ -65,10 +65,10 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	var msgs []stored
-	if h.win.max > 0 && h.busy.Load() >= h.atOnce {
+	if busy := h.busy.Load(); h.win.max > 0 && busy >= h.atOnce {
 		// A storm: the window serves what it holds of the range; the rest,
 		// older than it reaches, is read subject by subject.
-		first, err := h.win.serve(ctx, h, sub, inbox, res.Recovery.Epoch, seq+1, last, subjects, &msgs)
+		first, err := h.win.serve(ctx, h, sub, inbox, res.Recovery.Epoch, seq+1, last, subjects, &msgs, busy)
 		if err != nil {
 			return err
 		}

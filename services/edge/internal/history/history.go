@@ -54,8 +54,8 @@ type Config struct {
 	// keeps during a reconnect storm, read once and shared by its replays
 	// (0: none; see window).
 	Window int64
-	Logger        *slog.Logger
-	Meter         metric.Meter // nil: no metrics
+	Logger *slog.Logger
+	Meter  metric.Meter // nil: no metrics
 }
 
 // ErrNotReady is returned by Ready before the stream was first seen.

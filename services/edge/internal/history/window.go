@@ -29,6 +29,10 @@ import (
 // which costs less than reading every message of its range.
 const windowAtOnce = 4
 
+// windowPerReplay is how many sequences the window reads at most for each
+// replay running or waiting on the edge.
+const windowPerReplay = 256
+
 // windowEntryBytes is what a held message costs besides its subject and
 // data (its slots in the indexes and slice headers), and windowSpan's
 // divisor: the window reads at most max/windowEntryBytes sequences.
@@ -93,17 +97,29 @@ func (w *window) span() uint64 { return max(1, uint64(w.max/windowEntryBytes)) }
 // first sequence it served: those before it (from up to it) the replay
 // reads subject by subject. It returns to+1 when the range is older than
 // the window may reach.
-func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, inbox, epoch string, from, to uint64, subjects []*subject, msgs *[]stored) (uint64, error) {
+func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, inbox, epoch string, from, to uint64, subjects []*subject, msgs *[]stored, busy int64) (uint64, error) {
 	upTo := w.asked.ask(epoch, to)
 	span := w.span()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.used = time.Now()
+	// Reading costs every message of the range, whoever it is for: it pays
+	// when the replays that share it are many for its length. A catch-up
+	// of a long range by a few replays at once asks for their subjects.
+	budget := windowPerReplay * uint64(max(busy, 1))
 	if w.subj == nil || w.epoch != epoch || w.hi < w.lo || upTo > w.hi+span {
 		// Nothing held, or too far behind to catch up: start again.
-		w.reset(epoch, max(from, upTo-min(upTo, span-1)))
+		start := max(from, upTo-min(upTo, span-1))
+		if upTo-start+1 > budget {
+			return to + 1, nil
+		}
+		w.reset(epoch, start)
 	}
 	if upTo > w.hi {
+		if upTo-w.hi > budget {
+			return to + 1, nil
+		}
+		budget -= upTo - w.hi
 		got, err := h.readRange(ctx, sub, inbox, w.hi+1, upTo)
 		if err != nil {
 			return 0, err
@@ -111,7 +127,7 @@ func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, 
 		w.hold(got, false)
 		w.hi = upTo
 	}
-	if down := max(from, w.hi-min(w.hi, span-1)); down < w.lo {
+	if down := max(from, w.hi-min(w.hi, span-1), w.lo-min(w.lo, budget)); down < w.lo {
 		// Reconnects come back from different positions: extend down, as
 		// far as the window may reach.
 		got, err := h.readRange(ctx, sub, inbox, down, w.lo-1)

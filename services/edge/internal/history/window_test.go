@@ -142,8 +142,10 @@ func groupsOf(u int) []string {
 // once, each of its own user from a position before the drop, ask the
 // stream for their users' subjects a few times at most: the window read
 // the range once for all of them, every subject in sequence order. A lone
-// replay afterwards reads its subjects only, not the whole range. Fails
-// when the window is off (a storm asks once or more per user) or always on.
+// replay afterwards reads its subjects only, not the whole range, and so do
+// a few replays at once of a range long for their number (a catch-up).
+// Fails when the window is off (a storm asks once or more per user), always
+// on, or reads without a budget per replay.
 func TestRecover_AStormReadsTheStreamOnceNotEachUsersSubject(t *testing.T) {
 	ns := testkit.RunJetStream(t)
 	nc := testkit.Connect(t, ns.ClientURL())
@@ -204,5 +206,25 @@ func TestRecover_AStormReadsTheStreamOnceNotEachUsersSubject(t *testing.T) {
 	}
 	if n := whole.Load(); n != 0 {
 		t.Errorf("a lone replay read the stream's whole range (%d batches), want its subjects only", n)
+	}
+
+	// A catch-up on another edge (its window empty): a few replays at once,
+	// each of a long range (4,000 messages), too few to pay for reading all
+	// of it.
+	h2 := ensured(t, nc, history.Config{MaxPerSubject: 1000, Replays: 8, ReplayTimeout: 20 * time.Second, Window: 64 << 20})
+	for u := range 5 {
+		wg.Go(func() {
+			r := h2.Recover(ctx, &wire.Since{Epoch: h2.Epoch(), Seq: 0}, history.Targets{User: "u" + strconv.Itoa(u), Groups: groupsOf(u)})
+			if want := wantAfter(seqs, u, 0); !r.Recovery.Recovered || !slices.Equal(replayedSeqs(t, r), want) {
+				t.Errorf("catch-up of u%d: %+v (%s), want %d recovered", u, r.Recovery, r.Reason, len(want))
+			}
+		})
+	}
+	wg.Wait()
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := whole.Load(); n != 0 {
+		t.Errorf("5 replays at once read a range of 4,000 whole (%d batches), want their subjects only", n)
 	}
 }
