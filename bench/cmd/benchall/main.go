@@ -94,6 +94,21 @@ type result struct {
 	} `json:"server"`
 }
 
+// runCPUus is the CPU time (µs) the server processes whose names start
+// with prefix used over the run phase (from the ramp's end to the run's).
+func (r *result) runCPUus(prefix string) (float64, bool) {
+	var sum float64
+	found := false
+	for i, name := range r.Server.Names {
+		if !strings.HasPrefix(name, prefix) || i >= len(r.Server.AfterRamp) || i >= len(r.Server.AfterRun) {
+			continue
+		}
+		sum += float64(r.Server.AfterRun[i].CPUus - r.Server.AfterRamp[i].CPUus)
+		found = true
+	}
+	return sum, found
+}
+
 // sample is one /proc reading of a server process.
 type sample struct {
 	PID    int   `json:"pid"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -181,7 +182,20 @@ var (
 		return float64(r.Lost + r.PublishErrors + r.ClientErrors + uint64(r.Failed) + uint64(r.Dropped))
 	}}
 	mAsked = metric{"asked rate (/s)", "higher", func(r *result) float64 { return r.Params.Rate }}
+	// The split of mCPUPerMsg: interest routing is NATS's part.
+	mNATSPerMsg  = metric{"… of which NATS (µs)", "lower", func(r *result) float64 { return r.cpuPerMsg("nats") }}
+	mEdgesPerMsg = metric{"… of which the edges (µs)", "lower", func(r *result) float64 { return r.cpuPerMsg("edge") }}
 )
+
+// cpuPerMsg is the CPU the processes named prefix… used over the run per
+// message delivered.
+func (r *result) cpuPerMsg(prefix string) float64 {
+	us, ok := r.runCPUus(prefix)
+	if !ok || r.Received == 0 {
+		return math.NaN()
+	}
+	return us / float64(r.Received)
+}
 
 // scalePictures draws the set's curves into dir/plots.
 func scalePictures(c scaleConfig, cells map[scaleRun]*cell, dir string) ([]picture, error) {
@@ -344,9 +358,10 @@ func renderScale(c scaleConfig, cells map[scaleRun]*cell, env machine, rawDir, o
 	w("## Idle: cost per connection\n\n")
 	row("idle", []metric{mConnected, mRSSPerConn, mRSS, mIdleCPU, mRampCPU})
 	w("## Unicast: cost per delivered message\n\n")
-	row("unicast", []metric{mAsked, mRate, mDeliveries, mCPUPerMsg, mServerCPU, mP50, mP99, mLostPlusErr, mClientCPU})
+	row("unicast", []metric{mAsked, mRate, mDeliveries, mCPUPerMsg, mNATSPerMsg, mEdgesPerMsg, mServerCPU, mP50, mP99, mLostPlusErr, mClientCPU})
+	w("%s", unicastSplitNote)
 	w("## Broadcast: cost per delivery\n\n")
-	row("broadcast", []metric{mAsked, mRate, mDeliveries, mCPUPerMsg, mServerCPU, mP50, mP99, mLostPlusErr, mClientCPU})
+	row("broadcast", []metric{mAsked, mRate, mDeliveries, mCPUPerMsg, mNATSPerMsg, mEdgesPerMsg, mServerCPU, mP50, mP99, mLostPlusErr, mClientCPU})
 
 	w("## Pictures\n\n")
 	w("Every picture below is drawn by `%s` from the runs of the tables (the command of each run is listed under *Runs*).\n\n", cmd)
@@ -372,6 +387,17 @@ func renderScale(c scaleConfig, cells map[scaleRun]*cell, env machine, rawDir, o
 	w("\n")
 	return b.String()
 }
+
+// unicastSplitNote reads the split of the unicast cost.
+const unicastSplitNote = `Reading the split: NATS's part is what interest routing promises to keep flat, each message
+going to the one edge that holds its user, whatever K. The edges' part is CPU over the run of every edge process,
+their idle work included (pings, timers, the runtime's monitor: *server CPU per connection per second* above,
+times the connections, over the rate): it grows with K because each extra edge is one more process whose
+fixed work, and whose wake-ups for a share of the messages, the two cores pay. On a cluster NATS's part
+roughly doubles from K = 2 on: the publisher is on node 1 and most edges on others, so most messages cross
+a route.
+
+`
 
 func clientNote(client string) string {
 	if client == "gorilla" {

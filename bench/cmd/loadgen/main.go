@@ -105,6 +105,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	history := fs.String("history", load.HistoryOff, "-start wsgate: off, memory or file: natsd with JetStream and every edge with WS_HISTORY set to it (the publisher keeps publishing with core NATS to ws.send.*, which the history stream stores)")
 	natsNodes := fs.Int("nats-nodes", 1, "-start wsgate: NATS servers; more than 1 is a cluster of natsd processes, the edges spread over its nodes and the publisher on the first")
 	fs.BoolVar(&cfg.Compress, "compress", false, "-client gorilla: the clients offer permessage-deflate; -start wsgate turns EDGE_COMPRESSION on")
+	payload := fs.String("payload", "pad", "pad (the standard object, padded with one letter) or text (application-like JSON: a feed of items with words, names and numbers, which compresses as real messages do)")
 	fs.BoolVar(&cfg.Presence, "presence", false, "-start wsgate: presence on (WS_PRESENCE=memory, JetStream) with the dispatcher, which keeps its index (DESIGN §9)")
 	workDir := fs.String("workdir", load.DefaultWorkDir(), "-start: servers' configuration and logs")
 	jsonOut := fs.String("json", "", "write the JSON record to this file (- for stdout)")
@@ -122,6 +123,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if err := os.Setenv("GODEBUG", addSetting(os.Getenv("GODEBUG"), *godebug)); err != nil {
 			return err
 		}
+	}
+	switch *payload {
+	case "pad":
+	case "text":
+		cfg.Text = true
+	default:
+		return fmt.Errorf("-payload %q: pad or text", *payload)
 	}
 	cfg.URLs = urls
 	for _, p := range pids {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -132,7 +133,13 @@ func (w *Worker) openGorilla(i int) (*gconn, error) {
 	raw, hdr := w.framer.Dial(w.job.URLs[w.edgeOf(i)], token)
 	nd := w.dialer(i)
 	d := websocket.Dialer{
-		NetDialContext:    nd.DialContext,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{c, &w.wireBytes}, nil
+		},
 		HandshakeTimeout:  handshakeTimeout,
 		EnableCompression: w.job.Compress,
 	}
@@ -202,4 +209,16 @@ func (w *Worker) readGorilla(g *gconn) {
 		r.now = time.Now().UnixNano()
 		r.message(msg)
 	}
+}
+
+// countingConn counts the bytes read from a socket into n.
+type countingConn struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	k, err := c.Conn.Read(p)
+	c.n.Add(uint64(k))
+	return k, err
 }

@@ -24,6 +24,8 @@ type Params struct {
 	Client   string  `json:"client,omitempty"`
 	// Compress: the clients offered permessage-deflate (loadgen -compress).
 	Compress bool `json:"compress,omitempty"`
+	// Text: payloads of application-like JSON (loadgen -payload text).
+	Text bool `json:"text,omitempty"`
 	// Publish and PublishInflight are Centrifugo's publishing path.
 	Publish         string `json:"publish,omitempty"`
 	PublishInflight int    `json:"publish_inflight,omitempty"`
@@ -75,6 +77,8 @@ type Derived struct {
 	ServerCPUPercent float64 `json:"server_cpu_percent"`    // of one core, over the run phase
 	ClientCPUPercent float64 `json:"client_cpu_percent"`    // the tool and its workers, same phase
 	RampCPUms        float64 `json:"ramp_cpu_ms"`           // server CPU spent accepting the connections
+	// WireBytesPerDelivery is WireBytes per message received (gorilla).
+	WireBytesPerDelivery float64 `json:"wire_bytes_per_delivery,omitempty"`
 }
 
 // Result is the record of one run.
@@ -107,8 +111,12 @@ type Result struct {
 	// HistoryStored is what the history stream held after a run with
 	// history on: the run's messages (broadcast, unicast) all went
 	// through it when it equals Sent.
-	HistoryStored uint64  `json:"history_stored,omitempty"`
-	Latency       Latency `json:"latency"`
+	HistoryStored uint64 `json:"history_stored,omitempty"`
+	// WireBytes (gorilla client) are the bytes the clients' sockets read
+	// from the ramp's end to the run's: frames as sent, compressed or not,
+	// with their headers, and pings.
+	WireBytes uint64  `json:"wire_bytes,omitempty"`
+	Latency   Latency `json:"latency"`
 	// Reliable runs: Server/ack received (duplicates among them), requests
 	// never acknowledged, and the latency from send to ack (the echo
 	// reply's is Latency).
@@ -144,6 +152,9 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, " rate=%.0f/%.0f/s sent=%d recv=%d/%d lost=%d deliveries/s=%.0f p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms",
 			r.AchievedRate, r.Params.Rate, r.Sent, r.Received, r.Expected, r.Lost, r.DeliveriesPerS,
 			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	}
+	if r.WireBytes > 0 && r.Received > 0 {
+		fmt.Fprintf(&b, " wire-bytes/delivery=%.0f", r.Derived.WireBytesPerDelivery)
 	}
 	if a := r.AckLatency; a != nil {
 		fmt.Fprintf(&b, " acked=%d unacked=%d duplicate-acks=%d ack-p50=%.2fms ack-p99=%.2fms", r.Acked, r.Unacked, r.AckDuplicates, a.P50, a.P99)

@@ -49,6 +49,7 @@ type Config struct {
 	Edges    int           // wsgate edges started (hello uses 2)
 	Client   string        // how the workers read: ClientEpoll (default) or ClientGorilla
 	Compress bool          // gorilla clients offer permessage-deflate
+	Text     bool          // payloads of application-like JSON (proto.AppendTextPayload), not one letter repeated
 	Tabs     int           // idle: connections per user (users = Conns/Tabs, as browser tabs without a shared connection); 0 or 1: one
 	// History is the WS_HISTORY of the edges (HistoryOff when empty): set
 	// by the caller on Start's EdgeEnv, recorded in Params.
@@ -256,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params: Params{
 			Conns: cfg.Conns, Users: cfg.Conns / tabs, Workers: cfg.Workers, LocalIPs: cfg.LocalIPs,
 			Ramp: cfg.Ramp, Duration: cfg.Duration.String(), Rate: cfg.Rate, Messages: cfg.Messages, Size: cfg.Size,
-			Edges: cfg.Edges, Client: cfg.Client, Compress: cfg.Compress, History: cfg.History, Presence: cfg.Presence, Reliable: cfg.Reliable,
+			Edges: cfg.Edges, Client: cfg.Client, Compress: cfg.Compress, Text: cfg.Text, History: cfg.History, Presence: cfg.Presence, Reliable: cfg.Reliable,
 		},
 	}
 	res.Started = res.startedAt.UTC().Format(time.RFC3339)
@@ -421,6 +422,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Duplicates = total.Received - expected
 	}
 	res.PublishErrors, res.ClientErrors = pubErrs, total.Errors
+	res.WireBytes = total.WireBytes - min(c0.WireBytes, total.WireBytes)
 	res.Latency = latencyOf(h)
 	if cfg.Reliable {
 		res.Acked, res.AckDuplicates = total.Acked, total.AckDuplicates
@@ -437,6 +439,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.DeliveriesPerS = float64(total.Received) / (float64(total.LastRecvNs-first) / 1e9)
 	}
 	derive(res, c0.Connected, runSecs, cfg, clientEnd-clientStart)
+	if res.WireBytes > 0 && res.Received > 0 {
+		res.Derived.WireBytesPerDelivery = float64(res.WireBytes) / float64(res.Received)
+	}
 	return res, nil
 }
 
@@ -527,7 +532,7 @@ func publish(ctx context.Context, cfg Config, pub proto.Publisher, total int, us
 				if k >= len(bufs) {
 					bufs = append(bufs, nil)
 				}
-				bufs[k] = proto.AppendPayload(bufs[k][:0], time.Now().UnixNano(), uint64(sent+k), cfg.Size)
+				bufs[k] = appendPayload(cfg.Text, bufs[k][:0], time.Now().UnixNano(), uint64(sent+k), cfg.Size)
 				o := proto.Out{Payload: bufs[k]}
 				if cfg.Scenario == Unicast {
 					o.User = User(r.IntN(int(max(users, 1))), 1)
@@ -589,7 +594,7 @@ func startFleet(ctx context.Context, cfg Config, tabs int) (fleet, error) {
 			Gateway: cfg.Gateway, URLs: cfg.URLs, Secret: cfg.Secret,
 			First: first, Count: last - first, Tabs: tabs, LocalIPs: ips,
 			RampRate: cfg.Ramp / float64(n), Inflight: cfg.Inflight, Size: cfg.Size,
-			Client: cfg.Client, Compress: cfg.Compress, Reliable: cfg.Reliable,
+			Client: cfg.Client, Compress: cfg.Compress, Text: cfg.Text, Reliable: cfg.Reliable,
 		}
 		if cfg.Scenario == Roundtrip {
 			job.Method, job.Rate = "echo", cfg.Rate*float64(job.Count)/float64(cfg.Conns)

@@ -58,6 +58,8 @@ type Job struct {
 	// Compress (gorilla client): offer permessage-deflate, as browsers do;
 	// an edge with EDGE_COMPRESSION=on then sends compressed frames.
 	Compress bool `json:"compress,omitempty"`
+	// Text: payloads of application-like JSON (proto.AppendTextPayload).
+	Text bool `json:"text,omitempty"`
 	// Reliable sends each request with a message id (wsgate, DESIGN.md
 	// §8): the edge acknowledges it once the inbound stream stored it.
 	Reliable bool `json:"reliable,omitempty"`
@@ -92,6 +94,9 @@ type Counters struct {
 	// those that said duplicate: true.
 	Acked         uint64 `json:"acked,omitempty"`
 	AckDuplicates uint64 `json:"ack_duplicates,omitempty"`
+	// WireBytes (gorilla client) are the bytes its sockets read: frames as
+	// sent, compressed or not, with their headers, the handshake and pings.
+	WireBytes uint64 `json:"wire_bytes,omitempty"`
 }
 
 // Add sums o into c (LastRecvNs takes the latest, FirstSendN the earliest).
@@ -105,6 +110,7 @@ func (c *Counters) Add(o Counters) {
 	c.Errors += o.Errors
 	c.Acked += o.Acked
 	c.AckDuplicates += o.AckDuplicates
+	c.WireBytes += o.WireBytes
 	c.LastRecvNs = max(c.LastRecvNs, o.LastRecvNs)
 	if o.FirstSendN != 0 && (c.FirstSendN == 0 || o.FirstSendN < c.FirstSendN) {
 		c.FirstSendN = o.FirstSendN
@@ -121,6 +127,7 @@ type Worker struct {
 	connected, opened, failed, dropped atomic.Int64
 	sent, received, errs               atomic.Uint64
 	acked, ackDups                     atomic.Uint64
+	wireBytes                          atomic.Uint64 // gorilla client: bytes read from its sockets
 	lastRecv, firstSend                atomic.Int64
 	closing                            atomic.Bool
 
@@ -188,7 +195,7 @@ func (w *Worker) Counters() Counters {
 		Connected: w.connected.Load(), Opened: w.opened.Load(), Failed: w.failed.Load(),
 		Dropped: w.dropped.Load(), Sent: w.sent.Load(), Received: w.received.Load(),
 		Errors: w.errs.Load(), LastRecvNs: w.lastRecv.Load(), FirstSendN: w.firstSend.Load(),
-		Acked: w.acked.Load(), AckDuplicates: w.ackDups.Load(),
+		Acked: w.acked.Load(), AckDuplicates: w.ackDups.Load(), WireBytes: w.wireBytes.Load(),
 	}
 }
 
@@ -489,7 +496,7 @@ func (w *Worker) Send(ctx context.Context) {
 				next++
 				seq := seqBase + sent
 				now := time.Now().UnixNano()
-				payload = proto.AppendPayload(payload[:0], now, seq, w.job.Size)
+				payload = appendPayload(w.job.Text, payload[:0], now, seq, w.job.Size)
 				if w.job.Reliable {
 					id = proto.AppendMsgID(id[:0], seq, now)
 					frame = proto.AppendWsgateReliable(frame[:0], w.job.Method, seq, id, payload)

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -377,5 +378,27 @@ func TestRPCEcho(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad body: HTTP %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestAppendTextPayload: the text payload is valid JSON of the size asked
+// (at least MinPayload), its ts and seq found by ParsePayload, and two
+// sequence numbers give two different texts.
+func TestAppendTextPayload(t *testing.T) {
+	for _, size := range []int{0, MinPayload, 64, 128, 1024, 2048, 4096} {
+		p := AppendTextPayload(nil, 1733580000000000000, 7, size)
+		var v map[string]any
+		if err := json.Unmarshal(p, &v); err != nil {
+			t.Fatalf("size %d: %v: %s", size, err, p)
+		}
+		if size >= 128 && len(p) != size {
+			t.Errorf("size %d: got %d bytes: %s", size, len(p), p)
+		}
+		if ts, seq, ok := ParsePayload(p); !ok || ts != 1733580000000000000 || seq != 7 {
+			t.Errorf("size %d: ParsePayload %d %d %v", size, ts, seq, ok)
+		}
+	}
+	if a, b := AppendTextPayload(nil, 1, 1, 2048), AppendTextPayload(nil, 1, 2, 2048); bytes.Equal(a[20:], b[20:]) {
+		t.Error("seq 1 and 2 gave the same text")
 	}
 }
