@@ -76,7 +76,7 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 	}
 	for _, s := range subjects {
 		if seq >= last {
-			break // the window served it all
+			break // the window served the whole range
 		}
 		if c := h.shared[s.name]; c != nil {
 			err = c.read(ctx, h, sub, inbox, s, res.Recovery.Epoch, seq+1, last, sharedKeep(h.cfg.MaxPerSubject), &msgs)

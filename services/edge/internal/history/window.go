@@ -1,6 +1,7 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -96,7 +97,8 @@ func (w *window) span() uint64 { return max(1, uint64(w.max/windowEntryBytes)) }
 // reading what the window lacks from the stream of epoch, and returns the
 // first sequence it served: those before it (from up to it) the replay
 // reads subject by subject. It returns to+1 when the range is older than
-// the window may reach.
+// the window may reach, or too long to read for as few replays as run or
+// wait (busy).
 func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, inbox, epoch string, from, to uint64, subjects []*subject, msgs *[]stored, busy int64) (uint64, error) {
 	upTo := w.asked.ask(epoch, to)
 	span := w.span()
@@ -107,25 +109,31 @@ func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, 
 	// when the replays that share it are many for its length. A catch-up
 	// of a long range by a few replays at once asks for their subjects.
 	budget := windowPerReplay * uint64(max(busy, 1))
-	if w.subj == nil || w.epoch != epoch || w.hi < w.lo || upTo > w.hi+span {
+	if w.subj == nil || w.epoch != epoch || w.hi < w.lo || to > w.hi+span {
 		// Nothing held, or too far behind to catch up: start again.
-		start := max(from, upTo-min(upTo, span-1))
-		if upTo-start+1 > budget {
+		start := max(from, to-min(to, span-1))
+		if to-start+1 > budget {
 			return to + 1, nil
 		}
 		w.reset(epoch, start)
 	}
-	if upTo > w.hi {
-		if upTo-w.hi > budget {
+	// Read for the replays queued behind this one too, when the budget
+	// allows it; else for this one.
+	end := upTo
+	if end > w.hi+budget {
+		end = to
+	}
+	if end > w.hi {
+		if end-w.hi > budget {
 			return to + 1, nil
 		}
-		budget -= upTo - w.hi
-		got, err := h.readRange(ctx, sub, inbox, w.hi+1, upTo)
+		budget -= end - w.hi
+		got, err := h.readRange(ctx, sub, inbox, w.hi+1, end)
 		if err != nil {
 			return 0, err
 		}
 		w.hold(got, false)
-		w.hi = upTo
+		w.hi = end
 	}
 	if down := max(from, w.hi-min(w.hi, span-1), w.lo-min(w.lo, budget)); down < w.lo {
 		// Reconnects come back from different positions: extend down, as
@@ -143,7 +151,7 @@ func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, 
 	first := max(from, w.lo)
 	for _, s := range subjects {
 		held := w.subj[s.name]
-		i, _ := slices.BinarySearchFunc(held, first, func(m stored, seq uint64) int { return cmpSeq(m.seq, seq) })
+		i, _ := slices.BinarySearchFunc(held, first, func(m stored, seq uint64) int { return cmp.Compare(m.seq, seq) })
 		for _, m := range held[i:] {
 			if m.seq > to {
 				break
@@ -154,16 +162,6 @@ func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, 
 	}
 	w.trim()
 	return first, nil
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // reset empties the window, to hold from seq on for epoch.
