@@ -398,6 +398,13 @@ func TestAppendTextPayload(t *testing.T) {
 			t.Errorf("size %d: ParsePayload %d %d %v", size, ts, seq, ok)
 		}
 	}
+	for size := 100; size <= 2200; size += 7 { // every way the text's end can fall
+		for seq := range uint64(40) {
+			if p := AppendTextPayload(nil, 1733580000000000000, seq, size); len(p) != size || !json.Valid(p) {
+				t.Fatalf("size %d seq %d: %d bytes, valid %v: %s", size, seq, len(p), json.Valid(p), p)
+			}
+		}
+	}
 	if a, b := AppendTextPayload(nil, 1, 1, 2048), AppendTextPayload(nil, 1, 2, 2048); bytes.Equal(a[20:], b[20:]) {
 		t.Error("seq 1 and 2 gave the same text")
 	}

@@ -21,7 +21,7 @@ func AppendTextPayload(dst []byte, ts int64, seq uint64, size int) []byte {
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, `,"items":[`...)
-	const itemMax = 220 // an item's longest encoding below, with room for the text's end
+	const itemMax = 320 // more than an item's longest encoding below
 	for n := 0; size-(len(dst)-start) > itemMax; n++ {
 		if n > 0 {
 			dst = append(dst, ',')
@@ -29,19 +29,13 @@ func AppendTextPayload(dst []byte, ts int64, seq uint64, size int) []byte {
 		dst = appendItem(dst, rng)
 	}
 	dst = append(dst, `],"text":"`...)
-	for first := true; len(dst)-start < size-2; first = false {
-		w := words[rng.IntN(len(words))]
-		room := size - 2 - (len(dst) - start)
-		if !first {
-			room--
-		}
-		if len(w) > room {
-			w = w[:room]
-		}
-		if !first && room > 0 {
+	for n, first := size-2-(len(dst)-start), true; n > 0; n, first = size-2-(len(dst)-start), false {
+		if !first && n > 1 {
 			dst = append(dst, ' ')
+			n--
 		}
-		dst = append(dst, w...)
+		w := words[rng.IntN(len(words))]
+		dst = append(dst, w[:min(len(w), n)]...)
 	}
 	return append(dst, `"}`...)
 }
