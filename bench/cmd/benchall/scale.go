@@ -389,13 +389,14 @@ func renderScale(c scaleConfig, cells map[scaleRun]*cell, env machine, rawDir, o
 }
 
 // unicastSplitNote reads the split of the unicast cost.
-const unicastSplitNote = `Reading the split: NATS's part is what interest routing promises to keep flat, each message
-going to the one edge that holds its user, whatever K. The edges' part is CPU over the run of every edge process,
-their idle work included (pings, timers, the runtime's monitor: *server CPU per connection per second* above,
-times the connections, over the rate): it grows with K because each extra edge is one more process whose
-fixed work, and whose wake-ups for a share of the messages, the two cores pay. On a cluster NATS's part
-roughly doubles from K = 2 on: the publisher is on node 1 and most edges on others, so most messages cross
-a route.
+const unicastSplitNote = `Reading the split: interest routing sends each message to the one edge that holds its user, whatever
+K. A fan-out to every edge would multiply NATS's part by K. What remains is a smaller rise: natsd writes
+to K connections, each less often, so fewer messages share each system call. The edges' part is CPU over
+the run of every edge process, their idle work included (pings, timers, the runtime's monitor: *server CPU
+per connection per second* above, times the connections, over the rate). It grows with K because each
+extra edge is one more process whose fixed work, and whose wake-ups for a share of the messages, the two
+cores pay. On a cluster NATS's part roughly doubles from K = 2 on: the publisher is on node 1 and most
+edges on others, so most messages cross a route.
 
 `
 
