@@ -21,28 +21,32 @@ type sharedSubject struct {
 	hi    uint64     //   (none read yet when hi < lo)
 	msgs  []stored   // in sequence order
 
-	// The largest end of a range a replay of epoch asked for. Each end is a
-	// last sequence the stream reported before the replay asked, so a read
-	// sent later finds every message of the subject up to it stored: the
-	// replay that reads extends the cache that far, and those that queued
-	// behind it find their range read.
-	askedMu    sync.Mutex
-	askedEpoch string
-	asked      uint64
+	asked asked // the furthest end a replay of the subject needs
 
 	first latestRead[uint64] // the sequence of its oldest message held, shared
 }
 
-// ask records that a replay of epoch needs the subject up to to, and
-// returns the furthest any replay of epoch needs it.
-func (c *sharedSubject) ask(epoch string, to uint64) uint64 {
-	c.askedMu.Lock()
-	defer c.askedMu.Unlock()
-	if c.askedEpoch != epoch {
-		c.askedEpoch, c.asked = epoch, 0
+// asked is the largest end of a range a replay of epoch asked for. Each
+// end is a last sequence the stream reported before the replay asked, so a
+// read sent later finds every message up to it stored: the replay that
+// reads reads that far, and those that queued behind it find their range
+// read.
+type asked struct {
+	mu    sync.Mutex
+	epoch string
+	to    uint64
+}
+
+// ask records that a replay of epoch needs up to to, and returns the
+// furthest any replay of epoch needs.
+func (a *asked) ask(epoch string, to uint64) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.epoch != epoch {
+		a.epoch, a.to = epoch, 0
 	}
-	c.asked = max(c.asked, to)
-	return c.asked
+	a.to = max(a.to, to)
+	return a.to
 }
 
 // sharedKeep is how many messages a shared subject's cache keeps: the
@@ -69,7 +73,7 @@ func newSharedSubjects(names ...string) sharedSubjects {
 // from the stream only what the cache does not hold. keep bounds the cache
 // to that many messages.
 func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscription, inbox string, s *subject, epoch string, from, to uint64, keep int64, msgs *[]stored) error {
-	c.ask(epoch, to)
+	c.asked.ask(epoch, to)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.epoch != epoch || c.hi < c.lo || from > c.hi+1 {
@@ -89,7 +93,7 @@ func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscrip
 		// Read for the replays waiting behind this one too: in a storm the
 		// stream's last sequence moves between any two of them, and a read
 		// for each one's end would make them read one after another.
-		upTo := c.ask(epoch, to)
+		upTo := c.asked.ask(epoch, to)
 		var got []stored
 		if err := h.readSubject(ctx, sub, inbox, s, c.hi+1, upTo, &got); err != nil {
 			return err

@@ -67,29 +67,6 @@ type heldMsg struct {
 	size int64
 }
 
-// asked is the largest end of a range a replay of epoch asked for. Each
-// end is a last sequence the stream reported before the replay asked, so a
-// read sent later finds every message up to it stored: the replay that
-// reads reads that far, and those that queued behind it find their range
-// read.
-type asked struct {
-	mu    sync.Mutex
-	epoch string
-	to    uint64
-}
-
-// ask records that a replay of epoch needs up to to, and returns the
-// furthest any replay of epoch needs.
-func (a *asked) ask(epoch string, to uint64) uint64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.epoch != epoch {
-		a.epoch, a.to = epoch, 0
-	}
-	a.to = max(a.to, to)
-	return a.to
-}
-
 // span is how many sequences the window reads at most.
 func (w *window) span() uint64 { return max(1, uint64(w.max/windowEntryBytes)) }
 
