@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,6 +100,51 @@ func recoverAtOnce(ctx context.Context, t *testing.T, h *history.History, n, cou
 	}
 }
 
+// spy sees the requests sent to a subject. Its subscription is synchronous:
+// what the server routed to it before a flush is queued when the flush
+// returns, so a count taken then misses nothing sent before it.
+type spy struct {
+	nc  *nats.Conn
+	sub *nats.Subscription
+}
+
+func newSpy(t *testing.T, url, subject string) *spy {
+	t.Helper()
+	nc := testkit.Connect(t, url)
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &spy{nc: nc, sub: sub}
+}
+
+// directGet is a direct get request as the spy sees it.
+type directGet struct {
+	Seq     uint64 `json:"seq"`
+	NextFor string `json:"next_by_subj"`
+}
+
+// take returns the requests sent since the last take, decoded.
+func (s *spy) take(t *testing.T) []directGet {
+	t.Helper()
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var out []directGet
+	for {
+		m, err := s.sub.NextMsg(time.Millisecond)
+		if err != nil {
+			return out
+		}
+		var req directGet
+		_ = json.Unmarshal(m.Data, &req) // not a direct get: its zero value
+		out = append(out, req)
+	}
+}
+
 // TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer: a burst of
 // recoveries at once asks the JetStream API for the stream's state a few
 // times, not once each, and on a stream of one replica reads with direct
@@ -118,40 +162,25 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spy := testkit.Connect(t, ns.ClientURL())
-	var infos, creates atomic.Int64
-	for subject, n := range map[string]*atomic.Int64{"$JS.API.STREAM.INFO.WS_HISTORY": &infos, "$JS.API.CONSUMER.CREATE.>": &creates} {
-		if _, err := spy.Subscribe(subject, func(*nats.Msg) { n.Add(1) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var allReads atomic.Int64 // direct gets of ws.send.all, which every replay covers
-	if _, err := spy.Subscribe("$JS.API.DIRECT.GET.WS_HISTORY", func(m *nats.Msg) {
-		var req struct {
-			Subject string `json:"next_by_subj"`
-		}
-		if json.Unmarshal(m.Data, &req) == nil && req.Subject == "ws.send.all" {
-			allReads.Add(1)
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	infos := newSpy(t, ns.ClientURL(), "$JS.API.STREAM.INFO.WS_HISTORY")
+	creates := newSpy(t, ns.ClientURL(), "$JS.API.CONSUMER.CREATE.>")
+	gets := newSpy(t, ns.ClientURL(), "$JS.API.DIRECT.GET.WS_HISTORY")
 
 	recoverAtOnce(ctx, t, h, replays, 3)
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if n := infos.Load(); n == 0 || n > replays/4 {
+	if n := len(infos.take(t)); n == 0 || n > replays/4 {
 		t.Errorf("%d stream info requests for %d replays at once, want a few shared ones", n, replays)
 	}
-	if n := creates.Load(); n != 0 {
+	if n := len(creates.take(t)); n != 0 {
 		t.Errorf("%d consumers created, want none on a stream of one replica", n)
 	}
-	if n := allReads.Load(); n == 0 || n > replays/4 {
-		t.Errorf("ws.send.all read %d times for %d replays, want a few shared reads", n, replays)
+	allReads := 0 // direct gets of ws.send.all, which every replay covers
+	for _, req := range gets.take(t) {
+		if req.NextFor == "ws.send.all" {
+			allReads++
+		}
+	}
+	if allReads == 0 || allReads > replays/4 {
+		t.Errorf("ws.send.all read %d times for %d replays, want a few shared reads", allReads, replays)
 	}
 }
 
@@ -419,41 +448,21 @@ func TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached(t *testing.T) {
 		_ = json.Unmarshal(m.Data, &ack)
 		last = ack.Seq
 	}
-	spy := testkit.Connect(t, ns.ClientURL())
-	var lookups, gets atomic.Int64
-	if _, err := spy.Subscribe("$JS.API.DIRECT.GET.WS_HISTORY", func(m *nats.Msg) {
-		gets.Add(1)
-		var req struct {
-			Seq uint64 `json:"seq"`
-		}
-		if json.Unmarshal(m.Data, &req) == nil && req.Seq == 1 {
-			lookups.Add(1) // from the stream's start: a first message or a count
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	gets := newSpy(t, ns.ClientURL(), "$JS.API.DIRECT.GET.WS_HISTORY")
 	r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: 2}, history.Targets{User: "u1", Groups: []string{"g"}})
 	if !r.Recovery.Recovered || r.Recovery.Count != 3 {
 		t.Fatalf("%+v (%s), want 3 recovered", r.Recovery, r.Reason)
 	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
+	for _, req := range gets.take(t) {
+		if req.Seq == 1 { // from the stream's start: a first message or a count
+			t.Errorf("a lookup from the stream's start (%+v) after a replay of 3 under a cap of 100, want none", req)
+		}
 	}
-	if n := lookups.Load(); n != 0 {
-		t.Errorf("%d lookups from the stream's start after a replay of 3 under a cap of 100, want none", n)
-	}
-	before := gets.Load()
 	r = h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: last}, history.Targets{User: "u1"})
 	if !r.Recovery.Recovered || r.Recovery.Count != 0 {
 		t.Fatalf("%+v (%s), want 0 recovered", r.Recovery, r.Reason)
 	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if n := gets.Load() - before; n != 0 {
+	if n := len(gets.take(t)); n != 0 {
 		t.Errorf("%d direct gets for a since at the stream's last sequence, want none", n)
 	}
 }

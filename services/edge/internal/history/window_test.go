@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,24 +154,19 @@ func TestRecover_AStormReadsTheStreamOnceNotEachUsersSubject(t *testing.T) {
 	defer cancel()
 	seqs := interleaved(ctx, t, nc, users, 4000)
 
-	spy := testkit.Connect(t, ns.ClientURL())
-	var perUser, whole atomic.Int64
-	if _, err := spy.Subscribe("$JS.API.DIRECT.GET.WS_HISTORY", func(m *nats.Msg) {
-		var req struct {
-			Subject string `json:"next_by_subj"`
+	gets := newSpy(t, ns.ClientURL(), "$JS.API.DIRECT.GET.WS_HISTORY")
+	// count is how many of the requests sent since the last count asked for
+	// user subjects, and how many for every subject (a window's read).
+	count := func() (perUser, whole int) {
+		for _, req := range gets.take(t) {
+			switch {
+			case strings.HasPrefix(req.NextFor, "ws.send.user."):
+				perUser++
+			case req.NextFor == "":
+				whole++
+			}
 		}
-		switch {
-		case json.Unmarshal(m.Data, &req) != nil:
-		case strings.HasPrefix(req.Subject, "ws.send.user."):
-			perUser.Add(1)
-		case req.Subject == "":
-			whole.Add(1) // a read of every subject
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
+		return perUser, whole
 	}
 	var wg sync.WaitGroup
 	for u := range users {
@@ -185,27 +179,21 @@ func TestRecover_AStormReadsTheStreamOnceNotEachUsersSubject(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
+	perUser, whole := count()
+	if perUser > users/10 {
+		t.Errorf("%d direct gets of user subjects for %d replays at once, want a few (the window reads for them)", perUser, users)
 	}
-	if n := perUser.Load(); n > users/10 {
-		t.Errorf("%d direct gets of user subjects for %d replays at once, want a few (the window reads for them)", n, users)
-	}
-	if whole.Load() == 0 {
+	if whole == 0 {
 		t.Error("no read of the stream's range: the storm did not use the window")
 	}
 
-	whole.Store(0)
 	const u = 7
 	r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: 100}, history.Targets{User: "u" + strconv.Itoa(u)})
 	if want := wantAfter(seqs, u, 100); !r.Recovery.Recovered || !slices.Equal(replayedSeqs(t, r), want) {
 		t.Fatalf("lone replay: %+v (%s), want %d recovered", r.Recovery, r.Reason, len(want))
 	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if n := whole.Load(); n != 0 {
-		t.Errorf("a lone replay read the stream's whole range (%d batches), want its subjects only", n)
+	if _, whole := count(); whole != 0 {
+		t.Errorf("a lone replay read the stream's whole range (%d batches), want its subjects only", whole)
 	}
 
 	// A catch-up on another edge (its window empty): a few replays at once,
@@ -221,10 +209,7 @@ func TestRecover_AStormReadsTheStreamOnceNotEachUsersSubject(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if n := whole.Load(); n != 0 {
-		t.Errorf("5 replays at once read a range of 4,000 whole (%d batches), want their subjects only", n)
+	if _, whole := count(); whole != 0 {
+		t.Errorf("5 replays at once read a range of 4,000 whole (%d batches), want their subjects only", whole)
 	}
 }
