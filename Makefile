@@ -109,6 +109,14 @@ bench-scale: build
 	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
 	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set scale -runs 3 -out docs/SCALING.md
 
+## bench-scale60k: the scale set at 60,000 connections (K = 4 and 8 edges only: one edge holds at most
+## ~19,990 with a 20,000 open-files limit; broadcast at 1 msg/s, 60,000 deliveries each) -> docs/perf/scale60k.md
+.PHONY: bench-scale60k
+bench-scale60k: build
+	cd bench && GOWORK=off $(GO) build -trimpath -o .bin/ ./cmd/loadgen ./cmd/natsd ./cmd/benchall
+	ulimit -n $$(ulimit -Hn) && bench/.bin/benchall -set scale -runs 1 -edges 4,8 -nats-nodes 1,3 -conns 60000 \
+		-broadcast-conns 60000 -hold 30s -duration 10s -unicast-rate 4000 -broadcast-rate 1 -messages 30 -out docs/perf/scale60k.md
+
 ## bench-recovery: issue 16's recovery figures on real processes (natsd with JetStream, edges with WS_HISTORY=file):
 ## longrun (1,000,000 messages to 10,000 users across ~16 edge SIGKILLs, 0 lost/duplicated or it fails),
 ## catchup (1,000 clients catch up 100 missed messages), storm (10,000 reconnect with since within 10 s beside
