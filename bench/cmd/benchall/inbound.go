@@ -107,20 +107,7 @@ type inboundRun struct {
 
 // cpuPerAction is the servers' CPU (edges + NATS + dispatcher) per echo
 // answered, in µs; by process name when name is set.
-func (r inboundRun) cpuPerAction(name string) float64 {
-	if r.res.Received == 0 {
-		return math.NaN()
-	}
-	var us int64
-	s := r.res.Server
-	for i, n := range s.Names {
-		if i >= len(s.AfterRamp) || i >= len(s.AfterRun) || (name != "" && !strings.HasPrefix(n, name)) {
-			continue
-		}
-		us += s.AfterRun[i].CPUus - s.AfterRamp[i].CPUus
-	}
-	return float64(us) / float64(r.res.Received)
-}
+func (r inboundRun) cpuPerAction(name string) float64 { return r.res.cpuPerMsg(name) }
 
 // longRecord is what benchall reads of inboundrun's record.
 type longRecord struct {

@@ -94,19 +94,22 @@ type result struct {
 	} `json:"server"`
 }
 
-// runCPUus is the CPU time (µs) the server processes whose names start
-// with prefix used over the run phase (from the ramp's end to the run's).
-func (r *result) runCPUus(prefix string) (float64, bool) {
-	var sum float64
-	found := false
-	for i, name := range r.Server.Names {
-		if !strings.HasPrefix(name, prefix) || i >= len(r.Server.AfterRamp) || i >= len(r.Server.AfterRun) {
+// cpuPerMsg is the CPU (µs) the server processes whose names start with
+// prefix ("": every one) used over the run phase, from the ramp's end to
+// the run's, per message received.
+func (r *result) cpuPerMsg(prefix string) float64 {
+	if r.Received == 0 {
+		return math.NaN()
+	}
+	var us int64
+	s := r.Server
+	for i, name := range s.Names {
+		if i >= len(s.AfterRamp) || i >= len(s.AfterRun) || !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		sum += float64(r.Server.AfterRun[i].CPUus - r.Server.AfterRamp[i].CPUus)
-		found = true
+		us += s.AfterRun[i].CPUus - s.AfterRamp[i].CPUus
 	}
-	return sum, found
+	return float64(us) / float64(r.Received)
 }
 
 // sample is one /proc reading of a server process.

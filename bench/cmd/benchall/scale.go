@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -186,16 +185,6 @@ var (
 	mNATSPerMsg  = metric{"… of which NATS (µs)", "lower", func(r *result) float64 { return r.cpuPerMsg("nats") }}
 	mEdgesPerMsg = metric{"… of which the edges (µs)", "lower", func(r *result) float64 { return r.cpuPerMsg("edge") }}
 )
-
-// cpuPerMsg is the CPU the processes named prefix… used over the run per
-// message delivered.
-func (r *result) cpuPerMsg(prefix string) float64 {
-	us, ok := r.runCPUus(prefix)
-	if !ok || r.Received == 0 {
-		return math.NaN()
-	}
-	return us / float64(r.Received)
-}
 
 // scalePictures draws the set's curves into dir/plots.
 func scalePictures(c scaleConfig, cells map[scaleRun]*cell, dir string) ([]picture, error) {
