@@ -82,6 +82,23 @@ func ensured(t *testing.T, nc *nats.Conn, cfg history.Config) *history.History {
 	return h
 }
 
+// store publishes a message to subject, which the stream stores, and
+// returns its sequence.
+func store(t *testing.T, nc *nats.Conn, subject string) uint64 {
+	t.Helper()
+	m, err := nc.Request(subject, []byte(`{"action":"m","details":1}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(m.Data, &ack); err != nil {
+		t.Fatalf("stream acknowledgement %q: %v", m.Data, err)
+	}
+	return ack.Seq
+}
+
 // recoverAtOnce runs n recoveries of user u1 from the stream's start at
 // once, and checks that each recovered count messages.
 func recoverAtOnce(ctx context.Context, t *testing.T, h *history.History, n, count int) {
@@ -158,9 +175,7 @@ func TestRecover_AStormSharesStreamReadsAndCreatesNoConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for range 3 {
-		if _, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		store(t, nc, "ws.send.user.u1")
 	}
 	infos := newSpy(t, ns.ClientURL(), "$JS.API.STREAM.INFO.WS_HISTORY")
 	creates := newSpy(t, ns.ClientURL(), "$JS.API.CONSUMER.CREATE.>")
@@ -196,16 +211,8 @@ func TestRecover_SharedSubjectsGiveEachReplayExactlyItsRange(t *testing.T) {
 	var seqs []uint64 // of the messages to all, by number - 1
 	publish := func(subject string, n int) {
 		for range n {
-			m, err := nc.Request(subject, []byte(`{"action":"m","details":1}`), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ack struct {
-				Seq uint64 `json:"seq"`
-			}
-			_ = json.Unmarshal(m.Data, &ack)
-			if subject == "ws.send.all" {
-				seqs = append(seqs, ack.Seq)
+			if seq := store(t, nc, subject); subject == "ws.send.all" {
+				seqs = append(seqs, seq)
 			}
 		}
 	}
@@ -398,9 +405,7 @@ func TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout(t *testing.T) 
 	h := ensured(t, nc, history.Config{MaxPerSubject: 10, Replays: 1, ReplayWait: 5 * time.Second, ReplayTimeout: 1200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	store(t, nc, "ws.send.user.u1")
 	history.SetBeforeRead(h, func() { time.Sleep(500 * time.Millisecond) })
 	recoverAtOnce(ctx, t, h, 4, 1)
 	since := wire.Since{Epoch: h.Epoch(), Seq: 0}
@@ -438,15 +443,7 @@ func TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached(t *testing.T) {
 	defer cancel()
 	var last uint64
 	for range 5 {
-		m, err := nc.Request("ws.send.user.u1", []byte(`{"action":"m","details":1}`), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ack struct {
-			Seq uint64 `json:"seq"`
-		}
-		_ = json.Unmarshal(m.Data, &ack)
-		last = ack.Seq
+		last = store(t, nc, "ws.send.user.u1")
 	}
 	gets := newSpy(t, ns.ClientURL(), "$JS.API.DIRECT.GET.WS_HISTORY")
 	r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: 2}, history.Targets{User: "u1", Groups: []string{"g"}})
