@@ -79,12 +79,14 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, b *wsconn.Batch) int {
 	kind, key, _ := strings.Cut(target, ".")
 	switch kind {
 	case "all":
+		d.out.MayReach(len(h.clients))
 		for _, c := range h.clients {
 			if c.Identity() != nil {
 				d.to(c)
 			}
 		}
 	case "users":
+		d.out.MayReach(len(h.clients))
 		for _, c := range h.clients {
 			if id := c.Identity(); id != nil && id.User != "" {
 				d.to(c)
@@ -95,6 +97,7 @@ func (h *Hub) deliver(m *nats.Msg, at time.Time, b *wsconn.Batch) int {
 			h.cfg.Stats.BadOutbound()
 			return 0
 		}
+		d.out.MayReach(len(h.clients))
 		for _, c := range h.clients {
 			if id := c.Identity(); id != nil {
 				if v, ok := c.property(id, out.Filter.Property); ok && v == out.Filter.Value {
@@ -131,6 +134,7 @@ func (d *delivery) toTopic(t *topic) {
 	if t == nil {
 		return
 	}
+	d.out.MayReach(len(t.clients))
 	for c := range t.clients {
 		d.to(c)
 	}

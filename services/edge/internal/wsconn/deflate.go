@@ -32,6 +32,18 @@ const (
 	// BenchmarkDeflatedTextFrame).
 	deflateLevel = flate.BestSpeed
 
+	// sharedDeflateLevel compresses a message that may reach SharedReach
+	// connections or more on the edge: its compression is paid once and
+	// its bytes on every socket, so the slower level pays (2 KiB of
+	// application-like JSON: 45 % of its size at level 1, 43 % at level 5,
+	// for about 17 µs more per message; above 5 nothing is gained).
+	sharedDeflateLevel = 5
+
+	// SharedReach is the number of connections from which a message counts
+	// as shared: the extra compression then costs each of them at most
+	// about 2 µs.
+	SharedReach = 8
+
 	// minWindowBits is the smallest window kept for a context-taking
 	// client: zlib compresses with 9 bits when asked for 8.
 	minWindowBits = 9
@@ -61,24 +73,36 @@ type compressor struct {
 	out appendWriter
 }
 
-// compressors are pooled: a flate.Writer holds about 1 MiB of tables, used
-// only while one message is compressed.
-var compressors = sync.Pool{New: func() any {
-	c := &compressor{}
-	fw, err := flate.NewWriter(&c.out, deflateLevel)
-	if err != nil {
-		panic(err) // only for a bad level, a constant
-	}
-	c.fw = fw
-	return c
-}}
+// compressors are pooled, one pool per level: a flate.Writer holds about
+// 1 MiB of tables, used only while one message is compressed.
+var (
+	compressors       = compressorPool(deflateLevel)
+	sharedCompressors = compressorPool(sharedDeflateLevel)
+)
+
+func compressorPool(level int) *sync.Pool {
+	return &sync.Pool{New: func() any {
+		c := &compressor{}
+		fw, err := flate.NewWriter(&c.out, level)
+		if err != nil {
+			panic(err) // only for a bad level, a constant
+		}
+		c.fw = fw
+		return c
+	}}
+}
 
 // DeflatedTextFrame returns payload compressed as one server text frame
 // with RSV1 set, ready to be written to any number of connections that
-// negotiated permessage-deflate.
-func DeflatedTextFrame(payload []byte) []byte {
-	c := compressors.Get().(*compressor)
-	defer compressors.Put(c)
+// negotiated permessage-deflate; shared compresses harder, for a frame
+// that many connections will share.
+func DeflatedTextFrame(payload []byte, shared bool) []byte {
+	pool := compressors
+	if shared {
+		pool = sharedCompressors
+	}
+	c := pool.Get().(*compressor)
+	defer pool.Put(c)
 	// The compressed bytes go after room for the longest header, which is
 	// then written just before them: one buffer, no copy.
 	c.out.b = make([]byte, maxHeader, maxHeader+len(payload)/2+64)
@@ -105,19 +129,24 @@ type Outbound struct {
 	payload  []byte
 	plain    []byte
 	deflated []byte
-	deflates int // times the compressed frame was built: 0 or 1
+	deflates int  // times the compressed frame was built: 0 or 1
+	shared   bool // may reach SharedReach connections or more
 }
 
 // NewOutbound prepares payload for delivery; payload must not change while
 // the Outbound is in use.
 func NewOutbound(payload []byte) Outbound { return Outbound{payload: payload} }
 
+// MayReach tells o how many connections it may be queued for, before the
+// first: a message shared by many is compressed harder.
+func (o *Outbound) MayReach(n int) { o.shared = n >= SharedReach }
+
 // FrameFor returns the frame for c: the compressed one when c negotiated
 // permessage-deflate and the payload is worth compressing, else the plain one.
 func (o *Outbound) FrameFor(c *Conn) []byte {
 	if c.deflate && len(o.payload) >= DeflateThreshold {
 		if o.deflated == nil {
-			o.deflated = DeflatedTextFrame(o.payload)
+			o.deflated = DeflatedTextFrame(o.payload, o.shared)
 			o.deflates++
 		}
 		return o.deflated

@@ -13,20 +13,23 @@ import (
 // the bytes on the wire of one message (wire-B/msg) beside the time.
 
 // BenchmarkDeflatedTextFrame compresses one realistic JSON server frame per
-// op: the cost paid once per message and edge.
+// op: the cost paid once per message and edge, at the level of a message
+// for few connections and at that of one shared by many.
 func BenchmarkDeflatedTextFrame(b *testing.B) {
 	for _, size := range []int{128, 2048} {
 		payload := realisticPayload(size)
-		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			var n int
-			for b.Loop() {
-				n = len(DeflatedTextFrame(payload))
-			}
-			b.ReportMetric(float64(n), "wire-B/msg")
-			b.ReportMetric(float64(len(TextFrame(payload))), "plain-B/msg")
-		})
+		for _, shared := range []bool{false, true} {
+			b.Run(fmt.Sprintf("size=%d/shared=%v", size, shared), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(size))
+				var n int
+				for b.Loop() {
+					n = len(DeflatedTextFrame(payload, shared))
+				}
+				b.ReportMetric(float64(n), "wire-B/msg")
+				b.ReportMetric(float64(len(TextFrame(payload))), "plain-B/msg")
+			})
+		}
 	}
 }
 
@@ -62,6 +65,7 @@ func benchFanoutDeflate(b *testing.B, payload []byte, on bool) {
 		peers[i] = fds[1]
 	}
 	probe := NewOutbound(payload)
+	probe.MayReach(conns)
 	frameLen := len(probe.FrameFor(cs[0]))
 	var wg sync.WaitGroup
 	for d := range drainers {
@@ -83,6 +87,7 @@ func benchFanoutDeflate(b *testing.B, payload []byte, on bool) {
 	start := time.Now()
 	for b.Loop() {
 		out := NewOutbound(payload)
+		out.MayReach(conns)
 		now := time.Now()
 		for _, c := range cs {
 			if err := c.Queue(&pending, out.FrameFor(c), now); err != nil {

@@ -86,8 +86,10 @@ func inflateServerFrame(t *testing.T, frame []byte) []byte {
 func TestDeflatedTextFrameRoundTrip(t *testing.T) {
 	for _, n := range []int{0, 1, 125, 300, 70000, 1 << 20} {
 		payload := []byte(strings.Repeat(fmt.Sprintf(`{"n":%d,"s":"abc"}`, n), n/16+1)[:n])
-		if got := inflateServerFrame(t, DeflatedTextFrame(payload)); !bytes.Equal(got, payload) {
-			t.Errorf("%d bytes: round trip changed the payload", n)
+		for _, shared := range []bool{false, true} {
+			if got := inflateServerFrame(t, DeflatedTextFrame(payload, shared)); !bytes.Equal(got, payload) {
+				t.Errorf("%d bytes, shared %v: round trip changed the payload", n, shared)
+			}
 		}
 	}
 }
@@ -98,7 +100,7 @@ func TestDeflatedTextFrameRoundTrip(t *testing.T) {
 func TestDeflateThresholdPays(t *testing.T) {
 	gain := func(n int) int {
 		p := realisticPayload(n)
-		return 100 - 100*len(DeflatedTextFrame(p))/len(TextFrame(p))
+		return 100 - 100*len(DeflatedTextFrame(p, false))/len(TextFrame(p))
 	}
 	at, half := gain(DeflateThreshold), gain(DeflateThreshold/2)
 	big := 100 - gain(2048)
@@ -111,6 +113,30 @@ func TestDeflateThresholdPays(t *testing.T) {
 	}
 	if big > 45 {
 		t.Errorf("2 KiB of JSON compressed to %d %% of its size, want ≤ 45 %%", big)
+	}
+}
+
+// TestOutbound_AMessageForManyIsCompressedHarder: a message that may reach
+// SharedReach connections is compressed at the slower level, whose cost is
+// spread over them, and still inflates to the payload; one for fewer keeps
+// the fast level.
+func TestOutbound_AMessageForManyIsCompressedHarder(t *testing.T) {
+	p := realisticPayload(2048)
+	frame := func(reach int) []byte {
+		o := NewOutbound(p)
+		o.MayReach(reach)
+		return o.FrameFor(&Conn{deflate: true})
+	}
+	few, many := frame(SharedReach-1), frame(SharedReach)
+	t.Logf("2 KiB of JSON: %d bytes for few connections, %d for many", len(few), len(many))
+	if !bytes.Equal(few, DeflatedTextFrame(p, false)) {
+		t.Error("a message for fewer than SharedReach connections is not compressed at the fast level")
+	}
+	if len(many) >= len(few) {
+		t.Errorf("a message for many connections compressed to %d bytes, not fewer than the %d of one for few", len(many), len(few))
+	}
+	if got := inflateServerFrame(t, many); !bytes.Equal(got, p) {
+		t.Error("the shared frame does not inflate to the payload")
 	}
 }
 
@@ -150,7 +176,7 @@ func TestInflaterWindow(t *testing.T) {
 
 // TestInflateLimit: the limit counts inflated bytes.
 func TestInflateLimit(t *testing.T) {
-	frame := DeflatedTextFrame(bytes.Repeat([]byte("x"), 10000))
+	frame := DeflatedTextFrame(bytes.Repeat([]byte("x"), 10000), false)
 	p := frame[4:] // 126-length header: the compressed 10,000 bytes take more than 125
 	if frame[1] != 126 {
 		p = frame[2:]
