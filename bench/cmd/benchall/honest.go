@@ -333,6 +333,36 @@ var godebugWhat = map[string]string{
 	"zero": "GODEBUG=schedtrace=0 in every process (the Go runtime's default everywhere, bin/edge included)",
 }
 
+// historied are the scenarios of the standard and reduced sets that run
+// once more with wsgate's history on: those whose messages the stream
+// stores (roundtrip's replies keep the core path; hello is unicast twice).
+var historied = []string{"broadcast", "broadcast-max", "unicast-max", "unicast"}
+
+// withHistory adds after each historied scenario its run with WS_HISTORY
+// set to mode (memory or file), for wsgate alone; "" adds none.
+func withHistory(set string, specs []spec, mode string) ([]spec, error) {
+	if mode == "" || set != "standard" && set != "reduced" {
+		return specs, nil
+	}
+	if mode != "memory" && mode != "file" {
+		return nil, fmt.Errorf("-wsgate-history: %q is not memory or file", mode)
+	}
+	var out []spec
+	for _, s := range specs {
+		out = append(out, s)
+		if !slices.Contains(historied, s.name) {
+			continue
+		}
+		v := s
+		v.name += "-history"
+		v.what = s.what + fmt.Sprintf("; wsgate with history on (WS_HISTORY=%s: natsd with JetStream, the stream storing and republishing every message; loadgen -history %s)", mode, mode)
+		v.args = append(slices.Clone(s.args), "-history", mode)
+		v.variant = &variant{only: "wsgate", onlyWhy: "the load tool runs Centrifugo without history; compare with its row without -history"}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // withVariants adds to a set's broadcast scenario one per client mode and
 // GODEBUG choice, and, with more than one publishing path, Centrifugo's
 // unicast once per path.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -120,6 +121,47 @@ func TestWithVariants(t *testing.T) {
 	}
 	if got := withExtra([]string{"-publish", "single"}, []string{"-publish", "batch", "-publish-inflight", "4"}); strings.Join(got, " ") != "-publish single -publish-inflight 4" {
 		t.Errorf("withExtra %v", got)
+	}
+}
+
+// TestWithHistory: the broadcast and unicast scenarios and their searches
+// once more for wsgate alone with -history, each right after its own.
+func TestWithHistory(t *testing.T) {
+	specs, _ := sets("standard")
+	out, err := withHistory("standard", specs, "memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i, s := range out {
+		names = append(names, s.name)
+		base, ok := strings.CutSuffix(s.name, "-history")
+		if !ok {
+			continue
+		}
+		if out[i-1].name != base {
+			t.Errorf("%s follows %s, not its own scenario", s.name, out[i-1].name)
+		}
+		if !strings.HasSuffix(strings.Join(s.args, " "), "-history memory") || s.steps == nil != (out[i-1].steps == nil) {
+			t.Errorf("%s: args %v, steps %v", s.name, s.args, s.steps)
+		}
+		if only, _ := s.onlyGateway(); only != "wsgate" {
+			t.Errorf("%s runs %q, want wsgate alone", s.name, only)
+		}
+	}
+	for _, want := range []string{"broadcast-history", "broadcast-max-history", "unicast-max-history", "unicast-history"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no %s in %v", want, names)
+		}
+	}
+	if len(out) != len(specs)+4 {
+		t.Errorf("%d specs, want %d", len(out), len(specs)+4)
+	}
+	if same, _ := withHistory("standard", specs, ""); len(same) != len(specs) {
+		t.Error("-wsgate-history \"\" added scenarios")
+	}
+	if _, err := withHistory("standard", specs, "disk"); err == nil {
+		t.Error("want an error for an unknown storage")
 	}
 }
 

@@ -436,6 +436,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bcClients := fs.String("broadcast-clients", "epoll,gorilla", "standard and reduced sets: the broadcast scenario once per client mode of loadgen (-client): epoll, gorilla")
 	bcGodebug := fs.String("broadcast-godebug", "on,off", "standard and reduced sets: the broadcast scenario once per GODEBUG choice: on (schedtrace=2147483647 in every process), off (no GODEBUG set: each binary as it starts by itself), zero (schedtrace=0 everywhere: the Go runtime's default even where a binary would apply the setting)")
 	cPublish := fs.String("centrifugo-publish", "batch,parallel,single:32", "Centrifugo's publishing paths, mode[:requests in flight] (batch, parallel, single; 4 in flight unless given): the first is used by every Centrifugo run of the set, and with more than one the unicast scenario is run for Centrifugo in each, side by side in a section of their own")
+	wsHistory := fs.String("wsgate-history", "memory", "standard and reduced sets: the broadcast and unicast scenarios (and their searches) once more for wsgate with WS_HISTORY set to this (memory or file; empty: none)")
 	scaleCfg := scaleFlags(fs)
 	tabsCfg := tabsFlags(fs)
 	historyCfg := historyFlags(fs)
@@ -485,6 +486,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	paths, err := parsePublishPaths(*cPublish)
 	if err != nil {
+		return err
+	}
+	if specs, err = withHistory(*set, specs, *wsHistory); err != nil {
 		return err
 	}
 	if specs, err = withVariants(*set, specs, *bcClients, *bcGodebug, paths); err != nil {
@@ -743,6 +747,9 @@ func render(set string, runs int, only, out string, specs []spec, cells map[stri
 	w("- wsgate: `bin/edge` (EDGE_RATE_LIMIT=0, EDGE_SEND_QUEUE=4096, LOG_LEVEL=info: startup lines only) + `bench/.bin/natsd` (nats-server v2.15.2, default options) + `bin/dispatcher` for roundtrip and hello, each a child process of the tool; **server figures of wsgate are the sum over edge, NATS and dispatcher.**\n")
 	w("%s", centrifugoConditions(env))
 	w("- Unless a scenario's name says otherwise (`-godebug-off`, `-godebug-zero`), every process of a run (servers of either gateway, NATS, the dispatcher, Centrifugo's RPC backend, the load tool's workers) runs with `GODEBUG=schedtrace=2147483647`, as wsgate's images do: it keeps the Go runtime's monitor thread at its 10 ms pace instead of polling every 20 µs after each idle spell (see `loadgen -h`, `-godebug`). `bin/edge` and `bin/dispatcher` apply it to themselves when `GODEBUG` does not set `schedtrace` (they re-execute themselves once at start with it added; `GODEBUG=schedtrace=0` keeps the runtime's default), so a deployment that sets nothing gets it too.\n")
+	if slices.ContainsFunc(specs, func(s spec) bool { return strings.HasSuffix(s.name, "-history") }) {
+		w("- A scenario whose name ends in `-history` is the one before it with wsgate's history on (issue 16): natsd runs with JetStream, every edge with `WS_HISTORY`, and the stream stores every message and republishes it to the edges with its sequence. The publisher still publishes with core NATS. Centrifugo has no such run.\n")
+	}
 	w("- Go %s. Payloads are 128-byte JSON objects carrying the send time and a sequence number; latency is from the publisher's (or requester's) clock to the receiving client's read, same machine.\n", env.goVersion)
 	w("- Where the load tool itself needs most of a core (see its CPU row), the two cores are the limit, not the gateway: compare *server CPU per delivered message* rather than the highest rate alone.\n")
 	w("- Raw JSON records and logs of this run: `%s` (not committed).\n\n", rawDir)
