@@ -145,6 +145,9 @@ func TestWithHistory(t *testing.T) {
 		if !strings.HasSuffix(strings.Join(s.args, " "), "-history memory") || s.steps == nil != (out[i-1].steps == nil) {
 			t.Errorf("%s: args %v, steps %v", s.name, s.args, s.steps)
 		}
+		if s.limit() != out[i-1].limit() {
+			t.Errorf("%s: p99 limit %g ms, its scenario's is %g", s.name, s.limit(), out[i-1].limit())
+		}
 		if only, _ := s.onlyGateway(); only != "wsgate" {
 			t.Errorf("%s runs %q, want wsgate alone", s.name, only)
 		}

@@ -588,7 +588,7 @@ var p99Limits = map[string]float64{"unicast-max": 10}
 
 // limit is the p99 a step of s may have, in ms.
 func (s spec) limit() float64 {
-	if l, ok := p99Limits[s.name]; ok {
+	if l, ok := p99Limits[strings.TrimSuffix(s.name, "-history")]; ok {
 		return l
 	}
 	return 100
