@@ -32,17 +32,17 @@ const (
 	// BenchmarkDeflatedTextFrame).
 	deflateLevel = flate.BestSpeed
 
-	// sharedDeflateLevel compresses a message that may reach SharedReach
+	// sharedDeflateLevel compresses a message that may reach sharedReach
 	// connections or more on the edge: its compression is paid once and
 	// its bytes on every socket, so the slower level pays (2 KiB of
 	// application-like JSON: 45 % of its size at level 1, 43 % at level 5,
 	// for 8–17 µs more per message; above 5 nothing is gained).
 	sharedDeflateLevel = 5
 
-	// SharedReach is the number of connections from which a message counts
+	// sharedReach is the number of connections from which a message counts
 	// as shared: the extra compression then costs each of them at most
 	// about 2 µs.
-	SharedReach = 8
+	sharedReach = 8
 
 	// minWindowBits is the smallest window kept for a context-taking
 	// client: zlib compresses with 9 bits when asked for 8.
@@ -130,7 +130,7 @@ type Outbound struct {
 	plain    []byte
 	deflated []byte
 	deflates int  // times the compressed frame was built: 0 or 1
-	shared   bool // may reach SharedReach connections or more
+	shared   bool // may reach sharedReach connections or more
 }
 
 // NewOutbound prepares payload for delivery; payload must not change while
@@ -139,7 +139,7 @@ func NewOutbound(payload []byte) Outbound { return Outbound{payload: payload} }
 
 // MayReach tells o how many connections it may be queued for, before the
 // first: a message shared by many is compressed harder.
-func (o *Outbound) MayReach(n int) { o.shared = n >= SharedReach }
+func (o *Outbound) MayReach(n int) { o.shared = n >= sharedReach }
 
 // FrameFor returns the frame for c: the compressed one when c negotiated
 // permessage-deflate and the payload is worth compressing, else the plain one.

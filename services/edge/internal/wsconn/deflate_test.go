@@ -117,7 +117,7 @@ func TestDeflateThresholdPays(t *testing.T) {
 }
 
 // TestOutbound_AMessageForManyIsCompressedHarder: a message that may reach
-// SharedReach connections is compressed at the slower level, whose cost is
+// sharedReach connections is compressed at the slower level, whose cost is
 // spread over them, and still inflates to the payload; one for fewer keeps
 // the fast level.
 func TestOutbound_AMessageForManyIsCompressedHarder(t *testing.T) {
@@ -127,10 +127,10 @@ func TestOutbound_AMessageForManyIsCompressedHarder(t *testing.T) {
 		o.MayReach(reach)
 		return o.FrameFor(&Conn{deflate: true})
 	}
-	few, many := frame(SharedReach-1), frame(SharedReach)
+	few, many := frame(sharedReach-1), frame(sharedReach)
 	t.Logf("2 KiB of JSON: %d bytes for few connections, %d for many", len(few), len(many))
 	if !bytes.Equal(few, DeflatedTextFrame(p, false)) {
-		t.Error("a message for fewer than SharedReach connections is not compressed at the fast level")
+		t.Error("a message for fewer than sharedReach connections is not compressed at the fast level")
 	}
 	if len(many) >= len(few) {
 		t.Errorf("a message for many connections compressed to %d bytes, not fewer than the %d of one for few", len(many), len(few))
