@@ -299,7 +299,10 @@ type floorRecord struct {
 	Max      float64 `json:"max_ms"`
 	WriteMs  float64 `json:"write_ms"`
 	WakeupUs float64 `json:"wakeup_us"`
-	Command  string  `json:"command"`
+	// CPU per delivered message of the writer and of the readers.
+	WriterCPUUs float64 `json:"writer_cpu_per_delivery_us"`
+	ReaderCPUUs float64 `json:"reader_cpu_per_delivery_us"`
+	Command     string  `json:"command"`
 }
 
 // floor runs bench/.bin/floor runs times and returns its records.
@@ -848,6 +851,8 @@ func renderFloor(w func(string, ...any), floors []floorRecord, errs []string) {
 		w("| raw TCP fan-out to %d sockets, latency p99 (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.P99 }))
 		w("| raw TCP fan-out to %d sockets, latency max (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.Max }))
 		w("| time to write one message to all %d (ms) | %s |\n", f.Conns, med(func(r floorRecord) float64 { return r.WriteMs }))
+		w("| writer CPU per delivered message (µs; compare wsgate's server CPU per delivered message) | %s |\n", med(func(r floorRecord) float64 { return r.WriterCPUUs }))
+		w("| reader CPU per delivered message (µs; compare the load tool's CPU over its deliveries per second) | %s |\n", med(func(r floorRecord) float64 { return r.ReaderCPUUs }))
 		w("| CPU of one wake-up of a Go process that only sleeps 10 ms at a time (µs) | %s |\n\n", med(func(r floorRecord) float64 { return r.WakeupUs }))
 		w("The last row is the price of a timer on this machine. Every idle server pays it: an idle wsgate edge and its NATS server each wake their runtime's monitor 100 times a second (see the `GODEBUG` condition above), besides their own timers, so the idle CPU figures above are mostly such wake-ups and the pings' system calls.\n")
 	}

@@ -70,6 +70,12 @@ type Record struct {
 	// WriteMs is the median time the writers took to write one message to
 	// every connection.
 	WriteMs float64 `json:"write_ms"`
+	// WriterCPUUs and ReaderCPUUs are the CPU, user and system, that the
+	// writer and the readers spent per delivered message from the first
+	// write to the last read: a gateway's server CPU per delivery and the
+	// load tool's compare with them.
+	WriterCPUUs float64 `json:"writer_cpu_per_delivery_us"`
+	ReaderCPUUs float64 `json:"reader_cpu_per_delivery_us"`
 	// WakeupUs is the CPU, user and system, of one wake-up of a Go process
 	// that does nothing but sleep 10 ms at a time (runtime defaults): the
 	// machine's price of a timer, which every idle server here pays.
@@ -105,19 +111,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Expected: uint64(*conns) * uint64(*messages),
 		Command: fmt.Sprintf("bench/.bin/floor -conns %d -readers %d -writers %d -rate %g -messages %d -size %d",
 			*conns, *readers, *writers, *rate, *messages, *size)}
-	snap, writeMs, err := fanout(ctx, &rec)
+	res, err := fanout(ctx, &rec)
 	if err != nil {
 		return err
 	}
+	snap := res.hist
 	rec.Received = snap.Count
 	ms := func(q float64) float64 { return float64(snap.Quantile(q)) / 1000 }
 	rec.P50, rec.P90, rec.P99, rec.Max = ms(0.50), ms(0.90), ms(0.99), float64(snap.Max)/1000
-	rec.WriteMs = writeMs
+	rec.WriteMs = res.writeMs
+	if snap.Count > 0 {
+		perDelivery := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(snap.Count) }
+		rec.WriterCPUUs, rec.ReaderCPUUs = perDelivery(res.writerCPU), perDelivery(res.readerCPU)
+	}
 	if rec.WakeupUs, err = wakeupCost(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "floor fanout conns=%d readers=%d writers=%d rate=%g/s messages=%d received=%d/%d p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms write=%.1fms wakeup-cpu=%.1fus\n",
-		rec.Conns, rec.Readers, rec.Writers, rec.Rate, rec.Messages, rec.Received, rec.Expected, rec.P50, rec.P90, rec.P99, rec.Max, rec.WriteMs, rec.WakeupUs)
+	fmt.Fprintf(stdout, "floor fanout conns=%d readers=%d writers=%d rate=%g/s messages=%d received=%d/%d p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms write=%.1fms writer-cpu=%.2fus reader-cpu=%.2fus wakeup-cpu=%.1fus\n",
+		rec.Conns, rec.Readers, rec.Writers, rec.Rate, rec.Messages, rec.Received, rec.Expected, rec.P50, rec.P90, rec.P99, rec.Max, rec.WriteMs,
+		rec.WriterCPUUs, rec.ReaderCPUUs, rec.WakeupUs)
 	if *jsonOut != "" {
 		data, err := json.MarshalIndent(rec, "", "  ")
 		if err != nil {
@@ -133,17 +145,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// fanResult is what fanout measured.
+type fanResult struct {
+	hist      hist.Snapshot // the readers' merged latencies, µs
+	writeMs   float64       // the median time to write one message to all
+	writerCPU time.Duration // this process's CPU from the first write to the last read
+	readerCPU time.Duration // the readers' CPU from their first read to their last
+}
+
+// readerResult is the line a reader ends with.
+type readerResult struct {
+	Hist hist.Snapshot `json:"hist"`
+	// CPUNs is the reader's CPU, user and system, from ready to done.
+	CPUNs int64 `json:"cpu_ns"`
+}
+
 // fanout runs the readers, accepts their connections, writes the messages
-// and returns the readers' merged latencies (µs) and the median write time.
-func fanout(ctx context.Context, rec *Record) (hist.Snapshot, float64, error) {
+// and returns what it measured.
+func fanout(ctx context.Context, rec *Record) (fanResult, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return hist.Snapshot{}, 0, err
+		return fanResult{}, err
 	}
 	defer ln.Close()
 	self, err := os.Executable()
 	if err != nil {
-		return hist.Snapshot{}, 0, err
+		return fanResult{}, err
 	}
 	// The readers stop by themselves after the last message is due, plus
 	// a margin; closing their stdin stops them sooner.
@@ -170,14 +197,14 @@ func fanout(ctx context.Context, rec *Record) (hist.Snapshot, float64, error) {
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
-			return hist.Snapshot{}, 0, err
+			return fanResult{}, err
 		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
-			return hist.Snapshot{}, 0, err
+			return fanResult{}, err
 		}
 		if err := cmd.Start(); err != nil {
-			return hist.Snapshot{}, 0, fmt.Errorf("reader: %w", err)
+			return fanResult{}, fmt.Errorf("reader: %w", err)
 		}
 		children = append(children, child{cmd: cmd, stdin: stdin, out: bufio.NewReader(out)})
 	}
@@ -192,13 +219,13 @@ func fanout(ctx context.Context, rec *Record) (hist.Snapshot, float64, error) {
 	for len(conns) < rec.Conns {
 		c, err := ln.Accept()
 		if err != nil {
-			return hist.Snapshot{}, 0, fmt.Errorf("accept %d of %d: %w", len(conns), rec.Conns, err)
+			return fanResult{}, fmt.Errorf("accept %d of %d: %w", len(conns), rec.Conns, err)
 		}
 		conns = append(conns, c)
 	}
 	for _, c := range children {
 		if line, err := c.out.ReadString('\n'); err != nil || line != "ready\n" {
-			return hist.Snapshot{}, 0, fmt.Errorf("reader not ready: %q %v", line, err)
+			return fanResult{}, fmt.Errorf("reader not ready: %q %v", line, err)
 		}
 	}
 	time.Sleep(time.Second) // the connections' setup has settled
@@ -206,12 +233,16 @@ func fanout(ctx context.Context, rec *Record) (hist.Snapshot, float64, error) {
 	msg := make([]byte, rec.Size)
 	parts := split(conns, rec.Writers)
 	writes := make([]time.Duration, 0, rec.Messages)
+	cpuStart, err := cpu()
+	if err != nil {
+		return fanResult{}, err
+	}
 	start := time.Now()
 	for m := range rec.Messages {
 		due := start.Add(time.Duration(float64(m) / rec.Rate * float64(time.Second)))
 		select {
 		case <-ctx.Done():
-			return hist.Snapshot{}, 0, ctx.Err()
+			return fanResult{}, ctx.Err()
 		case <-time.After(time.Until(due)):
 		}
 		sent := time.Now()
@@ -231,23 +262,29 @@ func fanout(ctx context.Context, rec *Record) (hist.Snapshot, float64, error) {
 		wg.Wait()
 		writes = append(writes, time.Since(sent))
 		if err := errors.Join(errs...); err != nil {
-			return hist.Snapshot{}, 0, fmt.Errorf("write: %w", err)
+			return fanResult{}, fmt.Errorf("write: %w", err)
 		}
 	}
 
-	var all hist.Snapshot
+	res := fanResult{writeMs: medianMs(writes)}
 	for _, c := range children {
-		var s hist.Snapshot
+		var r readerResult
 		line, err := c.out.ReadBytes('\n')
 		if err != nil {
-			return hist.Snapshot{}, 0, fmt.Errorf("reader result: %w", err)
+			return fanResult{}, fmt.Errorf("reader result: %w", err)
 		}
-		if err := json.Unmarshal(line, &s); err != nil {
-			return hist.Snapshot{}, 0, fmt.Errorf("reader result: %w", err)
+		if err := json.Unmarshal(line, &r); err != nil {
+			return fanResult{}, fmt.Errorf("reader result: %w", err)
 		}
-		all.Merge(s)
+		res.hist.Merge(r.Hist)
+		res.readerCPU += time.Duration(r.CPUNs)
 	}
-	return all, medianMs(writes), nil
+	cpuEnd, err := cpu()
+	if err != nil {
+		return fanResult{}, err
+	}
+	res.writerCPU = cpuEnd - cpuStart
+	return res, nil
 }
 
 // split cuts conns into n parts of nearly equal size.
@@ -299,6 +336,10 @@ func reader(ctx context.Context, args []string, stdin io.Reader, stdout io.Write
 		partial[int32(fd)] = nil
 	}
 	fmt.Fprintln(stdout, "ready")
+	cpuStart, err := cpu()
+	if err != nil {
+		return err
+	}
 
 	stop := time.Now().Add(*deadline)
 	var abandoned atomic.Bool // the writer closed stdin: it gave up
@@ -332,7 +373,11 @@ func reader(ctx context.Context, args []string, stdin io.Reader, stdout io.Write
 			partial[ev.Fd] = append(partial[ev.Fd][:0], data...)
 		}
 	}
-	return json.NewEncoder(stdout).Encode(h.Snapshot())
+	cpuEnd, err := cpu()
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(readerResult{Hist: h.Snapshot(), CPUNs: int64(cpuEnd - cpuStart)})
 }
 
 // dial returns a connected, non-blocking socket outside Go's poller, so

@@ -50,8 +50,9 @@ func TestFloor_EveryMessageReachesEveryReader(t *testing.T) {
 	if !(0 <= rec.P50 && rec.P50 <= rec.P99 && rec.P99 <= rec.Max && rec.Max > 0) {
 		t.Errorf("latencies p50 %v p99 %v max %v are not ordered", rec.P50, rec.P99, rec.Max)
 	}
-	if rec.WriteMs <= 0 || rec.WakeupUs <= 0 {
-		t.Errorf("write %v ms, wake-up %v µs: want both measured", rec.WriteMs, rec.WakeupUs)
+	if rec.WriteMs <= 0 || rec.WakeupUs <= 0 || rec.WriterCPUUs <= 0 || rec.ReaderCPUUs <= 0 {
+		t.Errorf("write %v ms, wake-up %v µs, writer CPU %v µs, reader CPU %v µs: want all measured",
+			rec.WriteMs, rec.WakeupUs, rec.WriterCPUUs, rec.ReaderCPUUs)
 	}
 	if !strings.Contains(rec.Command, "-conns 61 -readers 2 -writers 3 -rate 20 -messages 7 -size 300") {
 		t.Errorf("command %q does not reproduce the run", rec.Command)

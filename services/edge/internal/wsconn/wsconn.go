@@ -82,9 +82,9 @@ type Conn struct {
 	deflate  bool               // static once shared: the peer negotiated permessage-deflate (see SetDeflate)
 
 	// Owned by whoever holds the right to write: writeNow's frames and result.
-	iov  *[][]byte
-	n    int
-	werr error
+	writing []item
+	n       int
+	werr    error
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong read
 
@@ -296,10 +296,9 @@ func (c *Conn) flush() {
 // writeNow writes as much of batch as the socket takes now and returns what
 // is left (nil when everything went out).
 func (c *Conn) writeNow(batch []item) (rest []item, err error) {
-	c.iov = iovecs(batch)
+	c.writing = batch
 	err = c.rc.Write(c.writeFn)
-	putIovecs(c.iov)
-	c.iov = nil
+	c.writing = nil
 	if err != nil {
 		return nil, err
 	}
@@ -316,11 +315,7 @@ func (c *Conn) writeNow(batch []item) (rest []item, err error) {
 // tryWrite is writeNow's write, called with the descriptor; it never waits.
 func (c *Conn) tryWrite(fd uintptr) bool {
 	for {
-		if len(*c.iov) == 1 {
-			c.n, c.werr = unix.Write(int(fd), (*c.iov)[0])
-		} else {
-			c.n, c.werr = unix.Writev(int(fd), *c.iov)
-		}
+		c.n, c.werr = writeFrames(int(fd), c.writing)
 		if c.werr != unix.EINTR {
 			return true
 		}
@@ -398,10 +393,11 @@ func (c *Conn) writeBlocking(batch []item) error {
 	if err := c.nc.SetWriteDeadline(time.Now().Add(WriteWait)); err != nil {
 		return err
 	}
-	iov := iovecs(batch)
-	bufs := net.Buffers(*iov)
+	bufs := make(net.Buffers, len(batch))
+	for i := range batch {
+		bufs[i] = batch[i].b
+	}
 	n, err := bufs.WriteTo(c.nc)
-	putIovecs(iov)
 	if _, werr := c.wrote(batch, int(n)); werr != nil {
 		return werr
 	}
@@ -483,23 +479,6 @@ func (c *Conn) Abort() {
 // Wait waits for the writer goroutine, if any, to finish. The owner calls it
 // after Abort, so that no goroutine outlives the connection.
 func (c *Conn) Wait() { c.writers.Wait() }
-
-// iovecPool holds the frame lists handed to writev.
-var iovecPool = sync.Pool{New: func() any { s := make([][]byte, 0, 16); return &s }}
-
-func iovecs(batch []item) *[][]byte {
-	p := iovecPool.Get().(*[][]byte)
-	for _, it := range batch {
-		*p = append(*p, it.b)
-	}
-	return p
-}
-
-func putIovecs(p *[][]byte) {
-	clear(*p)
-	*p = (*p)[:0]
-	iovecPool.Put(p)
-}
 
 // RemoteIP is the peer's IP address without the port.
 func RemoteIP(addr net.Addr) string {
