@@ -84,6 +84,9 @@ type Server struct {
 	ownTel bool
 	extra  []route
 	stats  *stats.Stats
+	// unexport stops serving stats' delivery latency histogram on tel's
+	// /metrics (which may outlive the server, see WithTelemetry).
+	unexport func()
 
 	probe   *health.Probe
 	history *history.History // nil: history is off
@@ -140,6 +143,7 @@ func (s *Server) build() error {
 		return err
 	}
 	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
+	s.unexport = s.tel.AddProducer(s.stats)
 	var catchUps catchUpHooks // the NATS hooks may fire before the gateway exists
 	if s.nc == nil {
 		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{
@@ -264,6 +268,9 @@ func (s *Server) build() error {
 // closed, for a server that never served: its NATS connection and its
 // telemetry (each when the server set it up itself).
 func (s *Server) release() {
+	if s.unexport != nil {
+		s.unexport()
+	}
 	if s.ownNC && s.nc != nil {
 		s.nc.Close()
 	}
@@ -399,6 +406,7 @@ func (s *Server) shutdown() {
 			s.log.Warn("nats drain", "err", err)
 		}
 	}
+	s.unexport()
 	if s.ownTel {
 		tctx, tcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer tcancel()

@@ -46,6 +46,7 @@ func TestMetrics_EdgeExposesWhatItDoes(t *testing.T) {
 			e.metricSum(t, `wsgate_edge_bytes_total{direction="in"}`) > 0 &&
 			e.metricSum(t, `wsgate_edge_bytes_total{direction="out"}`) > 0 &&
 			e.metricSum(t, "wsgate_edge_delivery_latency_seconds_count") >= 1 &&
+			e.metric(t, `wsgate_edge_delivery_latency_seconds_bucket{le="+Inf"}`) == e.metric(t, "wsgate_edge_delivery_latency_seconds_count") &&
 			e.metric(t, `wsgate_edge_closes_total{code="4401"}`) == "1" &&
 			e.metric(t, `wsgate_edge_closes_total{code="1000"}`) == "1" &&
 			e.metricSum(t, "wsgate_edge_auth_failures_total") == 1 &&

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
@@ -43,6 +45,9 @@ type Telemetry struct {
 	Propagator propagation.TextMapPropagator
 	metrics    http.Handler
 	shutdown   []func(context.Context) error
+
+	mu        sync.Mutex
+	producers map[*sdkmetric.Producer]sdkmetric.Producer // owned by mu; see AddProducer
 }
 
 // Option changes Setup.
@@ -72,13 +77,13 @@ func Setup(ctx context.Context, cfg OTLP, service string, opts ...Option) (*Tele
 	// The Go runtime and the process (goroutines, heap, GC, RSS, open
 	// files): what an operator looks at first when a pod misbehaves.
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo())
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo(),
+		otelprom.WithProducer(producers{t}))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry prometheus exporter: %w", err)
 	}
-	// No exemplars: the delivery latency histogram is recorded once per
-	// delivered frame, and offering each measurement to a reservoir costs
-	// more than the measurement.
+	// No exemplars: offering each measurement to a reservoir costs more
+	// than the measurement.
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res),
 		sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
 	t.shutdown = append(t.shutdown, mp.Shutdown)
@@ -101,6 +106,47 @@ func Setup(ctx context.Context, cfg OTLP, service string, opts ...Option) (*Tele
 	t.Tracer = tp.Tracer("github.com/wsgate/wsgate/" + service)
 	otel.SetTextMapPropagator(t.Propagator)
 	return t, nil
+}
+
+// AddProducer serves p's metrics on /metrics with those of Meter, until the
+// returned function is called. It is for metrics that the OTel API's
+// instruments cannot record cheaply enough: the edge's delivery latency
+// histogram, one measurement per frame written, which its owner keeps in
+// sharded counters and hands over at scrape time.
+func (t *Telemetry) AddProducer(p sdkmetric.Producer) (remove func()) {
+	key := &p
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.producers == nil {
+		t.producers = map[*sdkmetric.Producer]sdkmetric.Producer{}
+	}
+	t.producers[key] = p
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.producers, key)
+	}
+}
+
+// producers is the exporter's one producer: those added to t, at the time
+// of each scrape.
+type producers struct{ t *Telemetry }
+
+func (ps producers) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
+	ps.t.mu.Lock()
+	added := make([]sdkmetric.Producer, 0, len(ps.t.producers))
+	for _, p := range ps.t.producers {
+		added = append(added, p)
+	}
+	ps.t.mu.Unlock()
+	var out []metricdata.ScopeMetrics
+	var errs []error
+	for _, p := range added {
+		sm, err := p.Produce(ctx)
+		out = append(out, sm...)
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
 }
 
 // MetricsHandler serves the metrics as Prometheus text.

@@ -67,7 +67,7 @@ func newUnit(t *testing.T) *unit {
 	}
 	g := New(Config{EdgeID: "e1", Subjects: subjects, AllowAnonymous: true, SendQueue: 16}, reg, fake, verifier)
 	server, far := edgetest.SocketPair(t)
-	conn := wsconn.New(server, 16, stats.New(nil, nil), nil)
+	conn := wsconn.New(server, 16, stats.New(nil, nil).Shard(), nil)
 	t.Cleanup(func() { conn.Abort(); conn.Wait() })
 	c := hub.NewClient(conn, "e1", "c1", "127.0.0.1", "", "")
 	reg.Add(c)

@@ -40,5 +40,5 @@ var (
 	_ Registry        = (*hub.Hub)(nil)
 	_ Publisher       = (*nats.Conn)(nil)
 	_ netpoll.Handler = (*session)(nil)
-	_ wsconn.Stats    = (*stats.Stats)(nil)
+	_ wsconn.Stats    = (*stats.Shard)(nil)
 )

@@ -59,7 +59,7 @@ func (g *Gateway) newSession(sock net.Conn, r *http.Request) (*session, error) {
 	s := &session{g: g, r: rd, sock: sock, acceptLanguage: r.Header.Get("Accept-Language"), limit: newLimiter(g.cfg.RateBurst)}
 	id := g.boot + "-" + strconv.FormatUint(g.seq.Add(1), 36)
 	var conn *wsconn.Conn
-	conn = wsconn.New(sock, g.cfg.SendQueue, g.cfg.Stats, func(err error) {
+	conn = wsconn.New(sock, g.cfg.SendQueue, g.cfg.Stats.Shard(), func(err error) {
 		// The writer failed, or finished with a close frame: the reader
 		// finds out through the end of input, or the hub's timer aborts
 		// the connection when the peer does not answer in time.

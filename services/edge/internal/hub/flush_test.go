@@ -42,7 +42,7 @@ func TestRun_ShareHandedOverAsTheHubStopsIsWritten(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn := wsconn.New(server, 16, stats.New(nil, nil), func(error) {})
+		conn := wsconn.New(server, 16, stats.New(nil, nil).Shard(), func(error) {})
 		defer conn.Abort()
 		c := NewClient(conn, "e1", strconv.Itoa(i), "127.0.0.1", "", "")
 		c.identity.Store(&auth.Identity{User: "u" + strconv.Itoa(i)})

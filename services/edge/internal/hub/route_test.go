@@ -32,7 +32,7 @@ func fakeHub(t *testing.T, ids ...*auth.Identity) (*Hub, *edgetest.FakeNATS, []r
 	var clients []routedClient
 	for i, id := range ids {
 		server, far := edgetest.SocketPair(t)
-		conn := wsconn.New(server, 16, stats.New(nil, nil), nil)
+		conn := wsconn.New(server, 16, stats.New(nil, nil).Shard(), nil)
 		t.Cleanup(func() { conn.Abort(); conn.Wait() })
 		c := NewClient(conn, "e1", "c"+strconv.Itoa(i), "127.0.0.1", "", "")
 		h.Add(c)

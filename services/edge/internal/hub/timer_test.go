@@ -161,7 +161,7 @@ func pipeClients(t *testing.T, h *Hub, n int) ([]*Client, []chan frameSeen) {
 	var seen []chan frameSeen
 	for i := range n {
 		server, peer := net.Pipe()
-		conn := wsconn.New(server, 16, h.cfg.Stats, func(error) {})
+		conn := wsconn.New(server, 16, h.cfg.Stats.Shard(), func(error) {})
 		t.Cleanup(func() { conn.Abort(); _ = peer.Close(); conn.Wait() })
 		clients = append(clients, NewClient(conn, "e1", strconv.Itoa(i), "127.0.0.1", "", ""))
 		ch := make(chan frameSeen, 4)

@@ -1,7 +1,9 @@
 // Package stats holds the edge's metrics, recorded through the OTel metric
 // API. Hot-path counts (frames, bytes, deliveries) are plain atomics read by
 // observable instruments at scrape time, so a delivery costs an atomic add;
-// rare events use synchronous counters with attributes.
+// the writers' counts and the delivery latency histogram are sharded by
+// connection (Shard) and the histogram is handed to the exporter at scrape
+// time (Produce); rare events use synchronous counters with attributes.
 package stats
 
 import (
@@ -20,14 +22,16 @@ import (
 
 // Stats is every metric of one edge. The zero value is not usable; use New.
 type Stats struct {
-	FramesIn, BytesIn   atomic.Uint64 // frames read from clients
-	FramesOut, BytesOut atomic.Uint64 // frames written to clients
-	Delivered           atomic.Uint64 // outbound frames queued to connections
-	Dropped             atomic.Uint64 // outbound frames for connections already closing
-	Subscriptions       atomic.Int64  // user/group/session subscriptions held
-	Deflated            atomic.Uint64 // outbound messages compressed (once per message and edge)
+	FramesIn, BytesIn atomic.Uint64 // frames read from clients
+	Delivered         atomic.Uint64 // outbound frames queued to connections
+	Dropped           atomic.Uint64 // outbound frames for connections already closing
+	Subscriptions     atomic.Int64  // user/group/session subscriptions held
+	Deflated          atomic.Uint64 // outbound messages compressed (once per message and edge)
 
-	latency        metric.Float64Histogram
+	shards    [shards]Shard // frames and bytes written, delivery latency; by connection
+	nextShard atomic.Uint32
+	start     time.Time // the histogram's start
+
 	closes         metric.Int64Counter
 	authFailures   metric.Int64Counter
 	refused        metric.Int64Counter
@@ -61,9 +65,7 @@ func New(meter metric.Meter, conns Connections) *Stats {
 	}
 	m := telemetry.Must[metric.Int64Counter]
 	s := &Stats{
-		latency: telemetry.Must(meter.Float64Histogram("wsgate.edge.delivery.latency", metric.WithUnit("s"),
-			metric.WithDescription("Time from an outbound message's arrival from NATS to its write to a client socket."),
-			metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))),
+		start:          time.Now(),
 		closes:         m(meter.Int64Counter("wsgate.edge.closes", metric.WithDescription("Connections closed, by close code."))),
 		authFailures:   m(meter.Int64Counter("wsgate.edge.auth.failures", metric.WithDescription("Failed authentications, by reason."))),
 		refused:        m(meter.Int64Counter("wsgate.edge.connections.refused", metric.WithDescription("Upgrade requests refused, by reason."))),
@@ -95,9 +97,9 @@ func New(meter metric.Meter, conns Connections) *Stats {
 	subs := telemetry.Must(meter.Int64ObservableGauge("wsgate.edge.subscriptions", metric.WithDescription("User, group and session NATS subscriptions held.")))
 	_ = telemetry.Must(meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(frames, int64(s.FramesIn.Load()), dirIn)
-		o.ObserveInt64(frames, int64(s.FramesOut.Load()), dirOut)
+		o.ObserveInt64(frames, int64(s.FramesOut()), dirOut)
 		o.ObserveInt64(bytes, int64(s.BytesIn.Load()), dirIn)
-		o.ObserveInt64(bytes, int64(s.BytesOut.Load()), dirOut)
+		o.ObserveInt64(bytes, int64(s.BytesOut()), dirOut)
 		o.ObserveInt64(delivered, int64(s.Delivered.Load()))
 		o.ObserveInt64(dropped, int64(s.Dropped.Load()))
 		o.ObserveInt64(subs, s.Subscriptions.Load())
@@ -114,15 +116,6 @@ func New(meter metric.Meter, conns Connections) *Stats {
 }
 
 var ctx = context.Background()
-
-// Wrote counts frames written to one socket.
-func (s *Stats) Wrote(frames, bytes int) {
-	s.FramesOut.Add(uint64(frames))
-	s.BytesOut.Add(uint64(bytes))
-}
-
-// Latency records one delivery's time from NATS to the socket.
-func (s *Stats) Latency(d time.Duration) { s.latency.Record(ctx, d.Seconds()) }
 
 // Read counts one frame read from a client.
 func (s *Stats) Read(bytes int) {
