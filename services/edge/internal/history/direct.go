@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/services/internal/natsconn"
 )
 
 // A reconnect storm is thousands of replays at once. Each used to ask the
@@ -36,6 +38,10 @@ func (h *History) stream(ctx context.Context, since time.Time) (jetstream.Stream
 // directBatch is how many messages one direct get asks for.
 const directBatch = 256
 
+// replyAtOnce is how many answers a replay's direct gets may have pending:
+// it sends one request at a time, of at most a batch and its end.
+const replyAtOnce = max(directBatch, rangeBatch) + 1
+
 // directGet is the request of a direct get (nats-server's
 // JSApiMsgGetRequest).
 type directGet struct {
@@ -58,17 +64,16 @@ type stored struct {
 // every message it acknowledged; the replicas of a larger stream answer
 // direct gets too, and one that lags would leave a gap.
 func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*subject, t Targets, res *Result) error {
-	inbox := h.nc.NewRespInbox()
-	sub, err := h.nc.SubscribeSync(inbox)
+	r, err := natsconn.SubscribeReplies(h.nc, replyAtOnce)
 	if err != nil {
 		return fmt.Errorf("direct get: %w", err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer r.Close()
 	var msgs []stored
 	if busy := h.busy.Load(); h.win.max > 0 && busy >= h.atOnce {
 		// A storm: the window serves what it holds of the range; the rest,
 		// older than it reaches, is read subject by subject.
-		first, err := h.win.serve(ctx, h, sub, inbox, res.Recovery.Epoch, seq+1, last, subjects, &msgs, busy)
+		first, err := h.win.serve(ctx, h, r, res.Recovery.Epoch, seq+1, last, subjects, &msgs, busy)
 		if err != nil {
 			return err
 		}
@@ -79,9 +84,9 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 			break // the window served the whole range
 		}
 		if c := h.shared[s.name]; c != nil {
-			err = c.read(ctx, h, sub, inbox, s, res.Recovery.Epoch, seq+1, last, sharedKeep(h.cfg.MaxPerSubject), &msgs)
+			err = c.read(ctx, h, r, s, res.Recovery.Epoch, seq+1, last, sharedKeep(h.cfg.MaxPerSubject), &msgs)
 		} else {
-			err = h.readSubject(ctx, sub, inbox, s, seq+1, last, &msgs)
+			err = h.readSubject(ctx, r, s, seq+1, last, &msgs)
 		}
 		if err != nil {
 			return err
@@ -99,12 +104,12 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 // them one at a time first (a lookup under the stream's read lock), and
 // in batches only past directSingles (a batch first counts what is
 // pending, under the stream's write lock, which stalls its writes).
-func (h *History) readSubject(ctx context.Context, sub *nats.Subscription, inbox string, s *subject, from, last uint64, msgs *[]stored) error {
+func (h *History) readSubject(ctx context.Context, r *natsconn.Replies, s *subject, from, last uint64, msgs *[]stored) error {
 	for range directSingles {
 		if from > last {
 			return nil
 		}
-		seq, data, err := h.directNext(ctx, sub, inbox, s.name, from)
+		seq, data, err := h.directNext(ctx, r, s.name, from)
 		if err != nil || seq == 0 || seq > last {
 			return err
 		}
@@ -112,7 +117,7 @@ func (h *History) readSubject(ctx context.Context, sub *nats.Subscription, inbox
 		from = seq + 1
 	}
 	for from <= last {
-		more, next, err := h.directBatch(ctx, sub, inbox, s, from, last, msgs)
+		more, next, err := h.directBatch(ctx, r, s, from, last, msgs)
 		if err != nil || !more {
 			return err
 		}
@@ -127,12 +132,12 @@ const directSingles = 3
 
 // directNext is the first message of subject from seq from on (seq 0:
 // none).
-func (h *History) directNext(ctx context.Context, sub *nats.Subscription, inbox, subject string, from uint64) (uint64, []byte, error) {
+func (h *History) directNext(ctx context.Context, r *natsconn.Replies, subject string, from uint64) (uint64, []byte, error) {
 	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject})
-	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+	if err := h.nc.PublishRequest(h.directSubject(), r.Inbox, req); err != nil {
 		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
-	m, err := sub.NextMsgWithContext(ctx)
+	m, err := r.Next(ctx)
 	if err != nil {
 		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
@@ -159,14 +164,14 @@ func directReply(subject string, m *nats.Msg) (uint64, []byte, error) {
 // appends those up to last to msgs. more says that the stream holds more
 // of s after next, the sequence after the last message that came (a batch
 // also ends early at the server's byte limit).
-func (h *History) directBatch(ctx context.Context, sub *nats.Subscription, inbox string, s *subject, from, last uint64, msgs *[]stored) (more bool, next uint64, err error) {
+func (h *History) directBatch(ctx context.Context, r *natsconn.Replies, s *subject, from, last uint64, msgs *[]stored) (more bool, next uint64, err error) {
 	req, _ := json.Marshal(directGet{Seq: from, NextFor: s.name, Batch: directBatch})
-	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+	if err := h.nc.PublishRequest(h.directSubject(), r.Inbox, req); err != nil {
 		return false, 0, fmt.Errorf("direct get %s: %w", s.name, err)
 	}
 	next = from
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := r.Next(ctx)
 		if err != nil {
 			return false, 0, fmt.Errorf("direct get %s: %w", s.name, err)
 		}
@@ -208,24 +213,23 @@ func (h *History) firstDirect(ctx context.Context, subject string) (uint64, erro
 // a direct get of a batch of one from the stream's start, whose end says
 // how many follow.
 func (h *History) countDirect(ctx context.Context, subject string) (uint64, error) {
-	inbox := h.nc.NewRespInbox()
-	sub, err := h.nc.SubscribeSync(inbox)
+	r, err := natsconn.SubscribeReplies(h.nc, 2) // the message, then the batch's end
 	if err != nil {
 		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer r.Close()
 	req, _ := json.Marshal(directGet{Seq: 1, NextFor: subject, Batch: 1})
-	if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+	if err := h.nc.PublishRequest(h.directSubject(), r.Inbox, req); err != nil {
 		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
-	m, err := sub.NextMsgWithContext(ctx)
+	m, err := r.Next(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}
 	if first, _, err := directReply(subject, m); err != nil || first == 0 {
 		return 0, err
 	}
-	m, err = sub.NextMsgWithContext(ctx) // the batch's end, with how many remain
+	m, err = r.Next(ctx) // the batch's end, with how many remain
 	if err != nil {
 		return 0, fmt.Errorf("messages of %s: %w", subject, err)
 	}

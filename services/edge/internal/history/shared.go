@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/nats-io/nats.go"
+	"github.com/wsgate/wsgate/services/internal/natsconn"
 )
 
 // sharedSubject keeps what was read of a subject every connection replays
@@ -72,7 +72,7 @@ func newSharedSubjects(names ...string) sharedSubjects {
 // read appends the messages of s with from <= seq <= to to msgs, reading
 // from the stream only what the cache does not hold. keep bounds the cache
 // to that many messages.
-func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscription, inbox string, s *subject, epoch string, from, to uint64, keep int64, msgs *[]stored) error {
+func (c *sharedSubject) read(ctx context.Context, h *History, r *natsconn.Replies, s *subject, epoch string, from, to uint64, keep int64, msgs *[]stored) error {
 	c.asked.ask(epoch, to)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -83,7 +83,7 @@ func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscrip
 	if from < c.lo {
 		// Reconnects come back from different positions: extend down.
 		var got []stored
-		if err := h.readSubject(ctx, sub, inbox, s, from, c.lo-1, &got); err != nil {
+		if err := h.readSubject(ctx, r, s, from, c.lo-1, &got); err != nil {
 			return err
 		}
 		c.msgs = append(got, c.msgs...)
@@ -95,7 +95,7 @@ func (c *sharedSubject) read(ctx context.Context, h *History, sub *nats.Subscrip
 		// for each one's end would make them read one after another.
 		upTo := c.asked.ask(epoch, to)
 		var got []stored
-		if err := h.readSubject(ctx, sub, inbox, s, c.hi+1, upTo, &got); err != nil {
+		if err := h.readSubject(ctx, r, s, c.hi+1, upTo, &got); err != nil {
 			return err
 		}
 		c.msgs = append(c.msgs, got...)

@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsgate/wsgate/services/internal/natsconn"
 )
 
 // A reconnect storm of 10,000 replays asked the server, for each one, for
@@ -76,7 +77,7 @@ func (w *window) span() uint64 { return max(1, uint64(w.max/windowEntryBytes)) }
 // reads subject by subject. It returns to+1 when the range is older than
 // the window may reach, or too long to read for as few replays as run or
 // wait (busy).
-func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, inbox, epoch string, from, to uint64, subjects []*subject, msgs *[]stored, busy int64) (uint64, error) {
+func (w *window) serve(ctx context.Context, h *History, r *natsconn.Replies, epoch string, from, to uint64, subjects []*subject, msgs *[]stored, busy int64) (uint64, error) {
 	upTo := w.asked.ask(epoch, to)
 	span := w.span()
 	w.mu.Lock()
@@ -105,7 +106,7 @@ func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, 
 			return to + 1, nil
 		}
 		budget -= end - w.hi
-		got, err := h.readRange(ctx, sub, inbox, w.hi+1, end)
+		got, err := h.readRange(ctx, r, w.hi+1, end)
 		if err != nil {
 			return 0, err
 		}
@@ -115,7 +116,7 @@ func (w *window) serve(ctx context.Context, h *History, sub *nats.Subscription, 
 	if down := max(from, w.hi-min(w.hi, span-1), w.lo-min(w.lo, budget)); down < w.lo {
 		// Reconnects come back from different positions: extend down, as
 		// far as the window may reach.
-		got, err := h.readRange(ctx, sub, inbox, down, w.lo-1)
+		got, err := h.readRange(ctx, r, down, w.lo-1)
 		if err != nil {
 			return 0, err
 		}
@@ -225,16 +226,16 @@ type rangeGet struct {
 // readRange reads every message the stream holds with from <= seq <= to,
 // in sequence order, with direct gets of every subject (as readDirect,
 // only for a stream of one replica).
-func (h *History) readRange(ctx context.Context, sub *nats.Subscription, inbox string, from, to uint64) ([]windowMsg, error) {
+func (h *History) readRange(ctx context.Context, r *natsconn.Replies, from, to uint64) ([]windowMsg, error) {
 	var got []windowMsg
 	for from <= to {
 		req, _ := json.Marshal(rangeGet{Seq: from, Batch: int(min(to-from+1, rangeBatch)), MaxBytes: rangeBytes})
-		if err := h.nc.PublishRequest(h.directSubject(), inbox, req); err != nil {
+		if err := h.nc.PublishRequest(h.directSubject(), r.Inbox, req); err != nil {
 			return nil, fmt.Errorf("read %d-%d: %w", from, to, err)
 		}
 		next := from
 		for end := false; !end; {
-			m, err := sub.NextMsgWithContext(ctx)
+			m, err := r.Next(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("read %d-%d: %w", from, to, err)
 			}

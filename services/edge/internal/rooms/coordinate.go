@@ -12,7 +12,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsgate/wsgate/api/wire"
+	"github.com/wsgate/wsgate/services/internal/natsconn"
 )
+
+// replySlack is how many edges started since a change read which edges run
+// its replies have room for.
+const replySlack = 64
 
 // change is the payload of <prefix>.rooms.apply.
 type change struct {
@@ -104,7 +109,7 @@ func (s *Service) run(ctx context.Context, target string, data []byte, join bool
 		}
 		c.Rev, c.Groups = rev, groups
 	}
-	replies, err := s.gather(ctx, c, wait)
+	replies, err := s.gather(ctx, c, wait, len(live))
 	if err != nil {
 		return err
 	}
@@ -115,16 +120,16 @@ func (s *Service) run(ctx context.Context, target string, data []byte, join bool
 }
 
 // gather publishes c to every edge and waits for the replies of the edges
-// in wait.
-func (s *Service) gather(ctx context.Context, c change, wait map[string]bool) ([]applied, error) {
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+// in wait. Every running edge answers: the edges known to run, and those
+// that started since (up to replySlack of them).
+func (s *Service) gather(ctx context.Context, c change, wait map[string]bool, edges int) ([]applied, error) {
+	r, err := natsconn.SubscribeReplies(s.nc, edges+replySlack)
 	if err != nil {
 		return nil, &refusal{http.StatusServiceUnavailable, "messaging is unavailable"}
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer r.Close()
 	data, _ := json.Marshal(c)
-	if err := s.nc.PublishRequest(s.cfg.Subjects.RoomsApply(), inbox, data); err != nil {
+	if err := s.nc.PublishRequest(s.cfg.Subjects.RoomsApply(), r.Inbox, data); err != nil {
 		return nil, &refusal{http.StatusServiceUnavailable, "messaging is unavailable"}
 	}
 	pending := make(map[string]bool, len(wait))
@@ -133,7 +138,7 @@ func (s *Service) gather(ctx context.Context, c change, wait map[string]bool) ([
 	}
 	var out []applied
 	for len(pending) > 0 {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := r.Next(ctx)
 		if err != nil {
 			left := make([]string, 0, len(pending))
 			for e := range pending {
