@@ -32,13 +32,44 @@ func sectionMarks(name string) (begin, end string) {
 	return "<!-- section:" + name + " -->", "<!-- /section:" + name + " -->"
 }
 
-// writeSection puts the section of scenario name into the report at path,
-// keeping the sections of the other scenarios that it already has.
+// writeSection puts the section of scenario name into the report at path.
+// The other scenarios' sections are kept, and so is the text written by
+// hand between sections (the readings of a figure): only the head, which
+// this tool writes, and name's section are replaced.
 func writeSection(path, name, body string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	report, ok := replaceSection(string(old), name, body)
+	if !ok {
+		report = newReport(string(old), name, body)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(report), 0o644)
+}
+
+// replaceSection is old with the head and name's section replaced, when
+// old has that section.
+func replaceSection(old, name, body string) (string, bool) {
+	begin, end := sectionMarks(name)
+	first := strings.Index(old, "<!-- section:")
+	i := strings.Index(old, begin+"\n")
+	if first < 0 || i < 0 {
+		return "", false
+	}
+	j := strings.Index(old[i:], end)
+	if j < 0 {
+		return "", false
+	}
+	return reportHead + "\n" + old[first:i+len(begin)+1] + body + old[i+j:], true
+}
+
+// newReport is a report of every scenario's section in order: name's body,
+// the others' from old when it has them.
+func newReport(old, name, body string) string {
 	var b strings.Builder
 	b.WriteString(reportHead)
 	for _, s := range scenarios {
@@ -48,7 +79,7 @@ func writeSection(path, name, body string) error {
 		case s == name:
 			b.WriteString(body)
 		default:
-			if prev, ok := between(string(old), begin, end); ok {
+			if prev, ok := between(old, begin, end); ok {
 				b.WriteString(prev)
 			} else {
 				b.WriteString("## " + s + "\n\nNot run yet: `bench/.bin/recovery -scenario " + s + "`.\n")
@@ -56,10 +87,7 @@ func writeSection(path, name, body string) error {
 		}
 		b.WriteString(end + "\n")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	return b.String()
 }
 
 func between(s, begin, end string) (string, bool) {
