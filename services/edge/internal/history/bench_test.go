@@ -17,23 +17,13 @@ import (
 func BenchmarkRecover(b *testing.B) {
 	ns := testkit.RunJetStream(b)
 	nc := testkit.Connect(b, ns.ClientURL())
-	h, err := history.New(nc, history.Config{Storage: history.StorageFile, Stream: "WS_HISTORY",
-		Subjects: wire.NewSubjects(""), MaxAge: time.Minute, MaxPerSubject: 100, MaxBytes: -1, Replicas: 1,
-		Replays: 1, ReplayTimeout: 10 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
+	h := ensured(b, nc, history.Config{Storage: history.StorageFile, MaxPerSubject: 100, Replays: 1, ReplayTimeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := h.Ensure(ctx); err != nil {
-		b.Fatal(err)
-	}
 	const users, missed = 100, 10
 	for range missed {
 		for u := range users {
-			if _, err := nc.Request(fmt.Sprintf("ws.send.user.u%d", u), []byte(`{"action":"m","details":1}`), 5*time.Second); err != nil {
-				b.Fatal(err)
-			}
+			store(b, nc, fmt.Sprintf("ws.send.user.u%d", u))
 		}
 	}
 	since := wire.Since{Epoch: h.Epoch(), Seq: 0}

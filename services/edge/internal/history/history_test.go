@@ -63,7 +63,7 @@ func TestEnsure_EdgesStartingTogetherAllSucceed(t *testing.T) {
 // ensured is a History of the stream WS_HISTORY on nc, with cfg's settings
 // (memory storage, no byte cap, MaxAge a minute and one replica unless cfg
 // says), its stream made.
-func ensured(t *testing.T, nc *nats.Conn, cfg history.Config) *history.History {
+func ensured(t testing.TB, nc *nats.Conn, cfg history.Config) *history.History {
 	t.Helper()
 	cfg.Stream, cfg.Subjects = "WS_HISTORY", wire.NewSubjects("")
 	cfg.Storage = cmp.Or(cfg.Storage, history.StorageMemory)
@@ -84,7 +84,7 @@ func ensured(t *testing.T, nc *nats.Conn, cfg history.Config) *history.History {
 
 // store publishes a message to subject, which the stream stores, and
 // returns its sequence.
-func store(t *testing.T, nc *nats.Conn, subject string) uint64 {
+func store(t testing.TB, nc *nats.Conn, subject string) uint64 {
 	t.Helper()
 	m, err := nc.Request(subject, []byte(`{"action":"m","details":1}`), 5*time.Second)
 	if err != nil {
