@@ -63,20 +63,14 @@ func (s *Stats) Shard() *Shard {
 	return &s.shards[s.nextShard.Add(1)%shards]
 }
 
-// FramesOut is the frames written to clients.
-func (s *Stats) FramesOut() (n uint64) {
+// written is the frames and bytes written to clients, summed over the
+// shards.
+func (s *Stats) written() (frames, bytes uint64) {
 	for i := range s.shards {
-		n += s.shards[i].frames.Load()
+		frames += s.shards[i].frames.Load()
+		bytes += s.shards[i].bytes.Load()
 	}
-	return n
-}
-
-// BytesOut is the bytes written to clients.
-func (s *Stats) BytesOut() (n uint64) {
-	for i := range s.shards {
-		n += s.shards[i].bytes.Load()
-	}
-	return n
+	return frames, bytes
 }
 
 // Produce hands the delivery latency histogram, summed over the shards, to

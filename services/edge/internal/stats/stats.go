@@ -96,10 +96,11 @@ func New(meter metric.Meter, conns Connections) *Stats {
 		metric.WithDescription("Outbound messages compressed for permessage-deflate connections (once per message, whatever the recipients).")))
 	subs := telemetry.Must(meter.Int64ObservableGauge("wsgate.edge.subscriptions", metric.WithDescription("User, group and session NATS subscriptions held.")))
 	_ = telemetry.Must(meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		framesOut, bytesOut := s.written()
 		o.ObserveInt64(frames, int64(s.FramesIn.Load()), dirIn)
-		o.ObserveInt64(frames, int64(s.FramesOut()), dirOut)
+		o.ObserveInt64(frames, int64(framesOut), dirOut)
 		o.ObserveInt64(bytes, int64(s.BytesIn.Load()), dirIn)
-		o.ObserveInt64(bytes, int64(s.BytesOut()), dirOut)
+		o.ObserveInt64(bytes, int64(bytesOut), dirOut)
 		o.ObserveInt64(delivered, int64(s.Delivered.Load()))
 		o.ObserveInt64(dropped, int64(s.Dropped.Load()))
 		o.ObserveInt64(subs, s.Subscriptions.Load())

@@ -88,7 +88,7 @@ func TestLatency_EveryWrittenFrameIsInTheHistogram(t *testing.T) {
 	if sum := 0.00005 + 0.003 + 0.005 + 3 + 0.001; math.Abs(p.Sum-sum) > 1e-9 {
 		t.Errorf("sum %v s, want %v", p.Sum, sum)
 	}
-	if s.FramesOut() != 5 || s.BytesOut() != 510 {
-		t.Errorf("frames %d bytes %d, want 5 and 510", s.FramesOut(), s.BytesOut())
+	if frames, bytes := s.written(); frames != 5 || bytes != 510 {
+		t.Errorf("frames %d bytes %d, want 5 and 510", frames, bytes)
 	}
 }
