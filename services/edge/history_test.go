@@ -225,6 +225,50 @@ func TestHistory_RecoveryAfterReconnectToSameOrOtherEdge(t *testing.T) {
 	checkExactlyOnceInOrder(t, got[:4], aliceTargets, 8, 8)
 }
 
+// TestHistory_RecoveryCoversEveryCurrentTarget: a recovery replays what
+// was sent while the connection was away to each of its current targets
+// (DESIGN.md §8): its user, its session, its token's groups, the groups its
+// user joined (stored joins, §9), all, users, and the filter messages whose
+// property it has; and nothing sent to other targets.
+func TestHistory_RecoveryCoversEveryCurrentTarget(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1", "WS_PRESENCE", "memory"))
+	claims := map[string]any{"sub": "alice", "sid": "s-alice", "groups": []string{"red"}, "props": map[string]string{"plan": "pro"}}
+	mustOK(t, nc, "ws.ctl.join.user.alice", `{"groups":["room"]}`)
+	c := e.dial(t, claims)
+	r := expectRecovery(t, c)
+	_ = c.WS.Close()
+
+	filtered := func(plan, target string, n int) {
+		data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{target, n}, "filter": wire.Filter{Property: "plan", Value: plan}})
+		if _, err := js.Publish(context.Background(), "ws.send.filter", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n := 1; n <= 2; n++ {
+		jsPublish(t, js, "ws.send.user.alice", "user", n)
+		jsPublish(t, js, "ws.send.session.s-alice", "session", n)
+		jsPublish(t, js, "ws.send.group.red", "group", n)
+		jsPublish(t, js, "ws.send.group.room", "room", n)
+		jsPublish(t, js, "ws.send.all", "all", n)
+		jsPublish(t, js, "ws.send.users", "users", n)
+		filtered("pro", "filter", n)
+		// Not hers.
+		jsPublish(t, js, "ws.send.user.bob", "bob", n)
+		jsPublish(t, js, "ws.send.session.s-bob", "bob", n)
+		jsPublish(t, js, "ws.send.group.blue", "blue", n)
+		filtered("free", "free", n)
+	}
+	c = edgetest.Dial(t, sinceQuery(e.URL, r.Epoch, r.Seq), bearer(token(t, claims)))
+	c.ExpectOK()
+	if got := expectRecovery(t, c); !got.Recovered || got.Count != 14 {
+		t.Fatalf("recovery %+v, want recovered with 14", got)
+	}
+	checkExactlyOnceInOrder(t, readNumbered(t, c, 14), []string{"user", "session", "group", "room", "all", "users", "filter"}, 1, 2)
+}
+
 // TestHistory_NoGapNoDuplicateAtTheSwitch publishes while connections
 // recover: every number arrives once, in order, whether it came replayed
 // or live.

@@ -40,7 +40,7 @@ func (s *session) recover(id *auth.Identity, start wire.Since) {
 	if s.sinceBad {
 		res = h.Invalid(ctx)
 	} else {
-		res = h.Recover(ctx, s.since, history.Targets{User: id.User, Session: id.Session, Groups: id.Groups, Matches: s.c.Matches})
+		res = h.Recover(ctx, s.since, history.Targets{User: id.User, Session: id.Session, Groups: s.c.Groups, Matches: s.c.Matches})
 	}
 	if res.Reason != "" && res.Reason != history.ReasonNone {
 		s.g.cfg.Logger.Debug("connection not recovered", "conn", s.c.Connection, "reason", res.Reason)

@@ -428,6 +428,59 @@ func TestRecover_AReplayThatWaitedForASlotStillHasItsWholeTimeout(t *testing.T) 
 	}
 }
 
+// TestRecover_ReplaysTheGroupsTheConnectionIsInWhenItReads: a replay asks
+// for the connection's groups once it has read the stream's last sequence,
+// not when it starts waiting for a slot: a group joined meanwhile (a
+// backend that joins a connection to its rooms as it connects) has its
+// messages up to that sequence replayed; they would otherwise be held as
+// live, then dropped as replayed already.
+func TestRecover_ReplaysTheGroupsTheConnectionIsInWhenItReads(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	h := ensured(t, nc, history.Config{MaxPerSubject: 10, Replays: 1, ReplayWait: 10 * time.Second, ReplayTimeout: 10 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	since := wire.Since{Epoch: h.Epoch(), Seq: store(t, nc, "ws.send.user.u1")}
+	store(t, nc, "ws.send.user.u1")
+
+	// The only slot is taken by another replay until released.
+	reading, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	history.SetBeforeRead(h, func() {
+		once.Do(func() {
+			close(reading)
+			<-release
+		})
+	})
+	first := make(chan history.Result)
+	go func() { first <- h.Recover(ctx, &since, history.Targets{User: "u1"}) }()
+	<-reading
+
+	var mu sync.Mutex
+	var groups []string
+	second := make(chan history.Result)
+	go func() {
+		second <- h.Recover(ctx, &since, history.Targets{User: "u2", Groups: func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return groups
+		}})
+	}()
+	time.Sleep(100 * time.Millisecond) // u2's replay waits for the slot
+	mu.Lock()
+	groups = []string{"room"}
+	mu.Unlock()
+	seq := store(t, nc, "ws.send.group.room")
+	close(release)
+	if r := <-first; !r.Recovery.Recovered || r.Recovery.Count != 1 {
+		t.Fatalf("the replay that had the slot: %+v (%s), want 1 recovered", r.Recovery, r.Reason)
+	}
+	r := <-second
+	if !r.Recovery.Recovered || r.Recovery.Count != 1 || r.Last != seq {
+		t.Fatalf("%+v (%s), last %d: want the group's message (seq %d) recovered", r.Recovery, r.Reason, r.Last, seq)
+	}
+}
+
 // TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached: without a
 // gap in the stream, only the per-subject cap drops messages after since,
 // and it leaves a subject holding the cap's count. A replay that read
@@ -446,7 +499,7 @@ func TestRecover_NoLimitsLookupWhenTheCapCannotHaveBeenReached(t *testing.T) {
 		last = store(t, nc, "ws.send.user.u1")
 	}
 	gets := newSpy(t, ns.ClientURL(), "$JS.API.DIRECT.GET.WS_HISTORY")
-	r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: 2}, history.Targets{User: "u1", Groups: []string{"g"}})
+	r := h.Recover(ctx, &wire.Since{Epoch: h.Epoch(), Seq: 2}, history.Targets{User: "u1", Groups: func() []string { return []string{"g"} }})
 	if !r.Recovery.Recovered || r.Recovery.Count != 3 {
 		t.Fatalf("%+v (%s), want 3 recovered", r.Recovery, r.Reason)
 	}

@@ -33,11 +33,14 @@ const fetchBatch = 256
 // removed by the server after this long.
 const consumerIdle = 30 * time.Second
 
-// Targets are a connection's delivery targets at the time of its recovery.
+// Targets are a connection's delivery targets (DESIGN.md §8: its current
+// ones). Groups is asked once the replay has read the stream's last
+// sequence: a group joined by then is replayed, and a message sent to one
+// joined later is stored after that sequence and comes live.
 type Targets struct {
 	User    string                  // "" for anonymous connections (no users, no user subject)
 	Session string                  // "" when none
-	Groups  []string                // token groups
+	Groups  func() []string         // the connection's groups: its token's and the joined ones (nil: none)
 	Matches func(*wire.Filter) bool // whether a filter message is for the connection
 }
 
@@ -355,11 +358,13 @@ func (t Targets) subjects(s wire.Subjects) []*subject {
 	if t.Session != "" {
 		names = append(names, s.SendSession(t.Session))
 	}
-	seen := map[string]bool{}
-	for _, g := range t.Groups {
-		if !seen[g] {
-			seen[g] = true
-			names = append(names, s.SendGroup(g))
+	if t.Groups != nil {
+		seen := map[string]bool{}
+		for _, g := range t.Groups() {
+			if !seen[g] {
+				seen[g] = true
+				names = append(names, s.SendGroup(g))
+			}
 		}
 	}
 	out := make([]*subject, len(names))

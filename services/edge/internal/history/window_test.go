@@ -130,9 +130,9 @@ func TestRecover_TheWindowGivesEachReplayExactlyItsMessages(t *testing.T) {
 	}
 }
 
-func groupsOf(u int) []string {
+func groupsOf(u int) func() []string {
 	if u%2 == 0 {
-		return []string{"g"}
+		return func() []string { return []string{"g"} }
 	}
 	return nil
 }
