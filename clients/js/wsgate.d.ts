@@ -193,6 +193,9 @@ export interface ClientEvents {
    * received follows (`count` of them, in order, before live ones);
    * false means completeness cannot be promised (new `epoch`, or messages
    * already dropped by the history limits): reload the application's state.
+   * Also emitted, with `recovered` false, on a live connection whose stream
+   * was recreated or whose edge could not replay what came while it was cut
+   * from NATS.
    */
   recovered: { recovered: boolean; count: number; epoch: string };
   /** The edge stored a reliable frame (`Server/ack`); `durable` false: no inbound stream, published at most once. */

@@ -268,6 +268,7 @@ class Client extends Endpoint {
     this._epoch = null;
     this._seq = null;
     this._sinceSent = false; // per connection
+    this._announced = false; // per connection: its first Server/recovery came
     this._replayLeft = 0; // messages Server/recovery announced that did not arrive yet
 
     this._wake = () => this._onWake();
@@ -487,6 +488,7 @@ class Client extends Endpoint {
     const details = {};
     if (this._token) details.token = this._token;
     this._sinceSent = this._epoch !== null;
+    this._announced = false;
     if (this._sinceSent) details.since = { epoch: this._epoch, seq: this._seq === null ? 0 : this._seq };
     return Object.keys(details).length ? details : null;
   }
@@ -599,21 +601,28 @@ class Client extends Endpoint {
 
   // Server/recovery {epoch, recovered, count, seq}, right after "ok": the
   // stream's incarnation, how many missed messages follow, and the
-  // position the connection starts from.
+  // position the connection starts from. A later one on the same
+  // connection says that what it was sent may have a gap: the stream was
+  // recreated under it, or the edge could not replay what came while it
+  // was cut from NATS.
   _onRecovery(details) {
     if (!details || typeof details !== "object" || typeof details.epoch !== "string") {
       this._emit("warning", { message: "wsgate: ignored a malformed Server/recovery" });
       return;
     }
-    // Unless this is the recovery of our own position, the connection
-    // starts from the edge's: a later reconnect then recovers what this
-    // connection misses even if no stored message ever reached it.
-    if (!(this._sinceSent && details.recovered === true && details.epoch === this._epoch)) {
+    const later = this._announced;
+    this._announced = true;
+    // Unless this is the recovery of our own position, or a later word on
+    // the epoch we are in, the connection starts from the edge's: a later
+    // reconnect then recovers what this connection misses even if no stored
+    // message ever reached it.
+    const ours = details.epoch === this._epoch && (later || (this._sinceSent && details.recovered === true));
+    if (!ours) {
       this._seq = Number.isSafeInteger(details.seq) && details.seq >= 0 ? details.seq : null;
     }
     this._epoch = details.epoch;
     const count = typeof details.count === "number" && details.count > 0 ? details.count : 0;
-    if (this._sinceSent) {
+    if (this._sinceSent || (later && details.recovered !== true)) {
       this._sinceSent = false;
       this._emit("recovered", { recovered: details.recovered === true, count, epoch: details.epoch });
     }

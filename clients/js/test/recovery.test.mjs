@@ -104,6 +104,34 @@ describe("recovery", () => {
     assert.deepEqual(ws3.frames[0], [AUTH, { since: { epoch: "e2", seq: 1 } }]);
   });
 
+  test("a live connection told recovered: false (stream recreated, or a failed catch-up) emits recovered", async () => {
+    const client = newClient();
+    const events = [];
+    const got = [];
+    client.addListener("recovered", (d) => events.push(d));
+    client.on("news", (d) => got.push(d));
+    const ws1 = await connect(client, [RECOVERY, { epoch: "e1", recovered: false, count: 0, seq: 4 }], ["news", "a", null, 5]);
+    assert.deepEqual(events, [], "a first connection asked for nothing");
+    // The edge could not replay what came while it was cut from NATS: same
+    // epoch, the position is kept.
+    ws1.receive([RECOVERY, { epoch: "e1", recovered: false, count: 0 }]);
+    assert.deepEqual(events, [{ recovered: false, count: 0, epoch: "e1" }]);
+    drop(ws1);
+    const ws2 = await connect(client, [RECOVERY, { epoch: "e1", recovered: true, count: 1 }], ["news", "b", null, 9]);
+    assert.deepEqual(ws2.frames[0], [AUTH, { since: { epoch: "e1", seq: 5 } }]);
+    // The stream was recreated: its sequences start again.
+    ws2.receive([RECOVERY, { epoch: "e2", recovered: false, count: 0 }]);
+    ws2.receive(["news", "c", null, 1]);
+    assert.deepEqual(events.slice(1), [
+      { recovered: true, count: 1, epoch: "e1" },
+      { recovered: false, count: 0, epoch: "e2" },
+    ]);
+    assert.deepEqual(got, ["a", "b", "c"], "seq 1 of the new epoch is not taken for a repeat");
+    drop(ws2);
+    const ws3 = await connect(client);
+    assert.deepEqual(ws3.frames[0], [AUTH, { since: { epoch: "e2", seq: 1 } }]);
+  });
+
   test("an epoch without any stored message yet recovers from its start", async () => {
     const client = newClient();
     const ws1 = await connect(client, [RECOVERY, { epoch: "e1", recovered: true, count: 0 }]);
