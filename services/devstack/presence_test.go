@@ -184,10 +184,13 @@ func groupToken(t *testing.T, user string, groups ...string) http.Header {
 
 // TestPresence_AnswersAcrossEdgesAndTabs: users with several tabs on two
 // edges are answered right by user and by group (counts, members, limit),
-// and again after tabs close; bad requests get 400.
+// and again after tabs close; groups joined at run time are answered as
+// the token's are; bad requests get 400.
 // Fails when: the edge does not record connections (gateway's p.Add), or
-// does not delete them on close (Remove), or the index does not count a
-// user once per group however many tabs (group.users).
+// does not delete them on close (Remove), or does not rewrite a record
+// when its connection's groups change (edge.go's GroupsChanged), or the
+// index does not count a user once per group however many tabs
+// (group.users).
 func TestPresence_AnswersAcrossEdgesAndTabs(t *testing.T) {
 	ns := runJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
@@ -244,6 +247,26 @@ func TestPresence_AnswersAcrossEdgesAndTabs(t *testing.T) {
 	edgetest.Eventually(t, "room-5: 2 users, 2 connections", func() bool {
 		g := groupPresence(t, nc, "room-5", "")
 		return g.Users == 2 && g.Connections == 2
+	})
+
+	// Groups joined at run time are recorded as the token's are (§9).
+	control := func(subject string) {
+		t.Helper()
+		m, err := nc.Request(subject, []byte(`{"groups":["lobby"]}`), edgetest.Timeout)
+		if err != nil || string(m.Data) != `{"ok":true}` {
+			t.Fatalf("%s: %v %v", subject, m, err)
+		}
+	}
+	control("ws.ctl.join.user.zoe")
+	control("ws.ctl.join.user.ann")
+	edgetest.Eventually(t, "lobby, joined: ann and zoe", func() bool {
+		g := groupPresence(t, nc, "lobby", "")
+		return g.Users == 2 && g.Connections == 2 && strings.Join(g.Members, ",") == "ann,zoe"
+	})
+	control("ws.ctl.leave.user.ann")
+	edgetest.Eventually(t, "lobby, after ann left: zoe", func() bool {
+		g := groupPresence(t, nc, "lobby", "")
+		return g.Users == 1 && g.Connections == 1 && strings.Join(g.Members, ",") == "zoe"
 	})
 }
 

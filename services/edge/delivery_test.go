@@ -7,7 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsgate/wsgate/api/schemacheck"
@@ -219,6 +221,10 @@ func TestLifecycleEvents_OncePerConnectionWithIdentity(t *testing.T) {
 		c.Authenticate(tok)
 		c.Authenticate("")  // answered, but no second event
 		c.Authenticate(tok) // renewal: no second event either
+		// Even ones close with a handshake, odd ones drop the socket.
+		if i%2 == 0 {
+			_ = c.WS.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye"), time.Now().Add(edgetest.Timeout))
+		}
 		_ = c.WS.Close()
 		<-c.Done()
 	}
@@ -234,6 +240,16 @@ func TestLifecycleEvents_OncePerConnectionWithIdentity(t *testing.T) {
 		counts[fmt.Sprint(ev["action"], " ", ev["user"])]++
 		if ev["edge"] != "edge-a" || ev["session"] != "s" || fmt.Sprint(ev["groups"]) != "[g]" || !strings.HasPrefix(ev["connection"].(string), "edge-a.") {
 			t.Fatalf("event without identity: %v", ev)
+		}
+		if ev["action"] == "Client/disconnection" {
+			// The close code (DESIGN §2): the client's own, or 1006 for a
+			// socket dropped without a close frame.
+			var i int
+			_, _ = fmt.Sscanf(ev["user"].(string), "u%d", &i)
+			want := map[bool]float64{true: 1001, false: 1006}[i%2 == 0]
+			if code := ev["details"].(map[string]any)["code"]; code != want {
+				t.Fatalf("%v: details code %v, want %v", ev["user"], code, want)
+			}
 		}
 	}
 	for i := range n {
