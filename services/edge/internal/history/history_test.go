@@ -60,6 +60,40 @@ func TestEnsure_EdgesStartingTogetherAllSucceed(t *testing.T) {
 	}
 }
 
+// TestEnsure_AnEdgeWithNewLimitsUpdatesTheStreamAndKeepsItsEpoch: the edges
+// create or update the stream at start (DESIGN §8): an edge started with
+// other limits (a rollout of new settings) updates the stream in place.
+// Its messages and epoch stay, so connections still recover across the
+// rollout.
+func TestEnsure_AnEdgeWithNewLimitsUpdatesTheStreamAndKeepsItsEpoch(t *testing.T) {
+	ns := testkit.RunJetStream(t)
+	nc := testkit.Connect(t, ns.ClientURL())
+	old := ensured(t, nc, history.Config{MaxPerSubject: 10, MaxAge: time.Minute})
+	since := wire.Since{Epoch: old.Epoch(), Seq: store(t, nc, "ws.send.user.u1")}
+	store(t, nc, "ws.send.user.u1")
+
+	h := ensured(t, nc, history.Config{MaxPerSubject: 50, MaxAge: 5 * time.Minute, MaxBytes: 1 << 20, Replays: 1, ReplayTimeout: 10 * time.Second})
+	if h.Epoch() != old.Epoch() {
+		t.Fatalf("epoch %q after the update, was %q", h.Epoch(), old.Epoch())
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "WS_HISTORY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.MaxMsgsPerSubject != 50 || c.MaxAge != 5*time.Minute || c.MaxBytes != 1<<20 {
+		t.Fatalf("stream limits after the update: per subject %d, age %v, bytes %d", c.MaxMsgsPerSubject, c.MaxAge, c.MaxBytes)
+	}
+	if r := h.Recover(ctx, &since, history.Targets{User: "u1"}); !r.Recovery.Recovered || r.Recovery.Count != 1 {
+		t.Fatalf("recovery across the update: %+v (%s), want 1 recovered", r.Recovery, r.Reason)
+	}
+}
+
 // ensured is a History of the stream WS_HISTORY on nc, with cfg's settings
 // (memory storage, no byte cap, MaxAge a minute and one replica unless cfg
 // says), its stream made.
