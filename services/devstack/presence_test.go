@@ -560,6 +560,9 @@ func TestPresence_RestartedEdgeDoesNotResurrect(t *testing.T) {
 	if n := ev.of(wire.ActionDisconnection, "ann"); n != 2 {
 		t.Fatalf("ann: %d Client/disconnection for 2 connections", n)
 	}
+	if n := ev.count(func(e event) bool { return e.action == wire.ActionDisconnection && e.user == "ann" && e.code == 1006 }); n != 2 {
+		t.Fatalf("ann: %d of 2 Client/disconnection with code 1006 (the edge died)", n)
+	}
 	if n := ev.of(wire.ActionOffline, "ann"); n != 1 {
 		t.Fatalf("ann: %d Client/offline", n)
 	}

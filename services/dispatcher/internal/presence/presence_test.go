@@ -55,16 +55,20 @@ func request(t *testing.T, nc *nats.Conn, subject, payload, schema string, into 
 
 // TestPresenceOff_Answers503: with WS_PRESENCE=off every request is
 // answered {"error": {"code": 503}}, and a bad id 400.
-// Fails when Start subscribes nothing with presence off.
+// Fails when Start subscribes nothing with presence off, or the ids are
+// not checked first.
 func TestPresenceOff_Answers503(t *testing.T) {
 	ns := natstest.RunServer(t)
 	nc := natstest.Connect(t, ns)
 	startService(t, nc, Config{Mode: presencekv.Off})
-	for _, subject := range []string{"ws.presence.user.42", "ws.presence.group.room-5"} {
+	for subject, code := range map[string]int{
+		"ws.presence.user.42": 503, "ws.presence.group.room-5": 503,
+		"ws.presence.user.a!b": 400, "ws.presence.group.room%5": 400,
+	} {
 		var e wire.PresenceError
 		request(t, nc, subject, "", schemacheck.PresenceError, &e)
-		if e.Error.Code != 503 {
-			t.Fatalf("%s: %+v", subject, e)
+		if e.Error.Code != code {
+			t.Fatalf("%s: %+v, want %d", subject, e, code)
 		}
 	}
 }
