@@ -37,7 +37,9 @@ const (
 
 // harnessSite serves the harness pages (testdata/client.html and
 // module.html) with the client from the edge at addr, which stays up, and
-// returns the site's URL.
+// returns the site's URL. With ?cookie=<user> a page also sets a token for
+// user as the edges' cookie (they share the site's host; cookies do not
+// depend on the port).
 func harnessSite(t *testing.T, addr string) string {
 	t.Helper()
 	pages := template.Must(template.ParseFiles("testdata/client.html", "testdata/module.html"))
@@ -51,6 +53,9 @@ func harnessSite(t *testing.T, addr string) string {
 			return
 		}
 		data := struct{ ClientJS, ClientMJS, Token string }{"http://" + addr + "/client.js", "http://" + addr + "/client.mjs", ""}
+		if user := r.URL.Query().Get("cookie"); user != "" {
+			http.SetCookie(w, &http.Cookie{Name: "wsgate_token", Value: mintToken(user, time.Hour), Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if err := pages.ExecuteTemplate(w, r.PathValue("page"), data); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -105,20 +110,22 @@ func upTo(n int) []int {
 	return s
 }
 
-// Mutation that fails it (both cases): the client not sending since on
+// Mutation that fails it (every case): the client not sending since on
 // reconnects (the numbers published while the page was away are missing,
 // and no recovered event). A repeated message would show as the client's
-// "ignored a repeated message" warning, which fails it too.
+// "ignored a repeated message" warning, which fails it too. With the
+// cookie, the edge authenticates the upgrade and recovers before it reads a
+// frame: the client's since must be in the URL (fails without it).
 func TestBrowser_RecoveryAcrossEdgeRestart(t *testing.T) {
 	for _, tt := range []struct {
-		name string
-		kill bool
-	}{{"SIGTERM drain", false}, {"SIGKILL", true}} {
-		t.Run(tt.name, func(t *testing.T) { testRecoveryAcrossEdgeRestart(t, tt.kill) })
+		name         string
+		kill, cookie bool
+	}{{"SIGTERM drain", false, false}, {"SIGKILL", true, false}, {"SIGTERM drain, cookie", false, true}} {
+		t.Run(tt.name, func(t *testing.T) { testRecoveryAcrossEdgeRestart(t, tt.kill, tt.cookie) })
 	}
 }
 
-func testRecoveryAcrossEdgeRestart(t *testing.T, kill bool) {
+func testRecoveryAcrossEdgeRestart(t *testing.T, kill, cookie bool) {
 	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
 	nc := edgetest.Connect(t, ns.ClientURL())
 	env := []string{"EDGE_ALLOWED_ORIGINS=*", "WS_HISTORY=memory", "WS_HISTORY_MAX_PER_SUBJECT=1000"}
@@ -126,9 +133,13 @@ func testRecoveryAcrossEdgeRestart(t *testing.T, kill bool) {
 	_, addr2 := startEdgeProc(t, ns.ClientURL(), "edge2", env...)
 	proxy := startProxy(t, addr1)
 	tb := newBrowser(t).tab("module page")
-	openHarness(tb, harnessSite(t, addr2)+"/module.html", "", map[string]any{
-		"url": wsURL(proxy.addr()), "token": mintToken("rita", time.Hour), "actions": []string{"n"},
-	})
+	page, opts := "/module.html", map[string]any{"url": wsURL(proxy.addr()), "actions": []string{"n"}}
+	if cookie {
+		page += "?cookie=rita"
+	} else {
+		opts["token"] = mintToken("rita", time.Hour)
+	}
+	openHarness(tb, harnessSite(t, addr2)+page, "", opts)
 	tb.waitFor("authentication", `client.state === "authenticated"`)
 	evalJS[bool](tb, `window.recovered = []; client.addListener("recovered", (e) => recovered.push(e)); true`)
 

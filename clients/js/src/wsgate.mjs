@@ -445,7 +445,7 @@ class Client extends Endpoint {
 
     let ws;
     try {
-      ws = new this._WebSocket(this._url);
+      ws = new this._WebSocket(this._socketUrl());
     } catch (err) {
       // A malformed URL or a forbidden port: retrying cannot help.
       this._stop("cannot open the WebSocket");
@@ -480,6 +480,17 @@ class Client extends Endpoint {
     if (ws !== this._ws) return; // a listener closed the client
     // With null the edge uses the cookie (or token) that came with the upgrade.
     this._sendNow([AUTH, this._authDetails()]);
+  }
+
+  // The URL of the next socket. With a position it carries ?since= too: an
+  // edge that authenticates the upgrade itself (its cookie, or a token in
+  // the URL) recovers before it reads any frame, so the since of
+  // Client/authentication would come too late (DESIGN.md §8).
+  _socketUrl() {
+    if (this._epoch === null) return this._url;
+    const u = new URL(this._url);
+    u.searchParams.set("since", this._epoch + ":" + (this._seq === null ? 0 : this._seq));
+    return u.href;
   }
 
   // The first Client/authentication of a connection: the token unless the

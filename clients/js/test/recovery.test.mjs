@@ -76,6 +76,16 @@ describe("recovery", () => {
     assert.deepEqual(ws2.frames[0], [AUTH, { since: { epoch: "e1", seq: 3 } }]);
   });
 
+  test("a reconnect's URL carries ?since= too: an edge that authenticates the upgrade (cookie) recovers before reading a frame", async () => {
+    const client = newClient({ url: URL_ + "?room=5&since=stale:1" });
+    const ws1 = await connect(client, [RECOVERY, { epoch: "e1", recovered: true, count: 0 }], ["news", 1, null, 3]);
+    assert.equal(ws1.url, URL_ + "?room=5&since=stale:1", "the first socket has no position of its own");
+    drop(ws1);
+    const ws2 = await connect(client);
+    assert.equal(new URL(ws2.url).searchParams.get("since"), "e1:3");
+    assert.equal(new URL(ws2.url).searchParams.get("room"), "5", "the URL's own parameters are kept");
+  });
+
   test("emits recovered with {recovered, count} when it asked to recover", async () => {
     const client = newClient();
     const events = [];
