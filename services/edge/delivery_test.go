@@ -138,6 +138,9 @@ func TestDelivery_ReplyToConnectionCarriesRef(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil { // the responder is subscribed before the request is sent
+		t.Fatal(err)
+	}
 	c := e.dial(t, map[string]any{"sub": "alice"})
 	c.Send("echo", map[string]any{"n": 1}, "req-1")
 	f := c.Expect("echo")
