@@ -227,15 +227,17 @@ func TestHistory_RecoveryAfterReconnectToSameOrOtherEdge(t *testing.T) {
 
 // TestHistory_RecoveryCoversEveryCurrentTarget: a recovery replays what
 // was sent while the connection was away to each of its current targets
-// (DESIGN.md §8): its user, its session, its token's groups, the groups its
-// user joined (stored joins, §9), all, users, and the filter messages whose
-// property it has; and nothing sent to other targets.
+// (DESIGN.md §8): its user, its session, its token's groups (one of them
+// named "filter"), the groups its user joined (stored joins, §9), all,
+// users, and the filter messages whose property it has; and nothing sent
+// to other targets.
 func TestHistory_RecoveryCoversEveryCurrentTarget(t *testing.T) {
 	ns := edgetest.RunJetStream(t)
 	nc := edgetest.Connect(t, ns.ClientURL())
 	js, _ := jetstream.New(nc)
 	e := startEdge(t, ns, historyEnv("e1", "WS_PRESENCE", "memory"))
-	claims := map[string]any{"sub": "alice", "sid": "s-alice", "groups": []string{"red"}, "props": map[string]string{"plan": "pro"}}
+	// A group named "filter" is a group like another, not the filter subject.
+	claims := map[string]any{"sub": "alice", "sid": "s-alice", "groups": []string{"red", "filter"}, "props": map[string]string{"plan": "pro"}}
 	mustOK(t, nc, "ws.ctl.join.user.alice", `{"groups":["room"]}`)
 	c := e.dial(t, claims)
 	r := expectRecovery(t, c)
@@ -252,6 +254,7 @@ func TestHistory_RecoveryCoversEveryCurrentTarget(t *testing.T) {
 		jsPublish(t, js, "ws.send.session.s-alice", "session", n)
 		jsPublish(t, js, "ws.send.group.red", "group", n)
 		jsPublish(t, js, "ws.send.group.room", "room", n)
+		jsPublish(t, js, "ws.send.group.filter", "group filter", n)
 		jsPublish(t, js, "ws.send.all", "all", n)
 		jsPublish(t, js, "ws.send.users", "users", n)
 		filtered("pro", "filter", n)
@@ -263,10 +266,10 @@ func TestHistory_RecoveryCoversEveryCurrentTarget(t *testing.T) {
 	}
 	c = edgetest.Dial(t, sinceQuery(e.URL, r.Epoch, r.Seq), bearer(token(t, claims)))
 	c.ExpectOK()
-	if got := expectRecovery(t, c); !got.Recovered || got.Count != 14 {
-		t.Fatalf("recovery %+v, want recovered with 14", got)
+	if got := expectRecovery(t, c); !got.Recovered || got.Count != 16 {
+		t.Fatalf("recovery %+v, want recovered with 16", got)
 	}
-	checkExactlyOnceInOrder(t, readNumbered(t, c, 14), []string{"user", "session", "group", "room", "all", "users", "filter"}, 1, 2)
+	checkExactlyOnceInOrder(t, readNumbered(t, c, 16), []string{"user", "session", "group", "group filter", "room", "all", "users", "filter"}, 1, 2)
 }
 
 // TestHistory_NoGapNoDuplicateAtTheSwitch publishes while connections

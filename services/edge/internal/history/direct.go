@@ -94,7 +94,7 @@ func (h *History) readDirect(ctx context.Context, seq, last uint64, subjects []*
 	}
 	slices.SortFunc(msgs, func(a, b stored) int { return cmp.Compare(a.seq, b.seq) })
 	for _, m := range msgs {
-		h.add(res, m.subj, m.seq, m.subj.name, m.data, t)
+		h.add(res, m.subj, m.seq, m.data, t)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -316,7 +315,7 @@ func (h *History) read(ctx context.Context, st jetstream.Stream, seq uint64, sub
 			if err != nil {
 				return fmt.Errorf("message metadata: %w", err)
 			}
-			h.add(res, bySubject[m.Subject()], meta.Sequence.Stream, m.Subject(), m.Data(), t)
+			h.add(res, bySubject[m.Subject()], meta.Sequence.Stream, m.Data(), t)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("fetch: %w", err)
@@ -330,7 +329,7 @@ func (h *History) read(ctx context.Context, st jetstream.Stream, seq uint64, sub
 }
 
 // add appends the frame of one stored message when it is for the connection.
-func (h *History) add(res *Result, s *subject, seq uint64, subj string, data []byte, t Targets) {
+func (h *History) add(res *Result, s *subject, seq uint64, data []byte, t Targets) {
 	if s == nil || seq <= res.Last {
 		return
 	}
@@ -342,7 +341,9 @@ func (h *History) add(res *Result, s *subject, seq uint64, subj string, data []b
 	if err != nil {
 		return // the hub refuses it live too
 	}
-	if strings.HasSuffix(subj, ".filter") && (out.Filter == nil || t.Matches == nil || !t.Matches(out.Filter)) {
+	// The filter subject by its name: a group, user or session may be
+	// called "filter" too.
+	if s.name == h.cfg.Subjects.SendFilter() && (out.Filter == nil || t.Matches == nil || !t.Matches(out.Filter)) {
 		return
 	}
 	res.Frames = append(res.Frames, wire.AppendServerFrameSeq(nil, out.Action, out.Details, out.Ref, seq))
