@@ -216,6 +216,21 @@ func TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp(t *testing.T) {
 	send(10)
 	got := readNumbered(t, c, 10)
 
+	// u2 had a message stored before it connected, and gets none until the
+	// outage is over: its catch-up starts from the position its
+	// Server/recovery gave it, so it is sent neither that old message nor a
+	// recovered:false.
+	old := jsPublish(t, js, "ws.send.user.u2", "u2", 1)
+	var idle *edgetest.Client
+	edgetest.Eventually(t, "u2 connected with a position past its old message", func() bool {
+		idle = e.dial(t, map[string]any{"sub": "u2"})
+		if expectRecovery(t, idle).Seq >= old {
+			return true
+		}
+		_ = idle.WS.Close()
+		return false
+	})
+
 	port0 := nodes[0].Addr().(*net.TCPAddr).Port
 	nodes[0].Shutdown()
 	nodes[0].WaitForShutdown()
@@ -237,5 +252,9 @@ func TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp(t *testing.T) {
 	case <-c.Done():
 		t.Fatal("the client was disconnected")
 	default:
+	}
+	jsPublish(t, js, "ws.send.user.u2", "u2", 2)
+	if f := idle.Next(); f.Action != "m" || !strings.Contains(string(f.Details), `"n":2`) {
+		t.Fatalf("u2 got %s, want only its new message", f)
 	}
 }

@@ -56,8 +56,8 @@ func (c *Client) Recovering() bool {
 }
 
 // EndRecovery queues the held messages that come after last (the
-// recovery's last replayed sequence, or 0), in order, and turns the client
-// live. It reports false when too many arrived meanwhile: the connection
+// connection's position: the recovery's last replayed sequence, the one it
+// was told it starts from, or 0), in order, and turns the client live. It reports false when too many arrived meanwhile: the connection
 // is then closed as a slow consumer.
 func (c *Client) EndRecovery(last uint64) bool {
 	p := c.pos.Load()
