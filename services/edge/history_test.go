@@ -272,6 +272,58 @@ func TestHistory_RecoveryCoversEveryCurrentTarget(t *testing.T) {
 	checkExactlyOnceInOrder(t, readNumbered(t, c, 16), []string{"user", "session", "group", "group filter", "room", "all", "users", "filter"}, 1, 2)
 }
 
+// TestHistory_RepliesWaitForTheRecovery: a message that is not stored (a
+// reply to the connection, here a greeting sent on its
+// Client/authentication event) does not pass the recovery: it comes after
+// Server/recovery and the replayed messages (DESIGN.md §2: Server/recovery
+// right after ok; §4: one publisher's messages in order).
+func TestHistory_RepliesWaitForTheRecovery(t *testing.T) {
+	ns := edgetest.RunJetStream(t)
+	nc := edgetest.Connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	e := startEdge(t, ns, historyEnv("e1"))
+	sub, err := nc.Subscribe("ws.in.Client/authentication", func(m *nats.Msg) {
+		var env struct{ Connection string }
+		_ = json.Unmarshal(m.Data, &env)
+		_ = nc.Publish("ws.send.conn."+env.Connection, []byte(`{"action":"greeting"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]any{"sub": "u1"}
+	expectInOrder := func(c *edgetest.Client, actions ...string) []edgetest.Frame {
+		t.Helper()
+		c.ExpectOK()
+		frames := make([]edgetest.Frame, len(actions))
+		for i, a := range actions {
+			if frames[i] = c.Next(); frames[i].Action != a {
+				t.Fatalf("frame %d after ok: %s, want %s", i+1, frames[i], a)
+			}
+		}
+		return frames
+	}
+	c := edgetest.Dial(t, e.URL, bearer(token(t, claims)))
+	var r wire.Recovery
+	if err := json.Unmarshal(expectInOrder(c, wire.ActionRecovery, "greeting")[0].Details, &r); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.WS.Close()
+	const missed = 30
+	for n := 1; n <= missed; n++ {
+		jsPublish(t, js, "ws.send.user.u1", "user", n)
+	}
+	c = edgetest.Dial(t, sinceQuery(e.URL, r.Epoch, r.Seq), bearer(token(t, claims)))
+	want := []string{wire.ActionRecovery}
+	for range missed {
+		want = append(want, "m")
+	}
+	expectInOrder(c, append(want, "greeting")...)
+}
+
 // TestHistory_NoGapNoDuplicateAtTheSwitch publishes while connections
 // recover: every number arrives once, in order, whether it came replayed
 // or live.

@@ -141,11 +141,12 @@ func (d *delivery) toTopic(t *topic) {
 }
 
 func (d *delivery) to(c *Client) {
-	if d.seq != 0 {
-		d.admit(c)
+	p := c.pos.Load()
+	if p == nil {
+		d.queue(c) // not started through a recovery: nothing to hold or compare
 		return
 	}
-	d.queue(c)
+	d.admit(c, p)
 }
 
 func (d *delivery) queue(c *Client) {

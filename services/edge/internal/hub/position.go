@@ -27,10 +27,10 @@ type position struct {
 type heldMsg struct {
 	frame []byte
 	at    time.Time
-	seq   uint64
+	seq   uint64 // 0: a message that is not stored (a reply)
 }
 
-// BeginRecovery makes the client hold its live stored messages until
+// BeginRecovery makes the client hold its live messages until
 // EndRecovery; it is called before the client's subscriptions exist.
 func (c *Client) BeginRecovery() {
 	p := c.pos.Load()
@@ -76,10 +76,12 @@ func (c *Client) EndRecovery(last uint64) bool {
 		return false
 	}
 	for _, m := range held {
-		if m.seq <= p.last {
-			continue // replayed already
+		if m.seq != 0 {
+			if m.seq <= p.last {
+				continue // replayed already
+			}
+			p.last = m.seq
 		}
-		p.last = m.seq
 		if err := c.Conn.Send(m.frame); err != nil {
 			return !errors.Is(err, wsconn.ErrQueueFull)
 		}
@@ -87,15 +89,11 @@ func (c *Client) EndRecovery(last uint64) bool {
 	return true
 }
 
-// admit decides the fate of a live stored message for c: queued now
-// (under the position's lock, so that it cannot pass a recovery's frames),
-// held during a recovery, or dropped when c already has it.
-func (d *delivery) admit(c *Client) {
-	p := c.pos.Load()
-	if p == nil {
-		d.queue(c) // not started through a recovery: nothing to hold or compare
-		return
-	}
+// admit decides the fate of a live message for c, at position p: held
+// during a recovery, stored or not (a reply must not pass the recovery's
+// frames either); otherwise queued now (under the position's lock, so that
+// it cannot pass a recovery's frames), or dropped when c already has it.
+func (d *delivery) admit(c *Client, p *position) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -112,6 +110,8 @@ func (d *delivery) admit(c *Client) {
 		}
 		p.held = append(p.held, heldMsg{frame: d.out.FrameFor(c.Conn), at: d.at, seq: d.seq})
 		d.sent++
+	case d.seq == 0:
+		d.queue(c) // not stored: no position to compare
 	case d.seq <= p.last:
 		// Replayed already, or a stream that was recreated and whose new
 		// sequences have not caught up (ResetPositions makes that brief).
