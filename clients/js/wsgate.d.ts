@@ -148,7 +148,7 @@ export class WsgateError extends Error {
 
 /** Details of the events, by event name. */
 export interface ClientEvents {
-  /** The socket opened; the `Client/authentication` frame has just been sent. */
+  /** The socket opened; the `Client/authentication` frame is sent right after the listeners ran. */
   open: { url: string };
   /** The edge accepted the connection; queued frames are flushed. Once per connection. */
   authenticated: {};

@@ -1060,6 +1060,7 @@ class SharedClient extends Endpoint {
     this._state = "connecting";
     this._welcomed = false; // the first welcome came
     this._ready = false; // the current link said welcome: messages can flow
+    this._left = false; // this tab left the shared connection, or it stopped for good
     this._buffer = []; // messages waiting for the welcome
     this._pending = new Map(); // rid -> {resolve, reject}
     this._rid = 0;
@@ -1169,11 +1170,21 @@ class SharedClient extends Endpoint {
 
   /** Leaves the shared connection; the worker closes it when no tab is left. */
   close() {
-    if (this._phase === "closed") return this;
+    if (this._left) return this;
     this._post({ t: "bye" }, true);
     const previous = this._phase;
+    this._unlink();
     this._phase = "closed";
     this._state = "closed";
+    if (previous !== "closed") this._emit("state", { state: "closed", previous });
+    this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
+    return this;
+  }
+
+  // Ends this tab's part: no more messages either way, the lock and the
+  // page watch let go, and the requests still waiting rejected.
+  _unlink() {
+    this._left = true;
     clearInterval(this._beat);
     clearTimeout(this._welcomeTimer);
     if (this._unlock) this._unlock();
@@ -1183,9 +1194,6 @@ class SharedClient extends Endpoint {
     const pending = [...this._pending.values()];
     this._pending.clear();
     for (const p of pending) p.reject(new WsgateError(503, "wsgate: client is closed"));
-    this._emit("state", { state: "closed", previous });
-    this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
-    return this;
   }
 
   _link(port) {
@@ -1200,7 +1208,7 @@ class SharedClient extends Endpoint {
 
   // Posts m, or keeps it until the link's welcome; now: post at once.
   _post(m, now) {
-    if (this._phase === "closed") return;
+    if (this._left) return;
     if (this._ready || now) this._port.postMessage(m);
     else this._buffer.push(m);
   }
@@ -1221,7 +1229,7 @@ class SharedClient extends Endpoint {
   }
 
   _onMessage(m) {
-    if (!m || typeof m !== "object" || this._phase === "closed") return;
+    if (!m || typeof m !== "object" || this._left) return;
     switch (m.t) {
       case "welcome":
         this._onWelcome(m);
@@ -1275,6 +1283,10 @@ class SharedClient extends Endpoint {
       detail = { ...detail, error: err };
     }
     this._emit(m.event, detail);
+    // The shared connection stopped for good (refused, kicked): as a
+    // client of its own would, this tab is closed; the worker let go of
+    // every tab, and starts afresh for the next one that joins.
+    if (m.event === "close" && detail && detail.willReconnect === false && !this._left) this._unlink();
   }
 
   _onReply(m) {
@@ -1441,12 +1453,27 @@ class SharedHub {
     }
     const m = { t: "event", event, detail, phase: core.phase, state: core.state };
     if ((event === "acked" || event === "failed") && detail && this._owners.has(detail.id)) {
+      // Only to the tab that sent it: one that left (or was dropped and
+      // has not rejoined) is not told, and neither is any other.
       const port = this._owners.get(detail.id);
       this._owners.delete(detail.id);
       if (this._tabs.has(port)) port.postMessage(m);
       return;
     }
     this._broadcast(m);
+    if (event === "close" && detail && detail.willReconnect === false && core === this._core) this._ended();
+  }
+
+  // The core stopped for good (refused, kicked): its tabs were told and are
+  // closed; the next tab that joins starts a new connection.
+  _ended() {
+    this._core = null;
+    clearInterval(this._sweep);
+    this._sweep = null;
+    this._tabs.clear();
+    this._owners.clear();
+    for (const ask of this._asks.values()) ask.reject(new Error("wsgate: the connection stopped"));
+    this._asks.clear();
   }
 
   _broadcast(m) {
@@ -1516,7 +1543,8 @@ class SharedHub {
 
   _leave(port) {
     if (!this._tabs.delete(port)) return;
-    for (const [id, owner] of this._owners) if (owner === port) this._owners.delete(id);
+    // Its reliable frames stay its own (_owners): a dropped tab that rejoins
+    // on the same port is told their fate; otherwise nobody is.
     if (this._tabs.size === 0) {
       const core = this._core;
       this._core = null;

@@ -343,6 +343,50 @@ describe("shared connection", () => {
     assert.deepEqual(failed, [[], [["m2", 413]]]);
   });
 
+  test("the fate of a reliable frame whose tab left is told to no other tab", async () => {
+    const b = browser();
+    const { list, ws } = await liveTabs(b, 2);
+    const told = [];
+    for (const event of ["acked", "failed"]) list[1].addListener(event, (d) => told.push([event, d.id]));
+    list[0].send("note", 1, { reliable: true, id: "m1" });
+    await until("the reliable frame", () => ws.frames.some((f) => f[0] === "note"));
+    list[0].close();
+    await until("tab 0 gone", () => b.hub.tabs === 1);
+    ws.receive([ACK + ":error", [503, "not stored"], "m1"]);
+    list[1].send("note", 2, { reliable: true, id: "m2" });
+    await until("the second frame", () => ws.frames.filter((f) => f[0] === "note").length === 2);
+    ws.receive([ACK, { duplicate: false, durable: true }, "m2"]);
+    await until("tab 1's own ack", () => told.length > 0);
+    await settle();
+    assert.deepEqual(told, [["acked", "m2"]]);
+  });
+
+  test("a final close (kick) closes every tab, rejects their requests, and the next tab connects afresh", async () => {
+    const b = browser();
+    const { list, ws } = await liveTabs(b, 2);
+    const closes = [[], []];
+    list.forEach((t, i) => t.addListener("close", (d) => closes[i].push(d.willReconnect)));
+    let rejected = null;
+    list[0].request("slow", 1).catch((err) => (rejected = err));
+    await until("the request", () => ws.frames.some((f) => f[0] === "slow"));
+    ws.receive(["Server/close", null]);
+    ws.serverClose(1000);
+    await until("both tabs told", () => closes.every((c) => c.length === 1));
+    assert.deepEqual(closes, [[false], [false]]);
+    await until("the pending request rejected", () => rejected !== null);
+    assert.ok(rejected instanceof WsgateError && rejected.code === 503, "rejected with 503");
+    assert.ok(list.every((t) => t.phase === "closed"));
+    assert.equal(b.hub.core, null, "the worker let go of the stopped connection");
+    assert.equal(b.hub.tabs, 0);
+    list[0].close(); // a closed tab's close does nothing more
+    // The user signs in again: a new tab makes a new connection, and works.
+    const { list: again, ws: ws2 } = await liveTabs(b, 1);
+    assert.notEqual(ws2, ws);
+    const pushes = recordFrames(again[0], "push");
+    ws2.receive(["push", "hello again"]);
+    await until("the push", () => pushes.length === 1);
+  });
+
   test("recovery runs in the worker: since on the reconnect, recovered in every tab", async () => {
     const b = browser();
     const { list, ws } = await liveTabs(b, 2);
