@@ -1173,10 +1173,17 @@ class SharedClient extends Endpoint {
     if (this._left) return this;
     this._post({ t: "bye" }, true);
     const previous = this._phase;
+    // Sends that waited for the worker's welcome never left this tab.
+    const unsent = this._ready ? [] : this._buffer.filter((m) => m.t === "send" || m.t === "request");
+    this._buffer = [];
     this._unlink();
     this._phase = "closed";
     this._state = "closed";
     if (previous !== "closed") this._emit("state", { state: "closed", previous });
+    if (unsent.length) {
+      this._emit("dropped", { reason: "closed by the client", frames: unsent.map((m) => frameOf(m)) });
+      for (const m of unsent) if (m.id !== undefined) this._emit("failed", { id: m.id, action: m.action, details: m.details, code: 503, message: "wsgate: closed by the client" });
+    }
     this._emit("close", { code: 1000, reason: "closed by the client", willReconnect: false });
     return this;
   }

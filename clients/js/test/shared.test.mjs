@@ -361,6 +361,24 @@ describe("shared connection", () => {
     assert.deepEqual(told, [["acked", "m2"]]);
   });
 
+  test("a tab closed before the worker answered reports what it could not send", async () => {
+    const b = browser();
+    const tab = openTab(b);
+    const events = [];
+    for (const event of ["dropped", "failed", "close"]) tab.addListener(event, (d) => events.push([event, d]));
+    tab.send("early", 1);
+    tab.send("note", 2, { reliable: true, id: "r1" });
+    tab.close();
+    assert.deepEqual(events.map((e) => e[0]), ["dropped", "failed", "close"]);
+    assert.deepEqual(events[0][1], {
+      reason: "closed by the client",
+      frames: [{ action: "early", details: 1 }, { action: "note", details: 2, id: "r1" }],
+    });
+    assert.equal(events[1][1].id, "r1");
+    await settle();
+    assert.equal(FakeWebSocket.instances.length, 0, "nothing reached a socket");
+  });
+
   test("a final close (kick) closes every tab, rejects their requests, and the next tab connects afresh", async () => {
     const b = browser();
     const { list, ws } = await liveTabs(b, 2);
