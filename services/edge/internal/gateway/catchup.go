@@ -82,7 +82,7 @@ func (g *Gateway) catchUpOne(c *hub.Client) {
 	h := g.cfg.History
 	id := c.Identity()
 	if id == nil {
-		c.EndRecovery(0)
+		c.EndRecovery(h.Epoch(), 0)
 		return
 	}
 	since := &wire.Since{Epoch: h.Epoch(), Seq: c.CatchUpSince()}
@@ -94,7 +94,7 @@ func (g *Gateway) catchUpOne(c *hub.Client) {
 		last = 0
 	}
 	sent := sendPaced(c.Conn, res.Frames)
-	if live := c.EndRecovery(last); (!sent || !live) && c.Conn.Close(wire.CloseSlowConsumer, "slow consumer") {
+	if live := c.EndRecovery(res.Recovery.Epoch, last); (!sent || !live) && c.Conn.Close(wire.CloseSlowConsumer, "slow consumer") {
 		g.cfg.Stats.SlowConsumer()
 	}
 }

@@ -22,6 +22,17 @@ type position struct {
 	held       []heldMsg // owned by mu
 	last       uint64    // owned by mu: highest sequence queued to the connection
 	overflow   bool      // owned by mu: held reached maxHeld
+	// While recovering, the stream may be recreated (ResetPositions):
+	// renewedAt is how many held frames came before (-1: it was not), and
+	// renewedEpoch and renewal the new epoch and its Server/recovery frame.
+	renewedAt    int    // owned by mu
+	renewedEpoch string // owned by mu
+	renewal      []byte // owned by mu
+}
+
+// hold starts holding live frames, for a recovery or a catch-up.
+func (p *position) hold() {
+	p.recovering, p.held, p.overflow, p.renewedAt = true, nil, false, -1
 }
 
 type heldMsg struct {
@@ -40,7 +51,8 @@ func (c *Client) BeginRecovery() {
 		p = c.pos.Load()
 	}
 	p.mu.Lock()
-	p.recovering, p.held, p.last, p.overflow = true, nil, 0, false
+	p.hold()
+	p.last = 0
 	p.mu.Unlock()
 }
 
@@ -57,9 +69,16 @@ func (c *Client) Recovering() bool {
 
 // EndRecovery queues the held messages that come after last (the
 // connection's position: the recovery's last replayed sequence, the one it
-// was told it starts from, or 0), in order, and turns the client live. It reports false when too many arrived meanwhile: the connection
-// is then closed as a slow consumer.
-func (c *Client) EndRecovery(last uint64) bool {
+// was told it starts from, or 0) in the stream of epoch (the one the
+// recovery read), in order, and turns the client live. It reports false
+// when too many arrived meanwhile: the connection is then closed as a slow
+// consumer.
+//
+// If the stream was recreated meanwhile, the frames held before that are
+// the old stream's: queued after last when the recovery read the old
+// stream, then the new epoch is announced and its frames follow from 0;
+// dropped when the recovery read the new stream already.
+func (c *Client) EndRecovery(epoch string, last uint64) bool {
 	p := c.pos.Load()
 	if p == nil {
 		return true
@@ -70,12 +89,26 @@ func (c *Client) EndRecovery(last uint64) bool {
 		return true
 	}
 	p.recovering, p.last = false, last
-	held := p.held
-	p.held = nil
+	held, renewedAt := p.held, p.renewedAt
+	p.held, p.renewedAt = nil, -1
 	if p.overflow {
 		return false
 	}
-	for _, m := range held {
+	readNew := renewedAt >= 0 && epoch == p.renewedEpoch
+	for i := 0; i <= len(held); i++ {
+		if i == renewedAt && !readNew {
+			p.last = 0
+			if err := c.Conn.Send(p.renewal); err != nil {
+				return !errors.Is(err, wsconn.ErrQueueFull)
+			}
+		}
+		if i == len(held) {
+			break
+		}
+		m := held[i]
+		if i < renewedAt && readNew {
+			continue // the old stream's, and the recovery read the new one
+		}
 		if m.seq != 0 {
 			if m.seq <= p.last {
 				continue // replayed already
@@ -124,7 +157,8 @@ func (d *delivery) admit(c *Client, p *position) {
 // ResetPositions restarts every live connection's position after the
 // history stream was recreated, and tells each the new epoch with
 // recovered:false: what was published between the old stream's end and
-// now may be gone.
+// now may be gone. A connection whose recovery runs is told when it ends
+// (EndRecovery).
 func (h *Hub) ResetPositions(epoch string) {
 	frame := wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, wire.Recovery{Epoch: epoch}))
 	for _, c := range h.snapshot(nil) {
@@ -133,7 +167,13 @@ func (h *Hub) ResetPositions(epoch string) {
 			continue
 		}
 		p.mu.Lock()
-		if !p.recovering {
+		if p.recovering {
+			// Told when its recovery ends (EndRecovery).
+			if p.renewedAt < 0 {
+				p.renewedAt = len(p.held)
+			}
+			p.renewedEpoch, p.renewal = epoch, frame
+		} else {
 			p.last = 0
 			_ = c.Conn.Send(frame)
 		}
@@ -164,7 +204,7 @@ func (h *Hub) HoldLive() []*Client {
 		}
 		p.mu.Lock()
 		if !p.recovering {
-			p.recovering, p.held, p.overflow = true, nil, false
+			p.hold()
 			held = append(held, c)
 		}
 		p.mu.Unlock()

@@ -27,8 +27,15 @@ type routedClient struct {
 // client authenticated as each of ids.
 func fakeHub(t *testing.T, ids ...*auth.Identity) (*Hub, *edgetest.FakeNATS, []routedClient) {
 	t.Helper()
+	return fakeHubWith(t, false, ids...)
+}
+
+// fakeHubWith is fakeHub, delivering what the history stream republishes
+// when history is set.
+func fakeHubWith(t *testing.T, history bool, ids ...*auth.Identity) (*Hub, *edgetest.FakeNATS, []routedClient) {
+	t.Helper()
 	fake := &edgetest.FakeNATS{}
-	h := New(fake, Config{EdgeID: "e1", Subjects: wire.NewSubjects("ws"), PingInterval: time.Minute, AuthTimeout: time.Minute})
+	h := New(fake, Config{EdgeID: "e1", Subjects: wire.NewSubjects("ws"), PingInterval: time.Minute, AuthTimeout: time.Minute, History: history})
 	var clients []routedClient
 	for i, id := range ids {
 		server, far := edgetest.SocketPair(t)

@@ -263,7 +263,7 @@ func TestVisit_ARecoveringClientIsPingedNotDroppedAsSilent(t *testing.T) {
 	if f := <-seen[0]; f.op != 0x9 {
 		t.Fatalf("peer got opcode %#x, want a ping", f.op)
 	}
-	c.EndRecovery(0)
+	c.EndRecovery("", 0)
 	h.visit(c, later, time.Minute, &pings)
 	if pings.Len() != 0 {
 		t.Fatal("a silent live client was pinged, want it dropped")
