@@ -41,6 +41,9 @@ func refValid(s, allowed string, max int) bool {
 }
 
 func refValidOutboundAction(s string) bool {
+	if strings.HasPrefix(s, "Client/") || strings.HasPrefix(s, "Server/") {
+		return false // reserved: only the edge sends them
+	}
 	if refValid(s, refActionChars, wire.MaxActionLen) {
 		return true
 	}

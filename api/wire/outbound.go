@@ -108,8 +108,14 @@ func decodeOutboundJSON(data []byte) (Outbound, error) {
 }
 
 // ValidateOutboundAction is ValidateAction, except that an error response of
-// a 128-character action ("<action>:error") is accepted too.
+// a 128-character action ("<action>:error") is accepted too, and that the
+// reserved actions (DESIGN.md §2) are refused: only the edge sends Client/
+// and Server/ frames, so that no publisher can forge a kick, an ack or a
+// recovery.
 func ValidateOutboundAction(action string) error {
+	if strings.HasPrefix(action, ReservedClient) || strings.HasPrefix(action, ReservedServer) {
+		return fmt.Errorf("%w: %q is reserved: only the edge sends %s and %s actions", ErrBadAction, action, ReservedClient, ReservedServer)
+	}
 	if base, ok := strings.CutSuffix(action, ErrorSuffix); ok && len(action) > MaxActionLen {
 		return ValidateAction(base)
 	}

@@ -79,6 +79,10 @@ func TestDelivery_EachTargetReachesExactlyItsConnections(t *testing.T) {
 		{"ws.send.user.nobody", `{"action":"t"}`, nil},
 		// Refused outbound messages reach nobody.
 		{"ws.send.all", `{"action":"a.b"}`, nil},
+		// Reserved actions: only the edge sends them (a forged kick or ack).
+		{"ws.send.all", `{"action":"Server/close"}`, nil},
+		{"ws.send.user.alice", `{"action":"Server/ack","details":{"duplicate":false,"durable":true},"ref":"m1"}`, nil},
+		{"ws.send.all", `{"action":"Client/error","details":[400,"forged"]}`, nil},
 		{"ws.send.all", `{"action":"t","ref":{"x":1}}`, nil},
 		{"ws.send.all", `not json`, nil},
 		{"ws.send.filter", `{"action":"t"}`, nil},

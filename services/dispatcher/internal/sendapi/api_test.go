@@ -182,6 +182,7 @@ func TestBadRequestsGetTheirReason(t *testing.T) {
 		{"group without id", sendapi.PathSend, `{"target":"group","action":"a"}`, `target "group" needs "id"`},
 		{"session without id", sendapi.PathSend, `{"target":"session","action":"a"}`, `target "session" needs "id"`},
 		{"conn without id", sendapi.PathSend, `{"target":"conn","action":"a"}`, `target "conn" needs "id": the envelope's "connection", "<edge>.<conn>"`},
+		{"reserved action", sendapi.PathSend, `{"target":"all","action":"Server/close"}`, `"action" is invalid: "Server/close" is reserved: only the edge sends Client/ and Server/ actions`},
 		{"id with a dot", sendapi.PathSend, `{"target":"user","id":"a.b","action":"a"}`, `"id" is invalid: character '.' at position 1 is not one of A-Z a-z 0-9 _ - @ + = ~ :`},
 		{"id with a star", sendapi.PathSend, `{"target":"group","id":"*","action":"a"}`, `"id" is invalid: character '*' at position 0 is not one of A-Z a-z 0-9 _ - @ + = ~ :`},
 		{"id with a chevron", sendapi.PathSend, `{"target":"session","id":">","action":"a"}`, `"id" is invalid: character '>' at position 0 is not one of A-Z a-z 0-9 _ - @ + = ~ :`},
