@@ -25,8 +25,13 @@ type Message struct {
 
 	// ID is the message id the client gave a reliable action (DESIGN.md
 	// §8), unique per user within the edges' dedupe window; "" for a frame
-	// from core NATS. Lifecycle events from the inbound stream have "auth"
-	// or "disc", unique per Connection.
+	// from core NATS. Lifecycle events from the inbound stream have an id
+	// that is unique per event, not one to read meaning into: an edge's
+	// Client/authentication and Client/disconnection have "auth" and
+	// "disc" (unique per Connection), the Client/disconnection a dispatcher
+	// publishes for a dead edge's connection has the connection's id, and
+	// Client/online and Client/offline have the presence revision that
+	// fired them.
 	ID string
 	// Attempt is 1 for the first delivery of a message, 2 for the next, ...
 	// (only reliable actions are delivered again).

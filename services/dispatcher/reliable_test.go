@@ -172,6 +172,55 @@ func TestReliable_FailingHandlerRetriedWithBackoffThenDeadLetter(t *testing.T) {
 	}
 }
 
+// TestReliable_NoAnswerOnTheLastAttemptIsRepliedAndDeadLettered: the last
+// delivery of a reliable action gets no answer (its dispatcher was killed,
+// or the handler outran the ack wait). When the stream delivers it again,
+// the action goes to the dead-letter subject and the client gets its error
+// reply, as after a last failure (README: "the client gets the error
+// reply"). Fails when the no-answer path only writes the dead letter.
+func TestReliable_NoAnswerOnTheLastAttemptIsRepliedAndDeadLettered(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	dead, err := nc.SubscribeSync("ws.dead.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture := natstest.Subscribe(t, nc, "ws")
+	stuck := make(chan struct{})
+	var seen attempts
+	startReliable(t, nc, dispatcher.ReliableOptions{MaxDeliver: 1, AckWait: time.Second},
+		map[string]dispatcher.HandlerFunc{
+			"slow": func(_ context.Context, m *dispatcher.Message) error {
+				seen.add(m)
+				<-stuck // as good as dead: never answers
+				return nil
+			},
+		})
+	t.Cleanup(func() { close(stuck) }) // runs before the dispatcher's drain
+	natstest.PublishReliable(t, nc, "ws", natstest.Envelope("slow", 1), "u1.s1")
+
+	msg, err := dead.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	var letter dispatcher.DeadLetter
+	if err := json.Unmarshal(msg.Data, &letter); err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != "ws.dead.slow" || letter.Attempts != 2 || letter.MsgID != "u1.s1" {
+		t.Fatalf("dead letter on %s: %s", msg.Subject, msg.Data)
+	}
+	r := capture.Next(t)
+	if r.Outbound.Action != "slow:error" || natstest.ErrorDetails(t, r).Code != 500 {
+		t.Fatalf("got %s on %s, want slow:error [500]", r.Data, r.Subject)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error { return streamEmpty(st) })
+	if n := seen.len(); n != 1 {
+		t.Fatalf("the handler ran %d times, want once (the second delivery is past MaxDeliver)", n)
+	}
+}
+
 // Mutation that fails it: treating a 4xx *Error as a failure (retried,
 // attempts > 1, or the stream keeps it).
 func TestReliable_RefusalIsRepliedNotRetried(t *testing.T) {

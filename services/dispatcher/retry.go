@@ -86,8 +86,12 @@ func (d *Dispatcher) receiveReliable(ctx context.Context, msg *nats.Msg, action 
 	msgID := msg.Header.Get(wire.HeaderMsgID)
 	m.ID = msgID[strings.LastIndexByte(msgID, '.')+1:]
 	if attempt > r.MaxDeliver {
-		// The previous delivery got no answer: its dispatcher died.
-		d.dead(ctx, msg, m, meta, errNoAnswer)
+		// The last delivery got no answer: its dispatcher died, or the
+		// handler outran the ack wait. The client is told, as after a last
+		// failure (once: only when the dead letter is out).
+		if d.dead(ctx, msg, m, meta, errNoAnswer) {
+			d.fail(ctx, m, errNoAnswer, false)
+		}
 		return
 	}
 	d.inFlight.Add(1)
@@ -163,9 +167,10 @@ func refused(err error) bool {
 }
 
 // dead publishes the dead letter of m and removes the action from the
-// stream. If the dead letter cannot be published the action stays (Nak) and
-// comes back, so it is never lost silently.
-func (d *Dispatcher) dead(ctx context.Context, msg *nats.Msg, m *Message, meta *nats.MsgMetadata, cause error) {
+// stream, and reports whether it did. If the dead letter cannot be
+// published the action stays (Nak) and comes back, so it is never lost
+// silently.
+func (d *Dispatcher) dead(ctx context.Context, msg *nats.Msg, m *Message, meta *nats.MsgMetadata, cause error) bool {
 	letter := DeadLetter{
 		Envelope: m.Envelope, Error: cause.Error(), Attempts: int(meta.NumDelivered),
 		MsgID: msg.Header.Get(wire.HeaderMsgID), Stream: meta.Stream, Sequence: meta.Sequence.Stream,
@@ -180,11 +185,12 @@ func (d *Dispatcher) dead(ctx context.Context, msg *nats.Msg, m *Message, meta *
 	if err != nil {
 		d.log.ErrorContext(ctx, "dead letter not published; the action stays in the stream", "action", m.Action, "err", err)
 		_ = msg.NakWithDelay(d.opts.Reliable.backoff(letter.Attempts))
-		return
+		return false
 	}
 	d.log.ErrorContext(ctx, "reliable action failed for the last time; sent to the dead-letter subject",
 		"action", m.Action, "connection", m.Connection, "user", m.User, "attempts", letter.Attempts, "err", cause)
 	d.settle(ctx, msg, m.Action, (*nats.Msg).Term, ReliableDead)
+	return true
 }
 
 func (d *Dispatcher) reliableHook(action string, ev ReliableEvent) {
