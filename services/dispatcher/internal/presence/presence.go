@@ -332,9 +332,9 @@ func (s *Service) due(now time.Time, all bool) []func(context.Context) {
 // reap removes the record of a connection whose edge died; the winner of
 // the compare-and-set publishes its end.
 func (s *Service) reap(ctx context.Context, c *conn, key string, rev uint64, rec wire.PresenceConn) {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	kctx, cancel := context.WithTimeout(ctx, opTimeout) // the bucket's; an event may take longer (emit)
 	defer cancel()
-	err := s.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
+	err := s.kv.Purge(kctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
 	switch {
 	case err == nil:
 		s.reaped.Add(ctx, 1)
@@ -347,7 +347,7 @@ func (s *Service) reap(ctx context.Context, c *conn, key string, rev uint64, rec
 			User: rec.User, Session: rec.Session, Groups: groups, Language: rec.Language,
 			Connection: rec.Connection, Edge: rec.Edge, TS: time.Now().UTC(),
 		}
-		if err := s.emit(&env, "disconnection."+rec.Connection); err != nil {
+		if err := s.emit(ctx, &env, "disconnection."+rec.Connection); err != nil {
 			s.failures.Add(ctx, 1)
 			s.cfg.Logger.Warn("presence: Client/disconnection not published", "conn", rec.Connection, "err", err)
 		}
@@ -369,11 +369,11 @@ func (s *Service) reap(ctx context.Context, c *conn, key string, rev uint64, rec
 // A touch of the key meanwhile (another connection) makes the update fail,
 // and the watch files the user again with the new revision.
 func (s *Service) goOnline(ctx context.Context, u *user, id string, rev uint64, key wire.PresenceUserState, rec wire.PresenceConn) {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	kctx, cancel := context.WithTimeout(ctx, opTimeout) // the bucket's; an event may take longer (emit)
 	defer cancel()
 	key.Pending = false
 	data, _ := json.Marshal(key)
-	claimed, err := s.kv.Update(ctx, wire.PresenceUserKey(id), data, rev)
+	claimed, err := s.kv.Update(kctx, wire.PresenceUserKey(id), data, rev)
 	switch {
 	case err == nil:
 		details, _ := json.Marshal(map[string]string{"user": id})
@@ -386,7 +386,7 @@ func (s *Service) goOnline(ctx context.Context, u *user, id string, rev uint64, 
 			User: id, Session: rec.Session, Groups: groups, Language: rec.Language,
 			Connection: rec.Connection, Edge: rec.Edge, TS: time.Now().UTC(),
 		}
-		if err := s.emit(&env, "online."+wire.PresenceKeyID(id)+"."+strconv.FormatUint(claimed, 10)); err != nil {
+		if err := s.emit(ctx, &env, "online."+wire.PresenceKeyID(id)+"."+strconv.FormatUint(claimed, 10)); err != nil {
 			s.failures.Add(ctx, 1)
 			s.cfg.Logger.Warn("presence: Client/online not published", "user", id, "err", err)
 			return
@@ -407,9 +407,9 @@ func (s *Service) goOnline(ctx context.Context, u *user, id string, rev uint64, 
 // purge of user.<u> fires Client/offline. A connection added meanwhile has
 // changed the revision, and the purge fails.
 func (s *Service) goOffline(ctx context.Context, u *user, id string, rev uint64, last wire.PresenceConn) {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	kctx, cancel := context.WithTimeout(ctx, opTimeout) // the bucket's; an event may take longer (emit)
 	defer cancel()
-	err := s.kv.Purge(ctx, wire.PresenceUserKey(id), jetstream.LastRevision(rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
+	err := s.kv.Purge(kctx, wire.PresenceUserKey(id), jetstream.LastRevision(rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
 	switch {
 	case err == nil:
 		details, _ := json.Marshal(map[string]string{"user": id})
@@ -422,7 +422,7 @@ func (s *Service) goOffline(ctx context.Context, u *user, id string, rev uint64,
 			User: id, Session: last.Session, Groups: groups, Language: last.Language,
 			Connection: last.Connection, Edge: last.Edge, TS: time.Now().UTC(),
 		}
-		if err := s.emit(&env, "offline."+wire.PresenceKeyID(id)+"."+strconv.FormatUint(rev, 10)); err != nil {
+		if err := s.emit(ctx, &env, "offline."+wire.PresenceKeyID(id)+"."+strconv.FormatUint(rev, 10)); err != nil {
 			s.failures.Add(ctx, 1)
 			s.cfg.Logger.Warn("presence: Client/offline not published", "user", id, "err", err)
 			return
@@ -439,14 +439,35 @@ func (s *Service) goOffline(ctx context.Context, u *user, id string, rev uint64,
 	}
 }
 
+// emitBackoff is the wait before each try of an event's publish: the
+// transition is claimed in the bucket already, so no replica fires it
+// again; the event's msgID makes a try that was stored after all a
+// duplicate the stream drops.
+var emitBackoff = []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+
 // emit publishes a lifecycle event: every event the dispatcher fires leaves
 // through here.
-func (s *Service) emit(env *wire.Envelope, msgID string) error {
+func (s *Service) emit(ctx context.Context, env *wire.Envelope, msgID string) error {
 	var inq string
 	if s.cfg.Inbound {
 		inq = s.subj.Inq(env.Action)
 	}
-	return presencekv.PublishEvent(context.Background(), s.nc, wire.AppendEnvelope(nil, env), msgID, s.subj.In(env.Action), inq)
+	data := wire.AppendEnvelope(nil, env)
+	var err error
+	for _, wait := range emitBackoff {
+		if wait > 0 {
+			s.cfg.Logger.Warn("presence: event not published; trying again", "action", env.Action, "user", env.User, "in", wait, "err", err)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return err
+			}
+		}
+		if err = presencekv.PublishEvent(ctx, s.nc, data, msgID, s.subj.In(env.Action), inq); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // unavailable is the answer while presence cannot be served.

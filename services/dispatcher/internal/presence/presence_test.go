@@ -368,3 +368,49 @@ func TestOnline_FiredForAPendingKeyEvenWhenItsEdgeDied(t *testing.T) {
 		t.Fatalf("a fourth event before the marker: %+v", env)
 	}
 }
+
+// TestEvents_AFailedPublishIsTriedAgain: a transition is claimed in the
+// bucket before its event is published, so no replica fires it again; an
+// event the inbound stream could not store (here: not there yet) is
+// published again until it is, and stored once. Fails when emit gives up
+// after one try (the Client/online is never stored).
+func TestEvents_AFailedPublishIsTriedAgain(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	put(t, kv, wire.PresenceEdgeKey("e1"), wire.PresenceLease{Epoch: "x", Since: now})
+	put(t, kv, wire.PresenceConnKey("e1", "c1"), wire.PresenceConn{User: "ann", Connection: "e1.c1", Edge: "e1", Epoch: "x", Since: now})
+	put(t, kv, wire.PresenceUserKey("ann"), wire.PresenceUserState{User: "ann", Connection: "e1.c1", Since: now, Pending: true})
+	startService(t, nc, Config{Mode: presencekv.Memory, Grace: 200 * time.Millisecond, Inbound: true})
+	// The claim is made and its first publish fails: no inbound stream.
+	natstest.CheckFor(t, natstest.Wait, 10*time.Millisecond, func() error {
+		e, err := kv.Get(ctx, wire.PresenceUserKey("ann"))
+		if err != nil {
+			return err
+		}
+		var st wire.PresenceUserState
+		if err := json.Unmarshal(e.Value(), &st); err != nil || st.Pending {
+			return fmt.Errorf("ann still pending (%v)", err)
+		}
+		return nil
+	})
+	// Longer than nats.go's own retries of a publish nobody answers.
+	time.Sleep(1500 * time.Millisecond)
+	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	natstest.CheckFor(t, natstest.Wait, 20*time.Millisecond, func() error {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter("ws.inq.Client/online"))
+		if err != nil {
+			return err
+		}
+		if n := info.State.Msgs; n != 1 {
+			return fmt.Errorf("%d Client/online stored, want 1", n)
+		}
+		return nil
+	})
+}
