@@ -141,6 +141,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{"empty queue", nc, dispatcher.WithQueue(""), dispatcher.ErrInvalidOption},
 		{"queue with space", nc, dispatcher.WithQueue("a b"), dispatcher.ErrInvalidOption},
 		{"prefix with empty token", nc, dispatcher.WithPrefix("a..b"), dispatcher.ErrInvalidOption},
+		{"prefix of two tokens (the edges take one)", nc, dispatcher.WithPrefix("acme.ws"), dispatcher.ErrInvalidOption},
 		{"prefix with wildcard", nc, dispatcher.WithPrefix("ws.*"), dispatcher.ErrInvalidOption},
 		{"nil logger", nc, dispatcher.WithLogger(nil), dispatcher.ErrInvalidOption},
 	}
@@ -616,10 +617,10 @@ func TestPrefixChangesSubjects(t *testing.T) {
 		handle(t, d, "echo", func(_ context.Context, m *dispatcher.Message) error {
 			return m.Reply("echo", m.Details)
 		})
-	}, dispatcher.WithPrefix("acme.ws"))
-	natstest.Publish(t, h.edge, "acme.ws", natstest.Envelope("echo", 1))
-	if r := h.capture.Next(t); r.Subject != "acme.ws.send.conn."+natstest.Connection {
-		t.Fatalf("reply on %s, want acme.ws.send.conn.%s", r.Subject, natstest.Connection)
+	}, dispatcher.WithPrefix("acme"))
+	natstest.Publish(t, h.edge, "acme", natstest.Envelope("echo", 1))
+	if r := h.capture.Next(t); r.Subject != "acme.send.conn."+natstest.Connection {
+		t.Fatalf("reply on %s, want acme.send.conn.%s", r.Subject, natstest.Connection)
 	}
 }
 

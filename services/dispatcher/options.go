@@ -128,10 +128,11 @@ func WithConcurrency(n int) Option {
 }
 
 // WithPrefix sets the subject prefix (default DefaultPrefix); it must match
-// the edges' WS_SUBJECT_PREFIX. It may hold several dot-separated tokens.
+// the edges' WS_SUBJECT_PREFIX, which is one subject token, as an id is
+// (the edges refuse a dotted one).
 func WithPrefix(prefix string) Option {
 	return func(o *Options) error {
-		if err := validateSubjectPart(prefix); err != nil {
+		if err := wire.ValidateID(prefix); err != nil {
 			return fmt.Errorf("%w: prefix: %w", ErrInvalidOption, err)
 		}
 		o.Prefix = prefix
@@ -158,7 +159,7 @@ func WithHooks(h Hooks) Option {
 	}
 }
 
-// validateSubjectPart checks a prefix or queue name: dot-separated tokens
+// validateSubjectPart checks a queue name: dot-separated tokens
 // that are neither empty nor hold a wildcard or white space, which NATS would
 // read as a different subject (or refuse).
 func validateSubjectPart(s string) error {
