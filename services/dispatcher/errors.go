@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/wsgate/wsgate/api/wire"
 )
@@ -47,7 +48,21 @@ var (
 	ErrStarted = errors.New("dispatcher: already started")
 	// ErrClosed is returned by Handle and Start after Drain.
 	ErrClosed = errors.New("dispatcher: drained")
+	// ErrFinal is wrapped by Final: a reliable action's failure that must
+	// not be retried.
+	ErrFinal = errors.New("dispatcher: not to be retried")
 )
+
+// Final marks a handler's error as final for a reliable action (DESIGN.md
+// §8): the client gets its error reply and the action goes to the
+// dead-letter subject now, without the retries a failure gets, because
+// trying again could do twice what the first try may have done (an HTTP
+// route that is not idempotent). The reply is err's *Error when it holds
+// one, else [500, "Internal Server Error"]. For other actions it changes
+// nothing.
+func Final(err error) error {
+	return fmt.Errorf("%w: %w", ErrFinal, err)
+}
 
 // Error is an error a handler returns to answer the client with a chosen
 // [code, message] instead of the generic [500, "Internal Server Error"]. It is

@@ -172,6 +172,42 @@ func TestReliable_FailingHandlerRetriedWithBackoffThenDeadLetter(t *testing.T) {
 	}
 }
 
+// TestReliable_FinalErrorIsNotRetried: a handler's failure marked Final
+// (trying again could do twice what the first try did) is the client's
+// error reply and a dead letter at once, with no retry. Fails when Final
+// is treated as any failure (3 attempts).
+func TestReliable_FinalErrorIsNotRetried(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	dead, err := nc.SubscribeSync("ws.dead.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture := natstest.Subscribe(t, nc, "ws")
+	var seen attempts
+	startReliable(t, nc, dispatcher.ReliableOptions{MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond}, AckWait: 5 * time.Second},
+		map[string]dispatcher.HandlerFunc{
+			"pay": func(_ context.Context, m *dispatcher.Message) error {
+				seen.add(m)
+				return dispatcher.Final(dispatcher.NewError(502, "the bank did not answer"))
+			},
+		})
+	natstest.PublishReliable(t, nc, "ws", natstest.Envelope("pay", 1), "u1.p1")
+	if _, err := dead.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	r := capture.Next(t)
+	if e := natstest.ErrorDetails(t, r); r.Outbound.Action != "pay:error" || e.Code != 502 || e.Message != "the bank did not answer" {
+		t.Fatalf("got %s, want pay:error [502, the bank did not answer]", r.Data)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error { return streamEmpty(st) })
+	capture.Quiet(t, nc)
+	if n := seen.len(); n != 1 {
+		t.Fatalf("handled %d times, want once", n)
+	}
+}
+
 // TestReliable_NoAnswerOnTheLastAttemptIsRepliedAndDeadLettered: the last
 // delivery of a reliable action gets no answer (its dispatcher was killed,
 // or the handler outran the ack wait). When the stream delivers it again,

@@ -100,7 +100,7 @@ func (d *Dispatcher) receiveReliable(ctx context.Context, msg *nats.Msg, action 
 	switch {
 	case err == nil || refused(err):
 		d.settle(ctx, msg, action, (*nats.Msg).Ack, ReliableAcked)
-	case attempt >= r.MaxDeliver:
+	case attempt >= r.MaxDeliver || errors.Is(err, ErrFinal):
 		d.dead(ctx, msg, m, meta, err)
 	default:
 		delay := r.backoff(attempt)
@@ -143,7 +143,7 @@ func (d *Dispatcher) serveReliable(ctx context.Context, action string, h Handler
 		if panicked {
 			outcome = OutcomePanic
 		}
-		if refused(err) || m.Attempt >= d.opts.Reliable.MaxDeliver {
+		if refused(err) || m.Attempt >= d.opts.Reliable.MaxDeliver || errors.Is(err, ErrFinal) {
 			d.fail(ctx, m, err, panicked)
 		} else {
 			d.log.WarnContext(ctx, "reliable handler failed; retrying", "action", action, "connection", m.Connection,

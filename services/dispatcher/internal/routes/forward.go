@@ -171,7 +171,9 @@ func (f *Forwarder) Close() { f.transport.CloseIdleConnections() }
 //     redirect or an invalid answer: [502, "Bad Gateway"].
 //
 // An idempotent route retries network errors, timeouts and 5xx answers up to
-// r.Retries times with a growing, jittered backoff; others never retry.
+// r.Retries times with a growing, jittered backoff; others never retry, and
+// for a reliable action their failure is final (dispatcher.Final): the
+// inbound stream does not send it again either.
 func (f *Forwarder) Handler(r Route) dispatcher.HandlerFunc {
 	return func(ctx context.Context, m *dispatcher.Message) error {
 		body, err := json.Marshal(m.Envelope)
@@ -179,10 +181,16 @@ func (f *Forwarder) Handler(r Route) dispatcher.HandlerFunc {
 			return fmt.Errorf("routes: encode envelope: %w", err)
 		}
 		res, err := f.exchange(ctx, r, m, body)
-		if err != nil {
-			return err
+		if err == nil {
+			err = f.apply(ctx, r, m, res)
 		}
-		return f.apply(ctx, r, m, res)
+		if err != nil && m.ID != "" && !r.Idempotent && ctx.Err() == nil {
+			// The inbound stream retries a reliable action's failure; a
+			// route that is not idempotent is never sent twice, so its
+			// failure is final: the error reply and the dead letter now.
+			return dispatcher.Final(err)
+		}
+		return err
 	}
 }
 

@@ -15,16 +15,19 @@ import (
 // Reliable actions through an HTTP route (DESIGN.md §8): a 2xx acknowledges,
 // a 4xx is a refusal, a 5xx or a timeout is retried by the stream (one
 // request per delivery, whatever the route's own retries), and the last
-// failure is the client's error reply and a dead letter. Mutations that
-// fail it: keeping the route's own retries for reliable actions (4 or 9
-// hits), or a 5xx counted as a refusal (1 hit, no retry).
+// failure is the client's error reply and a dead letter; a route that is
+// not idempotent fails at once (one request). Mutations that fail it:
+// keeping the route's own retries for reliable actions (4 or 9 hits), a
+// 5xx counted as a refusal (1 hit, no retry), or a failure of a route that
+// is not idempotent left to the stream's retries (3 hits).
 func TestReliableRouteAcksOn2xxRetriesOn5xx(t *testing.T) {
 	tests := []struct {
-		name     string
-		answer   func(w http.ResponseWriter, r *http.Request, n int)
-		wantHits int
-		want     string // the one reply the client gets
-		dead     bool
+		name       string
+		answer     func(w http.ResponseWriter, r *http.Request, n int)
+		wantHits   int
+		want       string // the one reply the client gets
+		dead       bool
+		idempotent bool
 	}{
 		{"2xx after a 5xx", func(w http.ResponseWriter, r *http.Request, n int) {
 			if n == 1 {
@@ -32,14 +35,22 @@ func TestReliableRouteAcksOn2xxRetriesOn5xx(t *testing.T) {
 				return
 			}
 			answerJSON(200, `{"action":"hello","details":"stored"}`)(w, r, n)
-		}, 2, "hello", false},
-		{"4xx is a refusal", answerJSON(409, `{"error":"taken"}`), 1, "hello:error", false},
-		{"5xx every time", answerJSON(500, ""), 3, "hello:error", true},
+		}, 2, "hello", false, true},
+		{"4xx is a refusal", answerJSON(409, `{"error":"taken"}`), 1, "hello:error", false, true},
+		{"5xx every time", answerJSON(500, ""), 3, "hello:error", true, true},
+		// A route that is not idempotent is never sent twice: its failure,
+		// a 5xx or a 2xx it cannot read, is final at once.
+		{"5xx, not idempotent", answerJSON(500, ""), 1, "hello:error", true, false},
+		{"unreadable 2xx, not idempotent", answerJSON(200, `{"action":`), 1, "hello:error", true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newBackend(t, tt.answer)
-			table, err := routes.Parse([]byte(route("hello", b.url, `, "retries": 3, "idempotent": true`)))
+			opts := `, "retries": 3, "idempotent": true`
+			if !tt.idempotent {
+				opts = ``
+			}
+			table, err := routes.Parse([]byte(route("hello", b.url, opts)))
 			if err != nil {
 				t.Fatal(err)
 			}
