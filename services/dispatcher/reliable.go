@@ -183,6 +183,9 @@ func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]
 				_, err = stream.CreateOrUpdateConsumer(sctx, d.consumerConfig(action))
 			}
 		}
+		if notUnique(err) {
+			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: another queue group than %q consumes it: the inbound stream is a work queue, so one queue group handles each reliable action (and lifecycle event); give this action to that group, or this service the same queue: %w", action, d.opts.Queue, err)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: %w", action, err)
 		}

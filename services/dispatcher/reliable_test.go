@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -169,6 +170,30 @@ func TestReliable_FailingHandlerRetriedWithBackoffThenDeadLetter(t *testing.T) {
 		if got != want {
 			t.Errorf("hook %s: %d, want %d", key, got, want)
 		}
+	}
+}
+
+// TestReliable_OneQueueGroupPerAction: the inbound stream is a work queue,
+// so a second queue group cannot consume a reliable action another one
+// has; its Start says so, and names the way out, rather than a bare
+// JetStream error code.
+func TestReliable_OneQueueGroupPerAction(t *testing.T) {
+	ns := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, ns)
+	natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	noop := func(context.Context, *dispatcher.Message) error { return nil }
+	r := dispatcher.ReliableOptions{MaxDeliver: 3, AckWait: 5 * time.Second}
+	startReliable(t, nc, r, map[string]dispatcher.HandlerFunc{"Client/online": noop})
+	d, err := dispatcher.New(nc, dispatcher.WithReliable(r), dispatcher.WithQueue("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handle("Client/online", noop); err != nil {
+		t.Fatal(err)
+	}
+	err = d.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `another queue group than "app" consumes it`) {
+		t.Fatalf("Start: %v, want the work queue's rule explained", err)
 	}
 }
 
