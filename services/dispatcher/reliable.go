@@ -184,7 +184,7 @@ func (d *Dispatcher) planReliable(ctx context.Context, hctx context.Context) ([]
 			}
 		}
 		if notUnique(err) {
-			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: another queue group than %q consumes it: the inbound stream is a work queue, so one queue group handles each reliable action (and lifecycle event); give this action to that group, or this service the same queue: %w", action, d.opts.Queue, err)
+			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: another queue group than %q consumes it: the inbound stream is a work queue, so one queue group handles each reliable action (and lifecycle event); handle it in that group (for bin/dispatcher: an HTTP route in its routes file): %w", action, d.opts.Queue, err)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("dispatcher: consumer of %s: %w", action, err)
