@@ -198,12 +198,12 @@ func (a *API) do(w http.ResponseWriter, r *http.Request, send func(context.Conte
 	if err != nil {
 		if errors.Is(err, dispatcher.ErrNotStored) {
 			a.log.WarnContext(r.Context(), "api send not stored", append(attrs, "err", err)...)
-			a.fail(w, r, http.StatusServiceUnavailable, "the history stream did not store the message; it may not be delivered")
+			a.fail(w, r, http.StatusServiceUnavailable, "the history stream did not store the message; it may not be delivered"+sentBefore(err))
 			return
 		}
 		if errors.Is(err, dispatcher.ErrPublish) {
 			a.log.WarnContext(r.Context(), "api send failed", append(attrs, "err", err)...)
-			a.fail(w, r, http.StatusServiceUnavailable, "NATS refused the message; it may be partly sent")
+			a.fail(w, r, http.StatusServiceUnavailable, "NATS refused the message; it may be partly sent"+sentBefore(err))
 			return
 		}
 		a.log.ErrorContext(r.Context(), "api send failed", append(attrs, "err", err)...)

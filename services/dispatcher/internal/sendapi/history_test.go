@@ -3,6 +3,7 @@ package sendapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -78,5 +79,31 @@ func TestSendWithHistory_AnswersTheSeq(t *testing.T) {
 	}
 	if code, v := postAny(t, url+sendapi.PathSend, `{"target":"user","id":"42","action":"hello"}`); code != http.StatusServiceUnavailable {
 		t.Fatalf("without the stream: %d %v", code, v)
+	}
+}
+
+// TestSendWithHistory_ManyIDsFailingMidwaySayWhichWereSent: a send to
+// several ids that the stream stops storing midway (here: full, discarding
+// new messages) answers 503 with how many of the ids were sent, so that a
+// caller retries only the others instead of sending the first ones twice.
+func TestSendWithHistory_ManyIDsFailingMidwaySayWhichWereSent(t *testing.T) {
+	url, js := historyAPI(t)
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "WS_HISTORY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgs, cfg.Discard = int64(st.CachedInfo().State.Msgs)+2, jetstream.DiscardNew
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	code, v := postAny(t, url+sendapi.PathSend, `{"target":"user","ids":["1","2","2","3","4"],"action":"hello"}`)
+	msg, _ := v["error"].(string)
+	if code != http.StatusServiceUnavailable || !strings.Contains(msg, "the first 2 of its 4 ids, in the request's order, were sent") {
+		t.Fatalf("%d %v, want 503 naming the 2 of 4 ids sent", code, v)
+	}
+	if code, v := postAny(t, url+sendapi.PathSend, `{"target":"user","ids":["5"],"action":"hello"}`); code != http.StatusServiceUnavailable || strings.Contains(fmt.Sprint(v), "were sent") {
+		t.Fatalf("a send that failed at its first id: %d %v, want 503 without a count", code, v)
 	}
 }

@@ -183,9 +183,13 @@ func (s *Send) Deliver(ctx context.Context, snd *dispatcher.Sender) (uint64, err
 			return snd.Send(ctx, dispatcher.Target{Kind: s.Target, ID: string(s.ID)}, s.Action, details)
 		}
 		var last uint64
-		for _, id := range uniqueIDs(s.IDs) {
+		ids := uniqueIDs(s.IDs)
+		for i, id := range ids {
 			seq, err := snd.Send(ctx, dispatcher.Target{Kind: s.Target, ID: id}, s.Action, details)
 			if err != nil {
+				if i > 0 {
+					err = &partialSend{sent: i, of: len(ids), err: err}
+				}
 				return last, err
 			}
 			last = seq
@@ -329,6 +333,29 @@ func reason(err, sentinel error) string {
 
 // uniqueIDs returns ids without repeats, in their first order, so that a
 // user listed twice gets the message once.
+// partialSend is the failure of a send to several ids after the first
+// sent of them (in the request's order, repeats left out) went out.
+type partialSend struct {
+	sent, of int
+	err      error
+}
+
+func (p *partialSend) Error() string {
+	return fmt.Sprintf("%v (after %d of %d ids)", p.err, p.sent, p.of)
+}
+
+func (p *partialSend) Unwrap() error { return p.err }
+
+// sentBefore says, for a caller that will retry, which ids a failed send
+// reached: "" when it failed at the first.
+func sentBefore(err error) string {
+	var p *partialSend
+	if !errors.As(err, &p) {
+		return ""
+	}
+	return fmt.Sprintf(" (the first %d of its %d ids, in the request's order, were sent: retry only the others)", p.sent, p.of)
+}
+
 func uniqueIDs(ids []ID) []string {
 	seen := make(map[ID]bool, len(ids))
 	out := make([]string, 0, len(ids))
