@@ -73,6 +73,22 @@ func TestPresenceOff_Answers503(t *testing.T) {
 	}
 }
 
+// bucket starts a NATS server with JetStream and opens on it the presence
+// bucket "p" in memory, as the edges and the service do.
+func bucket(t *testing.T) (*nats.Conn, jetstream.KeyValue) {
+	t.Helper()
+	nc := natstest.Connect(t, natstest.RunJetStream(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := presencekv.Open(context.Background(), js, "p", presencekv.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, kv
+}
+
 // put writes a presence key as an edge would.
 func put(t *testing.T, kv jetstream.KeyValue, key string, v any) uint64 {
 	t.Helper()
@@ -90,14 +106,8 @@ func put(t *testing.T, kv jetstream.KeyValue, key string, v any) uint64 {
 // connection stays online. Fails when goOffline purges without LastRevision
 // (both replicas win), or the index does not count a user's connections.
 func TestOffline_OnceWithTwoReplicasAndNotWhileConnected(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	js, _ := jetstream.New(nc)
+	nc, kv := bucket(t)
 	ctx := context.Background()
-	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var offline atomic.Int32
 	if _, err := nc.Subscribe("ws.in."+wire.ActionOffline, func(m *nats.Msg) {
 		natstest.Check(t, schemacheck.Envelope, m.Data)
@@ -159,14 +169,8 @@ func TestUnescapeReversesKeyID(t *testing.T) {
 // or goOffline purge without jetstream.LastRevision, or goOnline updates
 // without it.
 func TestTransitionsAreCompareAndSet(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	js, _ := jetstream.New(nc)
+	nc, kv := bucket(t)
 	ctx := context.Background()
-	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ends, online, offline, marker atomic.Int32
 	if _, err := nc.Subscribe("ws.in.*", func(m *nats.Msg) {
 		natstest.Check(t, schemacheck.Envelope, m.Data)
@@ -231,14 +235,8 @@ func mustEnvelope(t *testing.T) []byte {
 // expiry marker); resync finds out and the connection's reap is due, with
 // one Client/disconnection 1006. Fails when resync skips a missing key.
 func TestResync_ReapsAnEdgeWhoseExpiryWasMissed(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	js, _ := jetstream.New(nc)
+	nc, kv := bucket(t)
 	ctx := context.Background()
-	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ends atomic.Int32
 	if _, err := nc.Subscribe("ws.in."+wire.ActionDisconnection, func(m *nats.Msg) {
 		natstest.Check(t, schemacheck.Envelope, m.Data)
@@ -306,14 +304,8 @@ func TestEmptyBucket_LoadsAndAnswers(t *testing.T) {
 // online transition is left to the edge, the claim is not a compare-and-set,
 // or the offline does not wait for the online.
 func TestOnline_FiredForAPendingKeyEvenWhenItsEdgeDied(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	js, _ := jetstream.New(nc)
+	nc, kv := bucket(t)
 	ctx := context.Background()
-	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
 	events := make(chan wire.Envelope, 16)
 	if _, err := nc.Subscribe("ws.in.*", func(m *nats.Msg) {
 		natstest.Check(t, schemacheck.Envelope, m.Data)
@@ -375,14 +367,8 @@ func TestOnline_FiredForAPendingKeyEvenWhenItsEdgeDied(t *testing.T) {
 // published again until it is, and stored once. Fails when emit gives up
 // after one try (the Client/online is never stored).
 func TestEvents_AFailedPublishIsTriedAgain(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	js, _ := jetstream.New(nc)
+	nc, kv := bucket(t)
 	ctx := context.Background()
-	kv, err := presencekv.Open(ctx, js, "p", presencekv.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UTC()
 	put(t, kv, wire.PresenceEdgeKey("e1"), wire.PresenceLease{Epoch: "x", Since: now})
 	put(t, kv, wire.PresenceConnKey("e1", "c1"), wire.PresenceConn{User: "ann", Connection: "e1.c1", Edge: "e1", Epoch: "x", Since: now})
