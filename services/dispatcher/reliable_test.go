@@ -74,20 +74,26 @@ func streamEmpty(st jetstream.Stream) error {
 	return nil
 }
 
+// deadLetterEnv is a NATS server with the inbound stream, a subscription to
+// every dead letter, and the capture of what is sent to clients.
+func deadLetterEnv(t *testing.T) (*nats.Conn, jetstream.Stream, *nats.Subscription, *natstest.Capture) {
+	t.Helper()
+	nc := natstest.Connect(t, natstest.RunJetStream(t))
+	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
+	dead, err := nc.SubscribeSync("ws.dead.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, st, dead, natstest.Subscribe(t, nc, "ws")
+}
+
 // Mutations that fail it: retrying without the backoff (attempts closer
 // than 200ms), dead-lettering before MaxDeliver or never, Ack instead of
 // Term after the dead letter (a second dead letter, or the stream keeps
 // it), replying the error before the last attempt, and a consumer that
 // waits on the failing action (ok handled after it is dead).
 func TestReliable_FailingHandlerRetriedWithBackoffThenDeadLetter(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
-	dead, err := nc.SubscribeSync("ws.dead.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	capture := natstest.Subscribe(t, nc, "ws")
+	nc, st, dead, capture := deadLetterEnv(t)
 
 	var failing, ok attempts
 	const backoff = 200 * time.Millisecond
@@ -202,14 +208,7 @@ func TestReliable_OneQueueGroupPerAction(t *testing.T) {
 // error reply and a dead letter at once, with no retry. Fails when Final
 // is treated as any failure (3 attempts).
 func TestReliable_FinalErrorIsNotRetried(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
-	dead, err := nc.SubscribeSync("ws.dead.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	capture := natstest.Subscribe(t, nc, "ws")
+	nc, st, dead, capture := deadLetterEnv(t)
 	var seen attempts
 	startReliable(t, nc, dispatcher.ReliableOptions{MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond}, AckWait: 5 * time.Second},
 		map[string]dispatcher.HandlerFunc{
@@ -240,14 +239,7 @@ func TestReliable_FinalErrorIsNotRetried(t *testing.T) {
 // reply, as after a last failure (README: "the client gets the error
 // reply"). Fails when the no-answer path only writes the dead letter.
 func TestReliable_NoAnswerOnTheLastAttemptIsRepliedAndDeadLettered(t *testing.T) {
-	ns := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, ns)
-	st := natstest.InboundStream(t, nc, "WS_INBOUND", "ws")
-	dead, err := nc.SubscribeSync("ws.dead.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	capture := natstest.Subscribe(t, nc, "ws")
+	nc, st, dead, capture := deadLetterEnv(t)
 	stuck := make(chan struct{})
 	var seen attempts
 	startReliable(t, nc, dispatcher.ReliableOptions{MaxDeliver: 1, AckWait: time.Second},
