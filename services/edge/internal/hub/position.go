@@ -24,10 +24,9 @@ type position struct {
 	overflow   bool      // owned by mu: held reached maxHeld
 	// While recovering, the stream may be recreated (ResetPositions):
 	// renewedAt is how many held frames came before (-1: it was not), and
-	// renewedEpoch and renewal the new epoch and its Server/recovery frame.
+	// renewedEpoch the new epoch.
 	renewedAt    int    // owned by mu
 	renewedEpoch string // owned by mu
-	renewal      []byte // owned by mu
 }
 
 // hold starts holding live frames, for a recovery or a catch-up.
@@ -94,21 +93,27 @@ func (c *Client) EndRecovery(epoch string, last uint64) bool {
 	if p.overflow {
 		return false
 	}
-	readNew := renewedAt >= 0 && epoch == p.renewedEpoch
-	for i := 0; i <= len(held); i++ {
-		if i == renewedAt && !readNew {
+	var err error
+	switch {
+	case renewedAt < 0:
+		err = p.queueHeld(c, held)
+	case epoch == p.renewedEpoch: // the recovery read the new stream: what came before it is the old one's
+		err = p.queueHeld(c, held[renewedAt:])
+	default: // it read the old stream: its held frames follow its replay, then the new epoch from its start
+		if err = p.queueHeld(c, held[:renewedAt]); err == nil {
 			p.last = 0
-			if err := c.Conn.Send(p.renewal); err != nil {
-				return !errors.Is(err, wsconn.ErrQueueFull)
+			if err = c.Conn.Send(renewal(p.renewedEpoch)); err == nil {
+				err = p.queueHeld(c, held[renewedAt:])
 			}
 		}
-		if i == len(held) {
-			break
-		}
-		m := held[i]
-		if i < renewedAt && readNew {
-			continue // the old stream's, and the recovery read the new one
-		}
+	}
+	return !errors.Is(err, wsconn.ErrQueueFull)
+}
+
+// queueHeld queues the held messages of msgs that come after p.last, in
+// order, and returns the first error of the socket's queue.
+func (p *position) queueHeld(c *Client, msgs []heldMsg) error {
+	for _, m := range msgs {
 		if m.seq != 0 {
 			if m.seq <= p.last {
 				continue // replayed already
@@ -116,10 +121,17 @@ func (c *Client) EndRecovery(epoch string, last uint64) bool {
 			p.last = m.seq
 		}
 		if err := c.Conn.Send(m.frame); err != nil {
-			return !errors.Is(err, wsconn.ErrQueueFull)
+			return err
 		}
 	}
-	return true
+	return nil
+}
+
+// renewal tells a connection that the stream was recreated under it, as
+// epoch: what was published between the old stream's end and now may be
+// gone.
+func renewal(epoch string) []byte {
+	return wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, wire.Recovery{Epoch: epoch}))
 }
 
 // admit decides the fate of a live message for c, at position p: held
@@ -160,7 +172,7 @@ func (d *delivery) admit(c *Client, p *position) {
 // now may be gone. A connection whose recovery runs is told when it ends
 // (EndRecovery).
 func (h *Hub) ResetPositions(epoch string) {
-	frame := wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, wire.Recovery{Epoch: epoch}))
+	frame := renewal(epoch)
 	for _, c := range h.snapshot(nil) {
 		p := c.pos.Load()
 		if c.Identity() == nil || p == nil {
@@ -172,7 +184,7 @@ func (h *Hub) ResetPositions(epoch string) {
 			if p.renewedAt < 0 {
 				p.renewedAt = len(p.held)
 			}
-			p.renewedEpoch, p.renewal = epoch, frame
+			p.renewedEpoch = epoch
 		} else {
 			p.last = 0
 			_ = c.Conn.Send(frame)
