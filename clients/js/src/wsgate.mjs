@@ -487,10 +487,16 @@ class Client extends Endpoint {
   // the URL) recovers before it reads any frame, so the since of
   // Client/authentication would come too late (DESIGN.md §8).
   _socketUrl() {
-    if (this._epoch === null) return this._url;
+    const since = this._since();
+    if (since === null) return this._url;
     const u = new URL(this._url);
-    u.searchParams.set("since", this._epoch + ":" + (this._seq === null ? 0 : this._seq));
+    u.searchParams.set("since", since.epoch + ":" + since.seq);
     return u.href;
+  }
+
+  // Where to resume the stream: null before the first Server/recovery.
+  _since() {
+    return this._epoch === null ? null : { epoch: this._epoch, seq: this._seq === null ? 0 : this._seq };
   }
 
   // The first Client/authentication of a connection: the token unless the
@@ -498,9 +504,10 @@ class Client extends Endpoint {
   _authDetails() {
     const details = {};
     if (this._token) details.token = this._token;
-    this._sinceSent = this._epoch !== null;
+    const since = this._since();
+    this._sinceSent = since !== null;
     this._announced = false;
-    if (this._sinceSent) details.since = { epoch: this._epoch, seq: this._seq === null ? 0 : this._seq };
+    if (since !== null) details.since = since;
     return Object.keys(details).length ? details : null;
   }
 
