@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/api/wire"
-	"github.com/wsgate/wsgate/services/edge/internal/history"
 	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
@@ -86,7 +85,7 @@ func (g *Gateway) catchUpOne(c *hub.Client) {
 		return
 	}
 	since := &wire.Since{Epoch: h.Epoch(), Seq: c.CatchUpSince()}
-	res := h.Recover(context.Background(), since, history.Targets{User: id.User, Session: id.Session, Groups: c.Groups, Matches: c.Matches})
+	res := h.Recover(context.Background(), since, targetsOf(c, id))
 	last := res.Last
 	if res.Reason != "" {
 		g.cfg.Logger.Warn("connection not caught up after a NATS reconnection", "conn", c.Connection, "reason", res.Reason)

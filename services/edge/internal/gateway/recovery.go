@@ -7,6 +7,7 @@ import (
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
 	"github.com/wsgate/wsgate/services/edge/internal/history"
+	"github.com/wsgate/wsgate/services/edge/internal/hub"
 	"github.com/wsgate/wsgate/services/edge/internal/wsconn"
 )
 
@@ -40,7 +41,7 @@ func (s *session) recover(id *auth.Identity, start wire.Since) {
 	if s.sinceBad {
 		res = h.Invalid(ctx)
 	} else {
-		res = h.Recover(ctx, s.since, history.Targets{User: id.User, Session: id.Session, Groups: s.c.Groups, Matches: s.c.Matches})
+		res = h.Recover(ctx, s.since, targetsOf(s.c, id))
 	}
 	if res.Reason != "" && res.Reason != history.ReasonNone {
 		s.g.cfg.Logger.Debug("connection not recovered", "conn", s.c.Connection, "reason", res.Reason)
@@ -59,6 +60,13 @@ func (s *session) recover(id *auth.Identity, start wire.Since) {
 	if live := s.c.EndRecovery(res.Recovery.Epoch, max(res.Last, res.Recovery.Seq)); (!sent || !live) && s.c.Conn.Close(wire.CloseSlowConsumer, "slow consumer") {
 		s.g.cfg.Stats.SlowConsumer()
 	}
+}
+
+// targetsOf is what a replay for c covers (DESIGN.md §8: its current
+// targets): its user and session, its groups as they are when the replay
+// reads (the token's and the joined ones), and the filters it matches.
+func targetsOf(c *hub.Client, id *auth.Identity) history.Targets {
+	return history.Targets{User: id.User, Session: id.Session, Groups: c.Groups, Matches: c.Matches}
 }
 
 // sendPaced queues frames without ever filling more than half of the
