@@ -171,6 +171,27 @@ func TestRunRoutesFileTakesOverHelloFromTheBuiltIn(t *testing.T) {
 	})
 }
 
+// TestRunRefusesARouteSlowerThanTheAckWait: with reliable inbound on, a
+// route whose backend may take DISPATCHER_ACK_WAIT would have its action
+// delivered again while the first request still ran, and a route that is not
+// idempotent is never to be sent twice (README). Such a routes file stops
+// the start (TestFitsAckWait in routes has the bound).
+func TestRunRefusesARouteSlowerThanTheAckWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "routes.json")
+	if err := os.WriteFile(path, []byte(`{"routes":[{"action":"a","url":"http://app/a"},{"action":"pay","url":"http://app/pay","timeout":"30s"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("nats://127.0.0.1:1") // never reached: the file is checked first
+	cfg.RoutesFile, cfg.RoutesSecret = path, "routes-secret-0123456789"
+	cfg.Inbound, cfg.InboundStream, cfg.MaxDeliver, cfg.RetryBackoff, cfg.AckWait = "memory", "WS_INBOUND", 5, "1s", 30*time.Second
+	cfg.PrefixConsumersMax = 1000
+	err := service.Run(t.Context(), cfg, nil)
+	want := "DISPATCHER_ROUTES_FILE: route pay: timeout 30s is not shorter than DISPATCHER_ACK_WAIT (30s): a reliable action would be delivered again while its backend still worked on it; lower the timeout or raise DISPATCHER_ACK_WAIT"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Run: %v\nwant %s", err, want)
+	}
+}
+
 func TestRunRefusesABadRoutesFileNamingItsRoute(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "routes.json")
 	if err := os.WriteFile(path, []byte(`{"routes":[{"action":"a","url":"http://app/a"},{"prefix":"b/","url":"ftp://b"}]}`), 0o600); err != nil {

@@ -143,6 +143,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		if table, err = routes.Load(cfg.RoutesFile); err != nil {
 			return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
 		}
+		if cfg.InboundOn() {
+			if err := table.FitsAckWait(cfg.AckWait); err != nil {
+				return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
+			}
+		}
 	}
 
 	nc, ownConn := o.conn, o.conn == nil

@@ -71,6 +71,20 @@ type Table struct {
 	routes []Route
 }
 
+// FitsAckWait refuses a route whose timeout is not shorter than ackWait,
+// the inbound stream's DISPATCHER_ACK_WAIT: a reliable action would be
+// delivered again, to any replica, while its backend still worked on the
+// first request, and a route that is not idempotent would be sent twice.
+func (t *Table) FitsAckWait(ackWait time.Duration) error {
+	for _, r := range t.Routes() {
+		if r.Timeout >= ackWait {
+			return fmt.Errorf("route %s: timeout %s is not shorter than DISPATCHER_ACK_WAIT (%s): a reliable action would be delivered again while its backend still worked on it; lower the timeout or raise DISPATCHER_ACK_WAIT",
+				r.Name(), r.Timeout, ackWait)
+		}
+	}
+	return nil
+}
+
 // Routes returns the routes, in file order.
 func (t *Table) Routes() []Route {
 	if t == nil {

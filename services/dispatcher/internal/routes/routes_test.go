@@ -110,3 +110,26 @@ func TestLoadRefusesBadFilesNamingTheRouteAndField(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// TestFitsAckWait: a route may take up to its timeout; a reliable action's
+// delivery must be answered before the ack wait, or it is delivered again.
+func TestFitsAckWait(t *testing.T) {
+	table, err := routes.Load(writeFile(t, "routes.yaml", `
+routes:
+  - action: hello
+    url: http://app.internal/ws/hello
+  - prefix: shop/
+    url: https://shop.internal/ws
+    timeout: 20s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := table.FitsAckWait(20*time.Second + time.Millisecond); err != nil {
+		t.Fatalf("a timeout under the ack wait: %v", err)
+	}
+	err = table.FitsAckWait(20 * time.Second)
+	if err == nil || !strings.HasPrefix(err.Error(), "route shop/*: timeout 20s is not shorter than DISPATCHER_ACK_WAIT (20s)") {
+		t.Fatalf("a timeout equal to the ack wait: %v", err)
+	}
+}
