@@ -107,7 +107,7 @@ func (s *session) admit(id *auth.Identity) (recovering bool, start wire.Since) {
 	// start is read before the subscriptions: see History.Position.
 	if recovering {
 		start = s.g.cfg.History.Position()
-		s.c.BeginRecovery()
+		s.g.hub.BeginRecovery(s.c)
 	}
 	err := s.g.hub.Authenticate(ctx, s.c, id)
 	if errors.Is(err, hub.ErrUserLimit) {

@@ -23,9 +23,14 @@ const catchUpWorkers = 32
 
 // catchUp is the state of the catch-ups after NATS reconnections.
 type catchUp struct {
-	mu   sync.Mutex
-	held []*hub.Client // owned by mu: on hold since the last disconnection
-	wg   sync.WaitGroup
+	mu sync.Mutex
+	// down is true from a disconnection until the catch-ups of its
+	// reconnection begin (after catchUpSettle); outages counts the
+	// disconnections.
+	down    bool          // owned by mu
+	outages uint64        // owned by mu
+	held    []*hub.Client // owned by mu: on hold since the last disconnection
+	wg      sync.WaitGroup
 }
 
 // NATSDisconnected holds the live stored messages of every connection
@@ -35,23 +40,59 @@ func (g *Gateway) NATSDisconnected() {
 	if g.cfg.History == nil {
 		return
 	}
-	held := g.hub.HoldLive()
 	g.catchUp.mu.Lock()
-	g.catchUp.held = append(g.catchUp.held, held...)
-	g.catchUp.mu.Unlock()
+	defer g.catchUp.mu.Unlock()
+	g.catchUp.down = true
+	g.catchUp.outages++
+	g.catchUp.held = append(g.catchUp.held, g.hub.HoldLive()...)
 }
 
-// NATSReconnected replays to each held connection what it missed, then
-// lets its live messages go on. A connection that cannot be caught up
-// completely gets Server/recovery with recovered:false.
+// NATSReconnected replays to each held connection what it missed, once the
+// edge's interest has settled, then lets its live messages go on. A
+// connection that cannot be caught up completely gets Server/recovery with
+// recovered:false. If NATS drops again before, the next reconnection does
+// it.
 func (g *Gateway) NATSReconnected() {
 	if g.cfg.History == nil {
 		return
 	}
 	g.catchUp.mu.Lock()
-	held := g.catchUp.held
-	g.catchUp.held = nil
+	outages := g.catchUp.outages
 	g.catchUp.mu.Unlock()
+	g.catchUp.wg.Add(1)
+	go func() {
+		defer g.catchUp.wg.Done()
+		settle := time.NewTimer(catchUpSettle)
+		<-settle.C
+		g.catchUp.mu.Lock()
+		if g.catchUp.outages != outages {
+			g.catchUp.mu.Unlock()
+			return
+		}
+		g.catchUp.down = false
+		g.hub.NATSBack()
+		held := g.catchUp.held
+		g.catchUp.held = nil
+		g.catchUp.mu.Unlock()
+		g.catchUpAll(held)
+	}()
+}
+
+// catchUpAgain catches up c, whose replay NATS cut short (EndRecovery's
+// again): with the others after the reconnection, or now if NATS is back.
+func (g *Gateway) catchUpAgain(c *hub.Client) {
+	g.catchUp.mu.Lock()
+	if g.catchUp.down {
+		g.catchUp.held = append(g.catchUp.held, c)
+		g.catchUp.mu.Unlock()
+		return
+	}
+	g.catchUp.mu.Unlock()
+	g.catchUpAll([]*hub.Client{c})
+}
+
+// catchUpAll catches up held, with at most catchUpWorkers goroutines.
+func (g *Gateway) catchUpAll(held []*hub.Client) {
 	if len(held) == 0 {
 		return
 	}
@@ -68,8 +109,6 @@ func (g *Gateway) NATSReconnected() {
 	g.catchUp.wg.Add(1)
 	go func() {
 		defer g.catchUp.wg.Done()
-		settle := time.NewTimer(catchUpSettle)
-		<-settle.C
 		for _, c := range held {
 			work <- c
 		}
@@ -77,11 +116,12 @@ func (g *Gateway) NATSReconnected() {
 	}()
 }
 
+// catchUpOne replays to c what the stream stored after the position it was
+// given, then ends its hold. A connection that closed meanwhile is left.
 func (g *Gateway) catchUpOne(c *hub.Client) {
 	h := g.cfg.History
 	id := c.Identity()
-	if id == nil {
-		c.EndRecovery(h.Epoch(), 0)
+	if id == nil || !g.hub.Registered(c) {
 		return
 	}
 	since := &wire.Since{Epoch: h.Epoch(), Seq: c.CatchUpSince()}
@@ -89,11 +129,31 @@ func (g *Gateway) catchUpOne(c *hub.Client) {
 	last := res.Last
 	if res.Reason != "" {
 		g.cfg.Logger.Warn("connection not caught up after a NATS reconnection", "conn", c.Connection, "reason", res.Reason)
-		_ = c.Conn.Send(wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, res.Recovery)))
+		// It goes on from where it was, in the same stream: what came
+		// after may be missing, and it is told so.
 		last = 0
+		if res.Recovery.Epoch == since.Epoch {
+			last = since.Seq
+		}
+		res.Recovery.Seq = last
+		_ = c.Conn.Send(wsconn.TextFrame(wire.ServerFrame(wire.ActionRecovery, res.Recovery)))
 	}
-	sent := sendPaced(c.Conn, res.Frames)
-	if live := c.EndRecovery(res.Recovery.Epoch, last); (!sent || !live) && c.Conn.Close(wire.CloseSlowConsumer, "slow consumer") {
-		g.cfg.Stats.SlowConsumer()
+	g.endHold(c, res.Recovery.Epoch, last, sendPaced(c.Conn, res.Frames))
+}
+
+// endHold ends c's hold after its replay up to last in the stream of epoch
+// (sent: the replay was queued whole). A connection that could not take it
+// is closed as a slow consumer; one whose replay a NATS outage cut short is
+// caught up again.
+func (g *Gateway) endHold(c *hub.Client, epoch string, last uint64, sent bool) {
+	live, again := g.hub.EndRecovery(c, epoch, last)
+	if !sent || !live {
+		if c.Conn.Close(wire.CloseSlowConsumer, "slow consumer") {
+			g.cfg.Stats.SlowConsumer()
+		}
+		return
+	}
+	if again {
+		g.catchUpAgain(c)
 	}
 }

@@ -57,9 +57,7 @@ func (s *session) recover(id *auth.Identity, start wire.Since) {
 	// The connection's position is the one it was told, or its last
 	// replayed message: a catch-up after a NATS outage starts from there,
 	// not from the stream's start.
-	if live := s.c.EndRecovery(res.Recovery.Epoch, max(res.Last, res.Recovery.Seq)); (!sent || !live) && s.c.Conn.Close(wire.CloseSlowConsumer, "slow consumer") {
-		s.g.cfg.Stats.SlowConsumer()
-	}
+	s.g.endHold(s.c, res.Recovery.Epoch, max(res.Last, res.Recovery.Seq), sent)
 }
 
 // targetsOf is what a replay for c covers (DESIGN.md §8: its current

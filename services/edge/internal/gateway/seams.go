@@ -19,13 +19,17 @@ import (
 
 // Registry is what the gateway needs from the hub: to register a
 // connection, give it an identity (confirmed by the NATS server), hear that
-// its close frame went out, hold its live stored messages during a NATS
-// outage, and forget it.
+// its close frame went out, hold its live stored messages during a
+// recovery or a NATS outage, and forget it.
 type Registry interface {
 	Add(c *hub.Client)
 	Authenticate(ctx context.Context, c *hub.Client, id *auth.Identity) error
 	CloseSent(c *hub.Client)
+	BeginRecovery(c *hub.Client)
+	EndRecovery(c *hub.Client, epoch string, last uint64) (live, again bool)
 	HoldLive() []*hub.Client
+	NATSBack()
+	Registered(c *hub.Client) bool
 	Remove(c *hub.Client)
 }
 

@@ -80,6 +80,8 @@ type Hub struct {
 	sessions map[string]*topic  // owned by mu
 	stored   map[target]*stored // joins stored for a local user or session; owned by mu (joined.go)
 	perm     []*nats.Subscription
+
+	outage outage // the NATS connection's outages, for the history holds (position.go)
 }
 
 // New returns a hub delivering from nc (a *nats.Conn). Call Start before use.

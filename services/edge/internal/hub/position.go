@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsgate/wsgate/api/wire"
@@ -19,9 +20,16 @@ const maxHeld = 4096
 type position struct {
 	mu         sync.Mutex
 	recovering bool      // owned by mu: live stored frames are held
+	replaying  bool      // owned by mu: a recovery runs on the connection's reader
 	held       []heldMsg // owned by mu
 	last       uint64    // owned by mu: highest sequence queued to the connection
 	overflow   bool      // owned by mu: held reached maxHeld
+	// outages is the hub's count of NATS disconnections when the hold
+	// began, and duringOutage whether NATS was down then: a replay read
+	// during an outage, or before one that began while it ran, misses
+	// what the stream republished meanwhile.
+	outages      uint64 // owned by mu
+	duringOutage bool   // owned by mu
 	// While recovering, the stream may be recreated (ResetPositions):
 	// renewedAt is how many held frames came before (-1: it was not), and
 	// renewedEpoch the new epoch.
@@ -29,9 +37,19 @@ type position struct {
 	renewedEpoch string // owned by mu
 }
 
-// hold starts holding live frames, for a recovery or a catch-up.
-func (p *position) hold() {
+// hold starts holding live frames, for a recovery or a catch-up, as of the
+// hub's outage count outages.
+func (p *position) hold(outages uint64) {
 	p.recovering, p.held, p.overflow, p.renewedAt = true, nil, false, -1
+	p.outages, p.duringOutage = outages, false
+}
+
+// outage is what the hub knows of its NATS connection's outages, for the
+// holds (DESIGN.md §8: a recovery or a catch-up that a NATS outage cut
+// short must be caught up again, never end in a silent gap).
+type outage struct {
+	count atomic.Uint64 // disconnections so far
+	down  atomic.Bool   // between a disconnection and NATSBack
 }
 
 type heldMsg struct {
@@ -40,9 +58,10 @@ type heldMsg struct {
 	seq   uint64 // 0: a message that is not stored (a reply)
 }
 
-// BeginRecovery makes the client hold its live messages until
-// EndRecovery; it is called before the client's subscriptions exist.
-func (c *Client) BeginRecovery() {
+// BeginRecovery makes c hold its live messages until EndRecovery; it is
+// called before the client's subscriptions exist, and the recovery runs on
+// the connection's reader.
+func (h *Hub) BeginRecovery(c *Client) {
 	p := c.pos.Load()
 	if p == nil {
 		// Made on first use: with history off a connection carries none.
@@ -50,54 +69,64 @@ func (c *Client) BeginRecovery() {
 		p = c.pos.Load()
 	}
 	p.mu.Lock()
-	p.hold()
+	p.hold(h.outage.count.Load())
+	p.duringOutage = h.outage.down.Load()
+	p.replaying = true
 	p.last = 0
 	p.mu.Unlock()
 }
 
-// Recovering reports whether the client's recovery runs.
-func (c *Client) Recovering() bool {
+// Replaying reports whether c's recovery runs on its reader, which then
+// reads nothing (pongs included).
+func (c *Client) Replaying() bool {
 	p := c.pos.Load()
 	if p == nil {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.recovering
+	return p.replaying
 }
 
-// EndRecovery queues the held messages that come after last (the
-// connection's position: the recovery's last replayed sequence, the one it
-// was told it starts from, or 0) in the stream of epoch (the one the
-// recovery read), in order, and turns the client live. It reports false
-// when too many arrived meanwhile: the connection is then closed as a slow
-// consumer.
+// EndRecovery ends c's hold (a recovery or a catch-up) after a replay: it
+// queues the held messages that come after last (the connection's
+// position: the replay's last sequence, the one it was told it starts
+// from, or 0) in the stream of epoch (the one the replay read), in order,
+// and turns the client live. live is false when too many arrived
+// meanwhile: the connection is then to be closed as a slow consumer.
+//
+// again is true when NATS was down during the hold, so that the replay
+// may have missed what the stream republished meanwhile: the client then
+// stays on hold from last, and must be caught up again (CatchUpSince,
+// EndRecovery) once NATS is back. The check is made under the position's
+// lock, as HoldLive's, so that an outage is seen by one or the other.
 //
 // If the stream was recreated meanwhile, the frames held before that are
-// the old stream's: queued after last when the recovery read the old
+// the old stream's: queued after last when the replay read the old
 // stream, then the new epoch is announced and its frames follow from 0;
-// dropped when the recovery read the new stream already.
-func (c *Client) EndRecovery(epoch string, last uint64) bool {
+// dropped when the replay read the new stream already.
+func (h *Hub) EndRecovery(c *Client, epoch string, last uint64) (live, again bool) {
 	p := c.pos.Load()
 	if p == nil {
-		return true
+		return true, false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.recovering {
-		return true
+		return true, false
 	}
+	p.replaying = false
 	p.recovering, p.last = false, last
 	held, renewedAt := p.held, p.renewedAt
 	p.held, p.renewedAt = nil, -1
 	if p.overflow {
-		return false
+		return false, false
 	}
 	var err error
 	switch {
 	case renewedAt < 0:
 		err = p.queueHeld(c, held)
-	case epoch == p.renewedEpoch: // the recovery read the new stream: what came before it is the old one's
+	case epoch == p.renewedEpoch: // the replay read the new stream: what came before it is the old one's
 		err = p.queueHeld(c, held[renewedAt:])
 	default: // it read the old stream: its held frames follow its replay, then the new epoch from its start
 		if err = p.queueHeld(c, held[:renewedAt]); err == nil {
@@ -107,7 +136,16 @@ func (c *Client) EndRecovery(epoch string, last uint64) bool {
 			}
 		}
 	}
-	return !errors.Is(err, wsconn.ErrQueueFull)
+	if errors.Is(err, wsconn.ErrQueueFull) {
+		return false, false
+	}
+	if n := h.outage.count.Load(); p.duringOutage || n != p.outages {
+		last := p.last
+		p.hold(n)
+		p.last = last
+		return true, true
+	}
+	return true, false
 }
 
 // queueHeld queues the held messages of msgs that come after p.last, in
@@ -206,8 +244,12 @@ func (c *Client) Matches(f *wire.Filter) bool {
 // HoldLive puts every live connection on hold, as at the start of a
 // recovery, and returns them: the edge lost its NATS connection, and the
 // stored messages republished meanwhile must be replayed to them (each
-// with CatchUpSince, then EndRecovery) before live ones go on.
+// with CatchUpSince, then EndRecovery) once NATS is back (NATSBack) before
+// live ones go on. A connection on hold already is not returned: its
+// EndRecovery says it must be caught up again.
 func (h *Hub) HoldLive() []*Client {
+	h.outage.down.Store(true)
+	n := h.outage.count.Add(1)
 	var held []*Client
 	for _, c := range h.snapshot(nil) {
 		p := c.pos.Load()
@@ -216,13 +258,17 @@ func (h *Hub) HoldLive() []*Client {
 		}
 		p.mu.Lock()
 		if !p.recovering {
-			p.hold()
+			p.hold(n)
 			held = append(held, c)
 		}
 		p.mu.Unlock()
 	}
 	return held
 }
+
+// NATSBack says the edge's NATS connection is back: holds begun from now
+// on read a stream that republishes to the edge again.
+func (h *Hub) NATSBack() { h.outage.down.Store(false) }
 
 // CatchUpSince is the last sequence a held connection was given.
 func (c *Client) CatchUpSince() uint64 {

@@ -40,7 +40,7 @@ func TestEndRecovery_AStreamRecreatedMeanwhileIsAnnounced(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, _, cs := fakeHubWith(t, true, &auth.Identity{User: "a", Groups: []string{}}, &auth.Identity{User: "b", Groups: []string{}})
 			a, b := cs[0], cs[1]
-			a.c.BeginRecovery()
+			h.BeginRecovery(a.c)
 			h.inbox <- republishedMsg("user.a", "old-6", 6)
 			h.inbox <- &nats.Msg{Subject: "ws.send.user.b", Data: []byte(`{"action":"routed"}`)}
 			b.peer.Expect("routed") // the router has held old-6 for a
@@ -49,8 +49,8 @@ func TestEndRecovery_AStreamRecreatedMeanwhileIsAnnounced(t *testing.T) {
 			h.inbox <- republishedMsg("user.a", "new-2", 2)
 			h.inbox <- &nats.Msg{Subject: "ws.send.user.b", Data: []byte(`{"action":"routed"}`)}
 			b.peer.Expect("routed")
-			if !a.c.EndRecovery(tc.epoch, tc.last) {
-				t.Fatal("EndRecovery reported an overflow")
+			if live, again := h.EndRecovery(a.c, tc.epoch, tc.last); !live || again {
+				t.Fatalf("EndRecovery: live %v, again %v", live, again)
 			}
 			h.inbox <- &nats.Msg{Subject: "ws.send.user.a", Data: []byte(`{"action":"end"}`)}
 			var got []string
@@ -74,5 +74,60 @@ func TestEndRecovery_AStreamRecreatedMeanwhileIsAnnounced(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEndRecovery_AReplayANATSOutageCutShortIsCaughtUpAgain: NATS drops
+// while a connection's recovery runs (HoldLive passes it by, as it is on
+// hold already), or the recovery began while NATS was away: what the
+// stream republished meanwhile never reached the edge, so the end of that
+// replay keeps the connection on hold from its position, to be caught up
+// again, rather than letting it go live over a silent gap (DESIGN.md §8).
+// A hold that no outage touched ends as before.
+func TestEndRecovery_AReplayANATSOutageCutShortIsCaughtUpAgain(t *testing.T) {
+	h, _, cs := fakeHubWith(t, true, &auth.Identity{User: "a", Groups: []string{}}, &auth.Identity{User: "b", Groups: []string{}})
+	a, b := cs[0], cs[1]
+	h.BeginRecovery(b.c)
+	if live, again := h.EndRecovery(b.c, "e", 0); !live || again {
+		t.Fatalf("a recovery without an outage: live %v, again %v", live, again)
+	}
+
+	h.BeginRecovery(a.c)
+	if held := h.HoldLive(); len(held) != 1 || held[0] != b.c {
+		t.Fatalf("HoldLive held %d connections, want the live one only", len(held))
+	}
+	if live, again := h.EndRecovery(a.c, "e", 3); !live || !again {
+		t.Fatalf("a recovery an outage cut short: live %v, again %v, want to be caught up again", live, again)
+	}
+	if got := a.c.CatchUpSince(); got != 3 {
+		t.Fatalf("caught up again from %d, want 3, where its replay ended", got)
+	}
+	h.inbox <- republishedMsg("user.a", "live-4", 4)
+	h.inbox <- republishedMsg("user.a", "live-5", 5)
+	h.inbox <- &nats.Msg{Subject: "ws.send.user.b", Data: []byte(`{"action":"routed"}`)}
+	h.NATSBack()
+	if live, again := h.EndRecovery(b.c, "e", 0); !live || again {
+		t.Fatalf("the catch-up of a held connection: live %v, again %v", live, again)
+	}
+	b.peer.Expect("routed") // held for b until its catch-up ended
+	if live, again := h.EndRecovery(a.c, "e", 4); !live || again {
+		t.Fatalf("the catch-up after NATS came back: live %v, again %v", live, again)
+	}
+	h.inbox <- &nats.Msg{Subject: "ws.send.user.a", Data: []byte(`{"action":"end"}`)}
+	for _, want := range []string{"live-5", "end"} { // live-4 came in the catch-up's replay
+		if f, err := a.peer.Next().Frame(); err != nil || f.Action != want {
+			t.Fatalf("got %v (%v), want %s", f, err, want)
+		}
+	}
+
+	// A recovery that began while NATS was away read nothing it can trust.
+	h.HoldLive()
+	h.BeginRecovery(a.c)
+	h.NATSBack()
+	if _, again := h.EndRecovery(a.c, "e", 5); !again {
+		t.Fatal("a recovery begun during an outage went live")
+	}
+	if _, again := h.EndRecovery(a.c, "e", 5); again {
+		t.Fatal("its catch-up after NATS came back did not end the hold")
 	}
 }

@@ -105,6 +105,13 @@ func (h *Hub) Authenticate(ctx context.Context, c *Client, id *auth.Identity) er
 	return err
 }
 
+// Registered reports whether c is registered (Add) and not removed yet.
+func (h *Hub) Registered(c *Client) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.clients[c.ID] == c
+}
+
 // Remove unregisters c and drops the subscriptions nobody needs any more.
 func (h *Hub) Remove(c *Client) {
 	h.mu.Lock()

@@ -322,7 +322,7 @@ func (h *Hub) expire(e expired, now time.Time) {
 // reads nothing meanwhile (pongs included), and has bounds of its own
 // (EDGE_HISTORY_REPLAY_WAIT and _TIMEOUT, then the replay's write timeout).
 func (h *Hub) visit(c *Client, now time.Time, deadAfter time.Duration, b *wsconn.Batch) {
-	if now.Sub(c.Conn.LastSeen()) > deadAfter && !c.Recovering() {
+	if now.Sub(c.Conn.LastSeen()) > deadAfter && !c.Replaying() {
 		h.cfg.Stats.DeadPeer()
 		c.Conn.Abort()
 		return

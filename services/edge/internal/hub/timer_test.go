@@ -253,7 +253,7 @@ func TestVisit_ARecoveringClientIsPingedNotDroppedAsSilent(t *testing.T) {
 	clients, seen := pipeClients(t, h, 1)
 	c := clients[0]
 	later := time.Now().Add(time.Hour) // silent for an hour
-	c.BeginRecovery()
+	h.BeginRecovery(c)
 	var pings wsconn.Batch
 	h.visit(c, later, time.Minute, &pings)
 	if pings.Len() != 1 {
@@ -263,9 +263,27 @@ func TestVisit_ARecoveringClientIsPingedNotDroppedAsSilent(t *testing.T) {
 	if f := <-seen[0]; f.op != 0x9 {
 		t.Fatalf("peer got opcode %#x, want a ping", f.op)
 	}
-	c.EndRecovery("", 0)
+	h.EndRecovery(c, "", 0)
 	h.visit(c, later, time.Minute, &pings)
 	if pings.Len() != 0 {
 		t.Fatal("a silent live client was pinged, want it dropped")
+	}
+}
+
+// TestVisit_AConnectionHeldForACatchUpIsDroppedWhenSilent: during a NATS
+// outage every connection is on hold for its catch-up, but its reader
+// still reads (pongs included): a dead peer is dropped as ever.
+func TestVisit_AConnectionHeldForACatchUpIsDroppedWhenSilent(t *testing.T) {
+	h, _, cs := fakeHubWith(t, true, &auth.Identity{User: "a", Groups: []string{}})
+	c := cs[0].c
+	h.BeginRecovery(c)
+	h.EndRecovery(c, "e", 0)
+	if held := h.HoldLive(); len(held) != 1 {
+		t.Fatalf("HoldLive held %d", len(held))
+	}
+	var pings wsconn.Batch
+	h.visit(c, time.Now().Add(time.Hour), time.Minute, &pings)
+	if pings.Len() != 0 {
+		t.Fatal("a silent connection held for a catch-up was pinged, want it dropped")
 	}
 }
