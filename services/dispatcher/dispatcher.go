@@ -459,16 +459,11 @@ func (d *Dispatcher) serve(ctx context.Context, action string, h Handler, m *Mes
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "handler failed")
 	}
-	outcome := OutcomeOK
 	if err != nil {
-		outcome = OutcomeError
-		if panicked {
-			outcome = OutcomePanic
-		}
 		d.fail(ctx, m, err, panicked)
 	}
 	if f := d.opts.Hooks.Handled; f != nil {
-		f(action, outcome, took)
+		f(action, outcomeOf(err, panicked), took)
 	}
 }
 

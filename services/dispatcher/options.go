@@ -53,11 +53,25 @@ type Option func(*Options) error
 // Outcome says how a handler ended, for Hooks.Handled.
 type Outcome string
 
+// outcomeOf is how a handler that returned err (and panicked or not) ended.
+func outcomeOf(err error, panicked bool) Outcome {
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case panicked:
+		return OutcomePanic
+	case refused(err):
+		return OutcomeRefused
+	}
+	return OutcomeError
+}
+
 // Outcomes of a handler.
 const (
-	OutcomeOK    Outcome = "ok"    // returned nil
-	OutcomeError Outcome = "error" // returned an error
-	OutcomePanic Outcome = "panic" // panicked (recovered)
+	OutcomeOK      Outcome = "ok"      // returned nil
+	OutcomeRefused Outcome = "refused" // refused the message: a 4xx *Error or ErrBadDetails (the client's fault)
+	OutcomeError   Outcome = "error"   // returned any other error
+	OutcomePanic   Outcome = "panic"   // panicked (recovered)
 )
 
 // Hooks are told what the dispatcher does; nil hooks are skipped. They run on

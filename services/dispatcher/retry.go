@@ -135,14 +135,9 @@ func (d *Dispatcher) serveReliable(ctx context.Context, action string, h Handler
 	start := time.Now()
 	panicked, err := d.call(ctx, h, m)
 	took := time.Since(start)
-	outcome := OutcomeOK
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "handler failed")
-		outcome = OutcomeError
-		if panicked {
-			outcome = OutcomePanic
-		}
 		if refused(err) || m.Attempt >= d.opts.Reliable.MaxDeliver || errors.Is(err, ErrFinal) {
 			d.fail(ctx, m, err, panicked)
 		} else {
@@ -151,7 +146,7 @@ func (d *Dispatcher) serveReliable(ctx context.Context, action string, h Handler
 		}
 	}
 	if f := d.opts.Hooks.Handled; f != nil {
-		f(action, outcome, took)
+		f(action, outcomeOf(err, panicked), took)
 	}
 	return err
 }

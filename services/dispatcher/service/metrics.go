@@ -16,7 +16,7 @@ import (
 var durationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5}
 
 // outcomes are every dispatcher.Outcome, each with a series from the start.
-var outcomes = []dispatcher.Outcome{dispatcher.OutcomeOK, dispatcher.OutcomeError, dispatcher.OutcomePanic}
+var outcomes = []dispatcher.Outcome{dispatcher.OutcomeOK, dispatcher.OutcomeRefused, dispatcher.OutcomeError, dispatcher.OutcomePanic}
 
 // counters holds the dispatcher's metrics, recorded through the OTel metric
 // API. The Prometheus exporter turns the dotted names into
@@ -46,7 +46,7 @@ type actionAttrs struct {
 func newCounters(meter metric.Meter) *counters {
 	return &counters{
 		messages: telemetry.Must(meter.Int64Counter("wsgate.dispatcher.messages",
-			metric.WithDescription("Inbound messages handled, by action and outcome (ok, error, panic)."))),
+			metric.WithDescription("Inbound messages handled, by action and outcome (ok, refused: a 4xx answer, error, panic)."))),
 		duration: telemetry.Must(meter.Float64Histogram("wsgate.dispatcher.handler.duration", metric.WithUnit("s"),
 			metric.WithDescription("Time spent in handlers, by action."),
 			metric.WithExplicitBucketBoundaries(durationBuckets...))),

@@ -43,7 +43,7 @@ func scrape(t *testing.T, base string) map[string]float64 {
 
 // TestMetrics_DispatcherCountsMessagesByActionAndOutcome: /metrics of a
 // running dispatcher counts real messages from NATS by action and outcome
-// (ok, error, panic), with zero series from the start, times them in the
+// (ok, refused, error, panic), with zero series from the start, times them in the
 // handler duration histogram, and counts undecodable envelopes.
 func TestMetrics_DispatcherCountsMessagesByActionAndOutcome(t *testing.T) {
 	srv := natstest.RunServer(t)
@@ -56,6 +56,9 @@ func TestMetrics_DispatcherCountsMessagesByActionAndOutcome(t *testing.T) {
 			}),
 			d.Handle("test/panic", func(context.Context, *dispatcher.Message) error {
 				panic("handler bug")
+			}),
+			d.Handle("test/refuse", func(context.Context, *dispatcher.Message) error {
+				return dispatcher.NewError(404, "no such item")
 			}),
 		)
 	}
@@ -70,8 +73,8 @@ func TestMetrics_DispatcherCountsMessagesByActionAndOutcome(t *testing.T) {
 		return fmt.Sprintf(`%s{action=%q%s}`, name, action, more)
 	}
 	before := scrape(t, r.base)
-	for _, action := range []string{"echo", "test/fail", "test/panic"} {
-		for _, outcome := range []string{"ok", "error", "panic"} {
+	for _, action := range []string{"echo", "test/fail", "test/panic", "test/refuse"} {
+		for _, outcome := range []string{"ok", "refused", "error", "panic"} {
 			s := series(messages, action, `,outcome="`+outcome+`"`)
 			if v, ok := before[s]; !ok || v != 0 {
 				t.Errorf("before any message: %s = %v (present %v), want 0", s, v, ok)
@@ -90,7 +93,7 @@ func TestMetrics_DispatcherCountsMessagesByActionAndOutcome(t *testing.T) {
 
 	// Each message gets its reply (the echo, or the [500, ...] error reply)
 	// before the next is sent; then one envelope that is not one.
-	for _, action := range []string{"echo", "echo", "test/fail", "test/panic"} {
+	for _, action := range []string{"echo", "echo", "test/fail", "test/panic", "test/refuse"} {
 		natstest.Publish(t, edge, "", natstest.Envelope(action, "x"))
 		want := action
 		if action != "echo" {
@@ -109,6 +112,8 @@ func TestMetrics_DispatcherCountsMessagesByActionAndOutcome(t *testing.T) {
 		series(messages, "test/fail", `,outcome="ok"`):         0,
 		series(messages, "test/panic", `,outcome="panic"`):     1,
 		series(messages, "test/panic", `,outcome="error"`):     0,
+		series(messages, "test/refuse", `,outcome="refused"`):  1,
+		series(messages, "test/refuse", `,outcome="error"`):    0,
 		series(duration+"_count", "echo", ""):                  2,
 		series(duration+"_bucket", "echo", `,le="+Inf"`):       2,
 		series(duration+"_count", "test/fail", ""):             1,
