@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -144,11 +145,11 @@ func (s *Server) build() error {
 	}
 	s.stats = stats.New(s.tel.Meter, func() (int64, int64, int64) { return s.hub.Counts() })
 	s.unexport = s.tel.AddProducer(s.stats)
-	var catchUps catchUpHooks // the NATS hooks may fire before the gateway exists
+	var reconnects natsHooks // the NATS hooks may fire before the gateway exists
 	if s.nc == nil {
 		s.nc, err = natsconn.Connect(cfg.Config, "wsgate-edge "+cfg.ID, log, natsconn.Hooks{
-			Reconnected:  func() { s.stats.NATSReconnected(); catchUps.reconnected() },
-			Disconnected: func(error) { catchUps.disconnected() },
+			Reconnected:  func() { s.stats.NATSReconnected(); reconnects.reconnected() },
+			Disconnected: func(error) { reconnects.disconnected() },
 		})
 		if err != nil {
 			return err
@@ -231,7 +232,8 @@ func (s *Server) build() error {
 		History:     s.history,
 		Compression: cfg.Compression == "on",
 	}, s.hub, s.nc, verifier)
-	catchUps.gw.Store(s.gateway)
+	reconnects.rooms.Store(s.rooms)
+	reconnects.gw.Store(s.gateway)
 	s.probe = health.New(func() error {
 		if !s.nc.IsConnected() {
 			return errors.New("nats is not connected")
@@ -415,4 +417,26 @@ func (s *Server) shutdown() {
 		}
 	}
 	s.log.Info("edge stopped")
+}
+
+// natsHooks hands NATS connection changes to the gateway (history
+// catch-ups, DESIGN.md §8) and to rooms (stored joins, §9) once they exist.
+type natsHooks struct {
+	gw    atomic.Pointer[gateway.Gateway]
+	rooms atomic.Pointer[rooms.Service]
+}
+
+func (h *natsHooks) disconnected() {
+	if g := h.gw.Load(); g != nil {
+		g.NATSDisconnected()
+	}
+}
+
+func (h *natsHooks) reconnected() {
+	if r := h.rooms.Load(); r != nil {
+		r.Reconnected()
+	}
+	if g := h.gw.Load(); g != nil {
+		g.NATSReconnected()
+	}
 }

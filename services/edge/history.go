@@ -4,12 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsgate/wsgate/api/wire"
-	"github.com/wsgate/wsgate/services/edge/internal/gateway"
 	"github.com/wsgate/wsgate/services/edge/internal/history"
 	"github.com/wsgate/wsgate/services/internal/telemetry"
 )
@@ -37,22 +35,4 @@ func (s *Server) startHistory(ctx context.Context, wg *sync.WaitGroup) {
 	_ = s.history.Ensure(ectx) // a failure is logged, and retried by Run
 	wg.Add(1)
 	go func() { defer wg.Done(); s.history.Run(ctx) }()
-}
-
-// catchUpHooks hands NATS connection changes to the gateway once it exists
-// (history catch-ups, DESIGN.md §8).
-type catchUpHooks struct {
-	gw atomic.Pointer[gateway.Gateway]
-}
-
-func (h *catchUpHooks) disconnected() {
-	if g := h.gw.Load(); g != nil {
-		g.NATSDisconnected()
-	}
-}
-
-func (h *catchUpHooks) reconnected() {
-	if g := h.gw.Load(); g != nil {
-		g.NATSReconnected()
-	}
 }

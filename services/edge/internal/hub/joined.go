@@ -251,6 +251,37 @@ func (h *Hub) loadStored(ctx context.Context, c *Client, id *auth.Identity) erro
 	return nil
 }
 
+// ReloadStored reads again the stored joins of every user and session this
+// edge keeps an entry for, and puts in force those that changed: a change
+// applied while the edge was cut from NATS never reached it (rooms.apply is
+// core NATS), and the entry would otherwise stand until the target's next
+// change. Revisions only grow, so a change applied meanwhile is not undone.
+func (h *Hub) ReloadStored(ctx context.Context) error {
+	if h.cfg.Memberships == nil {
+		return nil
+	}
+	h.mu.RLock()
+	targets := make([]target, 0, len(h.stored))
+	for t := range h.stored {
+		targets = append(targets, t)
+	}
+	h.mu.RUnlock()
+	var errs []error
+	for _, t := range targets {
+		rev, groups, err := h.cfg.Memberships.Load(ctx, t.kind, t.key)
+		if err == nil {
+			_, err = h.SetStored(t.kind, t.key, rev, groups)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Confirm returns once the NATS server has confirmed every subscription
 // made so far, so that a message published afterwards reaches the
 // connections that joined a group before the call.

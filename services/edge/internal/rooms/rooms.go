@@ -64,6 +64,14 @@ const maxCoordinating = 256
 // maxApplyBatch bounds the changes an edge applies before one confirmation.
 const maxApplyBatch = 64
 
+// After a NATS reconnection the stored joins are read again, each read
+// within reloadTimeout, up to reloadTries times reloadPause apart.
+const (
+	reloadTimeout = 10 * time.Second
+	reloadTries   = 5
+	reloadPause   = 2 * time.Second
+)
+
 // Members is what rooms needs of the hub.
 type Members interface {
 	// Join adds groups to (or removes them from) the own joins of the
@@ -73,6 +81,8 @@ type Members interface {
 	SetStored(kind, key string, rev uint64, groups []string) (int, error)
 	// Confirm returns once the NATS server has every subscription made.
 	Confirm(ctx context.Context) error
+	// ReloadStored reads again every stored join the edge keeps.
+	ReloadStored(ctx context.Context) error
 }
 
 var _ Members = (*hub.Hub)(nil)
@@ -93,6 +103,7 @@ type Service struct {
 	members Members
 	ctl     chan *nats.Msg // requests and announcements, in arrival order
 	apply   chan *nats.Msg // changes to put in force here
+	reload  chan struct{}  // the stored joins are to be read again (Reconnected)
 	subs    []*nats.Subscription
 	joins   metric.Int64Counter
 	leaves  metric.Int64Counter
@@ -118,7 +129,7 @@ func New(nc *nats.Conn, members Members, cfg Config) *Service {
 	}
 	return &Service{
 		cfg: cfg, nc: nc, members: members,
-		ctl: make(chan *nats.Msg, 4096), apply: make(chan *nats.Msg, 4096),
+		ctl: make(chan *nats.Msg, 4096), apply: make(chan *nats.Msg, 4096), reload: make(chan struct{}, 1),
 		sem: make(chan struct{}, maxCoordinating), peers: map[string]time.Time{},
 		joins: telemetry.Must(meter.Int64Counter("wsgate.edge.joins",
 			metric.WithDescription("Join requests this edge coordinated, by result (ok, refused, unconfirmed)."))),
@@ -205,11 +216,53 @@ func (s *Service) Stop() {
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.applyLoop(ctx) }()
 	go func() { defer wg.Done(); s.ctlLoop(ctx) }()
+	go func() { defer wg.Done(); s.reloadLoop(ctx) }()
 	wg.Wait()
 	s.wg.Wait()
+}
+
+// Reconnected says the edge's NATS connection is back: the changes applied
+// meanwhile never reached it, so its stored joins are read again.
+func (s *Service) Reconnected() {
+	if s.cfg.Store == nil {
+		return
+	}
+	select {
+	case s.reload <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// reloadLoop reads the stored joins again after each reconnection, trying
+// again while JetStream does not answer (it may come back after NATS).
+func (s *Service) reloadLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reload:
+		}
+		for try := 1; ; try++ {
+			rctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+			err := s.members.ReloadStored(rctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			s.cfg.Logger.Warn("rooms: stored joins not read again after a NATS reconnection", "try", try, "err", err)
+			if try == reloadTries {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(reloadPause):
+			}
+		}
+	}
 }
 
 // ctlLoop keeps the roster of live edges and hands each request to a
