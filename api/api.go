@@ -1,6 +1,6 @@
 // Package api holds the JSON Schemas of every message wsgate exchanges
-// (DESIGN.md §2–§5). They are the source of truth; package wire holds the Go
-// types and is tested against them.
+// (DESIGN.md §2–§5, §8–§9, and the HTTP API; see README.md). They are the
+// source of truth; package wire holds the Go types and is tested against them.
 package api
 
 import "embed"

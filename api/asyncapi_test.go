@@ -69,6 +69,9 @@ func TestAsyncAPI_ValidAndCoversEverySubject(t *testing.T) {
 
 	var channels []*regexp.Regexp
 	for _, address := range doc.Channels {
+		if address == "" {
+			continue // a reply channel (address null): the requester's own reply subject
+		}
 		if strings.HasPrefix(address, "{") {
 			continue // a configured subject (the callout's): it matches anything
 		}

@@ -30,6 +30,14 @@ const (
 	PresenceConn    = "presence-conn.json"
 	Recovery        = "recovery.json"
 	Since           = "since.json"
+
+	PresenceGroupRequest = "presence-group-request.json"
+
+	// The dispatcher's HTTP API (DESIGN.md §5, §9).
+	HTTPSend       = "http-send.json"
+	HTTPClose      = "http-close.json"
+	HTTPMembership = "http-membership.json"
+	HTTPAnswer     = "http-answer.json"
 )
 
 // Checker holds every compiled schema.

@@ -1,9 +1,11 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -33,7 +35,9 @@ type Filter struct {
 	Value    string `json:"value"`
 }
 
-// DecodeOutbound decodes and validates an outbound message. A null ref is
+// DecodeOutbound decodes and validates an outbound message: its action
+// (ValidateOutboundAction), its ref (ValidateRef), its filter, and the
+// details of an error response (ValidateOutboundDetails). A null ref is
 // returned as absent. Details and Ref may share data's memory.
 func DecodeOutbound(data []byte) (Outbound, error) {
 	// Details go to clients verbatim in text frames: one publish with invalid
@@ -41,10 +45,20 @@ func DecodeOutbound(data []byte) (Outbound, error) {
 	if !utf8.Valid(data) {
 		return Outbound{}, fmt.Errorf("%w: not valid UTF-8", ErrBadOutbound)
 	}
-	if m, ok := decodeOutboundFast(data); ok {
-		return m, nil
+	m, ok := decodeOutboundFast(data)
+	if !ok {
+		var err error
+		if m, err = decodeOutboundJSON(data); err != nil {
+			return Outbound{}, err
+		}
 	}
-	return decodeOutboundJSON(data)
+	// The edge forwards details verbatim: an error response whose details
+	// are not [code, message] would reach clients as a frame that breaks the
+	// server-frame schema (DESIGN.md §2).
+	if err := ValidateOutboundDetails(m.Action, m.Details); err != nil {
+		return Outbound{}, fmt.Errorf("%w: %w", ErrBadOutbound, err)
+	}
+	return m, nil
 }
 
 // Fields of Outbound, for fieldSet.
@@ -111,7 +125,8 @@ func decodeOutboundJSON(data []byte) (Outbound, error) {
 // a 128-character action ("<action>:error") is accepted too, and that the
 // reserved actions (DESIGN.md §2) are refused: only the edge sends Client/
 // and Server/ frames, so that no publisher can forge a kick, an ack or a
-// recovery.
+// recovery. An error response's details are checked by
+// ValidateOutboundDetails.
 func ValidateOutboundAction(action string) error {
 	if strings.HasPrefix(action, ReservedClient) || strings.HasPrefix(action, ReservedServer) {
 		return fmt.Errorf("%w: %q is reserved: only the edge sends %s and %s actions", ErrBadAction, action, ReservedClient, ReservedServer)
@@ -120,6 +135,56 @@ func ValidateOutboundAction(action string) error {
 		return ValidateAction(base)
 	}
 	return ValidateAction(action)
+}
+
+// ErrBadErrorDetails is wrapped by the errors of ValidateOutboundDetails.
+var ErrBadErrorDetails = errors.New("wire: invalid error details")
+
+// ValidateOutboundDetails checks the details of an outbound message with
+// action: an error response (an action ending in ErrorSuffix) must carry
+// [code, message], code an integer HTTP error status (400–599) and message
+// a string (DESIGN.md §2; defs.json errorDetails). Any other action takes
+// any details. Absent (nil) or null details of an error response are
+// refused. Publishers (the SDK's Sender, the HTTP send API) call it with
+// ValidateOutboundAction; DecodeOutbound, and so the edge, applies it too.
+func ValidateOutboundDetails(action string, details json.RawMessage) error {
+	if !strings.HasSuffix(action, ErrorSuffix) {
+		return nil
+	}
+	if reason := errorDetailsProblem(details); reason != "" {
+		return fmt.Errorf("%w: %q is an error response: its details must be [code, message] (an integer from 400 to 599 and a string): %s",
+			ErrBadErrorDetails, action, reason)
+	}
+	return nil
+}
+
+// errorDetailsProblem says what keeps details from being [code, message],
+// or "" when they are.
+func errorDetailsProblem(details json.RawMessage) string {
+	details = bytes.TrimSpace(details)
+	if len(details) == 0 || string(details) == "null" {
+		return "they are absent"
+	}
+	var parts []json.RawMessage
+	if details[0] != '[' || json.Unmarshal(details, &parts) != nil {
+		return "they are not an array"
+	}
+	if len(parts) != 2 {
+		return fmt.Sprintf("the array has %d elements, not 2", len(parts))
+	}
+	// Only a plain JSON integer: ParseInt alone would take "+400" and "0400".
+	code := bytes.TrimSpace(parts[0])
+	if len(code) == 0 || code[0] != '-' && (code[0] < '0' || code[0] > '9') ||
+		scanNumber(code, 0) != len(code) || bytes.ContainsAny(code, ".eE") {
+		return "the code is not an integer"
+	}
+	if n, err := strconv.ParseInt(string(code), 10, 64); err != nil || n < 400 || n > 599 {
+		return "the code is not from 400 to 599"
+	}
+	if msg := bytes.TrimSpace(parts[1]); len(msg) == 0 || msg[0] != '"' {
+		return "the message is not a string"
+	}
+	return ""
 }
 
 // AppendOutbound appends the JSON encoding of m to dst: what json.Marshal

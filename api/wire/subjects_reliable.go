@@ -15,3 +15,11 @@ func (s Subjects) Dead(action string) string { return s.Prefix + ".dead." + acti
 
 // DeadAll is <prefix>.dead.>, every dead letter.
 func (s Subjects) DeadAll() string { return s.Prefix + ".dead.>" }
+
+// Deliver is _WSGATE.<prefix>.<queue>.<action>: the deliver subject of the
+// durable push consumer that the dispatchers of queue group queue share for
+// action's reliable frames (their deliver group is queue). NATS users of
+// dispatchers need to subscribe to _WSGATE.<prefix>.>.
+func (s Subjects) Deliver(queue, action string) string {
+	return "_WSGATE." + s.Prefix + "." + queue + "." + action
+}

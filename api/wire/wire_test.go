@@ -120,6 +120,7 @@ func TestSubjects(t *testing.T) {
 		s.SendConn("e1.c1"):               "ws.send.conn.e1.c1",
 		s.CloseSession("s"):               "ws.ctl.close.session.s",
 		wire.NewSubjects("app").SendAll(): "app.send.all",
+		s.Deliver("workers", "chat/send"): "_WSGATE.ws.workers.chat/send",
 	} {
 		if got != want {
 			t.Errorf("got %s, want %s", got, want)

@@ -28,6 +28,10 @@ var (
 	// ErrInvalidCode is wrapped when an error code is not an HTTP error
 	// status (400–599), the only codes the wire format allows.
 	ErrInvalidCode = errors.New("dispatcher: invalid error code")
+	// ErrInvalidErrorDetails is wrapped when an error response (an action
+	// ending in ":error") is sent with details other than [code, message]
+	// (wire.ValidateOutboundDetails): clients could not read it.
+	ErrInvalidErrorDetails = errors.New("dispatcher: invalid error details")
 	// ErrEncode is wrapped when details cannot be marshalled to JSON.
 	ErrEncode = errors.New("dispatcher: cannot encode details")
 	// ErrPublish is wrapped when NATS refuses a publish (e.g. the

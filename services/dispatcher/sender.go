@@ -237,6 +237,9 @@ func encode(action string, details any, ref json.RawMessage, f *wire.Filter) ([]
 	if err != nil {
 		return nil, err
 	}
+	if err := wire.ValidateOutboundDetails(action, raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidErrorDetails, err)
+	}
 	return wire.AppendOutbound(nil, &wire.Outbound{Action: action, Details: raw, Ref: ref, Filter: f}), nil
 }
 

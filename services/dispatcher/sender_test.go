@@ -131,6 +131,10 @@ func TestSenderRefusesBadActionsRefsAndFilters(t *testing.T) {
 		want error
 	}{
 		{"action with dot", func(ctx context.Context) error { return s.ToAll(ctx, "a.b", nil) }, dispatcher.ErrInvalidAction},
+		{"error response without [code, message]", func(ctx context.Context) error { return s.ToAll(ctx, "a:error", "oops") }, dispatcher.ErrInvalidErrorDetails},
+		{"error response with a code that is no error status", func(ctx context.Context) error {
+			return s.ToUser(ctx, "u1", "a:error", []any{200, "fine"})
+		}, dispatcher.ErrInvalidErrorDetails},
 		{"empty action", func(ctx context.Context) error { return s.ToUser(ctx, "u1", "", nil) }, dispatcher.ErrInvalidAction},
 		{"action too long", func(ctx context.Context) error { return s.ToAll(ctx, long+"a", nil) }, dispatcher.ErrInvalidAction},
 		{"ref too long", func(ctx context.Context) error {

@@ -83,6 +83,9 @@ func TestDelivery_EachTargetReachesExactlyItsConnections(t *testing.T) {
 		{"ws.send.all", `{"action":"Server/close"}`, nil},
 		{"ws.send.user.alice", `{"action":"Server/ack","details":{"duplicate":false,"durable":true},"ref":"m1"}`, nil},
 		{"ws.send.all", `{"action":"Client/error","details":[400,"forged"]}`, nil},
+		// An error response must carry [code, message] (DESIGN §2).
+		{"ws.send.all", `{"action":"t:error","details":"not [code, message]"}`, nil},
+		{"ws.send.user.alice", `{"action":"t:error","details":[200,"not an error status"]}`, nil},
 		{"ws.send.all", `{"action":"t","ref":{"x":1}}`, nil},
 		{"ws.send.all", `not json`, nil},
 		{"ws.send.filter", `{"action":"t"}`, nil},

@@ -144,7 +144,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
 		}
 		if cfg.InboundOn() {
-			if err := table.FitsAckWait(cfg.AckWait); err != nil {
+			ackWait := cfg.AckWait
+			if ackWait == 0 {
+				ackWait = dispatcher.DefaultAckWait // the SDK's default, as WithReliable applies it
+			}
+			if err := table.FitsAckWait(ackWait); err != nil {
 				return fmt.Errorf("DISPATCHER_ROUTES_FILE: %w", err)
 			}
 		}

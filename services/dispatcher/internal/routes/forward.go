@@ -374,6 +374,9 @@ func parseResponse(data []byte) (response, []sendapi.Send, error) {
 		if err := wire.ValidateOutboundAction(resp.Action); err != nil {
 			return response{}, nil, fmt.Errorf(`"action": %w`, err)
 		}
+		if err := wire.ValidateOutboundDetails(resp.Action, resp.Details); err != nil {
+			return response{}, nil, fmt.Errorf(`"details": %w`, err)
+		}
 	}
 	if len(resp.Sends) > MaxSends {
 		return response{}, nil, fmt.Errorf(`"sends" has %d entries; at most %d`, len(resp.Sends), MaxSends)

@@ -317,6 +317,7 @@ func TestRouteFailuresBecomeErrorReplies(t *testing.T) {
 		{name: "unknown field", answer: answerJSON(200, `{"action":"hello","detail":1}`), want: wire.Error{Code: 502, Message: "Bad Gateway"}},
 		{name: "details without action", answer: answerJSON(200, `{"details":1}`), want: wire.Error{Code: 502, Message: "Bad Gateway"}},
 		{name: "bad reply action", answer: answerJSON(200, `{"action":"a.b"}`), want: wire.Error{Code: 502, Message: "Bad Gateway"}},
+		{name: "error reply without [code, message]", answer: answerJSON(200, `{"action":"hello:error","details":"no"}`), want: wire.Error{Code: 502, Message: "Bad Gateway"}},
 		{name: "one bad send sends nothing", answer: answerJSON(200, `{"action":"hello","sends":[{"target":"all","action":"ok"},{"target":"user","id":"a.b","action":"x"}]}`),
 			want: wire.Error{Code: 502, Message: "Bad Gateway"}},
 		{name: "unreachable", unreachable: true, want: wire.Error{Code: 502, Message: "Bad Gateway"}},

@@ -183,6 +183,7 @@ func TestBadRequestsGetTheirReason(t *testing.T) {
 		{"session without id", sendapi.PathSend, `{"target":"session","action":"a"}`, `target "session" needs "id"`},
 		{"conn without id", sendapi.PathSend, `{"target":"conn","action":"a"}`, `target "conn" needs "id": the envelope's "connection", "<edge>.<conn>"`},
 		{"reserved action", sendapi.PathSend, `{"target":"all","action":"Server/close"}`, `"action" is invalid: "Server/close" is reserved: only the edge sends Client/ and Server/ actions`},
+		{"error response without [code, message]", sendapi.PathSend, `{"target":"all","action":"x:error","details":"oops"}`, `"details" are invalid: "x:error" is an error response: its details must be [code, message] (an integer from 400 to 599 and a string): they are not an array`},
 		{"id with a dot", sendapi.PathSend, `{"target":"user","id":"a.b","action":"a"}`, `"id" is invalid: character '.' at position 1 is not one of A-Z a-z 0-9 _ - @ + = ~ :`},
 		{"id with a star", sendapi.PathSend, `{"target":"group","id":"*","action":"a"}`, `"id" is invalid: character '*' at position 0 is not one of A-Z a-z 0-9 _ - @ + = ~ :`},
 		{"id with a chevron", sendapi.PathSend, `{"target":"session","id":">","action":"a"}`, `"id" is invalid: character '>' at position 0 is not one of A-Z a-z 0-9 _ - @ + = ~ :`},

@@ -110,6 +110,9 @@ func (s *Send) Validate() error {
 	if err := wire.ValidateOutboundAction(s.Action); err != nil {
 		return fmt.Errorf(`"action" is invalid: %s`, reason(err, wire.ErrBadAction))
 	}
+	if err := wire.ValidateOutboundDetails(s.Action, s.Details); err != nil {
+		return fmt.Errorf(`"details" are invalid: %s`, reason(err, wire.ErrBadErrorDetails))
+	}
 	if ref := bytes.TrimSpace(s.Ref); len(ref) > 0 && string(ref) != "null" {
 		if s.Target != TargetConn {
 			return errors.New(`"ref" is only for target "conn" (a reply to one connection)`)
