@@ -50,6 +50,9 @@ const (
 	// dispatcher's grace period must cover its own shutdown bound.
 	envExample        = "../.env.example"
 	dispatcherService = "../services/dispatcher/service/service.go"
+	// edgeServer is read for the paths the edge serves the JS client
+	// under, which the Ingress must route by default.
+	edgeServer = "../services/edge/edge.go"
 )
 
 // kube130 is the first Kubernetes with the preStop sleep action on by
@@ -785,7 +788,10 @@ func checkOptionalObjects(t *testing.T, r *rendered, component string) {
 	}
 
 	svc := r.services[component]
-	wantSvc := component == "edge" || vals.Service.Enabled || r.values.Metrics.ServiceMonitor.Enabled
+	// The dispatcher's Service also carries the HTTP send API, on whenever
+	// it has keys (docs/MIGRATING.md calls http://<release>-dispatcher:8081).
+	wantSvc := component == "edge" || vals.Service.Enabled || r.values.Metrics.ServiceMonitor.Enabled ||
+		component == "dispatcher" && r.values.sendAPIOn()
 	switch {
 	case wantSvc && svc == nil:
 		t.Error("no Service")
@@ -867,6 +873,16 @@ func checkSecrets(t *testing.T, r *rendered) {
 	}
 }
 
+// sendAPIOn reports whether the dispatcher gets API keys, which turn its HTTP
+// send API on: from dispatcher.api.keys, or with existingSecret from
+// existingSecretKeys.dispatcherApiKeys.
+func (v *chartValues) sendAPIOn() bool {
+	if v.ExistingSecret != "" {
+		return v.ExistingSecretKeys["dispatcherApiKeys"] != ""
+	}
+	return len(v.Dispatcher.API.Keys) > 0
+}
+
 // inlineSecretsOrEmpty is inlineSecrets of the values (without existingSecret).
 func (r *rendered) inlineSecretsOrEmpty() []string {
 	if r.values.ExistingSecret != "" {
@@ -907,7 +923,7 @@ func checkIngress(t *testing.T, r *rendered) {
 	}
 	wantPaths := ing.Paths
 	if len(wantPaths) == 0 {
-		wantPaths = []string{r.values.Edge.Path, "/client.js", "/client.mjs"}
+		wantPaths = append([]string{r.values.Edge.Path}, jsClientPaths(t)...)
 	}
 	if len(got.Spec.Rules) != len(ing.Hosts) {
 		t.Errorf("%d Ingress rules, want one per host (%d)", len(got.Spec.Rules), len(ing.Hosts))
@@ -971,6 +987,25 @@ func checkServiceAccount(t *testing.T, r *rendered) {
 	}
 }
 
+// jsClientPaths returns the paths the edge serves the JS client's files
+// under (client.js, client.mjs, the SharedWorker script, ...), read from its
+// source: the Ingress must route every one of them by default.
+func jsClientPaths(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile(edgeServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, m := range regexp.MustCompile(`mux\.Handle\("GET (/[^"]+)", client\)`).FindAllSubmatch(src, -1) {
+		paths = append(paths, string(m[1]))
+	}
+	if len(paths) < 3 {
+		t.Fatalf("%s: found only the JS client paths %v", edgeServer, paths)
+	}
+	return paths
+}
+
 // selects reports whether every selector label is on the pod.
 func selects(selector, labels map[string]string) bool {
 	if len(selector) == 0 {
@@ -1000,6 +1035,14 @@ func TestExistingSecret(t *testing.T) {
 	want := map[string]string{"EDGE_JWT_SECRET": "wsgate-secrets/jwt-hmac", "NATS_PASSWORD": "wsgate-secrets/nats-pass"}
 	if !maps.Equal(refs, want) {
 		t.Errorf("edge secret refs %v, want %v", refs, want)
+	}
+	// A key the user chose must be there: no optional reference hides a typo.
+	for _, c := range components {
+		for _, e := range r.container(t, c).Env {
+			if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil && ref.SecretKeyRef.Optional != nil && *ref.SecretKeyRef.Optional {
+				t.Errorf("%s %s: optional secretKeyRef to a key set in existingSecretKeys", c, e.Name)
+			}
+		}
 	}
 	if got := r.env(t, "dispatcher")["NATS_CREDS"]; got != "/etc/wsgate/secrets/nats.creds" {
 		t.Errorf("dispatcher NATS_CREDS=%q", got)
@@ -1035,6 +1078,142 @@ func TestExistingSecret(t *testing.T) {
 	}
 	if !found {
 		t.Error("no volume of ConfigMap app-routes with key routes.json")
+	}
+}
+
+// TestExistingSecretDefaultJWTKeyIsOptional checks existingSecretKeys.jwtSecret's
+// default: an existingSecret without the key "jwt-secret" (clients
+// authenticated by JWKS, a public key, the callout or anonymously) must not
+// keep the edge from starting (CreateContainerConfigError), while a Secret
+// that holds it still gives the edge EDGE_JWT_SECRET; "" reads nothing.
+func TestExistingSecretDefaultJWTKeyIsOptional(t *testing.T) {
+	jwtRef := func(r *rendered) *corev1.SecretKeySelector {
+		for _, e := range r.container(t, "edge").Env {
+			if e.Name == "EDGE_JWT_SECRET" && e.ValueFrom != nil {
+				return e.ValueFrom.SecretKeyRef
+			}
+		}
+		return nil
+	}
+	r := mustRender(t, map[string]any{
+		"existingSecret": "app-secrets",
+		"edge":           map[string]any{"jwt": map[string]any{"jwksUrl": "https://auth.example.com/jwks.json"}},
+	})
+	ref := jwtRef(r)
+	if ref == nil || ref.Name != "app-secrets" || ref.Key != "jwt-secret" || ref.Optional == nil || !*ref.Optional {
+		t.Errorf("EDGE_JWT_SECRET from %+v, want app-secrets/jwt-secret with optional: true", ref)
+	}
+	for _, e := range r.container(t, "dispatcher").Env {
+		if e.Name == "EDGE_JWT_SECRET" {
+			t.Error("the dispatcher gets EDGE_JWT_SECRET")
+		}
+	}
+	r = mustRender(t, map[string]any{
+		"existingSecret":     "app-secrets",
+		"existingSecretKeys": map[string]any{"jwtSecret": ""},
+		"edge":               map[string]any{"allowAnonymous": true},
+	})
+	if ref := jwtRef(r); ref != nil {
+		t.Errorf("EDGE_JWT_SECRET from %+v although existingSecretKeys.jwtSecret is empty", ref)
+	}
+	// Without existingSecret the chart's own Secret holds the key whenever
+	// it is referenced: never optional.
+	r = mustRender(t, map[string]any{"edge": map[string]any{"jwt": map[string]any{"secret": "s3cret-for-the-test"}}})
+	if ref := jwtRef(r); ref == nil || ref.Optional != nil {
+		t.Errorf("EDGE_JWT_SECRET from %+v, want the chart's Secret, not optional", ref)
+	}
+}
+
+// TestDispatcherServiceFollowsSendAPI checks that the dispatcher's Service is
+// rendered whenever its HTTP send API is on (API keys from the values or from
+// existingSecret): docs/MIGRATING.md has applications call
+// http://<release>-dispatcher:8081.
+func TestDispatcherServiceFollowsSendAPI(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want bool
+	}{
+		{"no keys", nil, false},
+		{"api.keys", map[string]any{"dispatcher": map[string]any{"api": map[string]any{"keys": []any{"send-api-key-0123456789abcdef"}}}}, true},
+		{"existingSecret key", map[string]any{"existingSecret": "app-secrets", "existingSecretKeys": map[string]any{"dispatcherApiKeys": "api-keys"}}, true},
+		{"existingSecret without the key", map[string]any{"existingSecret": "app-secrets",
+			"dispatcher": map[string]any{"api": map[string]any{"keys": []any{"ignored-with-existing-secret"}}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := copyMap(tc.vals)
+			vals["edge"] = map[string]any{"allowAnonymous": true}
+			r := mustRender(t, vals)
+			svc := r.services["dispatcher"]
+			if (svc != nil) != tc.want {
+				t.Fatalf("dispatcher Service rendered: %v, want %v", svc != nil, tc.want)
+			}
+			if svc == nil {
+				return
+			}
+			if svc.Name != "wsgate-dispatcher" || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8081 {
+				t.Errorf("dispatcher Service %s ports %+v, want wsgate-dispatcher:8081", svc.Name, svc.Spec.Ports)
+			}
+			checkOptionalObjects(t, r, "dispatcher")
+		})
+	}
+}
+
+// TestExtraEnvNumbers checks that numbers in extraEnv, as a values file
+// gives them (float64), reach the ConfigMaps as the services parse them:
+// integers in plain digits however large (strconv.ParseInt refuses
+// "2.097152e+06"), other values as written.
+func TestExtraEnvNumbers(t *testing.T) {
+	vals, err := chartutil.ReadValues([]byte(`
+extraEnv:
+  GOMEMLIMIT: 536870912
+  SHARED_SMALL: 42
+  SHARED_HUGE: 9007199254740992
+  SHARED_FRACTION: 0.25
+  SHARED_BIG_FRACTION: 1234567.5
+  SHARED_STRING: "2.5e+06"
+  SHARED_BOOL: true
+edge:
+  allowAnonymous: true
+  rateLimit:
+    perSecond: 2000000
+  extraEnv:
+    EDGE_MAX_HEADER_BYTES: 1048576
+dispatcher:
+  extraEnv:
+    DISPATCHER_API_MAX_BODY: 2097152
+    NEGATIVE: -3000000
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mustRender(t, vals.AsMap())
+	shared := map[string]string{
+		"GOMEMLIMIT":          "536870912",
+		"SHARED_SMALL":        "42",
+		"SHARED_HUGE":         "9007199254740992",
+		"SHARED_FRACTION":     "0.25",
+		"SHARED_BIG_FRACTION": "1.2345675e+06", // not an integer: left as toString prints it
+		"SHARED_STRING":       "2.5e+06",
+		"SHARED_BOOL":         "true",
+	}
+	for c, want := range map[string]map[string]string{
+		"edge":       {"EDGE_MAX_HEADER_BYTES": "1048576", "EDGE_RATE_LIMIT": "2000000"},
+		"dispatcher": {"DISPATCHER_API_MAX_BODY": "2097152", "NEGATIVE": "-3000000"},
+	} {
+		env := r.env(t, c)
+		maps.Copy(want, shared)
+		for name, v := range want {
+			if env[name] != v {
+				t.Errorf("%s: %s=%q, want %q", c, name, env[name], v)
+			}
+		}
+	}
+	// --set gives int64: unchanged.
+	r = mustRender(t, map[string]any{"edge": map[string]any{"allowAnonymous": true},
+		"dispatcher": map[string]any{"extraEnv": map[string]any{"DISPATCHER_API_MAX_BODY": int64(2097152)}}})
+	if got := r.env(t, "dispatcher")["DISPATCHER_API_MAX_BODY"]; got != "2097152" {
+		t.Errorf("--set DISPATCHER_API_MAX_BODY=2097152 renders %q", got)
 	}
 }
 
@@ -1304,6 +1483,14 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 			"items": []any{map[string]any{"action": "a", "url": "http://app/a", "retries": 9}}}}}, "retries"},
 		{"route with an unknown field", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
 			"items": []any{map[string]any{"action": "a", "url": "http://app/a", "method": "GET"}}}}}, "method"},
+		// Durations the services refuse when zero (edge config.Normalize).
+		{"zero auth timeout", map[string]any{"edge": map[string]any{"authTimeout": "0"}}, "authTimeout"},
+		{"zero auth timeout with unit", map[string]any{"edge": map[string]any{"authTimeout": "0s"}}, "authTimeout"},
+		{"zero ping interval", map[string]any{"edge": map[string]any{"pingInterval": "0ms"}}, "pingInterval"},
+		{"zero callout timeout", map[string]any{"edge": map[string]any{"authCallout": map[string]any{"timeout": "0"}}}, "timeout"},
+		{"zero dedupe with inbound on", map[string]any{"inbound": map[string]any{"mode": "memory", "dedupe": "0"}}, "dedupe"},
+		{"zero lease with presence on", map[string]any{"presence": map[string]any{"mode": "file", "lease": "0s"}}, "lease"},
+		{"zero burst with a rate limit", map[string]any{"edge": map[string]any{"rateLimit": map[string]any{"perSecond": 50, "burst": 0}}}, "burst"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderChart(t, tc.vals)
@@ -1336,11 +1523,51 @@ func TestTemplateRejectsBadCombinations(t *testing.T) {
 		{"routes items and ConfigMap", map[string]any{"dispatcher": map[string]any{"routes": map[string]any{
 			"existingConfigMap": "r", "secret": "routes-secret-0123456789",
 			"items": []any{map[string]any{"action": "a", "url": "http://app/a"}}}}}, "only one of dispatcher.routes.items and dispatcher.routes.existingConfigMap"},
+		// One id for every replica: they would end each other's connections.
+		{"EDGE_ID in edge.extraEnv", map[string]any{"edge": map[string]any{"extraEnv": map[string]any{"EDGE_ID": "edge-1"}}}, "edge.extraEnv.EDGE_ID cannot be set"},
+		{"EDGE_ID in extraEnv", map[string]any{"extraEnv": map[string]any{"EDGE_ID": "edge-1"}}, "extraEnv.EDGE_ID cannot be set"},
+		// At least 1s, which no schema pattern can say of a Go duration.
+		{"sub-second lease", map[string]any{"presence": map[string]any{"mode": "memory", "lease": "999ms"}}, "presence.lease \"999ms\" is under 1s"},
+		{"sub-second lease in parts", map[string]any{"presence": map[string]any{"mode": "memory", "lease": "0.5s499ms"}}, "presence.lease"},
+		{"sub-second ack wait", map[string]any{"inbound": map[string]any{"mode": "file", "ackWait": "500ms"}}, "inbound.ackWait \"500ms\" is under 1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderChart(t, tc.vals)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestServicesAcceptedValuesRender checks that the schema and the templates
+// refuse no value the services accept: zero durations and burst where the
+// setting is off, and sums of sub-second parts reaching 1s.
+func TestServicesAcceptedValuesRender(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+	}{
+		{"zero dedupe and ack wait with inbound off", map[string]any{"inbound": map[string]any{"mode": "off", "dedupe": "0", "ackWait": "100ms"}}},
+		{"zero lease with presence off", map[string]any{"presence": map[string]any{"mode": "off", "lease": "0"}}},
+		{"zero burst without a rate limit", map[string]any{"edge": map[string]any{"rateLimit": map[string]any{"perSecond": 0, "burst": 0}}}},
+		{"one-second lease", map[string]any{"presence": map[string]any{"mode": "memory", "lease": "1s"}}},
+		{"lease of sub-second parts", map[string]any{"presence": map[string]any{"mode": "memory", "lease": "0.5s500ms"}}},
+		{"ack wait in milliseconds", map[string]any{"inbound": map[string]any{"mode": "memory", "ackWait": "1500ms", "dedupe": "1ms"}}},
+		// The dispatcher SDK reads 0 as its default ack wait (30s).
+		{"zero ack wait", map[string]any{"inbound": map[string]any{"mode": "file", "ackWait": "0"}}},
+		{"short positive durations", map[string]any{"edge": map[string]any{"authTimeout": "1ns", "pingInterval": "0.5s", "authCallout": map[string]any{"timeout": "10ms"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := copyMap(tc.vals)
+			edge, _ := vals["edge"].(map[string]any)
+			if edge == nil {
+				edge = map[string]any{}
+			}
+			edge["allowAnonymous"] = true
+			vals["edge"] = edge
+			if _, err := renderChart(t, vals); err != nil {
+				t.Errorf("render: %v", err)
 			}
 		})
 	}
@@ -1364,6 +1591,13 @@ func TestEveryEnvExampleVariableIsReachable(t *testing.T) {
 		}
 	}
 	for _, name := range names {
+		if msg, ok := notSettable[name]; ok {
+			_, err := renderChart(t, map[string]any{"edge": map[string]any{"extraEnv": map[string]any{name: "x"}}})
+			if err == nil || !strings.Contains(err.Error(), msg) {
+				t.Errorf("%s through edge.extraEnv: error %v, want one containing %q", name, err, msg)
+			}
+			continue
+		}
 		want := components
 		switch {
 		case strings.HasPrefix(name, "EDGE_"):
@@ -1392,6 +1626,11 @@ func TestEveryEnvExampleVariableIsReachable(t *testing.T) {
 		}
 	}
 }
+
+// notSettable are the variables of .env.example the chart deliberately
+// leaves to their default, with the message refusing them in extraEnv:
+// EDGE_ID defaults to the pod name, the one value that differs per replica.
+var notSettable = map[string]string{"EDGE_ID": "EDGE_ID cannot be set"}
 
 // envExampleNames returns the variable names of .env.example, set or
 // commented out.

@@ -221,6 +221,44 @@ message naming the values at fault.
 {{- if and (include "wsgate.routesFile" .) (not (hasKey $keys "dispatcherRoutesSecret")) }}
 {{- fail "dispatcher.routes need dispatcher.routes.secret (or existingSecretKeys.dispatcherRoutesSecret with existingSecret): DISPATCHER_ROUTES_SECRET signs the requests to the backends" }}
 {{- end }}
+{{- range $where, $env := dict "extraEnv" (.Values.extraEnv | default dict) "edge.extraEnv" (.Values.edge.extraEnv | default dict) }}
+{{- if hasKey $env "EDGE_ID" }}
+{{- fail (printf "%s.EDGE_ID cannot be set: every edge replica needs an id of its own, and the default, its pod name, is one; a ConfigMap value would give all replicas the same id and they would end each other's connections in presence. Remove it" $where) }}
+{{- end }}
+{{- end }}
+{{- if and (ne .Values.presence.mode "off") (eq (include "wsgate.underOneSecond" .Values.presence.lease) "true") }}
+{{- fail (printf "presence.lease %q is under 1s: WS_PRESENCE_LEASE must be at least 1s (the least TTL NATS keeps) unless presence.mode is off; the edge refuses to start" .Values.presence.lease) }}
+{{- end }}
+{{- with .Values.inbound }}
+{{- if and (ne .mode "off") (regexMatch "[1-9]" .ackWait) (eq (include "wsgate.underOneSecond" .ackWait) "true") }}
+{{- fail (printf "inbound.ackWait %q is under 1s: DISPATCHER_ACK_WAIT must be at least 1s unless inbound.mode is off; the dispatcher refuses to start" .ackWait) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the Go duration given (valid by the schema) is under 1s, else
+"false". Sprig's durationRound answers "0s" for anything up to 1s, so d is
+under 1s exactly when d + 1ns rounds to "0s" (a Go duration adds up its
+parts: "999ms1ns").
+*/}}
+{{- define "wsgate.underOneSecond" -}}
+{{- eq (durationRound (printf "%s1ns" .)) "0s" -}}
+{{- end }}
+
+{{/*
+One environment variable's value as text. Helm reads the numbers of a values
+file as float64, which toString prints in scientific notation from 1e6 on
+(2097152 -> "2.097152e+06") and the services' integer parsing refuses: an
+integral float prints as an integer; anything else (fractions, strings,
+booleans, the int64 of --set) as toString prints it.
+*/}}
+{{- define "wsgate.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
 {{- end }}
 
 {{/*
@@ -258,7 +296,7 @@ Environment shared by both components (ConfigMap data), as YAML.
 {{- if .keyKey }}{{ $_ := set $env "NATS_TLS_KEY" (printf "%s/tls.key" $tlsDir) }}{{ end }}
 {{- end }}
 {{- end }}
-{{- range $name, $value := .Values.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
+{{- range $name, $value := .Values.extraEnv }}{{ $_ := set $env $name (include "wsgate.envValue" $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}
 
@@ -291,7 +329,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_MAX_MESSAGE_BYTES" (printf "%d" (int64 $e.maxMessageBytes)) }}
 {{- $_ := set $env "EDGE_SEND_QUEUE" (printf "%d" (int64 $e.sendQueue)) }}
 {{- $_ := set $env "EDGE_PING_INTERVAL" $e.pingInterval }}
-{{- $_ := set $env "EDGE_RATE_LIMIT" (toString $e.rateLimit.perSecond) }}
+{{- $_ := set $env "EDGE_RATE_LIMIT" (include "wsgate.envValue" $e.rateLimit.perSecond) }}
 {{- $_ := set $env "EDGE_RATE_BURST" (printf "%d" (int64 $e.rateLimit.burst)) }}
 {{- $_ := set $env "EDGE_MAX_CONNECTIONS" (printf "%d" (int64 $e.maxConnections)) }}
 {{- $_ := set $env "EDGE_MAX_CONNECTIONS_PER_USER" (printf "%d" (int64 $e.maxConnectionsPerUser)) }}
@@ -300,7 +338,7 @@ The edge's environment (its ConfigMap data), as YAML.
 {{- $_ := set $env "EDGE_DRAIN_TIMEOUT" (printf "%ds" (int64 $e.drainTimeout)) }}
 {{- with .Values.inbound }}{{ $_ := set $env "WS_INBOUND" .mode }}{{ $_ := set $env "WS_INBOUND_STREAM" .stream }}{{ $_ := set $env "WS_INBOUND_DEDUPE" .dedupe }}{{ $_ := set $env "WS_INBOUND_REPLICAS" (printf "%d" (int64 .replicas)) }}{{ $_ := set $env "WS_INBOUND_MAX_AGE" .maxAge }}{{ end }}
 {{- $_ := set $env "EDGE_COMPRESSION" $e.compression }}
-{{- range $name, $value := $e.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
+{{- range $name, $value := $e.extraEnv }}{{ $_ := set $env $name (include "wsgate.envValue" $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}
 
@@ -318,7 +356,7 @@ The dispatcher's environment (its ConfigMap data), as YAML.
 {{- with include "wsgate.routesFile" . | fromYaml }}
 {{- $_ := set $env "DISPATCHER_ROUTES_FILE" (printf "%s/%s" (include "wsgate.routesMountPath" $) .key) }}
 {{- end }}
-{{- range $name, $value := $d.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end }}
+{{- range $name, $value := $d.extraEnv }}{{ $_ := set $env $name (include "wsgate.envValue" $value) }}{{ end }}
 {{- toYaml $env }}
 {{- end }}
 
@@ -371,6 +409,10 @@ never a literal value. Argument: dict "root" $ "component" "edge"|"dispatcher".
     secretKeyRef:
       name: {{ include "wsgate.secretName" $root }}
       key: {{ index $keys $item | quote }}
+      {{- if and $root.Values.existingSecret (eq $item "jwtSecret") (eq (index $keys $item) "jwt-secret") }}
+      {{- /* The default key: a Secret for clients authenticated otherwise lacks it. */}}
+      optional: true
+      {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
