@@ -224,3 +224,21 @@ func TestAuthentication_AnonymousOnlyWhenAllowed(t *testing.T) {
 		t.Fatalf("anonymous envelope %s", msg.Data)
 	}
 }
+
+// TestAuthentication_EmptyObjectIsNull: DESIGN §2 takes details null or an
+// object whose token and since are both optional, so {} authenticates as
+// null does; an object that names neither (a misspelt field) is a 400, and
+// the connection stays to try again.
+func TestAuthentication_EmptyObjectIsNull(t *testing.T) {
+	ns := edgetest.RunNATS(t)
+	e := startEdge(t, ns, map[string]string{"EDGE_ALLOW_ANONYMOUS": "true"})
+	c := edgetest.Dial(t, e.URL, nil)
+	c.Send("Client/authentication", map[string]string{"tokn": "x"})
+	if code, msg := c.Expect("Client/authentication:error").Error(); code != 400 || !strings.Contains(msg, "both optional") {
+		t.Fatalf("got [%d, %q], want 400 naming the shape", code, msg)
+	}
+	c.Send("Client/authentication", map[string]string{})
+	if f := c.Expect("Client/authentication"); string(f.Details) != `"ok"` {
+		t.Fatalf("{} answered %s, want ok", f)
+	}
+}

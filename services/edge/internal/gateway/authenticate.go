@@ -56,7 +56,9 @@ func tokenOf(details json.RawMessage) (token string, since json.RawMessage, err 
 		Token *string         `json:"token"`
 		Since json.RawMessage `json:"since"`
 	}
-	if err := json.Unmarshal(details, &d); err != nil || d.Token == nil && d.Since == nil {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(details, &d); err != nil || d.Token == nil && d.Since == nil && (json.Unmarshal(details, &fields) != nil || len(fields) > 0) {
+		// {} is null's equal; an object with neither field is a mistake.
 		return "", nil, errors.New(`details must be null or {"token": "<jwt>", "since": {"epoch": "<epoch>", "seq": <n>}} (both optional)`)
 	}
 	if d.Token != nil {
