@@ -119,9 +119,13 @@ func (p *Publisher) Publish(msg *nats.Msg, done func(Result)) error {
 	p.pending[token] = pd
 	p.mu.Unlock()
 	if err := p.nc.PublishMsg(msg); err != nil {
-		if pd := p.take(token); pd != nil {
-			pd.timer.Stop()
+		pd := p.take(token)
+		if pd == nil {
+			// The publish blocked past the timeout (a full NATS buffer is
+			// flushed in the call), and done had its one call: ErrTimeout.
+			return nil
 		}
+		pd.timer.Stop()
 		return err
 	}
 	return nil

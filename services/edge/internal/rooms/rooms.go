@@ -216,9 +216,10 @@ func (s *Service) Stop() {
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.applyLoop(ctx) }()
 	go func() { defer wg.Done(); s.ctlLoop(ctx) }()
+	go func() { defer wg.Done(); s.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); s.reloadLoop(ctx) }()
 	wg.Wait()
 	s.wg.Wait()
@@ -269,14 +270,10 @@ func (s *Service) reloadLoop(ctx context.Context) {
 // coordinator, in arrival order: a request is handed over after every
 // announcement that came before it.
 func (s *Service) ctlLoop(ctx context.Context) {
-	tick := time.NewTicker(heartbeatInterval)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			s.announce(announcement{})
 		case m := <-s.ctl:
 			if m.Subject == s.cfg.Subjects.RoomsEdges() {
 				s.heard(m.Data)
@@ -302,6 +299,23 @@ func (s *Service) ctlLoop(ctx context.Context) {
 				defer func() { <-s.sem; s.wg.Done() }()
 				s.coordinate(m)
 			}()
+		}
+	}
+}
+
+// heartbeatLoop announces the edge every heartbeatInterval. It is a loop
+// of its own: ctlLoop waits when maxCoordinating requests are under way,
+// and a heartbeat missed for peerTTL drops this edge from the others'
+// rosters, which would then answer joins before this edge applied them.
+func (s *Service) heartbeatLoop(ctx context.Context) {
+	tick := time.NewTicker(heartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.announce(announcement{})
 		}
 	}
 }
