@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -307,21 +308,59 @@ func (w *Writer) Add(ctx context.Context, c *hub.Client) {
 	if closed {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	// A time of its own: the authentication may have used most of ctx's.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	rec := w.record(c, time.Now().UTC())
-	rev, err := w.put(ctx, wire.PresenceConnKey(w.cfg.EdgeID, c.ID), rec, 0)
+	key := wire.PresenceConnKey(w.cfg.EdgeID, c.ID)
+	rev, err := w.put(ctx, key, rec, 0)
 	if err != nil {
 		w.failures.Add(ctx, 1)
 		w.cfg.Logger.Warn("presence: connection not recorded", "conn", c.Connection, "err", err)
-		return
+		// A create that timed out may have been stored all the same: a
+		// record nobody knows of would keep the user online for as long as
+		// this edge lives. Its revision, if it is there, lets Remove
+		// delete it; if even that cannot be read, Remove deletes it blind.
+		rev = w.storedRev(key, c)
+		if rev == 0 {
+			return
+		}
 	}
 	w.recMu.Lock()
 	w.recs[c] = record{rev, rec.Since}
 	w.recMu.Unlock()
 	w.entries.Add(1)
 	w.touchUser(ctx, rec)
+	// A change of its groups (a join applied meanwhile) found no record to
+	// update and was dropped: write the groups it has now.
+	if !slices.Equal(rec.Groups, groupsOf(c)) {
+		w.Changed(c)
+	}
 }
+
+// storedRev reads the revision of c's record at key after its create
+// failed: 0 when it is not stored, revUnknown when that cannot be told.
+func (w *Writer) storedRev(key string, c *hub.Client) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	e, err := w.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0
+	case err != nil:
+		return revUnknown
+	}
+	var rec wire.PresenceConn
+	if json.Unmarshal(e.Value(), &rec) != nil || rec.Connection != c.Connection {
+		return 0
+	}
+	return e.Revision()
+}
+
+// revUnknown is the revision of a record whose create failed in a way that
+// may have stored it: Remove deletes it whatever its revision, and changes
+// are not written.
+const revUnknown = ^uint64(0)
 
 // Changed rewrites c's record after its identity changed (a renewal).
 func (w *Writer) Changed(c *hub.Client) {
@@ -361,7 +400,7 @@ func (w *Writer) work(ops <-chan op) {
 		w.recMu.Unlock()
 		switch o.kind {
 		case opChange:
-			if !ok {
+			if !ok || r.rev == revUnknown {
 				break
 			}
 			o.rec.Since = r.since
@@ -379,7 +418,11 @@ func (w *Writer) work(ops <-chan op) {
 		case opRemove:
 			if ok {
 				w.entries.Add(-1)
-				err := w.kv.Purge(ctx, key, jetstream.LastRevision(r.rev), jetstream.PurgeTTL(presencekv.MarkerTTL))
+				opts := []jetstream.KVDeleteOpt{jetstream.PurgeTTL(presencekv.MarkerTTL)}
+				if r.rev != revUnknown {
+					opts = append(opts, jetstream.LastRevision(r.rev))
+				}
+				err := w.kv.Purge(ctx, key, opts...)
 				if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 					// A dispatcher reaped it (the lease had expired) and
 					// published the end.

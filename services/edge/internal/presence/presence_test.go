@@ -190,3 +190,25 @@ func TestWriter_LostLeaseStartsNewEpochAndSkipsReapedEnds(t *testing.T) {
 	default:
 	}
 }
+
+// TestWriter_ARecordStoredByAFailedCreateIsStillRemoved: a create that
+// timed out may have been stored all the same (here: the record is there
+// before Add). Add then takes the stored record's revision, so that Remove
+// deletes it: left behind, it would keep the user online for as long as
+// the edge lives. Fails when Add gives up on a failed create.
+func TestWriter_ARecordStoredByAFailedCreateIsStillRemoved(t *testing.T) {
+	f := start(t, Config{Lease: 2 * time.Second})
+	ctx := context.Background()
+	c := f.client(t, "c9", "bea")
+	stored, _ := json.Marshal(wire.PresenceConn{User: "bea", Connection: "e1.c9", Edge: "e1", Epoch: f.w.Epoch(), Groups: []string{"g"}})
+	if _, err := f.kv.Create(ctx, "conn.e1.c9", stored); err != nil {
+		t.Fatal(err)
+	}
+	f.w.Add(ctx, c)
+	var ended atomic.Int32
+	f.w.Remove(c, func() { ended.Add(1) })
+	edgetest.Eventually(t, "the end", func() bool { return ended.Load() == 1 })
+	if _, ok := f.get(t, "conn.e1.c9"); ok {
+		t.Fatal("the record stored by the failed create is left")
+	}
+}
