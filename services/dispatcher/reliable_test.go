@@ -409,6 +409,13 @@ func TestReliable_DrainFinishesInFlightAndAcks(t *testing.T) {
 		defer cancel()
 		drained <- d.Drain(ctx)
 	}()
+	// The drain waits for the handler: it has not returned while the
+	// handler runs (the handler is released only after this).
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) while a handler ran", err)
+	case <-time.After(300 * time.Millisecond):
+	}
 	close(release)
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v", err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,8 +138,14 @@ func TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost(t *testing.T) {
 	claims := map[string]any{"sub": "u1"}
 	c := e.dial(t, claims)
 	epoch := expectRecovery(t, c).Epoch
-	n := 0
-	send := func(count int) {
+	var (
+		n       int          // numbers sent; owned by send's caller
+		acked   atomic.Int32 // numbers acknowledged
+		retries atomic.Int32 // publishes tried again
+	)
+	// send publishes count numbers, pace apart, each tried again with its
+	// message id until the stream acknowledges it.
+	send := func(count int, pace time.Duration) error {
 		for range count {
 			n++
 			data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{"user", n}})
@@ -151,34 +158,54 @@ func TestHistory_StreamLeaderLoss_NothingAcknowledgedIsLost(t *testing.T) {
 				if err == nil {
 					break
 				}
+				retries.Add(1)
 				if time.Now().After(deadline) {
-					t.Fatalf("number %d never acknowledged: %v", n, err)
+					return fmt.Errorf("number %d never acknowledged: %w", n, err)
 				}
 			}
+			acked.Add(1)
+			time.Sleep(pace)
 		}
+		return nil
 	}
 	var got []stored
-	send(20)
+	if err := send(20, 0); err != nil {
+		t.Fatal(err)
+	}
 	got = append(got, readNumbered(t, c, 20)...)
 
+	// The leader stops while the publisher is under way.
+	sent := make(chan error, 1)
+	go func() { sent <- send(20, 20*time.Millisecond) }()
+	edgetest.Eventually(t, "the publisher under way", func() bool { return acked.Load() >= 22 })
 	l := leader()
 	var down int
 	fmt.Sscanf(l, "node-%d", &down)
 	t.Logf("stopping %s, the stream's leader", l)
 	nodes[down].Shutdown()
 	nodes[down].WaitForShutdown()
-	send(20)
+	if acked.Load() == 40 {
+		t.Fatal("the publisher had finished before the leader stopped: nothing was published across its loss")
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	got = append(got, readNumbered(t, c, 10)...)
 	_ = c.WS.Close()
-	send(20)
+	if err := send(20, 0); err != nil {
+		t.Fatal(err)
+	}
 	c = edgetest.Dial(t, sinceQuery(e.URL, epoch, got[len(got)-1].seq), bearer(token(t, claims)))
 	c.ExpectOK()
 	if r := expectRecovery(t, c); !r.Recovered || r.Count != 30 {
 		t.Fatalf("recovery after the leader's loss: %+v, want recovered with 30", r)
 	}
-	send(10)
+	if err := send(10, 0); err != nil {
+		t.Fatal(err)
+	}
 	got = append(got, readNumbered(t, c, 40)...)
 	checkExactlyOnceInOrder(t, got, []string{"user"}, 1, n)
+	t.Logf("publishes tried again across the leader's loss: %d", retries.Load())
 }
 
 // TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp: the only NATS node the
@@ -256,5 +283,61 @@ func TestHistory_EdgeNATSOutage_LiveConnectionsCatchUp(t *testing.T) {
 	jsPublish(t, js, "ws.send.user.u2", "u2", 2)
 	if f := idle.Next(); f.Action != "m" || !strings.Contains(string(f.Details), `"n":2`) {
 		t.Fatalf("u2 got %s, want only its new message", f)
+	}
+}
+
+// TestHistory_EdgeNATSOutage_AnIncompleteCatchUpIsAnnounced: while the
+// edge is cut from NATS its client misses more messages than the stream
+// keeps per subject, so the catch-up cannot be complete: the client, never
+// disconnected, is told recovered:false in the same epoch, from the
+// position it had (DESIGN §8: never a silent gap), then live messages go
+// on. Fails when the catch-up's failure is not announced, or when it
+// restarts the connection's position from 0.
+func TestHistory_EdgeNATSOutage_AnIncompleteCatchUpIsAnnounced(t *testing.T) {
+	nodes, opts := runJetStreamCluster(t, 3)
+	e := startEdge(t, nodes[0], historyEnv("e1", "WS_HISTORY_REPLICAS", "3", "WS_HISTORY", "file", "WS_HISTORY_MAX_PER_SUBJECT", "5"))
+	pub := edgetest.Connect(t, nodes[1].ClientURL()+","+nodes[2].ClientURL())
+	js, _ := jetstream.New(pub)
+	c := e.dial(t, map[string]any{"sub": "u1"})
+	epoch := expectRecovery(t, c).Epoch
+	send := func(from, to int) {
+		for i := from; i <= to; i++ {
+			data, _ := json.Marshal(map[string]any{"action": "m", "details": numbered{"user", i}})
+			edgetest.Eventually(t, "number "+strconv.Itoa(i)+" stored", func() bool {
+				pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, err := js.Publish(pctx, "ws.send.user.u1", data, jetstream.WithMsgID("n-"+strconv.Itoa(i)))
+				return err == nil
+			})
+		}
+	}
+	send(1, 3)
+	before := readNumbered(t, c, 3)
+	last := before[len(before)-1].seq
+
+	port0 := nodes[0].Addr().(*net.TCPAddr).Port
+	nodes[0].Shutdown()
+	nodes[0].WaitForShutdown()
+	edgetest.Eventually(t, "the edge sees the outage", func() bool { return e.status("/readyz") != http.StatusOK })
+	send(4, 13) // 10 while the edge is away: the stream keeps the last 5
+	again := *opts[0]
+	again.Port = port0
+	waitNode(t, startNode(t, &again))
+	edgetest.Eventually(t, "the edge back", func() bool { return e.status("/readyz") == http.StatusOK })
+	edgetest.Eventually(t, "the edge's interest on every node", func() bool {
+		return nodes[1].GlobalAccount().Interest("ws.out.user.u1") > 0 && nodes[2].GlobalAccount().Interest("ws.out.user.u1") > 0
+	})
+	r := expectRecovery(t, c)
+	if r.Recovered || r.Epoch != epoch || r.Seq != last {
+		t.Fatalf("after an incomplete catch-up: %+v, want not recovered, epoch %s, from seq %d", r, epoch, last)
+	}
+	send(14, 14)
+	if got := readNumbered(t, c, 1); got[0].N != 14 {
+		t.Fatalf("after the announcement got number %d, want the live 14", got[0].N)
+	}
+	select {
+	case <-c.Done():
+		t.Fatal("the client was disconnected")
+	default:
 	}
 }

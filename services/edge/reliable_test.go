@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -191,17 +192,25 @@ func TestReliableInbound_LifecycleEventsStored(t *testing.T) {
 // lets the resend through).
 func TestReliableInbound_AfterTheDedupeWindowANewAction(t *testing.T) {
 	ns := edgetest.RunJetStream(t)
-	e := startEdge(t, ns, map[string]string{"WS_INBOUND": "memory", "WS_INBOUND_DEDUPE": "300ms"})
+	e := startEdge(t, ns, map[string]string{"WS_INBOUND": "memory", "WS_INBOUND_DEDUPE": "1s", "EDGE_RATE_LIMIT": "0"})
 	nc := edgetest.Connect(t, ns.ClientURL())
 	st := inboundStream(t, nc, "WS_INBOUND")
 	c := e.dial(t, map[string]any{"sub": "u1"})
+	first := time.Now()
 	c.SendRaw([]byte(`["work",1,null,"w-1"]`))
 	expectAck(t, c, "w-1", wire.Ack{Durable: true})
+	// Within the window a resend is a duplicate (a window scaled down
+	// would let it through).
+	c.SendRaw([]byte(`["work",1,null,"w-1"]`))
+	expectAck(t, c, "w-1", wire.Ack{Duplicate: true, Durable: true})
 	edgetest.Eventually(t, "a resend stored again after the window", func() bool {
 		c.SendRaw([]byte(`["work",1,null,"w-1"]`))
 		var ack wire.Ack
 		f := c.Expect(wire.ActionAck)
 		_ = json.Unmarshal(f.Details, &ack)
+		if !ack.Duplicate && time.Since(first) < time.Second {
+			t.Fatalf("a resend after %v, within the 1s window, was stored again", time.Since(first))
+		}
 		return !ack.Duplicate
 	})
 	if n := subjectMsgs(t, st, "ws.inq.work"); n != 2 {

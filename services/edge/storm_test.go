@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -117,6 +118,7 @@ func TestStorm_ClientsAuthenticateWithinBoundedGoroutinesAndLatency(t *testing.T
 	const pingers = 4
 	var rtts latencies
 	var rttMu sync.Mutex
+	pingerErrs := make(chan error, pingers) // an established connection the storm broke
 	stop := make(chan struct{})
 	var background sync.WaitGroup
 	for i := range pingers {
@@ -137,9 +139,11 @@ func TestStorm_ClientsAuthenticateWithinBoundedGoroutinesAndLatency(t *testing.T
 				}
 				start := time.Now()
 				if err := ws.WriteMessage(websocket.TextMessage, []byte(`["Client/ping",null]`)); err != nil {
+					pingerErrs <- fmt.Errorf("write: %w", err)
 					return
 				}
 				if _, _, err := ws.ReadMessage(); err != nil {
+					pingerErrs <- fmt.Errorf("read: %w", err)
 					return
 				}
 				rttMu.Lock()
@@ -225,6 +229,10 @@ func TestStorm_ClientsAuthenticateWithinBoundedGoroutinesAndLatency(t *testing.T
 	took := time.Since(start)
 	close(stop)
 	background.Wait()
+	close(pingerErrs)
+	for err := range pingerErrs {
+		t.Fatalf("an established connection broke during the storm: %v", err)
+	}
 
 	bound := int64(stormConcurrency+stormQueue+stormSlack) + 2*maxDialing
 	p50, p99, maxRTT := rtts.summary()
