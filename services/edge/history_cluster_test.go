@@ -3,19 +3,23 @@ package edge_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
 
@@ -340,4 +344,110 @@ func TestHistory_EdgeNATSOutage_AnIncompleteCatchUpIsAnnounced(t *testing.T) {
 		t.Fatal("the client was disconnected")
 	default:
 	}
+}
+
+// TestHistory_EdgeNATSOutage_DuringARecoveryIsCaughtUpToo: a client
+// recovers a replay larger than its socket takes at once, and reads none
+// of it while the edge's NATS node stops, messages for it are stored
+// elsewhere, and the node comes back. The edge's outage began after the
+// replay read the stream, so the messages of the outage are not in it;
+// the connection is caught up once its replay is out, and gets every
+// number once and in order, then live ones, without a recovered:false.
+// Fails when a connection that is recovering at the outage goes live at
+// the end of its replay (HoldLive passed it by): the outage's numbers are
+// silently missing.
+func TestHistory_EdgeNATSOutage_DuringARecoveryIsCaughtUpToo(t *testing.T) {
+	nodes, opts := runJetStreamCluster(t, 3)
+	e := startEdge(t, nodes[0], historyEnv("e1", "WS_HISTORY_REPLICAS", "3", "WS_HISTORY", "file", "WS_HISTORY_MAX_PER_SUBJECT", "10000"))
+	pub := edgetest.Connect(t, nodes[1].ClientURL()+","+nodes[2].ClientURL())
+	js, _ := jetstream.New(pub)
+	claims := map[string]any{"sub": "u1"}
+	pad := strings.Repeat("x", 2000)
+	send := func(from, to int) {
+		for i := from; i <= to; i++ {
+			data, _ := json.Marshal(map[string]any{"action": "m", "details": map[string]any{"t": "user", "n": i, "pad": pad}})
+			edgetest.Eventually(t, "number "+strconv.Itoa(i)+" stored", func() bool {
+				pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, err := js.Publish(pctx, "ws.send.user.u1", data, jetstream.WithMsgID("n-"+strconv.Itoa(i)))
+				return err == nil
+			})
+		}
+	}
+	first := e.dial(t, claims)
+	epoch := expectRecovery(t, first).Epoch
+	send(1, 1)
+	since := readNumbered(t, first, 1)[0].seq
+	_ = first.WS.Close()
+
+	// 3,000 messages of 2 KB: more than the loopback socket buffers hold,
+	// with the client's receive buffer kept small.
+	const replayed = 3000
+	send(2, replayed+1)
+	// The receive buffer is set before the connection, so that TCP's
+	// window is sized by it from the start.
+	small := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+		return errors.Join(err, serr)
+	}}
+	dialer := websocket.Dialer{NetDialContext: small.DialContext}
+	ws, _, err := dialer.Dial(sinceQuery(e.URL, epoch, since), bearer(token(t, claims)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	edgetest.Eventually(t, "the replay read", func() bool {
+		return e.metricSum(t, "wsgate_edge_history_replayed_total") >= replayed
+	})
+
+	port0 := nodes[0].Addr().(*net.TCPAddr).Port
+	nodes[0].Shutdown()
+	nodes[0].WaitForShutdown()
+	edgetest.Eventually(t, "the edge sees the outage", func() bool { return e.status("/readyz") != http.StatusOK })
+	time.Sleep(200 * time.Millisecond) // the client library's disconnection callback runs after its status changes
+	send(replayed+2, replayed+11)      // while the edge is away
+	again := *opts[0]
+	again.Port = port0
+	waitNode(t, startNode(t, &again))
+
+	// Only now does the client read: ok, the recovery, the replay, the
+	// outage's messages, then a live one.
+	frames := 0
+	read := func() (action string, details json.RawMessage) {
+		t.Helper()
+		_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d frames: %v", frames, err)
+		}
+		frames++
+		var parts []json.RawMessage
+		if json.Unmarshal(data, &parts) != nil || len(parts) < 2 || json.Unmarshal(parts[0], &action) != nil {
+			t.Fatalf("frame %d: %.80s", frames, data)
+		}
+		return action, parts[1]
+	}
+	if a, _ := read(); a != wire.ActionAuthentication {
+		t.Fatalf("first frame %s, want ok", a)
+	}
+	if a, d := read(); a != wire.ActionRecovery || !strings.Contains(string(d), `"recovered":true`) {
+		t.Fatalf("second frame %s %s, want Server/recovery, recovered", a, d)
+	}
+	number := func(want int) {
+		t.Helper()
+		a, d := read()
+		var n numbered
+		if a != "m" || json.Unmarshal(d, &n) != nil || n.N != want {
+			t.Fatalf("frame %d: %s %.60s, want number %d", frames, a, d, want)
+		}
+	}
+	for want := 2; want <= replayed+11; want++ {
+		number(want)
+	}
+	edgetest.Eventually(t, "the edge's interest on every node", func() bool {
+		return nodes[1].GlobalAccount().Interest("ws.out.user.u1") > 0 && nodes[2].GlobalAccount().Interest("ws.out.user.u1") > 0
+	})
+	send(replayed+12, replayed+12)
+	number(replayed + 12)
 }

@@ -7,3 +7,5 @@ func SetBeforeRead(h *History, f func()) { h.beforeRead = f }
 // SetWindowAtOnce makes every replay of h from n at once use its window
 // (Config.Window): a test of the window need not make a storm.
 func SetWindowAtOnce(h *History, n int64) { h.atOnce = n }
+
+var HoldsAll = holdsAll

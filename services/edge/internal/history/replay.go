@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -91,7 +92,9 @@ func (h *History) Recover(ctx context.Context, since *wire.Since, t Targets) Res
 		case <-time.After(replayRetry):
 		case <-ctx.Done():
 		}
-		res, err = h.replay(ctx, *since, t, start)
+		// Read afresh: the state shared as of start may be what failed
+		// (a leader since moved, say).
+		res, err = h.replay(ctx, *since, t, time.Now())
 	}
 	if err != nil {
 		return h.unrecovered(ctx, ReasonUnavailable, h.Epoch(), err)
@@ -243,20 +246,48 @@ func (h *History) firstHeld(ctx context.Context, st jetstream.Stream, subject st
 		if direct {
 			return h.firstDirect(ctx, subject)
 		}
-		m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return 0, nil
-		case err != nil:
-			return 0, fmt.Errorf("first message of %s: %w", subject, err)
-		}
-		return m.Sequence, nil
+		return h.firstByLeader(ctx, subject)
 	}
 	if c := h.shared[subject]; c != nil {
 		return c.first.get(ctx, read, first)
 	}
 	return first(ctx)
 }
+
+// firstByLeader is firstDirect asked of the stream's leader: the direct
+// gets a stream of several replicas allows are answered by any of them, and
+// one that lags may still hold a message the leader has dropped, hiding a
+// loss.
+func (h *History) firstByLeader(ctx context.Context, subject string) (uint64, error) {
+	req, _ := json.Marshal(directGet{Seq: 1, NextFor: subject})
+	m, err := h.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+h.cfg.Stream, req)
+	if err != nil {
+		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	switch err := json.Unmarshal(m.Data, &resp); {
+	case err != nil:
+		return 0, fmt.Errorf("first message of %s: %w", subject, err)
+	case resp.Error != nil && resp.Error.ErrCode == jsNoMessageFound:
+		return 0, nil
+	case resp.Error != nil:
+		return 0, fmt.Errorf("first message of %s: %s", subject, resp.Error.Description)
+	case resp.Message == nil:
+		return 0, fmt.Errorf("first message of %s: an answer without a message", subject)
+	}
+	return resp.Message.Seq, nil
+}
+
+// jsNoMessageFound is the JetStream API's error code for "no message found".
+const jsNoMessageFound = 10037
 
 // countHeld is how many messages the stream holds of subject.
 func (h *History) countHeld(ctx context.Context, st jetstream.Stream, subject string, direct bool) (uint64, error) {
@@ -278,7 +309,7 @@ func (h *History) read(ctx context.Context, st jetstream.Stream, seq uint64, sub
 	for i, s := range subjects {
 		filters[i] = s.name
 	}
-	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+	cons, err := h.replayConsumer(ctx, st, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       seq + 1,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -288,16 +319,9 @@ func (h *History) read(ctx context.Context, st jetstream.Stream, seq uint64, sub
 		InactiveThreshold: consumerIdle,
 	})
 	if err != nil {
-		return fmt.Errorf("create replay consumer: %w", err)
+		return err
 	}
-	defer func() {
-		// A fresh context: the replay's may be spent, the consumer must go.
-		dctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		defer cancel()
-		if err := st.DeleteConsumer(dctx, cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			h.cfg.Logger.Debug("delete replay consumer", "err", err)
-		}
-	}()
+	defer h.deleteConsumer(st, cons)
 	bySubject := make(map[string]*subject, len(subjects))
 	for _, s := range subjects {
 		bySubject[s.name] = s
@@ -326,6 +350,64 @@ func (h *History) read(ctx context.Context, st jetstream.Stream, seq uint64, sub
 		read += uint64(got)
 	}
 	return nil
+}
+
+// consumerPlacements bounds the tries to place a replay's consumer on a
+// server that holds the whole stream.
+const consumerPlacements = 10
+
+// replayConsumer creates the replay's consumer on a server that holds every
+// message the stream acknowledged (DESIGN §8: nothing acknowledged is
+// lost). The server places a consumer of one replica on any of the
+// stream's peers, and one that lags (it just came back, say) reads less
+// than the stream holds: the replay would miss messages and still say
+// recovered:true. So the consumer must be on the stream's leader, or on a
+// replica its leader reported current with no lag (st's info, read after
+// the connection subscribed); elsewhere it is deleted and made again.
+func (h *History) replayConsumer(ctx context.Context, st jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	for try := 1; ; try++ {
+		cons, err := st.CreateConsumer(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("create replay consumer: %w", err)
+		}
+		host := ""
+		if c := cons.CachedInfo().Cluster; c != nil {
+			host = c.Leader
+		}
+		if holdsAll(st.CachedInfo().Cluster, host) {
+			return cons, nil
+		}
+		h.deleteConsumer(st, cons)
+		if try == consumerPlacements {
+			return nil, fmt.Errorf("replay consumer placed %d times on a replica that may lag (last: %s)", try, host)
+		}
+	}
+}
+
+// holdsAll reports whether host, where a consumer runs, holds every message
+// of a stream whose cluster state is c: its leader, or a replica that the
+// leader reported current and without lag. Without a cluster there is
+// one server.
+func holdsAll(c *jetstream.ClusterInfo, host string) bool {
+	if c == nil || host == c.Leader {
+		return true
+	}
+	for _, r := range c.Replicas {
+		if r != nil && r.Name == host {
+			return r.Current && !r.Offline && r.Lag == 0
+		}
+	}
+	return false
+}
+
+// deleteConsumer deletes a replay's consumer, with a fresh context: the
+// replay's may be spent, the consumer must go.
+func (h *History) deleteConsumer(st jetstream.Stream, cons jetstream.Consumer) {
+	dctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	if err := st.DeleteConsumer(dctx, cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		h.cfg.Logger.Debug("delete replay consumer", "err", err)
+	}
 }
 
 // add appends the frame of one stored message when it is for the connection.
