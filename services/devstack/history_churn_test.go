@@ -38,6 +38,7 @@ func startHistoryEdge(t *testing.T, natsURL, id string) *churnEdge {
 // ?since= from the last Server/recovery and the last seq it got.
 type churnClient struct {
 	user, session string
+	calm          *atomic.Bool // set: the client does not drop its connection on its own
 
 	mu         sync.Mutex
 	got        map[string][]int // target → numbers in arrival order
@@ -45,7 +46,18 @@ type churnClient struct {
 	last       uint64
 	problems   []string
 	reconnects int
+	conns      int              // connections made; the current one is number conns
+	on         *churnEdge       // the edge of the current connection; nil between connections
+	ended      map[int]churnEnd // connection number → how it ended
 }
+
+// churnEnd is how a churn client's connection ended.
+type churnEnd int
+
+const (
+	endedByClient churnEnd = iota + 1 // the client dropped it (churn) or the test was over
+	endedByEdge                       // the edge closed it, or its socket went away
+)
 
 func (c *churnClient) problem(format string, args ...any) {
 	c.mu.Lock()
@@ -63,7 +75,8 @@ func (c *churnClient) run(ctx context.Context, t *testing.T, edges []*churnEdge,
 				up = append(up, e)
 			}
 		}
-		url := up[rnd.IntN(len(up))].url
+		edge := up[rnd.IntN(len(up))]
+		url := edge.url
 		c.mu.Lock()
 		withSince := c.epoch != ""
 		if withSince {
@@ -74,24 +87,41 @@ func (c *churnClient) run(ctx context.Context, t *testing.T, edges []*churnEdge,
 		if err != nil {
 			continue // that edge just went away: another one
 		}
-		c.read(ctx, conn, withSince, rnd)
+		c.mu.Lock()
+		c.conns++
+		no := c.conns
+		c.on = edge
+		c.mu.Unlock()
+		end := c.read(ctx, conn, withSince, rnd)
 		_ = conn.WS.Close()
 		c.mu.Lock()
+		c.on = nil
+		c.ended[no] = end
 		c.reconnects++
 		c.mu.Unlock()
 	}
 }
 
 // read handles one connection's frames until it ends, ctx is done, or the
-// client decides to drop it.
-func (c *churnClient) read(ctx context.Context, conn *edgetest.Client, withSince bool, rnd *rand.Rand) {
+// client decides to drop it, and says which.
+func (c *churnClient) read(ctx context.Context, conn *edgetest.Client, withSince bool, rnd *rand.Rand) churnEnd {
+	var ok, recovery bool // seen on this connection
 	for ctx.Err() == nil {
-		f, ok := conn.Take()
-		if !ok {
-			return
+		f, took := conn.Take()
+		if !took {
+			select {
+			case <-conn.Done():
+				return endedByEdge
+			default:
+				return endedByClient // no frame within the timeout: the load is over
+			}
 		}
 		switch f.Action {
 		case "Client/authentication":
+			if ok || string(f.Details) != `"ok"` {
+				c.problem("unexpected %s", f)
+			}
+			ok = true
 		case "Server/recovery":
 			var r struct {
 				Epoch     string `json:"epoch"`
@@ -99,9 +129,17 @@ func (c *churnClient) read(ctx context.Context, conn *edgetest.Client, withSince
 			}
 			_ = json.Unmarshal(f.Details, &r)
 			c.mu.Lock()
-			if withSince && (!r.Recovered || r.Epoch != c.epoch) {
+			switch {
+			case !ok || recovery:
+				c.problems = append(c.problems, fmt.Sprintf("Server/recovery not once right after ok: %s", f))
+			case withSince && (!r.Recovered || r.Epoch != c.epoch):
 				c.problems = append(c.problems, fmt.Sprintf("not recovered: %s", f))
+			case !withSince && (r.Recovered || r.Epoch == ""):
+				// A first connection has nothing to recover: recovered
+				// false, and the stream's epoch to recover from later.
+				c.problems = append(c.problems, fmt.Sprintf("first connection's recovery %s, want recovered:false and an epoch", f))
 			}
+			recovery = true
 			c.epoch = r.Epoch
 			c.mu.Unlock()
 		case "m":
@@ -114,6 +152,9 @@ func (c *churnClient) read(ctx context.Context, conn *edgetest.Client, withSince
 				c.problem("bad frame %s", f)
 				continue
 			}
+			if !recovery {
+				c.problem("message before Server/recovery: %s", f)
+			}
 			seq, _ := strconv.ParseUint(string(parts[3]), 10, 64)
 			c.mu.Lock()
 			if seq <= c.last {
@@ -121,14 +162,21 @@ func (c *churnClient) read(ctx context.Context, conn *edgetest.Client, withSince
 			}
 			c.last = seq
 			c.got[d.T] = append(c.got[d.T], d.N)
+			// Decided under mu, so that a client counted on an edge while
+			// calm is set does not drop that connection afterwards.
+			drop := !c.calm.Load() && rnd.IntN(50) == 0
+			if drop {
+				c.on = nil
+			}
 			c.mu.Unlock()
-			if rnd.IntN(50) == 0 {
-				return // churn: this client drops its connection now
+			if drop {
+				return endedByClient // churn: this client drops its connection now
 			}
 		default:
 			c.problem("unexpected frame %s", f)
 		}
 	}
+	return endedByClient
 }
 
 // complete reports whether c has every number of its targets, given how
@@ -189,8 +237,10 @@ func churn(t *testing.T, disrupt func(e *churnEdge)) {
 	clients := make([]*churnClient, users)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	var calm atomic.Bool
 	for i := range clients {
-		c := &churnClient{user: fmt.Sprintf("u%d", i), session: fmt.Sprintf("s%d", i), got: map[string][]int{}}
+		c := &churnClient{user: fmt.Sprintf("u%d", i), session: fmt.Sprintf("s%d", i), got: map[string][]int{},
+			calm: &calm, ended: map[int]churnEnd{}}
 		clients[i] = c
 		wg.Add(1)
 		go func() { defer wg.Done(); c.run(ctx, t, edges, rand.New(rand.NewPCG(uint64(i), 7))) }()
@@ -243,8 +293,57 @@ func churn(t *testing.T, disrupt func(e *churnEdge)) {
 		}
 	}
 	publish(40)
+	// The fault must end connections: calm (no drops of the clients' own)
+	// from a moment when a client is on edge1 until every connection that
+	// was on it then has ended, which only the fault can do.
+	type connRef struct {
+		c  *churnClient
+		no int
+	}
+	var onEdge1 []connRef
+	edgetest.Eventually(t, "a client on edge1", func() bool {
+		calm.Store(true)
+		for _, c := range clients {
+			c.mu.Lock()
+			if c.on == edges[0] {
+				onEdge1 = append(onEdge1, connRef{c, c.conns})
+			}
+			c.mu.Unlock()
+		}
+		if len(onEdge1) == 0 {
+			calm.Store(false)
+			return false
+		}
+		return true
+	})
 	disrupt(edges[0])
+	faultEnded := make(chan int, 1) // how many of onEdge1 the edge ended, once all have ended
+	go func() {
+		deadline := time.Now().Add(edgetest.Timeout)
+		for {
+			byEdge, open := 0, 0
+			for _, r := range onEdge1 {
+				r.c.mu.Lock()
+				switch r.c.ended[r.no] {
+				case endedByEdge:
+					byEdge++
+				case 0:
+					open++
+				}
+				r.c.mu.Unlock()
+			}
+			if open == 0 || time.Now().After(deadline) {
+				calm.Store(false)
+				faultEnded <- byEdge
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	publish(60)
+	if byEdge := <-faultEnded; byEdge != len(onEdge1) {
+		t.Fatalf("%d connections were on edge1 at the fault, %d of them ended by it", len(onEdge1), byEdge)
+	}
 
 	edgetest.Eventually(t, "every client has every message", func() bool {
 		for _, c := range clients {
@@ -261,6 +360,7 @@ func churn(t *testing.T, disrupt func(e *churnEdge)) {
 		c.check(t, published)
 		reconnects += c.reconnects
 	}
+	t.Logf("%d connections on edge1 at the fault, all ended by it; %d reconnections in all", len(onEdge1), reconnects)
 	if reconnects < users {
 		t.Fatalf("only %d reconnections: the scenario did not churn", reconnects)
 	}

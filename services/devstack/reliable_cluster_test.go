@@ -77,9 +77,17 @@ func runJetStreamCluster(t *testing.T, n int) []*natsserver.Server {
 	}
 }
 
+// Every client waits, after half of its sends, until the leader's node has
+// stopped, so that at least half of every client's sends come after the
+// stop; of those, at least 80% must be acked (the new leader takes them).
+//
 // Mutations that fail it: acking before the stream's answer (an action
-// acked during the failover but never stored is never handled), or a
-// stream with one replica (the leader's loss loses what it held).
+// acked during the failover but never stored is never handled), a stream
+// with one replica (the leader's loss loses what it held, or the stream
+// has no leader again: every later send is answered Server/ack:error), or
+// a publisher that does not recover after the leader change (e.g. one that
+// answers 503 to every frame after its first failed publish: the acks after
+// the stop fall under 80%).
 func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 	nodes := runJetStreamCluster(t, 3)
 	urls := make([]string, len(nodes))
@@ -103,12 +111,26 @@ func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 		wg         sync.WaitGroup
 		failures   = make(chan error, len(users))
 		stopLeader = make(chan struct{})
+		stopped    = make(chan struct{}) // closed once the leader's node has shut down
+		sentAfter  int                   // sends after stopped was closed
+		ackedAfter int                   // of which acked
 	)
+	abort := make(chan struct{}) // closed when the test ends, maybe before stopped
+	t.Cleanup(func() { close(abort) })
 	for _, user := range users {
 		c := edgetest.Dial(t, wsURL(addr), http.Header(bearer(token(t, user))))
 		c.ExpectOK()
 		wg.Go(func() {
 			for i := range perClient {
+				after := false
+				if i >= perClient/2 {
+					select {
+					case <-stopped:
+					case <-abort:
+						return
+					}
+					after = true
+				}
 				id := fmt.Sprintf("c-%d", i)
 				if err := sendReliable(c, id, i); err != nil {
 					failures <- err
@@ -125,6 +147,9 @@ func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 					case f.Action == wire.ActionAck && ref == id:
 						mu.Lock()
 						acked = append(acked, user+"."+id)
+						if after {
+							ackedAfter++
+						}
 						mu.Unlock()
 						answered = true
 					case f.Action == wire.ErrorAction(wire.ActionAck) && ref == id:
@@ -133,6 +158,11 @@ func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 						mu.Unlock()
 						answered = true
 					}
+				}
+				if after {
+					mu.Lock()
+					sentAfter++
+					mu.Unlock()
 				}
 				if progress.Add(1) == int64(len(users)*perClient/3) {
 					close(stopLeader)
@@ -163,6 +193,7 @@ func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 	}
 	t.Logf("stopping node %d, the stream leader, while clients send", leader)
 	nodes[leader].Shutdown()
+	close(stopped)
 	wg.Wait()
 	select {
 	case err := <-failures:
@@ -189,5 +220,15 @@ func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("acked %d of %d, ack errors during the failover %d; every acked action handled", len(acked), len(users)*perClient, ackErrors)
+	t.Logf("acked %d of %d, ack errors during the failover %d; after the stop acked %d of %d; every acked action handled",
+		len(acked), len(users)*perClient, ackErrors, ackedAfter, sentAfter)
+	if want := len(users) * (perClient - perClient/2); sentAfter != want {
+		t.Fatalf("%d sends after the stop, want %d", sentAfter, want)
+	}
+	if ackedAfter*5 < sentAfter*4 {
+		t.Fatalf("after the leader's node stopped only %d of %d sends were acked, want at least 80%%: the publisher did not recover", ackedAfter, sentAfter)
+	}
+	if ackErrors*10 > len(users)*perClient {
+		t.Fatalf("%d ack errors of %d sends, want at most 10%%", ackErrors, len(users)*perClient)
+	}
 }

@@ -32,27 +32,36 @@ type backend struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	requests map[string]int // msg id → requests
-	effects  map[string]int // msg id → effects applied
-	order    []string       // msg ids in the order first seen
-	holding  chan struct{}  // closed when the first request is held (hold mode)
-	hold     bool           // hold the first request until the dispatcher dies
+	requests map[string]int    // msg id → requests
+	effects  map[string]int    // msg id → effects applied
+	order    []string          // msg ids in the order first seen
+	edges    map[string]string // msg id → the envelope's edge, as first seen: which edge stored it
+	holding  chan struct{}     // closed when the first request is held (hold mode)
+	hold     bool              // hold the first request until the dispatcher dies
 	held     bool
 }
 
 func newBackend(t *testing.T, hold bool) *backend {
 	t.Helper()
-	b := &backend{requests: map[string]int{}, effects: map[string]int{}, holding: make(chan struct{}), hold: hold}
+	b := &backend{requests: map[string]int{}, effects: map[string]int{}, edges: map[string]string{},
+		holding: make(chan struct{}), hold: hold}
 	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(b.srv.Close)
 	return b
 }
 
 func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
+	body, _ := io.ReadAll(r.Body)
+	var env struct {
+		Edge string `json:"edge"`
+	}
+	_ = json.Unmarshal(body, &env) // the body is the inbound envelope
 	id := r.Header.Get("X-Wsgate-Msg-Id")
 	b.mu.Lock()
 	b.requests[id]++
+	if _, ok := b.edges[id]; !ok {
+		b.edges[id] = env.Edge
+	}
 	if b.effects[id] == 0 { // the effect and its key, in one step
 		b.effects[id]++
 		b.order = append(b.order, id)
@@ -69,6 +78,17 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = fmt.Fprintf(w, `{"action":"order/placed","details":%q}`, id)
 }
 
+// storedBy returns a copy of which edge's envelope each msg id came in.
+func (b *backend) storedBy() map[string]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	edges := make(map[string]string, len(b.edges))
+	for k, v := range b.edges {
+		edges[k] = v
+	}
+	return edges
+}
+
 // counts returns copies of the request and effect counts.
 func (b *backend) counts() (requests, effects map[string]int) {
 	b.mu.Lock()
@@ -83,11 +103,13 @@ func (b *backend) counts() (requests, effects map[string]int) {
 	return requests, effects
 }
 
-// routesFile writes a routes file sending action to b.
+// routesFile writes a routes file sending action to b. Its timeout, 9s, is
+// shorter than every DISPATCHER_ACK_WAIT these tests use (10s and the
+// default 30s), as the dispatcher requires.
 func (b *backend) routesFile(t *testing.T, action string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "routes.json")
-	data := fmt.Sprintf(`{"routes":[{"action":%q,"url":%q,"timeout":"30s"}]}`, action, b.srv.URL)
+	data := fmt.Sprintf(`{"routes":[{"action":%q,"url":%q,"timeout":"9s"}]}`, action, b.srv.URL)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -183,8 +205,21 @@ func TestReliable_DispatcherKill9MidHandler_OtherReplicaHandlesOnce(t *testing.T
 	t.Logf("redelivered to the other replica %s after the kill", time.Since(killed).Round(time.Millisecond))
 }
 
+// Edge1 is SIGKILLed right after its first Server/ack reached the client,
+// so at least one frame was stored before the kill, and maybe all 40. The
+// client resends all 40 to edge2. Which edge stored each action is read
+// from the envelope the backend gets (its "edge"): the stream keeps one
+// message per id, so an action edge1 stored must be acked duplicate:true on
+// the resend and one it did not must be acked duplicate:false. This is read
+// once everything is handled, not from the stream before the resend: the
+// work queue deletes what the dispatcher has handled, and a count taken
+// right after the kill could miss a store still in flight from edge1.
+//
 // Mutations that fail it: a Nats-Msg-Id per connection instead of per user
-// (the resends to edge2 are handled twice), or a dedupe window of 0.
+// (the resends to edge2 are stored and handled again, duplicate:false), a
+// dedupe window of 0 (the same), or an edge that does not pass the
+// stream's duplicate flag on (Ack{Duplicate: false} always: the action
+// acked before the kill is acked duplicate:false on the resend).
 func TestReliable_EdgeKill9BetweenSendAndAck_ResendHandledOnce(t *testing.T) {
 	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
 	nc := edgetest.Connect(t, ns.ClientURL())
@@ -194,29 +229,42 @@ func TestReliable_EdgeKill9BetweenSendAndAck_ResendHandledOnce(t *testing.T) {
 	b := newBackend(t, false)
 	startReliableDispatcher(t, ns.ClientURL(), b.routesFile(t, "order"))
 
-	const n = 40
+	// The first half goes to edge1; the second half is not sent before the
+	// kill (it goes to edge2 only), so that both kinds of resend are there.
+	const n, sentToEdge1 = 40, 20
 	c := edgetest.Dial(t, wsURL(addr1), http.Header(bearer(token(t, "lee"))))
 	c.ExpectOK()
-	for i := range n {
+	for i := range sentToEdge1 {
 		if err := sendReliable(c, fmt.Sprintf("e-%d", i), i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Killed right after the sends: whether each frame was stored, and
-	// whether its ack got out, is up to the timing. The client cannot tell
-	// either, so it resends every one it saw no ack for; this test resends
-	// all of them, as if no ack had got out (the strictest case).
+	// Killed as soon as the first ack is out: that frame is stored, the
+	// others may or may not be, and their acks may or may not get out. The
+	// client cannot tell, so it resends every one it saw no ack for; this
+	// test resends all of them, as if no ack had got out (the strictest case).
+	ackedBefore := map[string]bool{}
+	for len(ackedBefore) == 0 {
+		f := c.Next()
+		if f.Action == "order/placed" {
+			continue // a reply to an action already handled
+		}
+		id, ack, ok := ackOf(f)
+		if !ok || !ack.Durable {
+			t.Fatalf("got %s, want a durable ack", f)
+		}
+		ackedBefore[id] = true
+	}
 	if err := edge1.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	ackedBefore := 0
 	for {
 		f, ok := c.Take()
 		if !ok {
 			break
 		}
-		if _, _, ok := ackOf(f); ok {
-			ackedBefore++
+		if id, _, ok := ackOf(f); ok {
+			ackedBefore[id] = true
 		}
 	}
 
@@ -234,24 +282,17 @@ func TestReliable_EdgeKill9BetweenSendAndAck_ResendHandledOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	acked, duplicates := map[string]bool{}, 0
-	for len(acked) < n {
+	duplicate := map[string]bool{} // id → its resend's ack said duplicate
+	for len(duplicate) < n {
 		f := c2.Next()
 		if f.Action == "order/placed" {
 			continue // replies reach the user's new connection too
 		}
 		id, ack, ok := ackOf(f)
-		if !ok || !ack.Durable || acked[id] {
+		if _, seen := duplicate[id]; !ok || !ack.Durable || seen {
 			t.Fatalf("bad ack on resend: %s", f)
 		}
-		acked[id] = true
-		if ack.Duplicate {
-			duplicates++
-		}
-	}
-	t.Logf("acks out before the kill: %d of %d; on the resend to edge2, already stored (duplicate): %d", ackedBefore, n, duplicates)
-	if duplicates < ackedBefore {
-		t.Fatalf("%d acked before the kill but only %d duplicates on the resend", ackedBefore, duplicates)
+		duplicate[id] = ack.Duplicate
 	}
 
 	deadline := time.Now().Add(30 * time.Second)
@@ -267,10 +308,34 @@ func TestReliable_EdgeKill9BetweenSendAndAck_ResendHandledOnce(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	requests, _ := b.counts()
+	storedBy := b.storedBy()
+	stored1 := 0 // stored by edge1, before the kill
 	for i := range n {
-		if id := fmt.Sprintf("lee.e-%d", i); requests[id] != 1 {
+		ref, id := fmt.Sprintf("e-%d", i), fmt.Sprintf("lee.e-%d", i)
+		if requests[id] != 1 {
 			t.Errorf("%s handled %d times, want once", id, requests[id])
 		}
+		switch edge := storedBy[id]; {
+		case edge == "edge1":
+			stored1++
+			if !duplicate[ref] {
+				t.Errorf("%s: stored by edge1 before the kill, but its resend was acked duplicate:false", ref)
+			}
+		case edge == "edge2":
+			if duplicate[ref] {
+				t.Errorf("%s: stored only by edge2's resend, but acked duplicate:true", ref)
+			}
+			if ackedBefore[ref] {
+				t.Errorf("%s: acked by edge1 before the kill, but stored only by edge2", ref)
+			}
+		default:
+			t.Errorf("%s: handled envelope from edge %q", ref, edge)
+		}
+	}
+	t.Logf("acks out before the kill: %d of %d sent to edge1; stored by edge1 before the kill: %d (acked duplicate:true on the resend), by edge2: %d",
+		len(ackedBefore), sentToEdge1, stored1, n-stored1)
+	if stored1 == 0 || stored1 > sentToEdge1 {
+		t.Fatalf("edge1 stored %d of the %d frames sent to it, want 1 (it acked one) to %d", stored1, sentToEdge1, sentToEdge1)
 	}
 }
 

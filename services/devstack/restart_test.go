@@ -1,6 +1,7 @@
 package devstack_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -130,6 +131,29 @@ func TestDispatcherRestart_RepliesResumeAndClientsStay(t *testing.T) {
 			if tc.rolling && replied != sent {
 				t.Fatalf("rolling restart lost %d of %d requests", sent-replied, sent)
 			}
+			// Per request, not in total: a duplicated reply must not hide a
+			// lost one. At most once always (core NATS, one queue group);
+			// exactly once in a rolling restart.
+			load.mu.Lock()
+			defer load.mu.Unlock()
+			for i := range clients {
+				for ref, n := range load.refs[i] {
+					if n > 1 {
+						t.Errorf("client %d: %d replies to %s", i, n, ref)
+					}
+				}
+				if !tc.rolling {
+					continue
+				}
+				for n := range load.requests[i] {
+					if ref := fmt.Sprintf("r%d", n); load.refs[i][ref] != 1 {
+						t.Errorf("client %d: %d replies to %s, want 1 (rolling restart)", i, load.refs[i][ref], ref)
+					}
+				}
+				if want := load.requests[i] + 1; len(load.refs[i]) != want { // and the fence
+					t.Errorf("client %d: replies to %d refs, want %d", i, len(load.refs[i]), want)
+				}
+			}
 		})
 	}
 }
@@ -141,8 +165,10 @@ type echoLoad struct {
 	sent, replied atomic.Int64
 	quit          chan struct{} // closed by stopSending or close
 	quitOnce      sync.Once
-	fences        []chan struct{} // closed by the reader when its fence reply comes
-	closing       atomic.Bool     // set by close: the end of a connection is expected
+	fences        []chan struct{}  // closed by the reader when its fence reply comes
+	requests      []int            // per client: its requests r0…r<n-1> before the fence; final once the senders are done
+	refs          []map[string]int // per client: replies by ref (under mu)
+	closing       atomic.Bool      // set by close: the end of a connection is expected
 	senders       sync.WaitGroup
 	readers       sync.WaitGroup
 	mu            sync.Mutex
@@ -153,9 +179,10 @@ type echoLoad struct {
 const fenceRef = "fence"
 
 func startEchoLoad(clients []*edgetest.Client) *echoLoad {
-	l := &echoLoad{clients: clients, quit: make(chan struct{})}
+	l := &echoLoad{clients: clients, quit: make(chan struct{}), requests: make([]int, len(clients))}
 	for i, c := range clients {
 		l.fences = append(l.fences, make(chan struct{}))
+		l.refs = append(l.refs, map[string]int{})
 		l.senders.Add(1)
 		l.readers.Add(1)
 		go l.send(i, c)
@@ -196,6 +223,7 @@ func (l *echoLoad) send(i int, c *edgetest.Client) {
 			l.fail(fmt.Errorf("client %d: send: %w", i, err))
 			return
 		}
+		l.requests[i] = n + 1
 		l.sent.Add(1)
 	}
 }
@@ -221,6 +249,14 @@ func (l *echoLoad) read(i int, c *edgetest.Client) {
 			l.fail(fmt.Errorf("client %d: unexpected frame %s", i, f))
 			continue
 		}
+		var ref string
+		if json.Unmarshal(f.Ref, &ref) != nil {
+			l.fail(fmt.Errorf("client %d: reply without a string ref: %s", i, f))
+			continue
+		}
+		l.mu.Lock()
+		l.refs[i][ref]++
+		l.mu.Unlock()
 		l.replied.Add(1)
 		if string(f.Ref) == `"`+fenceRef+`"` {
 			close(l.fences[i])

@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
+	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/dispatcher"
 	"github.com/wsgate/wsgate/services/edge/edgetest"
 )
@@ -96,4 +98,105 @@ func TestRooms_SDKAndHTTPJoinAgainstRealEdges(t *testing.T) {
 	if code, body := post("/v1/join", `{"target":"conn","id":"edge1.nope","groups":["room-5"]}`); code != 404 || !strings.Contains(body, "no such connection") {
 		t.Fatalf("POST /v1/join of a missing connection: %d %s", code, body)
 	}
+}
+
+// TestRooms_ConnJoinEndsWithTheConnection: DESIGN §9, "a connection's own
+// joins end with it". With stored memberships on (WS_PRESENCE=memory), one
+// of a user's two connections of one session is joined by
+// ws.ctl.join.conn.<edge>.<conn>; the other is never in the group. Once
+// the joined connection has ended (its Client/disconnection published), a
+// new connection of the same user and session, on the same edge, is not in
+// the group either: a message to the group does not reach it, the marker
+// sent behind it to the user does.
+//
+// Mutations that fail it: a conn-kind join stored under the connection's
+// session or user key (the new connection gets the group from the store:
+// "room" where the marker was expected), or an edge that keeps a closed
+// connection's joins for the next connection of its session.
+func TestRooms_ConnJoinEndsWithTheConnection(t *testing.T) {
+	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
+	nc := edgetest.Connect(t, ns.ClientURL())
+	edge1 := startEdge(t, ns.ClientURL(), "edge1", "WS_PRESENCE=memory")
+	edge2 := startEdge(t, ns.ClientURL(), "edge2", "WS_PRESENCE=memory")
+	tok := edgetest.Token(t, secret, map[string]any{"sub": "dana", "sid": "sd-1"})
+	dial := func(url string) *edgetest.Client {
+		c := edgetest.Dial(t, url, http.Header(bearer(tok)))
+		c.ExpectOK()
+		return c
+	}
+	joined, other := dial(edge1), dial(edge2)
+
+	// The joined connection's id, from the envelope of an action it sends.
+	whoami, err := nc.SubscribeSync("ws.in.whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	joined.Send("whoami", nil)
+	msg, err := whoami.NextMsg(edgetest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := wire.DecodeEnvelope(msg.Data)
+	if err != nil || !strings.HasPrefix(env.Connection, "edge1.") {
+		t.Fatalf("whoami envelope %s: %v", msg.Data, err)
+	}
+	conn := env.Connection
+
+	// send publishes to the group, then the marker to the user; each of in
+	// gets the group's message first, every other connection only the marker.
+	send := func(in []*edgetest.Client, all ...*edgetest.Client) {
+		t.Helper()
+		if err := nc.Publish("ws.send.group.room-c", []byte(`{"action":"room"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Publish("ws.send.user.dana", []byte(`{"action":"marker"}`)); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range all {
+			for _, x := range in {
+				if x == c {
+					c.Expect("room")
+				}
+			}
+			c.Expect("marker")
+		}
+	}
+
+	answer, err := nc.Request("ws.ctl.join.conn."+conn, []byte(`{"groups":["room-c"]}`), edgetest.Timeout)
+	if err != nil || string(answer.Data) != `{"ok":true}` {
+		t.Fatalf("join of %s: %v %s", conn, err, dataOf(answer))
+	}
+	send([]*edgetest.Client{joined}, joined, other) // in force on it, and only on it
+
+	gone, err := nc.SubscribeSync("ws.in." + wire.ActionDisconnection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = joined.WS.Close()
+	for {
+		msg, err := gone.NextMsg(edgetest.Timeout)
+		if err != nil {
+			t.Fatalf("no Client/disconnection of %s: %v", conn, err)
+		}
+		if env, err := wire.DecodeEnvelope(msg.Data); err == nil && env.Connection == conn {
+			break
+		}
+	}
+
+	next := dial(edge1) // same user, same session, same edge
+	send(nil, next, other)
+}
+
+// dataOf is a message's data, or "" for none.
+func dataOf(m *nats.Msg) string {
+	if m == nil {
+		return ""
+	}
+	return string(m.Data)
 }
