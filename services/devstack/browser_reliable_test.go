@@ -274,7 +274,7 @@ func (c *counter) snapshot() (map[int]int, []string) {
 func (c *counter) routesFile(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "routes.json")
-	data := fmt.Sprintf(`{"routes":[{"action":"count","url":%q,"timeout":"30s"}]}`, c.srv.URL)
+	data := fmt.Sprintf(`{"routes":[{"action":"count","url":%q,"timeout":"20s"}]}`, c.srv.URL) // under DISPATCHER_ACK_WAIT (30s), as the dispatcher requires
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
