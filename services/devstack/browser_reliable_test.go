@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,18 +227,23 @@ const lossyAcks = `
 	true`
 
 // counter is a route backend that counts, per number, the count actions
-// ({"n": number}) it handles; it answers 204 (no reply to the client).
+// ({"n": number}) it handles; it answers 204 (no reply to the client), or
+// with replies, ["counted", {"n": number}] to the client (with its ref).
 type counter struct {
-	srv *httptest.Server
+	srv     *httptest.Server
+	replies bool          // static
+	delay   time.Duration // static: how long handling a count takes
 
 	mu      sync.Mutex
 	handled map[int]int // number → requests
 	bad     []string    // requests that were not a count action
 }
 
-func newCounter(t *testing.T) *counter {
+func newCounter(t *testing.T) *counter { return startCounter(t, false, 0) }
+
+func startCounter(t *testing.T, replies bool, delay time.Duration) *counter {
 	t.Helper()
-	c := &counter{handled: map[int]int{}}
+	c := &counter{handled: map[int]int{}, replies: replies, delay: delay}
 	c.srv = httptest.NewServer(http.HandlerFunc(c.serve))
 	t.Cleanup(c.srv.Close)
 	return c
@@ -256,6 +262,12 @@ func (c *counter) serve(w http.ResponseWriter, r *http.Request) {
 		c.handled[d.N]++
 	}
 	c.mu.Unlock()
+	time.Sleep(c.delay)
+	if c.replies && d.N != 0 {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"action":"counted","details":{"n":%d}}`, d.N)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -373,4 +385,96 @@ func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
 	}
 	t.Logf("authentications %d, acks lost %d, acks with duplicate:true (a resend already stored) %d",
 		evalJS[int](tb, `count("authenticated")`), evalJS[int](tb, `droppedAcks`), evalJS[int](tb, `duplicates`))
+}
+
+// TestBrowser_ReliableRequestsAcrossEdgeRestart: DESIGN §8's
+// request(…, {reliable: true}) through a real edge restart, with history on
+// (the reply reaches the user's session even while the page is between two
+// edges, and comes back in the recovery). The page makes numbered reliable
+// requests while edge1 is drained or killed; every request resolves once,
+// with its own number, none is rejected, and each number is handled once.
+// Mutations that fail it: the client rejecting a reliable request when its
+// connection drops, or the dispatcher replying to the originating
+// connection only (the replies to requests handled while the page moved
+// never arrive: 408).
+func TestBrowser_ReliableRequestsAcrossEdgeRestart(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		kill bool
+	}{{"SIGTERM drain", false}, {"SIGKILL", true}} {
+		t.Run(tt.name, func(t *testing.T) { testReliableRequestsAcrossEdgeRestart(t, tt.kill) })
+	}
+}
+
+func testReliableRequestsAcrossEdgeRestart(t *testing.T, kill bool) {
+	const requests, every = 100, 20 * time.Millisecond
+	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
+	nc := edgetest.Connect(t, ns.ClientURL())
+	env := []string{"EDGE_ALLOWED_ORIGINS=*", "WS_INBOUND=memory", "WS_HISTORY=memory"}
+	edge1, addr1 := startEdgeProc(t, ns.ClientURL(), "edge1", env...)
+	_, addr2 := startEdgeProc(t, ns.ClientURL(), "edge2", env...)
+	waitStream(t, nc)
+	// Handling takes a while, so that some requests are handled after the
+	// page left edge1: their replies must find it on edge2.
+	backend := startCounter(t, true, 300*time.Millisecond)
+	startReliableDispatcher(t, ns.ClientURL(), backend.routesFile(t), "WS_HISTORY=memory")
+	proxy := startProxy(t, addr1)
+	tb := newBrowser(t).tab("classic page")
+	openHarness(tb, harnessSite(t, addr2)+"/client.html", "", map[string]any{
+		"url": wsURL(proxy.addr()), "token": mintToken("ria", time.Hour),
+	})
+	tb.waitFor("authentication", `client.state === "authenticated"`)
+	evalJS[bool](tb, fmt.Sprintf(`
+		window.resolved = []; window.rejected = []; window.recoveries = [];
+		client.addListener("recovered", (e) => recoveries.push(e.recovered));
+		window.asked = 0;
+		window.asker = setInterval(() => {
+			if (asked === %d) { clearInterval(asker); return; }
+			const n = ++asked;
+			client.request("count", {n}, {reliable: true, timeout: 60000}).then(
+				(d) => resolved.push([n, d && d.n]),
+				(e) => rejected.push([n, e.code, e.message]));
+		}, %d);
+		true`, requests, every.Milliseconds()))
+	tb.waitFor("the first replies", `resolved.length >= 20`)
+	restartEdge(t, edge1, proxy, addr2, kill)
+	tb.waitFor("every request settled", fmt.Sprintf(`resolved.length + rejected.length >= %d`, requests))
+	if rejected := evalJS[string](tb, `JSON.stringify(rejected)`); rejected != "[]" {
+		t.Errorf("rejected requests %s, want none", rejected)
+	}
+	var got [][2]int
+	if err := json.Unmarshal([]byte(evalJS[string](tb, `JSON.stringify(resolved)`)), &got); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]int{}
+	for _, r := range got {
+		if r[0] != r[1] {
+			t.Errorf("request %d resolved with the reply for %d", r[0], r[1])
+		}
+		seen[r[0]]++
+	}
+	for _, n := range upTo(requests) {
+		if seen[n] != 1 {
+			t.Errorf("request %d resolved %d times, want once", n, seen[n])
+		}
+	}
+	edgetest.Eventually(t, "every number handled", func() bool {
+		handled, _ := backend.snapshot()
+		return len(handled) >= requests
+	})
+	handled, bad := backend.snapshot()
+	if len(bad) > 0 {
+		t.Errorf("bad requests to the backend: %q", bad)
+	}
+	for _, n := range upTo(requests) {
+		if handled[n] != 1 {
+			t.Errorf("number %d handled %d times, want once", n, handled[n])
+		}
+	}
+	// The reconnection recovered (the replies stored while the page moved
+	// came that way).
+	if r := evalJS[string](tb, `JSON.stringify(recoveries)`); !strings.HasSuffix(r, "true]") {
+		t.Errorf("recovered events %s, want the last one recovered", r)
+	}
+	t.Logf("authentications %d, recovered events %s", evalJS[int](tb, `count("authenticated")`), evalJS[string](tb, `JSON.stringify(recoveries)`))
 }
