@@ -30,7 +30,16 @@ type catchUp struct {
 	down    bool          // owned by mu
 	outages uint64        // owned by mu
 	held    []*hub.Client // owned by mu: on hold since the last disconnection
+	stopped bool          // owned by mu: Wait began; no new catch-up
 	wg      sync.WaitGroup
+}
+
+// stop makes NATSReconnected start no more catch-ups, so that Wait's
+// wg.Wait is never raced by an Add.
+func (cu *catchUp) stop() {
+	cu.mu.Lock()
+	cu.stopped = true
+	cu.mu.Unlock()
 }
 
 // NATSDisconnected holds the live stored messages of every connection
@@ -57,9 +66,13 @@ func (g *Gateway) NATSReconnected() {
 		return
 	}
 	g.catchUp.mu.Lock()
+	if g.catchUp.stopped {
+		g.catchUp.mu.Unlock()
+		return
+	}
 	outages := g.catchUp.outages
-	g.catchUp.mu.Unlock()
 	g.catchUp.wg.Add(1)
+	g.catchUp.mu.Unlock()
 	go func() {
 		defer g.catchUp.wg.Done()
 		settle := time.NewTimer(catchUpSettle)
@@ -124,7 +137,7 @@ func (g *Gateway) catchUpOne(c *hub.Client) {
 	if id == nil || !g.hub.Registered(c) {
 		return
 	}
-	since := &wire.Since{Epoch: h.Epoch(), Seq: c.CatchUpSince()}
+	since := &wire.Since{Epoch: h.Epoch(), Seq: g.hub.BeginCatchUp(c)}
 	res := h.Recover(context.Background(), since, targetsOf(c, id))
 	last := res.Last
 	if res.Reason != "" {

@@ -193,7 +193,7 @@ func (g *Gateway) register(s *session) bool {
 // Wait waits until every connection's handler has returned or ctx is done.
 func (g *Gateway) Wait(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { g.conns.Wait(); g.catchUp.wg.Wait(); close(done) }()
+	go func() { g.conns.Wait(); g.catchUp.stop(); g.catchUp.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

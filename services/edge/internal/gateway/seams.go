@@ -26,6 +26,7 @@ type Registry interface {
 	Authenticate(ctx context.Context, c *hub.Client, id *auth.Identity) error
 	CloseSent(c *hub.Client)
 	BeginRecovery(c *hub.Client)
+	BeginCatchUp(c *hub.Client) uint64
 	EndRecovery(c *hub.Client, epoch string, last uint64) (live, again bool)
 	HoldLive() []*hub.Client
 	NATSBack()

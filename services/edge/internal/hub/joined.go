@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/wsgate/wsgate/api/wire"
 	"github.com/wsgate/wsgate/services/edge/internal/auth"
@@ -256,7 +257,10 @@ func (h *Hub) loadStored(ctx context.Context, c *Client, id *auth.Identity) erro
 // applied while the edge was cut from NATS never reached it (rooms.apply is
 // core NATS), and the entry would otherwise stand until the target's next
 // change. Revisions only grow, so a change applied meanwhile is not undone.
-func (h *Hub) ReloadStored(ctx context.Context) error {
+//
+// Each read has timeout; the reads go on after one fails, and ReloadStored
+// returns their errors.
+func (h *Hub) ReloadStored(ctx context.Context, timeout time.Duration) error {
 	if h.cfg.Memberships == nil {
 		return nil
 	}
@@ -268,7 +272,9 @@ func (h *Hub) ReloadStored(ctx context.Context) error {
 	h.mu.RUnlock()
 	var errs []error
 	for _, t := range targets {
-		rev, groups, err := h.cfg.Memberships.Load(ctx, t.kind, t.key)
+		lctx, cancel := context.WithTimeout(ctx, timeout)
+		rev, groups, err := h.cfg.Memberships.Load(lctx, t.kind, t.key)
+		cancel()
 		if err == nil {
 			_, err = h.SetStored(t.kind, t.key, rev, groups)
 		}

@@ -145,7 +145,7 @@ func TestReloadStored_PutsInForceTheChangesAnOutageHid(t *testing.T) {
 		rev    uint64
 		groups []string
 	}{1, nil}
-	if err := h.ReloadStored(ctx); err != nil {
+	if err := h.ReloadStored(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if got := groupsOf(c); got != "t,c,b" {

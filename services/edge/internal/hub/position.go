@@ -97,9 +97,10 @@ func (c *Client) Replaying() bool {
 //
 // again is true when NATS was down during the hold, so that the replay
 // may have missed what the stream republished meanwhile: the client then
-// stays on hold from last, and must be caught up again (CatchUpSince,
-// EndRecovery) once NATS is back. The check is made under the position's
-// lock, as HoldLive's, so that an outage is seen by one or the other.
+// stays on hold from last, its held frames with it, and must be caught up
+// again (BeginCatchUp, EndRecovery) once NATS is back. The check is made
+// under the position's lock, as HoldLive's, so that an outage is seen by
+// one or the other.
 //
 // If the stream was recreated meanwhile, the frames held before that are
 // the old stream's: queued after last when the replay read the old
@@ -116,6 +117,16 @@ func (h *Hub) EndRecovery(c *Client, epoch string, last uint64) (live, again boo
 		return true, false
 	}
 	p.replaying = false
+	if n := h.outage.count.Load(); (p.duringOutage || n != p.outages) && !p.overflow && p.renewedAt < 0 {
+		// The held frames stay held, in order: what the stream stored
+		// during the outage comes between some of them, and the next
+		// replay, from last, brings it (and those of them it also
+		// stored, which EndRecovery then drops as replayed). A stream
+		// recreated meanwhile is announced below instead: recovered:false
+		// says a gap is possible.
+		p.last, p.outages, p.duringOutage = last, n, false
+		return true, true
+	}
 	p.recovering, p.last = false, last
 	held, renewedAt := p.held, p.renewedAt
 	p.held, p.renewedAt = nil, -1
@@ -138,12 +149,6 @@ func (h *Hub) EndRecovery(c *Client, epoch string, last uint64) (live, again boo
 	}
 	if errors.Is(err, wsconn.ErrQueueFull) {
 		return false, false
-	}
-	if n := h.outage.count.Load(); p.duringOutage || n != p.outages {
-		last := p.last
-		p.hold(n)
-		p.last = last
-		return true, true
 	}
 	return true, false
 }
@@ -244,7 +249,7 @@ func (c *Client) Matches(f *wire.Filter) bool {
 // HoldLive puts every live connection on hold, as at the start of a
 // recovery, and returns them: the edge lost its NATS connection, and the
 // stored messages republished meanwhile must be replayed to them (each
-// with CatchUpSince, then EndRecovery) once NATS is back (NATSBack) before
+// with BeginCatchUp, then EndRecovery) once NATS is back (NATSBack) before
 // live ones go on. A connection on hold already is not returned: its
 // EndRecovery says it must be caught up again.
 func (h *Hub) HoldLive() []*Client {
@@ -270,13 +275,17 @@ func (h *Hub) HoldLive() []*Client {
 // on read a stream that republishes to the edge again.
 func (h *Hub) NATSBack() { h.outage.down.Store(false) }
 
-// CatchUpSince is the last sequence a held connection was given.
-func (c *Client) CatchUpSince() uint64 {
+// BeginCatchUp starts the replay of a connection on hold for a catch-up
+// and returns the last sequence it was given, where the replay starts.
+// Only an outage from now on can make the replay miss something: one that
+// came before it reads is in what it reads.
+func (h *Hub) BeginCatchUp(c *Client) uint64 {
 	p := c.pos.Load()
 	if p == nil {
 		return 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.outages, p.duringOutage = h.outage.count.Load(), h.outage.down.Load()
 	return p.last
 }

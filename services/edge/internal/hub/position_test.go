@@ -85,36 +85,47 @@ func TestEndRecovery_AStreamRecreatedMeanwhileIsAnnounced(t *testing.T) {
 // again, rather than letting it go live over a silent gap (DESIGN.md §8).
 // A hold that no outage touched ends as before.
 func TestEndRecovery_AReplayANATSOutageCutShortIsCaughtUpAgain(t *testing.T) {
-	h, _, cs := fakeHubWith(t, true, &auth.Identity{User: "a", Groups: []string{}}, &auth.Identity{User: "b", Groups: []string{}})
-	a, b := cs[0], cs[1]
+	h, _, cs := fakeHubWith(t, true, &auth.Identity{User: "a", Groups: []string{}}, &auth.Identity{User: "b", Groups: []string{}},
+		&auth.Identity{User: "z", Groups: []string{}})
+	a, b, z := cs[0], cs[1], cs[2] // z has no position: never held, it shows what the router has done
+	routed := func() {
+		t.Helper()
+		h.inbox <- &nats.Msg{Subject: "ws.send.user.z", Data: []byte(`{"action":"routed"}`)}
+		z.peer.Expect("routed")
+	}
 	h.BeginRecovery(b.c)
 	if live, again := h.EndRecovery(b.c, "e", 0); !live || again {
 		t.Fatalf("a recovery without an outage: live %v, again %v", live, again)
 	}
 
 	h.BeginRecovery(a.c)
+	// Held during the replay, before the outage: it must wait for the
+	// catch-up, as what the stream stored during the outage may come
+	// before it.
+	h.inbox <- republishedMsg("user.a", "live-4", 4)
+	routed()
 	if held := h.HoldLive(); len(held) != 1 || held[0] != b.c {
 		t.Fatalf("HoldLive held %d connections, want the live one only", len(held))
 	}
+	h.inbox <- &nats.Msg{Subject: "ws.send.user.b", Data: []byte(`{"action":"routed"}`)}
 	if live, again := h.EndRecovery(a.c, "e", 3); !live || !again {
 		t.Fatalf("a recovery an outage cut short: live %v, again %v, want to be caught up again", live, again)
 	}
-	if got := a.c.CatchUpSince(); got != 3 {
+	h.NATSBack()
+	if got := h.BeginCatchUp(a.c); got != 3 {
 		t.Fatalf("caught up again from %d, want 3, where its replay ended", got)
 	}
-	h.inbox <- republishedMsg("user.a", "live-4", 4)
-	h.inbox <- republishedMsg("user.a", "live-5", 5)
-	h.inbox <- &nats.Msg{Subject: "ws.send.user.b", Data: []byte(`{"action":"routed"}`)}
-	h.NATSBack()
+	h.inbox <- republishedMsg("user.a", "live-6", 6)
+	routed()
 	if live, again := h.EndRecovery(b.c, "e", 0); !live || again {
 		t.Fatalf("the catch-up of a held connection: live %v, again %v", live, again)
 	}
 	b.peer.Expect("routed") // held for b until its catch-up ended
-	if live, again := h.EndRecovery(a.c, "e", 4); !live || again {
+	if live, again := h.EndRecovery(a.c, "e", 5); !live || again { // the catch-up replayed 4 and 5
 		t.Fatalf("the catch-up after NATS came back: live %v, again %v", live, again)
 	}
 	h.inbox <- &nats.Msg{Subject: "ws.send.user.a", Data: []byte(`{"action":"end"}`)}
-	for _, want := range []string{"live-5", "end"} { // live-4 came in the catch-up's replay
+	for _, want := range []string{"live-6", "end"} { // live-4 came in the catch-up's replay
 		if f, err := a.peer.Next().Frame(); err != nil || f.Action != want {
 			t.Fatalf("got %v (%v), want %s", f, err, want)
 		}
@@ -124,10 +135,21 @@ func TestEndRecovery_AReplayANATSOutageCutShortIsCaughtUpAgain(t *testing.T) {
 	h.HoldLive()
 	h.BeginRecovery(a.c)
 	h.NATSBack()
-	if _, again := h.EndRecovery(a.c, "e", 5); !again {
+	if _, again := h.EndRecovery(a.c, "e", 6); !again {
 		t.Fatal("a recovery begun during an outage went live")
 	}
-	if _, again := h.EndRecovery(a.c, "e", 5); again {
+	h.BeginCatchUp(a.c)
+	if _, again := h.EndRecovery(a.c, "e", 6); again {
 		t.Fatal("its catch-up after NATS came back did not end the hold")
+	}
+
+	// An outage while a connection waits for its catch-up, before the
+	// catch-up reads, does not make it read twice.
+	h.HoldLive()
+	h.HoldLive()
+	h.NATSBack()
+	h.BeginCatchUp(b.c)
+	if _, again := h.EndRecovery(b.c, "e", 0); again {
+		t.Fatal("a catch-up that read after both outages was asked again")
 	}
 }

@@ -325,6 +325,10 @@ func (w *Writer) Add(ctx context.Context, c *hub.Client) {
 		if rev == 0 {
 			return
 		}
+		// The user's key next, with time of its own: the create's is spent.
+		cancel()
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		defer cancel()
 	}
 	w.recMu.Lock()
 	w.recs[c] = record{rev, rec.Since}

@@ -64,10 +64,13 @@ const maxCoordinating = 256
 // maxApplyBatch bounds the changes an edge applies before one confirmation.
 const maxApplyBatch = 64
 
-// After a NATS reconnection the stored joins are read again, each read
-// within reloadTimeout, up to reloadTries times reloadPause apart.
+// After a NATS reconnection, and reloadSettle for the stores' replicas to
+// catch up with their leader, the stored joins are read again, each read
+// within reloadTimeout, the whole up to reloadTries times reloadPause apart
+// while some fail.
 const (
-	reloadTimeout = 10 * time.Second
+	reloadSettle  = time.Second
+	reloadTimeout = 5 * time.Second
 	reloadTries   = 5
 	reloadPause   = 2 * time.Second
 )
@@ -81,8 +84,9 @@ type Members interface {
 	SetStored(kind, key string, rev uint64, groups []string) (int, error)
 	// Confirm returns once the NATS server has every subscription made.
 	Confirm(ctx context.Context) error
-	// ReloadStored reads again every stored join the edge keeps.
-	ReloadStored(ctx context.Context) error
+	// ReloadStored reads again every stored join the edge keeps, each read
+	// within timeout.
+	ReloadStored(ctx context.Context, timeout time.Duration) error
 }
 
 var _ Members = (*hub.Hub)(nil)
@@ -246,10 +250,13 @@ func (s *Service) reloadLoop(ctx context.Context) {
 			return
 		case <-s.reload:
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reloadSettle):
+		}
 		for try := 1; ; try++ {
-			rctx, cancel := context.WithTimeout(ctx, reloadTimeout)
-			err := s.members.ReloadStored(rctx)
-			cancel()
+			err := s.members.ReloadStored(ctx, reloadTimeout)
 			if err == nil {
 				break
 			}
