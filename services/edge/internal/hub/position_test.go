@@ -121,7 +121,8 @@ func TestEndRecovery_AReplayANATSOutageCutShortIsCaughtUpAgain(t *testing.T) {
 		t.Fatalf("the catch-up of a held connection: live %v, again %v", live, again)
 	}
 	b.peer.Expect("routed") // held for b until its catch-up ended
-	if live, again := h.EndRecovery(a.c, "e", 5); !live || again { // the catch-up replayed 4 and 5
+	// The catch-up replayed 4 and 5.
+	if live, again := h.EndRecovery(a.c, "e", 5); !live || again {
 		t.Fatalf("the catch-up after NATS came back: live %v, again %v", live, again)
 	}
 	h.inbox <- &nats.Msg{Subject: "ws.send.user.a", Data: []byte(`{"action":"end"}`)}
