@@ -177,16 +177,9 @@ func TestReliablePrefix_HandledOnceRetriedAndDeadLettered(t *testing.T) {
 	})
 
 	natstest.PublishReliable(t, edge, "ws", natstest.Envelope("shop/fail", 2), "u1.f1")
-	msg, err := dead.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("no dead letter: %v", err)
-	}
-	var letter dispatcher.DeadLetter
-	if err := json.Unmarshal(msg.Data, &letter); err != nil {
-		t.Fatal(err)
-	}
-	if msg.Subject != "ws.dead.shop/fail" || letter.Attempts != 3 || letter.Error != "card declined" || letter.MsgID != "u1.f1" {
-		t.Fatalf("dead letter on %s: %s", msg.Subject, msg.Data)
+	subject, letter := nextDeadLetter(t, dead)
+	if subject != "ws.dead.shop/fail" || letter.Attempts != 3 || letter.Error != "card declined" || letter.MsgID != "u1.f1" {
+		t.Fatalf("dead letter on %s: %+v", subject, letter)
 	}
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return streamHolds(st, 0) })
 	failing.mu.Lock()

@@ -87,6 +87,21 @@ func deadLetterEnv(t *testing.T) (*nats.Conn, jetstream.Stream, *nats.Subscripti
 	return nc, st, dead, natstest.Subscribe(t, nc, "ws")
 }
 
+// nextDeadLetter returns the next dead letter on dead (deadLetterEnv's) and
+// the subject it came on.
+func nextDeadLetter(t *testing.T, dead *nats.Subscription) (string, dispatcher.DeadLetter) {
+	t.Helper()
+	msg, err := dead.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	var letter dispatcher.DeadLetter
+	if err := json.Unmarshal(msg.Data, &letter); err != nil {
+		t.Fatal(err)
+	}
+	return msg.Subject, letter
+}
+
 // Mutations that fail it: retrying without the backoff (attempts closer
 // than 200ms), dead-lettering before MaxDeliver or never, Ack instead of
 // Term after the dead letter (a second dead letter, or the stream keeps
@@ -133,17 +148,10 @@ func TestReliable_FailingHandlerRetriedWithBackoffThenDeadLetter(t *testing.T) {
 		t.Fatalf("ok actions waited for the failing one (%d attempts first)", n)
 	}
 
-	msg, err := dead.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("no dead letter: %v", err)
-	}
-	var letter dispatcher.DeadLetter
-	if err := json.Unmarshal(msg.Data, &letter); err != nil {
-		t.Fatal(err)
-	}
-	if msg.Subject != "ws.dead.fail" || letter.Attempts != 3 || letter.Error != "database is down" ||
+	subject, letter := nextDeadLetter(t, dead)
+	if subject != "ws.dead.fail" || letter.Attempts != 3 || letter.Error != "database is down" ||
 		letter.MsgID != "u1.f1" || letter.Envelope.Action != "fail" || string(letter.Envelope.Ref) != string(env.Ref) {
-		t.Fatalf("dead letter on %s: %s", msg.Subject, msg.Data)
+		t.Fatalf("dead letter on %s: %+v", subject, letter)
 	}
 	failing.mu.Lock()
 	if len(failing.seen) != 3 {
@@ -218,9 +226,7 @@ func TestReliable_FinalErrorIsNotRetried(t *testing.T) {
 			},
 		})
 	natstest.PublishReliable(t, nc, "ws", natstest.Envelope("pay", 1), "u1.p1")
-	if _, err := dead.NextMsg(10 * time.Second); err != nil {
-		t.Fatalf("no dead letter: %v", err)
-	}
+	nextDeadLetter(t, dead)
 	r := capture.Next(t)
 	if e := natstest.ErrorDetails(t, r); r.Outbound.Action != "pay:error" || e.Code != 502 || e.Message != "the bank did not answer" {
 		t.Fatalf("got %s, want pay:error [502, the bank did not answer]", r.Data)
@@ -253,16 +259,9 @@ func TestReliable_NoAnswerOnTheLastAttemptIsRepliedAndDeadLettered(t *testing.T)
 	t.Cleanup(func() { close(stuck) }) // runs before the dispatcher's drain
 	natstest.PublishReliable(t, nc, "ws", natstest.Envelope("slow", 1), "u1.s1")
 
-	msg, err := dead.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("no dead letter: %v", err)
-	}
-	var letter dispatcher.DeadLetter
-	if err := json.Unmarshal(msg.Data, &letter); err != nil {
-		t.Fatal(err)
-	}
-	if msg.Subject != "ws.dead.slow" || letter.Attempts != 2 || letter.MsgID != "u1.s1" {
-		t.Fatalf("dead letter on %s: %s", msg.Subject, msg.Data)
+	subject, letter := nextDeadLetter(t, dead)
+	if subject != "ws.dead.slow" || letter.Attempts != 2 || letter.MsgID != "u1.s1" {
+		t.Fatalf("dead letter on %s: %+v", subject, letter)
 	}
 	r := capture.Next(t)
 	if r.Outbound.Action != "slow:error" || natstest.ErrorDetails(t, r).Code != 500 {
