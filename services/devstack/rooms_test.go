@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,23 +40,7 @@ func TestRooms_SDKAndHTTPJoinAgainstRealEdges(t *testing.T) {
 	everyone := append([]*edgetest.Client{bob}, alice...)
 	room := func(in ...*edgetest.Client) {
 		t.Helper()
-		for _, m := range []string{`{"action":"room"}`, `{"action":"marker"}`} {
-			subj := "ws.send.group.room-5"
-			if strings.Contains(m, "marker") {
-				subj = "ws.send.all"
-			}
-			if err := nc.Publish(subj, []byte(m)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, c := range everyone {
-			for _, x := range in {
-				if x == c {
-					c.Expect("room")
-				}
-			}
-			c.Expect("marker")
-		}
+		expectRoom(t, nc, "room-5", "ws.send.all", in, everyone)
 	}
 	post := func(path, body string) (int, string) {
 		t.Helper()
@@ -145,24 +130,9 @@ func TestRooms_ConnJoinEndsWithTheConnection(t *testing.T) {
 	}
 	conn := env.Connection
 
-	// send publishes to the group, then the marker to the user; each of in
-	// gets the group's message first, every other connection only the marker.
 	send := func(in []*edgetest.Client, all ...*edgetest.Client) {
 		t.Helper()
-		if err := nc.Publish("ws.send.group.room-c", []byte(`{"action":"room"}`)); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.Publish("ws.send.user.dana", []byte(`{"action":"marker"}`)); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range all {
-			for _, x := range in {
-				if x == c {
-					c.Expect("room")
-				}
-			}
-			c.Expect("marker")
-		}
+		expectRoom(t, nc, "room-c", "ws.send.user.dana", in, all)
 	}
 
 	answer, err := nc.Request("ws.ctl.join.conn."+conn, []byte(`{"groups":["room-c"]}`), edgetest.Timeout)
@@ -191,6 +161,25 @@ func TestRooms_ConnJoinEndsWithTheConnection(t *testing.T) {
 
 	next := dial(edge1) // same user, same session, same edge
 	send(nil, next, other)
+}
+
+// expectRoom publishes ["room"] to group, then ["marker"] on marker: each
+// client of in gets the group's message first, every other of all only the
+// marker.
+func expectRoom(t *testing.T, nc *nats.Conn, group, marker string, in, all []*edgetest.Client) {
+	t.Helper()
+	if err := nc.Publish("ws.send.group."+group, []byte(`{"action":"room"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(marker, []byte(`{"action":"marker"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range all {
+		if slices.Contains(in, c) {
+			c.Expect("room")
+		}
+		c.Expect("marker")
+	}
 }
 
 // dataOf is a message's data, or "" for none.
