@@ -300,29 +300,56 @@ func (c *counter) routesFile(t *testing.T) string {
 // connection instead of per user (the resends are handled twice, and none
 // is acked duplicate:true).
 func TestBrowser_ReliableAcrossEdgeRestart(t *testing.T) {
+	eachRestart(t, testReliableAcrossEdgeRestart)
+}
+
+// eachRestart runs test once with edge1 drained (SIGTERM) and once killed.
+func eachRestart(t *testing.T, test func(t *testing.T, kill bool)) {
 	for _, tt := range []struct {
 		name string
 		kill bool
 	}{{"SIGTERM drain", false}, {"SIGKILL", true}} {
-		t.Run(tt.name, func(t *testing.T) { testReliableAcrossEdgeRestart(t, tt.kill) })
+		t.Run(tt.name, func(t *testing.T) { test(t, tt.kill) })
 	}
 }
 
-func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
+// reliableStage is two edge processes with reliable inbound (and history,
+// when asked), a dispatcher routing count to backend, and a classic page of
+// user reaching edge1 through a proxy (the balancer), set up with setup and
+// authenticated.
+type reliableStage struct {
+	edge1 *proc
+	addr2 string
+	proxy *tcpProxy
+	st    jetstream.Stream
+	tb    *tab
+}
+
+func newReliableStage(t *testing.T, history bool, backend *counter, user, setup string) reliableStage {
+	t.Helper()
 	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
 	nc := edgetest.Connect(t, ns.ClientURL())
-	env := []string{"EDGE_ALLOWED_ORIGINS=*", "WS_INBOUND=memory"}
+	env, dispEnv := []string{"EDGE_ALLOWED_ORIGINS=*", "WS_INBOUND=memory"}, []string(nil)
+	if history {
+		env, dispEnv = append(env, "WS_HISTORY=memory"), []string{"WS_HISTORY=memory"}
+	}
 	edge1, addr1 := startEdgeProc(t, ns.ClientURL(), "edge1", env...)
 	_, addr2 := startEdgeProc(t, ns.ClientURL(), "edge2", env...)
 	st := waitStream(t, nc)
-	backend := newCounter(t)
-	startReliableDispatcher(t, ns.ClientURL(), backend.routesFile(t))
+	startReliableDispatcher(t, ns.ClientURL(), backend.routesFile(t), dispEnv...)
 	proxy := startProxy(t, addr1)
 	tb := newBrowser(t).tab("classic page")
-	openHarness(tb, harnessSite(t, addr2)+"/client.html", lossyAcks, map[string]any{
-		"url": wsURL(proxy.addr()), "token": mintToken("sam", time.Hour),
+	openHarness(tb, harnessSite(t, addr2)+"/client.html", setup, map[string]any{
+		"url": wsURL(proxy.addr()), "token": mintToken(user, time.Hour),
 	})
 	tb.waitFor("authentication", `client.state === "authenticated"`)
+	return reliableStage{edge1: edge1, addr2: addr2, proxy: proxy, st: st, tb: tb}
+}
+
+func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
+	backend := newCounter(t)
+	stage := newReliableStage(t, false, backend, "sam", lossyAcks)
+	st, tb := stage.st, stage.tb
 	evalJS[bool](tb, fmt.Sprintf(`
 		window.acked = []; window.failed = []; window.duplicates = 0;
 		client.addListener("acked", (e) => { acked.push(e.details.n); if (e.duplicate) duplicates++; });
@@ -341,7 +368,7 @@ func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
 	evalJS[bool](tb, `window.dropAcks = true`)
 	tb.waitFor("lost acks", `droppedAcks >= 10`)
 	evalJS[bool](tb, `window.dropAcks = false; true`)
-	restartEdge(t, edge1, proxy, addr2, kill)
+	restartEdge(t, stage.edge1, stage.proxy, stage.addr2, kill)
 	tb.waitFor("every ack", fmt.Sprintf(`acked.length >= %d`, browserNumbers))
 	acked := evalJS[[]int](tb, `acked`)
 	slices.Sort(acked)
@@ -398,32 +425,16 @@ func testReliableAcrossEdgeRestart(t *testing.T, kill bool) {
 // connection only (the replies to requests handled while the page moved
 // never arrive: 408).
 func TestBrowser_ReliableRequestsAcrossEdgeRestart(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		kill bool
-	}{{"SIGTERM drain", false}, {"SIGKILL", true}} {
-		t.Run(tt.name, func(t *testing.T) { testReliableRequestsAcrossEdgeRestart(t, tt.kill) })
-	}
+	eachRestart(t, testReliableRequestsAcrossEdgeRestart)
 }
 
 func testReliableRequestsAcrossEdgeRestart(t *testing.T, kill bool) {
 	const requests, every = 100, 20 * time.Millisecond
-	ns := edgetest.RunNATSWith(t, &natsserver.Options{JetStream: true, StoreDir: t.TempDir()})
-	nc := edgetest.Connect(t, ns.ClientURL())
-	env := []string{"EDGE_ALLOWED_ORIGINS=*", "WS_INBOUND=memory", "WS_HISTORY=memory"}
-	edge1, addr1 := startEdgeProc(t, ns.ClientURL(), "edge1", env...)
-	_, addr2 := startEdgeProc(t, ns.ClientURL(), "edge2", env...)
-	waitStream(t, nc)
 	// Handling takes a while, so that some requests are handled after the
 	// page left edge1: their replies must find it on edge2.
 	backend := startCounter(t, true, 300*time.Millisecond)
-	startReliableDispatcher(t, ns.ClientURL(), backend.routesFile(t), "WS_HISTORY=memory")
-	proxy := startProxy(t, addr1)
-	tb := newBrowser(t).tab("classic page")
-	openHarness(tb, harnessSite(t, addr2)+"/client.html", "", map[string]any{
-		"url": wsURL(proxy.addr()), "token": mintToken("ria", time.Hour),
-	})
-	tb.waitFor("authentication", `client.state === "authenticated"`)
+	stage := newReliableStage(t, true, backend, "ria", "")
+	tb := stage.tb
 	evalJS[bool](tb, fmt.Sprintf(`
 		window.resolved = []; window.rejected = []; window.recoveries = [];
 		client.addListener("recovered", (e) => recoveries.push(e.recovered));
@@ -437,7 +448,7 @@ func testReliableRequestsAcrossEdgeRestart(t *testing.T, kill bool) {
 		}, %d);
 		true`, requests, every.Milliseconds()))
 	tb.waitFor("the first replies", `resolved.length >= 20`)
-	restartEdge(t, edge1, proxy, addr2, kill)
+	restartEdge(t, stage.edge1, stage.proxy, stage.addr2, kill)
 	tb.waitFor("every request settled", fmt.Sprintf(`resolved.length + rejected.length >= %d`, requests))
 	if rejected := evalJS[string](tb, `JSON.stringify(rejected)`); rejected != "[]" {
 		t.Errorf("rejected requests %s, want none", rejected)
