@@ -20,6 +20,10 @@ const (
 	CodeUnavailable     = 503
 )
 
+// ValidErrorCode reports whether code may be an error response's: an HTTP
+// error status, 400 to 599.
+func ValidErrorCode(code int) bool { return code >= 400 && code <= 599 }
+
 // Error is the details of an error response: [code, message] on the wire.
 type Error struct {
 	Code    int

@@ -178,7 +178,7 @@ func errorDetailsProblem(details json.RawMessage) string {
 		scanNumber(code, 0) != len(code) || bytes.ContainsAny(code, ".eE") {
 		return "the code is not an integer"
 	}
-	if n, err := strconv.ParseInt(string(code), 10, 64); err != nil || n < 400 || n > 599 {
+	if n, err := strconv.Atoi(string(code)); err != nil || !ValidErrorCode(n) {
 		return "the code is not from 400 to 599"
 	}
 	if msg := bytes.TrimSpace(parts[1]); len(msg) == 0 || msg[0] != '"' {

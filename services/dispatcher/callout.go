@@ -111,7 +111,7 @@ func answerCallout(fn CalloutFunc, data []byte, o Options) (reply []byte) {
 	id, err := fn(context.Background(), &req)
 	var we *Error
 	switch {
-	case errors.As(err, &we) && validCode(we.Code):
+	case errors.As(err, &we) && wire.ValidErrorCode(we.Code):
 		return refuse(we.Code, we.Message)
 	case err != nil:
 		o.Logger.Error("auth callout failed", "err", err)

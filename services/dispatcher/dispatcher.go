@@ -489,7 +489,7 @@ func (d *Dispatcher) fail(ctx context.Context, m *Message, err error, panicked b
 	switch {
 	case panicked:
 		// Logged with its stack by call.
-	case errors.As(err, &we) && validCode(we.Code):
+	case errors.As(err, &we) && wire.ValidErrorCode(we.Code):
 		code, message = we.Code, we.Message
 		d.log.DebugContext(ctx, "handler refused", attrs...)
 	case errors.As(err, &we):

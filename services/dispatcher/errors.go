@@ -87,6 +87,3 @@ const (
 	msgInternal   = "Internal Server Error"
 	msgBadDetails = "Invalid details"
 )
-
-// validCode reports whether code is an error status the wire format allows.
-func validCode(code int) bool { return code >= 400 && code <= 599 }

@@ -73,7 +73,7 @@ func (m *Message) Reply(action string, details any) error {
 // ReplyError sends ["<action>:error", [code, message], ref] to the
 // originating connection. code must be an HTTP error status (400–599).
 func (m *Message) ReplyError(code int, message string) error {
-	if !validCode(code) {
+	if !wire.ValidErrorCode(code) {
 		return fmt.Errorf("%w: %d is not in 400–599", ErrInvalidCode, code)
 	}
 	return m.Reply(wire.ErrorAction(m.Action), wire.Error{Code: code, Message: message})

@@ -176,7 +176,7 @@ func (c *Client) ask(req *wire.CalloutRequest) (*auth.Identity, error) {
 	}
 	if resp.Error != nil {
 		code := resp.Error.Code
-		if code < 400 || code > 599 {
+		if !wire.ValidErrorCode(code) {
 			code = wire.CodeUnauthorized
 		}
 		return nil, &Refusal{Code: code, Message: resp.Error.Message}
