@@ -23,12 +23,9 @@ const catchUpWorkers = 32
 
 // catchUp is the state of the catch-ups after NATS reconnections.
 type catchUp struct {
-	mu sync.Mutex
-	// down is true from a disconnection until the catch-ups of its
-	// reconnection begin (after catchUpSettle); outages counts the
-	// disconnections.
-	down    bool          // owned by mu
-	outages uint64        // owned by mu
+	// mu orders held with the hub's outage state (Outage), which only
+	// HoldLive and NATSBack change, both called under it.
+	mu      sync.Mutex
 	held    []*hub.Client // owned by mu: on hold since the last disconnection
 	stopped bool          // owned by mu: Wait began; no new catch-up
 	wg      sync.WaitGroup
@@ -51,8 +48,6 @@ func (g *Gateway) NATSDisconnected() {
 	}
 	g.catchUp.mu.Lock()
 	defer g.catchUp.mu.Unlock()
-	g.catchUp.down = true
-	g.catchUp.outages++
 	g.catchUp.held = append(g.catchUp.held, g.hub.HoldLive()...)
 }
 
@@ -70,7 +65,7 @@ func (g *Gateway) NATSReconnected() {
 		g.catchUp.mu.Unlock()
 		return
 	}
-	outages := g.catchUp.outages
+	outages, _ := g.hub.Outage()
 	g.catchUp.wg.Add(1)
 	g.catchUp.mu.Unlock()
 	go func() {
@@ -78,11 +73,10 @@ func (g *Gateway) NATSReconnected() {
 		settle := time.NewTimer(catchUpSettle)
 		<-settle.C
 		g.catchUp.mu.Lock()
-		if g.catchUp.outages != outages {
+		if now, _ := g.hub.Outage(); now != outages {
 			g.catchUp.mu.Unlock()
 			return
 		}
-		g.catchUp.down = false
 		g.hub.NATSBack()
 		held := g.catchUp.held
 		g.catchUp.held = nil
@@ -95,7 +89,7 @@ func (g *Gateway) NATSReconnected() {
 // again): with the others after the reconnection, or now if NATS is back.
 func (g *Gateway) catchUpAgain(c *hub.Client) {
 	g.catchUp.mu.Lock()
-	if g.catchUp.down {
+	if _, down := g.hub.Outage(); down {
 		g.catchUp.held = append(g.catchUp.held, c)
 		g.catchUp.mu.Unlock()
 		return

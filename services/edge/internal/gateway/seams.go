@@ -30,6 +30,7 @@ type Registry interface {
 	EndRecovery(c *hub.Client, epoch string, last uint64) (live, again bool)
 	HoldLive() []*hub.Client
 	NATSBack()
+	Outage() (count uint64, down bool)
 	Registered(c *hub.Client) bool
 	Remove(c *hub.Client)
 }

@@ -275,6 +275,12 @@ func (h *Hub) HoldLive() []*Client {
 // on read a stream that republishes to the edge again.
 func (h *Hub) NATSBack() { h.outage.down.Store(false) }
 
+// Outage returns how many times the edge lost NATS (HoldLive), and whether
+// NATS is still away (no NATSBack since).
+func (h *Hub) Outage() (count uint64, down bool) {
+	return h.outage.count.Load(), h.outage.down.Load()
+}
+
 // BeginCatchUp starts the replay of a connection on hold for a catch-up
 // and returns the last sequence it was given, where the replay starts.
 // Only an outage from now on can make the replay miss something: one that
